@@ -1,0 +1,47 @@
+"""Packaging for mindserve (src layout). The supported MindSpore range lives in
+src/mindserve/_requirements.py, the one place that states it."""
+
+import os
+
+from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _requirements():
+    namespace = {}
+    with open(os.path.join(HERE, "src", "mindserve", "_requirements.py")) as handle:
+        exec(handle.read(), namespace)
+    return namespace["MINDSPORE_REQUIREMENT"]
+
+
+with open(os.path.join(HERE, "README.md"), encoding="utf-8") as handle:
+    LONG_DESCRIPTION = handle.read()
+
+setup(
+    name="mindserve",
+    version="0.1.0",
+    description="Serve MindSpore models from inside a Python program: no server to deploy.",
+    long_description=LONG_DESCRIPTION,
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    package_dir={"": "src"},
+    packages=find_packages("src"),
+    package_data={"mindserve": ["py.typed"]},
+    python_requires=">=3.9",
+    install_requires=[
+        _requirements(),
+        "numpy>=1.20",
+        "attrs>=22.2",
+        "typing-extensions>=4.0",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "hypothesis>=6"],
+        "dev": ["pytest>=7", "hypothesis>=6", "ruff", "mypy"],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Operating System :: POSIX :: Linux",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

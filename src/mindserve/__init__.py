@@ -1,0 +1,79 @@
+"""mindserve: serve MindSpore models from inside a Python program.
+
+Define a servable with decorators, start it in a :class:`Runtime`, call its methods::
+
+    svc = mindserve.Servable("mlp", directory="models/mlp")
+    mlp = svc.model("mlp.mindir")
+
+    @svc.method(outputs=["logits"])
+    def predict(x):
+        return mlp(x)
+
+    with mindserve.Runtime() as rt:
+        rt.start(svc)
+        rt.infer("mlp", "predict", [{"x": x}])
+
+Importing mindserve does not import MindSpore; that happens when a model first loads.
+"""
+
+from mindserve._errors import (
+    DefinitionError,
+    DeviceError,
+    InferenceError,
+    InstanceError,
+    InvalidInputError,
+    LoadError,
+    MethodNotFoundError,
+    MindServeError,
+    MindSporeUnavailableError,
+    MindSporeVersionWarning,
+    ModelError,
+    NotFoundError,
+    RuntimeClosedError,
+    ServableNotFoundError,
+    StageError,
+    VersionNotFoundError,
+)
+from mindserve._method import Method
+from mindserve._mindspore import mindspore_lock
+from mindserve._model import Model
+from mindserve._requirements import MINDSPORE_REQUIREMENT, TESTED_MINDSPORE_VERSIONS
+from mindserve._runtime import Runtime
+from mindserve._servable import Servable
+from mindserve._specs import TensorSpec
+from mindserve._stage import Stage
+from mindserve._status import MethodInfo, ModelInfo, ServableInfo
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MINDSPORE_REQUIREMENT",
+    "TESTED_MINDSPORE_VERSIONS",
+    "DefinitionError",
+    "DeviceError",
+    "InferenceError",
+    "InstanceError",
+    "InvalidInputError",
+    "LoadError",
+    "Method",
+    "MethodInfo",
+    "MethodNotFoundError",
+    "MindServeError",
+    "MindSporeUnavailableError",
+    "MindSporeVersionWarning",
+    "Model",
+    "ModelError",
+    "ModelInfo",
+    "NotFoundError",
+    "Runtime",
+    "RuntimeClosedError",
+    "Servable",
+    "ServableInfo",
+    "ServableNotFoundError",
+    "Stage",
+    "StageError",
+    "TensorSpec",
+    "VersionNotFoundError",
+    "__version__",
+    "mindspore_lock",
+]

@@ -1,0 +1,100 @@
+"""Model backends: what actually computes a batch, behind one small interface.
+
+* :class:`NetworkBackend` runs a MindSpore network: a MindIR file loaded as an
+  ``nn.GraphCell`` or an in-memory ``nn.Cell``, always under MindSpore's process lock.
+* :class:`CallableBackend` runs a Python callable on numpy arrays.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from mindserve import _mindspore
+from mindserve._errors import LoadError
+from mindserve._model import Model
+from mindserve._specs import TensorSpec
+
+
+class Backend(Protocol):
+    """Runs one batch. ``input_specs`` and ``n_outputs`` are ``None`` when unknown."""
+
+    input_specs: tuple[TensorSpec, ...] | None
+    n_outputs: int | None
+
+    def run(self, arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]: ...
+
+
+class NetworkBackend:
+    """A MindSpore network (``nn.GraphCell`` from MindIR, or an ``nn.Cell``)."""
+
+    def __init__(
+        self,
+        network: Any,
+        input_specs: tuple[TensorSpec, ...] | None = None,
+        n_outputs: int | None = None,
+    ) -> None:
+        self.network = network
+        self.input_specs = input_specs
+        self.n_outputs = n_outputs
+
+    def run(self, arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+        return _mindspore.run_network(self.network, arrays)
+
+
+class CallableBackend:
+    """A Python callable taking numpy arrays and returning an array or a tuple of arrays."""
+
+    input_specs = None
+    n_outputs = None
+
+    def __init__(self, function: Callable[..., Any]) -> None:
+        self.function = function
+
+    def run(self, arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+        outputs = self.function(*arrays)
+        if not isinstance(outputs, (tuple, list)):
+            outputs = (outputs,)
+        return tuple(np.asarray(o) for o in outputs)
+
+
+def model_path(model: Model, version_dir: str | None) -> str:
+    """Where a MindIR model's file is: relative paths are inside the version directory."""
+    path = model.source
+    if not os.path.isabs(path):
+        path = os.path.join(version_dir or os.getcwd(), path)
+    return os.path.abspath(path)
+
+
+def open_backend(
+    model: Model, version_dir: str | None, device: tuple[str | None, int], where: str
+) -> Backend:
+    """Load a model's backend; any failure is a :class:`LoadError` naming ``where``."""
+    if model.kind == "callable":
+        return CallableBackend(model.source)
+    _mindspore.use_device(*device)
+    if model.kind == "cell":
+        with _mindspore.mindspore_lock():
+            model.source.set_train(False)
+        return NetworkBackend(model.source)
+    path = model_path(model, version_dir)
+    if not os.path.isfile(path):
+        raise LoadError(f"{where}: model '{model.name}': file {path!r} does not exist")
+    try:
+        network = _mindspore.load_mindir(path, model.dec_key, model.dec_mode)
+    except Exception as exc:  # noqa: BLE001 -- MindSpore raises RuntimeError, ValueError, ...
+        hint = (
+            " Hint: check dec_key and dec_mode, the key and mode the file was exported with."
+            if model.dec_key is not None
+            else " Hint: is it a complete MindIR file, exported by mindspore.export?"
+        )
+        raise LoadError(
+            f"{where}: model '{model.name}': MindSpore cannot load {path!r}: "
+            f"{_mindspore.first_line(exc)}.{hint}"
+        ) from exc
+    signature = _mindspore.read_mindir_signature(path, model.dec_key, model.dec_mode)
+    if signature is None:
+        return NetworkBackend(network)
+    return NetworkBackend(network, *signature)

@@ -1,0 +1,163 @@
+"""Every error mindserve raises, in one place.
+
+Each error also derives from the builtin that fits it, so ``except ValueError`` or
+``except LookupError`` keep working::
+
+    MindServeError
+    ├── DefinitionError (ValueError)          a servable is defined wrongly (raised at decoration time)
+    ├── NotFoundError (LookupError)           a name or version that is not running
+    │   ├── ServableNotFoundError
+    │   ├── MethodNotFoundError
+    │   └── VersionNotFoundError
+    ├── MindSporeUnavailableError (ImportError)   MindSpore is missing or fails to import
+    ├── DeviceError (RuntimeError)            the device cannot be used (already set to another one, ...)
+    ├── LoadError (RuntimeError)              a model or a version failed to load; nothing running stops
+    ├── RuntimeClosedError (RuntimeError)     the runtime was closed
+    ├── InstanceError                         one instance of a request failed; the others are unaffected
+    │   ├── InvalidInputError (ValueError)    a missing, unknown or ill-typed input value
+    │   ├── StageError (RuntimeError)         a Python stage raised or returned a wrong result
+    │   └── ModelError (RuntimeError)         the model failed on the batch holding this instance
+    └── InferenceError                        a request in which some instances failed
+
+    MindSporeVersionWarning (UserWarning)     MindSpore's version is outside the tested range
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "DefinitionError",
+    "DeviceError",
+    "InferenceError",
+    "InstanceError",
+    "InvalidInputError",
+    "LoadError",
+    "MethodNotFoundError",
+    "MindServeError",
+    "MindSporeUnavailableError",
+    "MindSporeVersionWarning",
+    "ModelError",
+    "NotFoundError",
+    "RuntimeClosedError",
+    "ServableNotFoundError",
+    "StageError",
+    "VersionNotFoundError",
+]
+
+
+class MindServeError(Exception):
+    """Base class of every error raised by mindserve."""
+
+
+class DefinitionError(MindServeError, ValueError):
+    """A servable, model, stage or method is defined wrongly."""
+
+
+class NotFoundError(MindServeError, LookupError):
+    """A servable, method or version that is not running was asked for."""
+
+
+class ServableNotFoundError(NotFoundError):
+    """No servable of that name is running."""
+
+
+class MethodNotFoundError(NotFoundError):
+    """The servable has no method of that name."""
+
+
+class VersionNotFoundError(NotFoundError):
+    """The servable has no such version (on disk, or running)."""
+
+
+class MindSporeUnavailableError(MindServeError, ImportError):
+    """MindSpore is not installed, or is installed but fails to import."""
+
+
+class DeviceError(MindServeError, RuntimeError):
+    """The requested device cannot be used by this process."""
+
+
+class LoadError(MindServeError, RuntimeError):
+    """A model or a servable version failed to load.
+
+    Whatever was running before keeps running.
+    """
+
+
+class RuntimeClosedError(MindServeError, RuntimeError):
+    """The runtime has been closed and cannot be used again."""
+
+
+class InstanceError(MindServeError):
+    """One instance of a request failed.
+
+    Attributes name where: ``servable``, ``version``, ``method``, ``index`` (the
+    instance's position in the request) and, when known, ``input`` or ``stage``.
+    ``detail`` is the message without the location.
+    """
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        servable: str | None = None,
+        version: int | None = None,
+        method: str | None = None,
+        index: int | None = None,
+    ) -> None:
+        self.detail = detail
+        self.servable = servable
+        self.version = version
+        self.method = method
+        self.index = index
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        where = []
+        if self.servable is not None:
+            version = f" version {self.version}" if self.version is not None else ""
+            where.append(f"servable '{self.servable}'{version}")
+        if self.method is not None:
+            where.append(f"method '{self.method}'")
+        if self.index is not None:
+            where.append(f"instance {self.index}")
+        return f"{', '.join(where)}: {self.detail}" if where else self.detail
+
+
+class InvalidInputError(InstanceError, ValueError):
+    """An instance's input is missing, unknown, or of the wrong type, dtype or shape."""
+
+
+class StageError(InstanceError, RuntimeError):
+    """A Python stage raised, or returned the wrong number of outputs or ``None``."""
+
+
+class ModelError(InstanceError, RuntimeError):
+    """The model failed while running the batch that held this instance."""
+
+
+class InferenceError(MindServeError):
+    """Some instances of a request failed.
+
+    ``results`` holds one entry per instance, in order: the instance's output dict,
+    or the :class:`InstanceError` it failed with. ``errors`` maps the index of each
+    failed instance to its error.
+    """
+
+    def __init__(self, results: list[Any]) -> None:
+        self.results = results
+        self.errors: dict[int, InstanceError] = {
+            i: r for i, r in enumerate(results) if isinstance(r, InstanceError)
+        }
+        shown = list(self.errors.values())[:3]
+        more = len(self.errors) - len(shown)
+        lines = [f"{len(self.errors)} of {len(results)} instances failed:"]
+        lines += [f"  {e}" for e in shown]
+        if more:
+            lines.append(f"  ... and {more} more (see .errors)")
+        super().__init__("\n".join(lines))
+
+
+class MindSporeVersionWarning(UserWarning):
+    """The installed MindSpore is outside the range mindserve is tested with."""

@@ -1,0 +1,246 @@
+"""Everything that touches the ``mindspore`` package directly.
+
+MindSpore is imported lazily, the first time a MindSpore model loads, so that
+``import mindserve`` stays fast and works where MindSpore is missing.
+
+Two facts measured on MindSpore 2.10 shape this module: calling one network from two
+threads at once crashes the process (segmentation fault), and calling two different
+networks from two threads at once deadlocks. So every call into MindSpore -- loading,
+compiling, running, converting tensors -- holds one process-wide lock.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import threading
+import warnings
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from mindserve._errors import (
+    DeviceError,
+    MindSporeUnavailableError,
+    MindSporeVersionWarning,
+)
+from mindserve._requirements import (
+    MINDSPORE_BELOW,
+    MINDSPORE_MIN,
+    MINDSPORE_REQUIREMENT,
+    TESTED_MINDSPORE_VERSIONS,
+)
+from mindserve._specs import TensorSpec
+
+_LOCK = threading.RLock()
+_import_lock = threading.Lock()
+_module: ModuleType | None = None
+_device: tuple[str, int] | None = None
+
+#: Device names as MindSpore spells them, by their lower-case form.
+DEVICE_TARGETS = {"cpu": "CPU", "ascend": "Ascend", "gpu": "GPU"}
+
+# MindIR's TensorProto.DataType numbers -> numpy dtypes (types numpy lacks map to None).
+_MINDIR_DTYPES = {
+    1: "float32",
+    2: "uint8",
+    3: "int8",
+    4: "uint16",
+    5: "int16",
+    6: "int32",
+    7: "int64",
+    9: "bool",
+    10: "float16",
+    11: "float64",
+    12: "uint32",
+    13: "uint64",
+    14: "complex64",
+    15: "complex128",
+    17: "float64",
+}
+
+
+def mindspore_lock() -> threading.RLock:
+    """The lock every call into MindSpore holds.
+
+    Code of your own that calls MindSpore in a process where a mindserve runtime is
+    serving should hold it too: MindSpore crashes or deadlocks when two threads call
+    into it at once.
+    """
+    return _LOCK
+
+
+def import_mindspore() -> ModuleType:
+    """Import MindSpore once, turning a missing or broken install into a clear error."""
+    global _module
+    with _import_lock:
+        if _module is not None:
+            return _module
+        hint = f"Hint: install it with: pip install '{MINDSPORE_REQUIREMENT}'"
+        try:
+            import mindspore
+        except ModuleNotFoundError as exc:
+            if exc.name not in (None, "mindspore"):
+                raise MindSporeUnavailableError(
+                    f"MindSpore is installed but cannot import its dependency "
+                    f"'{exc.name}': {exc}. {hint}"
+                ) from exc
+            raise MindSporeUnavailableError(
+                f"mindserve needs MindSpore to load this model, and MindSpore is not installed. {hint}"
+            ) from exc
+        except Exception as exc:  # noqa: BLE001 -- a broken install raises anything
+            raise MindSporeUnavailableError(
+                f"MindSpore is installed but fails to import ({type(exc).__name__}: {exc}). "
+                f"Hint: reinstall it with: pip install --force-reinstall '{MINDSPORE_REQUIREMENT}'"
+            ) from exc
+        check_version(getattr(mindspore, "__version__", "unknown"))
+        _module = mindspore
+        return mindspore
+
+
+def parse_version(text: str) -> tuple[int, ...] | None:
+    """``'2.10.0rc1'`` -> ``(2, 10, 0)``; ``None`` when there is no leading number."""
+    match = re.match(r"\d+(?:\.\d+)*", text.strip())
+    if match is None:
+        return None
+    return tuple(int(part) for part in match.group(0).split("."))
+
+
+def check_version(text: str) -> bool:
+    """Warn with :class:`MindSporeVersionWarning` when ``text`` is outside the supported range.
+
+    Returns whether the version is supported.
+    """
+    version = parse_version(text)
+    if version is not None and MINDSPORE_MIN <= version[:2] < MINDSPORE_BELOW:
+        return True
+    warnings.warn(
+        f"MindSpore {text} is outside the range mindserve supports ({MINDSPORE_REQUIREMENT}; "
+        f"tested with {', '.join(TESTED_MINDSPORE_VERSIONS)}). Models may fail to load or run. "
+        f"Hint: pip install '{MINDSPORE_REQUIREMENT}'",
+        MindSporeVersionWarning,
+        stacklevel=3,
+    )
+    return False
+
+
+def normalize_device_target(target: str | None) -> str | None:
+    """Spell a device name as MindSpore does; ``None`` stays ``None`` (chosen later)."""
+    if target is None:
+        return None
+    if not isinstance(target, str) or target.lower() not in DEVICE_TARGETS:
+        raise DeviceError(
+            f"device_target must be one of {sorted(DEVICE_TARGETS.values())} or None "
+            f"(Ascend when present, else CPU); got {target!r}"
+        )
+    return DEVICE_TARGETS[target.lower()]
+
+
+def ascend_present() -> bool:
+    """Whether this machine has an Ascend device (its driver's device files exist)."""
+    return os.path.exists("/dev/davinci_manager") or bool(glob.glob("/dev/davinci[0-9]*"))
+
+
+def use_device(target: str | None, device_id: int) -> tuple[str, int]:
+    """Point MindSpore at a device, once per process; later calls must agree."""
+    global _device
+    chosen = target or ("Ascend" if ascend_present() else "CPU")
+    with _LOCK:
+        if _device is not None:
+            if target is not None and (chosen, device_id) != _device:
+                raise DeviceError(
+                    f"this process already runs MindSpore on {_device[0]}:{_device[1]}, and "
+                    f"MindSpore's device is process-wide; got a request for {chosen}:{device_id}. "
+                    f"Hint: use one process per device."
+                )
+            return _device
+        ms = import_mindspore()
+        try:
+            if hasattr(ms, "set_device"):
+                ms.set_device(chosen, device_id)
+            else:  # MindSpore before 2.5
+                ms.set_context(device_target=chosen, device_id=device_id)
+        except Exception as exc:  # noqa: BLE001 -- MindSpore raises RuntimeError or ValueError
+            raise DeviceError(
+                f"MindSpore cannot use device {chosen}:{device_id}: {first_line(exc)}"
+            ) from exc
+        _device = (chosen, device_id)
+        return _device
+
+
+def first_line(exc: BaseException) -> str:
+    """The first meaningful line of an exception's message (MindSpore appends C++ stacks)."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(exc).__name__
+
+
+def read_mindir_signature(
+    path: str, dec_key: bytes | None, dec_mode: str
+) -> tuple[tuple[TensorSpec, ...], int] | None:
+    """The input specs and output count written in a MindIR file, or ``None`` if unreadable.
+
+    The file is parsed with MindSpore's own protobuf schema; an encrypted file is
+    decrypted first. Call only after :func:`load_mindir` succeeded on the same file.
+    """
+    try:
+        from mindspore.train import mind_ir_pb2
+
+        if dec_key is not None:
+            import mindspore._c_expression as c_expression
+
+            data = c_expression._decrypt(path, dec_key, len(dec_key), dec_mode)
+        else:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        proto = mind_ir_pb2.ModelProto()
+        proto.ParseFromString(data)
+    except Exception:  # noqa: BLE001 -- a signature is a bonus; loading already succeeded
+        return None
+    specs = []
+    for value in proto.graph.input:
+        if len(value.tensor) != 1:
+            return None
+        tensor = value.tensor[0]
+        dtype = _MINDIR_DTYPES.get(tensor.data_type)
+        shape = tuple(None if d < 0 else int(d) for d in tensor.dims)
+        specs.append(TensorSpec(shape, np.dtype(dtype) if dtype else None))
+    return tuple(specs), len(proto.graph.output)
+
+
+def load_mindir(path: str, dec_key: bytes | None, dec_mode: str) -> Any:
+    """Load a MindIR file into a callable ``nn.GraphCell`` (raises MindSpore's errors)."""
+    ms = import_mindspore()
+    with _LOCK:
+        if dec_key is None:
+            graph = ms.load(path)
+        else:
+            graph = ms.load(path, dec_key=dec_key, dec_mode=dec_mode)
+        return ms.nn.GraphCell(graph)
+
+
+def is_cell(obj: object) -> bool:
+    """Whether ``obj`` is a MindSpore ``nn.Cell`` (without importing MindSpore)."""
+    return any(
+        cls.__name__ == "Cell" and cls.__module__.startswith("mindspore")
+        for cls in type(obj).__mro__
+    )
+
+
+def run_network(network: Any, arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    """Run a Cell or GraphCell on numpy arrays; return its outputs as numpy arrays."""
+    ms = import_mindspore()
+    with _LOCK:
+        outputs = network(*(ms.Tensor(a) for a in arrays))
+        if not isinstance(outputs, (tuple, list)):
+            outputs = (outputs,)
+        return tuple(_to_numpy(o) for o in outputs)
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if hasattr(value, "asnumpy"):
+        return value.asnumpy()
+    return np.asarray(value)

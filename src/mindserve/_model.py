@@ -1,0 +1,140 @@
+"""The model handle that :meth:`Servable.model` returns.
+
+A ``Model`` is a declaration: what to load (a MindIR path, an ``nn.Cell`` or a Python
+callable) and how to batch it. Called inside a method it records a step; called inside
+a running stage (``model.call(...)``) it runs on the servable version that is serving
+the request, through the same serialized path as a method's model step.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+from mindserve._context import current_servable
+from mindserve._errors import DefinitionError, MindServeError
+from mindserve._mindspore import is_cell
+from mindserve._outcome import Failure
+from mindserve._stage import check_outputs
+from mindserve._tracing import active_trace
+
+#: Encryption modes MindSpore accepts for MindIR files.
+DEC_MODES = ("AES-GCM", "AES-CBC", "SM4-CBC")
+
+
+def _model_kind(source: object) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        if not os.fspath(source).endswith(".mindir"):
+            raise DefinitionError(
+                f"a model file must be a MindIR file ending in '.mindir'; got {os.fspath(source)!r}"
+            )
+        return "mindir"
+    if is_cell(source):
+        return "cell"
+    if callable(source):
+        return "callable"
+    raise DefinitionError(
+        "a model must be a MindIR path, a mindspore.nn.Cell or a Python callable on numpy "
+        f"arrays; got {type(source).__name__}"
+    )
+
+
+def _default_name(source: object, kind: str) -> str:
+    if kind == "mindir":
+        return os.path.splitext(os.path.basename(os.fspath(source)))[0]  # type: ignore[arg-type]
+    if kind == "cell":
+        return type(source).__name__
+    name = getattr(source, "__name__", type(source).__name__)
+    return "model" if name == "<lambda>" else name
+
+
+class Model:
+    """A model of a servable; create it with :meth:`Servable.model`."""
+
+    def __init__(
+        self,
+        servable: str,
+        source: Any,
+        *,
+        name: str | None = None,
+        with_batch_dim: bool = True,
+        without_batch_dim_inputs: Sequence[int] | int | None = None,
+        outputs: int = 1,
+        dec_key: bytes | None = None,
+        dec_mode: str = "AES-GCM",
+    ) -> None:
+        self.kind = _model_kind(source)
+        self.source = os.fspath(source) if self.kind == "mindir" else source
+        self.servable = servable
+        self.name = name or _default_name(source, self.kind)
+        self.with_batch_dim = bool(with_batch_dim)
+        self.without_batch_dim_inputs = _indices(without_batch_dim_inputs)
+        if self.without_batch_dim_inputs and not self.with_batch_dim:
+            raise DefinitionError(
+                f"model '{self.name}': without_batch_dim_inputs only applies when "
+                f"with_batch_dim=True"
+            )
+        self.outputs = check_outputs(outputs, f"model '{self.name}'")
+        if dec_key is not None:
+            if self.kind != "mindir":
+                raise DefinitionError(f"model '{self.name}': dec_key only applies to MindIR files")
+            if not isinstance(dec_key, bytes) or len(dec_key) not in (16, 24, 32):
+                got = f"{len(dec_key)} bytes" if isinstance(dec_key, bytes) else type(dec_key).__name__
+                raise DefinitionError(
+                    f"model '{self.name}': dec_key must be bytes of length 16, 24 or 32; got {got}"
+                )
+        if dec_mode not in DEC_MODES:
+            raise DefinitionError(
+                f"model '{self.name}': dec_mode must be one of {list(DEC_MODES)}; got {dec_mode!r}"
+            )
+        self.dec_key = dec_key
+        self.dec_mode = dec_mode
+        #: How many inputs the methods call it with (set by the first traced call).
+        self.inputs: int | None = None
+
+    def __repr__(self) -> str:
+        source = self.source if self.kind == "mindir" else type(self.source).__name__
+        return f"<Model {self.name!r} of servable {self.servable!r}: {self.kind} {source}>"
+
+    def __call__(self, *args: Any) -> Any:
+        trace = active_trace()
+        if trace is None:
+            return self.call(*args)
+        if self.inputs is not None and len(args) != self.inputs:
+            raise DefinitionError(
+                f"method '{trace.method}' calls model '{self.name}' with {len(args)} inputs; "
+                f"it was called with {self.inputs} before"
+            )
+        result = trace.record(self, "model", args, self.outputs)
+        self.inputs = len(args)
+        return result
+
+    def call(self, *args: Any) -> Any:
+        """Run the model on one instance's inputs, inside a stage of a running servable.
+
+        Returns the output, or a tuple of outputs when the model has several. Use it for
+        conditions and loops that a method's straight-line body cannot express.
+        """
+        loaded = current_servable()
+        if loaded is None:
+            raise MindServeError(
+                f"model '{self.name}' can only run inside a stage of a running servable "
+                f"(or be called in a method body, which records it). Hint: start the servable "
+                f"with Runtime.start() and call this from a stage."
+            )
+        (outcome,) = loaded.run_model(self, [args])
+        if isinstance(outcome, Failure):
+            raise outcome.error(f"model.call: {outcome.detail}", servable=loaded.name,
+                                version=loaded.version) from outcome.cause
+        return outcome[0] if len(outcome) == 1 else outcome
+
+
+def _indices(value: Sequence[int] | int | None) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    items = (value,) if isinstance(value, int) else tuple(value)
+    if any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in items):
+        raise DefinitionError(
+            f"without_batch_dim_inputs must be input indices (ints >= 0); got {value!r}"
+        )
+    return tuple(sorted(set(items)))

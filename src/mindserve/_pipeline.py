@@ -1,0 +1,93 @@
+"""Running a traced method over the instances of one request.
+
+The steps run in order, each over every instance still alive, so a model step sees all
+of the request's instances at once and can batch them. An instance that fails at any
+step drops out with its failure; the others carry on.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from typing import Any, Sequence
+
+from mindserve._context import running
+from mindserve._errors import InstanceError, InvalidInputError
+from mindserve._loaded import LoadedServable
+from mindserve._method import Method
+from mindserve._outcome import Failure
+from mindserve._specs import check_instance_value, describe_value
+from mindserve._stage import Stage
+
+
+def check_instance(instance: Any, method: Method) -> Failure | None:
+    """Whether an instance has exactly the method's inputs, each of a supported type."""
+    if not isinstance(instance, Mapping):
+        return Failure(
+            InvalidInputError,
+            f"an instance must be a dict of input name to value, with inputs "
+            f"{list(method.inputs)}; got {describe_value(instance)}",
+        )
+    unknown = [name for name in instance if name not in method.inputs]
+    if unknown:
+        name = unknown[0]
+        close = difflib.get_close_matches(str(name), method.inputs, n=1)
+        hint = f" Hint: did you mean '{close[0]}'?" if close else ""
+        return Failure(
+            InvalidInputError,
+            f"unknown input {name!r}; method '{method.name}' takes inputs "
+            f"{list(method.inputs)}.{hint}",
+        )
+    missing = [name for name in method.inputs if name not in instance]
+    if missing:
+        return Failure(
+            InvalidInputError,
+            f"missing input '{missing[0]}'; method '{method.name}' takes inputs "
+            f"{list(method.inputs)}",
+        )
+    for name in method.inputs:
+        problem = check_instance_value(instance[name])
+        if problem is not None:
+            return Failure(InvalidInputError, f"input '{name}' must be {problem}")
+    return None
+
+
+def run_method(
+    loaded: LoadedServable, method: Method, instances: Sequence[Any]
+) -> list[dict[str, Any] | InstanceError]:
+    """Run ``method`` over ``instances``; each gets its output dict or its own error."""
+    failures: list[Failure | None] = [check_instance(inst, method) for inst in instances]
+    values: list[dict[int, Any]] = [
+        {} if failures[i] else {ref: inst[name] for ref, name in enumerate(method.inputs)}
+        for i, inst in enumerate(instances)
+    ]
+    for step in method.steps:
+        live = [i for i, failure in enumerate(failures) if failure is None]
+        if not live:
+            break
+        args = [tuple(values[i][ref] for ref in step.args) for i in live]
+        if isinstance(step.callee, Stage):
+            with running(loaded):
+                outcomes = step.callee.run(args)
+        else:
+            labels = [method.labels[ref] for ref in step.args]
+            outcomes = loaded.run_model(step.callee, args, labels)
+        for i, outcome in zip(live, outcomes):
+            if isinstance(outcome, Failure):
+                failures[i] = outcome
+                values[i] = {}
+            else:
+                values[i].update(zip(step.outputs, outcome))
+    results: list[dict[str, Any] | InstanceError] = []
+    for index, failure in enumerate(failures):
+        if failure is not None:
+            results.append(
+                failure.to_exception(
+                    servable=loaded.name, version=loaded.version, method=method.name, index=index
+                )
+            )
+        else:
+            results.append(
+                {name: values[index][ref] for name, ref in zip(method.outputs, method.output_refs)}
+            )
+    return results

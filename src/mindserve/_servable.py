@@ -1,0 +1,209 @@
+"""The servable definition: models, stages and methods registered on one owner object."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Dict, Sequence, TypeVar, overload
+
+import attrs
+
+from mindserve._errors import DefinitionError
+from mindserve._method import Method, build_method
+from mindserve._model import Model
+from mindserve._stage import Stage
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@attrs.frozen
+class ServableDefinition:
+    """A snapshot of a servable taken when it starts; later edits do not affect it."""
+
+    name: str
+    directory: str | None
+    models: Dict[str, Model]
+    methods: Dict[str, Method]
+
+    @property
+    def needs_files(self) -> bool:
+        """Whether any model is a file that lives in a version directory."""
+        return any(m.kind == "mindir" for m in self.models.values())
+
+
+class Servable:
+    """A named set of models, Python stages and methods.
+
+    ``directory`` (optional) holds numeric version directories ``1/``, ``2/``, ... with the
+    model files; a model path is relative to the version directory. Without a directory,
+    paths are relative to the current directory and the servable is version 1.
+    """
+
+    def __init__(self, name: str, directory: str | os.PathLike[str] | None = None) -> None:
+        if not isinstance(name, str) or not name or "/" in name:
+            raise DefinitionError(f"a servable name must be a non-empty str without '/'; got {name!r}")
+        self.name = name
+        self.directory = os.fspath(directory) if directory is not None else None
+        self.models: dict[str, Model] = {}
+        self.stages: dict[str, Stage] = {}
+        self.methods: dict[str, Method] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"<Servable {self.name!r}: models {list(self.models)}, methods {list(self.methods)}>"
+        )
+
+    # -- models ----------------------------------------------------------------------
+
+    def model(
+        self,
+        source: Any,
+        *,
+        name: str | None = None,
+        with_batch_dim: bool = True,
+        without_batch_dim_inputs: Sequence[int] | int | None = None,
+        outputs: int = 1,
+        dec_key: bytes | None = None,
+        dec_mode: str = "AES-GCM",
+    ) -> Model:
+        """Declare a model: a MindIR path, an ``nn.Cell``, or a callable on numpy arrays.
+
+        ``with_batch_dim``: the model's first input dimension is the batch, so instances
+        are stacked into batches (padded to a fixed batch size, outputs sliced back).
+        ``without_batch_dim_inputs``: indices of inputs that have no batch dimension
+        (instances that share a value for them are batched together).
+        ``outputs``: how many outputs the model returns. ``dec_key``/``dec_mode``: the key
+        and mode of an encrypted MindIR file.
+        """
+        model = Model(
+            self.name,
+            source,
+            name=name,
+            with_batch_dim=with_batch_dim,
+            without_batch_dim_inputs=without_batch_dim_inputs,
+            outputs=outputs,
+            dec_key=dec_key,
+            dec_mode=dec_mode,
+        )
+        if model.name in self.models:
+            raise DefinitionError(
+                f"servable '{self.name}' already has a model named '{model.name}'. "
+                f"Hint: pass name=... to tell them apart."
+            )
+        self.models[model.name] = model
+        return model
+
+    # -- stages ----------------------------------------------------------------------
+
+    def add_stage(
+        self,
+        function: Callable[..., Any],
+        *,
+        name: str | None = None,
+        batch_size: int | None = None,
+        outputs: int = 1,
+    ) -> Stage:
+        """Register ``function`` as a Python stage; the plain form of :meth:`stage`."""
+        stage = Stage(function, name=name, batch_size=batch_size, outputs=outputs)
+        if stage.name in self.stages:
+            raise DefinitionError(
+                f"servable '{self.name}' already has a stage named '{stage.name}'. "
+                f"Hint: pass name=... to register another."
+            )
+        self.stages[stage.name] = stage
+        return stage
+
+    @overload
+    def stage(self, function: F) -> Stage: ...
+
+    @overload
+    def stage(
+        self, *, name: str | None = None, batch_size: int | None = None, outputs: int = 1
+    ) -> Callable[[F], Stage]: ...
+
+    def stage(
+        self,
+        function: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        batch_size: int | None = None,
+        outputs: int = 1,
+    ) -> Any:
+        """Decorator: register a Python stage, with or without options.
+
+        ``batch_size=None`` calls the function once per instance; ``batch_size=k`` calls
+        it with lists of up to ``k`` instances (``0``: all of them), one list per
+        parameter, and expects one result per instance back. ``outputs=N`` declares
+        that it returns N values.
+        """
+        if function is not None:
+            return self.add_stage(function, name=name, batch_size=batch_size, outputs=outputs)
+
+        def decorate(function: Callable[..., Any]) -> Stage:
+            return self.add_stage(function, name=name, batch_size=batch_size, outputs=outputs)
+
+        return decorate
+
+    # -- methods ---------------------------------------------------------------------
+
+    def add_method(
+        self,
+        function: Callable[..., Any],
+        *,
+        name: str | None = None,
+        outputs: str | Sequence[str] | None = None,
+    ) -> Method:
+        """Trace ``function`` and register it as a method; the plain form of :meth:`method`."""
+        method_name = name or getattr(function, "__name__", None)
+        if method_name in self.methods:
+            raise DefinitionError(
+                f"servable '{self.name}' already has a method named '{method_name}'. "
+                f"Hint: create a new Servable to redefine it, or pass name=..."
+            )
+        method = build_method(function, servable=self.name, name=name, outputs=outputs)
+        self.methods[method.name] = method
+        return method
+
+    @overload
+    def method(self, function: F) -> F: ...
+
+    @overload
+    def method(
+        self, *, name: str | None = None, outputs: str | Sequence[str] | None = None
+    ) -> Callable[[F], F]: ...
+
+    def method(
+        self,
+        function: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        outputs: str | Sequence[str] | None = None,
+    ) -> Any:
+        """Decorator: define a method, a straight-line pipeline of stages and models.
+
+        The body runs once, now, with placeholders for its inputs (the parameter names).
+        ``outputs`` names what it returns (a value, a tuple of values, or a dict of
+        name to value); without it, outputs are called ``output`` or ``output_0``, ... .
+        The decorated function is returned unchanged.
+        """
+        if function is not None:
+            self.add_method(function, name=name, outputs=outputs)
+            return function
+
+        def decorate(function: F) -> F:
+            self.add_method(function, name=name, outputs=outputs)
+            return function
+
+        return decorate
+
+    def definition(self) -> ServableDefinition:
+        """A snapshot of the current definition (what :meth:`Runtime.start` runs)."""
+        if not self.methods:
+            raise DefinitionError(
+                f"servable '{self.name}' has no methods. Hint: define one with @svc.method."
+            )
+        return ServableDefinition(
+            self.name,
+            self.directory,
+            dict(self.models),
+            dict(self.methods),
+        )

@@ -1,0 +1,137 @@
+"""What values may enter a servable, and what a model input expects.
+
+Instance values follow MindSpore Serving's type matrix: numpy arrays and numpy scalars
+of numeric or bool dtype, Python ``bool``, ``int`` and ``float``, ``str`` and ``bytes``.
+The checks here return a message naming what was expected and what arrived, or
+``None`` when the value is fine; the caller adds where (servable, method, instance).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Tuple
+
+import attrs
+import numpy as np
+
+#: numpy dtype kinds a tensor value may have: bool, signed, unsigned, float.
+_TENSOR_KINDS = "biuf"
+_INT64 = np.iinfo(np.int64)
+
+
+def _shape(value: Any) -> tuple[int | None, ...]:
+    return tuple(None if d is None or d < 0 else int(d) for d in value)
+
+
+def _dtype(value: Any) -> np.dtype | None:
+    return None if value is None else np.dtype(value)
+
+
+@attrs.frozen
+class TensorSpec:
+    """The dtype and shape a model input expects; ``None`` in ``shape`` is any size.
+
+    ``TensorSpec((None, 256), "float32")``.
+    """
+
+    shape: Tuple[Optional[int], ...] = attrs.field(converter=_shape)
+    dtype: Optional[np.dtype] = attrs.field(default=None, converter=_dtype)
+
+    def describe(self) -> str:
+        dims = ", ".join("None" if d is None else str(d) for d in self.shape)
+        dims = dims + "," if len(self.shape) == 1 else dims
+        kind = f"{self.dtype} array" if self.dtype is not None else "array"
+        return f"{kind} of shape ({dims})"
+
+    def drop_batch_dim(self) -> TensorSpec:
+        """The spec of one instance of a batched input."""
+        return TensorSpec(self.shape[1:], self.dtype)
+
+
+def describe_value(value: Any) -> str:
+    """A short description of a value for error messages."""
+    if isinstance(value, np.ndarray):
+        return f"{value.dtype} array of shape {value.shape}"
+    if isinstance(value, np.generic):
+        return f"numpy {value.dtype} scalar"
+    if isinstance(value, (str, bytes)):
+        return f"{type(value).__name__} of length {len(value)}"
+    return f"{type(value).__name__} {_short_repr(value)}"
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def check_instance_value(value: Any) -> str | None:
+    """Whether ``value`` is a supported instance value; a message if it is not."""
+    if isinstance(value, (bool, float, str, bytes)):
+        return None
+    if isinstance(value, int):
+        if _INT64.min <= value <= _INT64.max:
+            return None
+        return f"an int that fits in int64; got {value}"
+    if isinstance(value, (np.ndarray, np.generic)):
+        if value.dtype.kind in _TENSOR_KINDS:
+            return None
+        return (
+            f"a numpy array or scalar of a numeric or bool dtype; got {describe_value(value)}"
+        )
+    hint = " Hint: convert it with numpy.asarray(value)." if isinstance(value, (list, tuple)) else ""
+    return (
+        "a numpy array, numpy scalar, bool, int, float, str or bytes; "
+        f"got {describe_value(value)}.{hint}"
+    )
+
+
+def to_model_input(value: Any, spec: TensorSpec | None) -> tuple[np.ndarray | None, str | None]:
+    """Convert a value for a model input and check it against ``spec``.
+
+    Returns ``(array, None)`` or ``(None, message)``. numpy values must match the
+    spec's dtype exactly; Python scalars are cast to it when no value changes kind
+    (an int to an integer or float dtype, a float to a float dtype, a bool to bool).
+    """
+    expected = spec.describe() if spec is not None else "a numpy array or a number"
+    if isinstance(value, (np.ndarray, np.generic)):
+        array = np.asarray(value)
+        if array.dtype.kind not in _TENSOR_KINDS:
+            return None, f"expected {expected}; got {describe_value(value)}"
+    elif isinstance(value, (bool, int, float)) and not isinstance(value, np.generic):
+        array = _cast_python_scalar(value, spec)
+        if array is None:
+            return None, f"expected {expected}; got {describe_value(value)}"
+    else:
+        return None, f"expected {expected}; got {describe_value(value)}"
+    if spec is None:
+        return array, None
+    if spec.dtype is not None and array.dtype != spec.dtype:
+        return None, (
+            f"expected {expected}; got {describe_value(array)}. "
+            f"Hint: convert it with .astype('{spec.dtype}')"
+        )
+    if not _shape_matches(array.shape, spec.shape):
+        return None, f"expected {expected}; got {describe_value(array)}"
+    return array, None
+
+
+def _cast_python_scalar(value: bool | int | float, spec: TensorSpec | None) -> np.ndarray | None:
+    if spec is None or spec.dtype is None:
+        return np.asarray(value)
+    kind = spec.dtype.kind
+    allowed = {bool: "b", int: "iuf", float: "f"}[type(value)]
+    if kind not in allowed:
+        return None
+    try:
+        with np.errstate(over="raise"):
+            array = np.asarray(value, dtype=spec.dtype)
+    except (OverflowError, FloatingPointError):
+        return None
+    if kind in "iu" and int(array) != value:
+        return None
+    return array
+
+
+def _shape_matches(actual: tuple[int, ...], expected: tuple[int | None, ...]) -> bool:
+    return len(actual) == len(expected) and all(
+        e is None or a == e for a, e in zip(actual, expected)
+    )

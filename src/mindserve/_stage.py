@@ -1,0 +1,162 @@
+"""Python stages: ordinary functions that a method calls before, between or after models.
+
+A stage with ``batch_size=None`` is called once per instance with that instance's
+values. A stage with ``batch_size=k`` (``0`` for "all at once") is called with one list
+per parameter, holding that parameter's values for up to ``k`` instances, and returns
+(or yields) one result per instance.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import itertools
+from typing import Any, Callable, Sequence
+
+from mindserve._errors import DefinitionError, StageError
+from mindserve._outcome import Failure, Outcome
+from mindserve._tracing import active_trace
+
+
+def check_outputs(outputs: object, what: str) -> int:
+    """Validate an ``outputs=N`` option (N >= 1)."""
+    if isinstance(outputs, bool) or not isinstance(outputs, int) or outputs < 1:
+        raise DefinitionError(f"{what} outputs must be an int >= 1; got {outputs!r}")
+    return outputs
+
+
+class Stage:
+    """A Python function registered as a stage of a servable (see :meth:`Servable.stage`).
+
+    Calling it inside a method records a step; calling it anywhere else just runs the
+    function.
+    """
+
+    def __init__(
+        self,
+        function: Callable[..., Any],
+        *,
+        name: str | None = None,
+        batch_size: int | None = None,
+        outputs: int = 1,
+    ) -> None:
+        if not callable(function):
+            raise DefinitionError(f"a stage must be a callable; got {function!r}")
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0
+        ):
+            raise DefinitionError(
+                f"stage batch_size must be None (one instance per call), 0 (all instances at "
+                f"once) or a positive int; got {batch_size!r}"
+            )
+        self.function = function
+        self.name = name or getattr(function, "__name__", type(function).__name__)
+        self.batch_size = batch_size
+        self.outputs = check_outputs(outputs, f"stage '{self.name}'")
+        try:
+            self.signature: inspect.Signature | None = inspect.signature(function)
+        except (TypeError, ValueError):
+            self.signature = None
+        functools.update_wrapper(self, function)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        batch = "" if self.batch_size is None else f", batch_size={self.batch_size}"
+        return f"<Stage {self.name!r}{batch}, outputs={self.outputs}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        trace = active_trace()
+        if trace is None:
+            return self.function(*args, **kwargs)
+        return trace.record(self, "stage", self._positional(args, kwargs), self.outputs)
+
+    def _positional(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Sequence[Any]:
+        if self.signature is None:
+            if kwargs:
+                raise DefinitionError(
+                    f"stage '{self.name}' has no inspectable signature; pass its arguments "
+                    f"by position"
+                )
+            return args
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise DefinitionError(
+                f"stage '{self.name}{self.signature}' cannot be called with {len(args)} "
+                f"positional and {len(kwargs)} keyword arguments: {exc}"
+            ) from None
+        if bound.kwargs:
+            raise DefinitionError(
+                f"stage '{self.name}' receives keyword-only arguments {sorted(bound.kwargs)}; "
+                f"inside a method, pass stage arguments by position"
+            )
+        return bound.args
+
+    # -- running -------------------------------------------------------------------
+
+    def run(self, instances: Sequence[tuple[Any, ...]]) -> list[Outcome]:
+        """Run over the argument tuples of several instances; one outcome per instance."""
+        if self.batch_size is None:
+            return [self._run_one(args) for args in instances]
+        size = self.batch_size or len(instances)
+        outcomes: list[Outcome] = []
+        for start in range(0, len(instances), size):
+            outcomes += self._run_batch(instances[start : start + size])
+        return outcomes
+
+    def _run_one(self, args: tuple[Any, ...]) -> Outcome:
+        try:
+            result = self.function(*args)
+        except Exception as exc:  # noqa: BLE001 -- a stage's error fails only its instance
+            return self._raised(exc)
+        return self._split(result)
+
+    def _run_batch(self, instances: Sequence[tuple[Any, ...]]) -> list[Outcome]:
+        n_args = len(instances[0]) if instances else 0
+        columns = [[args[i] for args in instances] for i in range(n_args)]
+        try:
+            returned = self.function(*columns)
+            if isinstance(returned, (list, tuple)):
+                results = list(returned)
+            elif inspect.isgenerator(returned) or hasattr(returned, "__next__"):
+                results = list(itertools.islice(returned, len(instances) + 1))
+            else:
+                failure = Failure(
+                    StageError,
+                    f"batched stage '{self.name}' (batch_size={self.batch_size}) must return or "
+                    f"yield one result per instance; it returned {type(returned).__name__}",
+                )
+                return [failure] * len(instances)
+        except Exception as exc:  # noqa: BLE001 -- fails the instances of this batch only
+            return [self._raised(exc)] * len(instances)
+        if len(results) != len(instances):
+            got = len(results) if len(results) <= len(instances) else f"more than {len(instances)}"
+            failure = Failure(
+                StageError,
+                f"batched stage '{self.name}' was given {len(instances)} instances and returned "
+                f"{got} results; it must return one result per instance",
+            )
+            return [failure] * len(instances)
+        return [self._split(r) for r in results]
+
+    def _raised(self, exc: Exception) -> Failure:
+        return Failure(StageError, f"stage '{self.name}' raised {type(exc).__name__}: {exc}", exc)
+
+    def _split(self, result: Any) -> Outcome:
+        if self.outputs == 1:
+            if result is None:
+                return Failure(StageError, f"stage '{self.name}' returned None")
+            return (result,)
+        if not isinstance(result, (tuple, list)) or len(result) != self.outputs:
+            got = (
+                f"{len(result)} values"
+                if isinstance(result, (tuple, list))
+                else f"a single {type(result).__name__}"
+            )
+            return Failure(
+                StageError,
+                f"stage '{self.name}' must return {self.outputs} values (outputs={self.outputs}); "
+                f"it returned {got}",
+            )
+        if any(r is None for r in result):
+            return Failure(StageError, f"stage '{self.name}' returned None among its outputs")
+        return tuple(result)
