@@ -19,10 +19,9 @@ from mindserve._specs import TensorSpec
 
 
 class Backend(Protocol):
-    """Runs one batch. ``input_specs`` and ``n_outputs`` are ``None`` when unknown."""
+    """Runs one batch. ``input_specs`` (with the batch dimension) is ``None`` when unknown."""
 
     input_specs: tuple[TensorSpec, ...] | None
-    n_outputs: int | None
 
     def run(self, arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]: ...
 
@@ -30,15 +29,9 @@ class Backend(Protocol):
 class NetworkBackend:
     """A MindSpore network (``nn.GraphCell`` from MindIR, or an ``nn.Cell``)."""
 
-    def __init__(
-        self,
-        network: Any,
-        input_specs: tuple[TensorSpec, ...] | None = None,
-        n_outputs: int | None = None,
-    ) -> None:
+    def __init__(self, network: Any, input_specs: tuple[TensorSpec, ...] | None = None) -> None:
         self.network = network
         self.input_specs = input_specs
-        self.n_outputs = n_outputs
 
     def run(self, arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
         return _mindspore.run_network(self.network, arrays)
@@ -47,8 +40,7 @@ class NetworkBackend:
 class CallableBackend:
     """A Python callable taking numpy arrays and returning an array or a tuple of arrays."""
 
-    input_specs = None
-    n_outputs = None
+    input_specs: tuple[TensorSpec, ...] | None = None
 
     def __init__(self, function: Callable[..., Any]) -> None:
         self.function = function
@@ -84,7 +76,7 @@ def open_backend(
         raise LoadError(f"{where}: model '{model.name}': file {path!r} does not exist")
     try:
         network = _mindspore.load_mindir(path, model.dec_key, model.dec_mode)
-    except Exception as exc:  # noqa: BLE001 -- MindSpore raises RuntimeError, ValueError, ...
+    except Exception as exc:
         hint = (
             " Hint: check dec_key and dec_mode, the key and mode the file was exported with."
             if model.dec_key is not None
@@ -94,7 +86,5 @@ def open_backend(
             f"{where}: model '{model.name}': MindSpore cannot load {path!r}: "
             f"{_mindspore.first_line(exc)}.{hint}"
         ) from exc
-    signature = _mindspore.read_mindir_signature(path, model.dec_key, model.dec_mode)
-    if signature is None:
-        return NetworkBackend(network)
-    return NetworkBackend(network, *signature)
+    specs = _mindspore.read_mindir_signature(path, model.dec_key, model.dec_mode)
+    return NetworkBackend(network, specs)

@@ -6,7 +6,7 @@ Nothing here runs a model; :mod:`mindserve._model_runner` does, with these helpe
 from __future__ import annotations
 
 import hashlib
-from typing import Hashable, Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
-_current: contextvars.ContextVar[Any] = contextvars.ContextVar(
-    "mindserve_current_servable", default=None
-)
+_current: contextvars.ContextVar[Any] = contextvars.ContextVar("mindserve_current_servable", default=None)
 
 
 def current_servable() -> Any:

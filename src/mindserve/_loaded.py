@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from mindserve import _mindspore
 from mindserve._backends import model_path, open_backend
@@ -54,7 +55,7 @@ class LoadedServable:
                 loaded.warm_up()
             except MindServeError:
                 raise
-            except Exception as exc:  # noqa: BLE001 -- a load never takes the runtime down
+            except Exception as exc:
                 raise LoadError(
                     f"{where}: model '{model.name}' failed to load: {type(exc).__name__}: {exc}"
                 ) from exc
@@ -71,16 +72,13 @@ class LoadedServable:
         loaded = self.models.get(model.name)
         if loaded is None or loaded.model is not model:
             raise MindServeError(
-                f"model '{model.name}' is not a model of servable '{self.name}' version "
-                f"{self.version}"
+                f"model '{model.name}' is not a model of servable '{self.name}' version {self.version}"
             )
         return loaded.run(instances, labels)
 
     def info(self) -> ServableInfo:
         """A read-only description of this version."""
-        methods = tuple(
-            MethodInfo(m.name, m.inputs, m.outputs) for m in self.definition.methods.values()
-        )
+        methods = tuple(MethodInfo(m.name, m.inputs, m.outputs) for m in self.definition.methods.values())
         models = tuple(
             ModelInfo(
                 name=m.name,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any, Callable
 
 import attrs
 
@@ -17,12 +18,12 @@ class Method:
     """A traced method: its input and output names and the steps between them."""
 
     name: str
-    inputs: Tuple[str, ...]
-    outputs: Tuple[str, ...]
-    steps: Tuple[Step, ...]
-    output_refs: Tuple[int, ...]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    steps: tuple[Step, ...]
+    output_refs: tuple[int, ...]
     #: What each ref stands for, for messages ("input 'image'", "output 0 of stage 'f'").
-    labels: Tuple[str, ...]
+    labels: tuple[str, ...]
     function: Callable[..., Any] = attrs.field(eq=False, repr=False)
 
 

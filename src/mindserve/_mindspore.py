@@ -84,13 +84,12 @@ def import_mindspore() -> ModuleType:
         except ModuleNotFoundError as exc:
             if exc.name not in (None, "mindspore"):
                 raise MindSporeUnavailableError(
-                    f"MindSpore is installed but cannot import its dependency "
-                    f"'{exc.name}': {exc}. {hint}"
+                    f"MindSpore is installed but cannot import its dependency '{exc.name}': {exc}. {hint}"
                 ) from exc
             raise MindSporeUnavailableError(
                 f"mindserve needs MindSpore to load this model, and MindSpore is not installed. {hint}"
             ) from exc
-        except Exception as exc:  # noqa: BLE001 -- a broken install raises anything
+        except Exception as exc:
             raise MindSporeUnavailableError(
                 f"MindSpore is installed but fails to import ({type(exc).__name__}: {exc}). "
                 f"Hint: reinstall it with: pip install --force-reinstall '{MINDSPORE_REQUIREMENT}'"
@@ -162,10 +161,8 @@ def use_device(target: str | None, device_id: int) -> tuple[str, int]:
                 ms.set_device(chosen, device_id)
             else:  # MindSpore before 2.5
                 ms.set_context(device_target=chosen, device_id=device_id)
-        except Exception as exc:  # noqa: BLE001 -- MindSpore raises RuntimeError or ValueError
-            raise DeviceError(
-                f"MindSpore cannot use device {chosen}:{device_id}: {first_line(exc)}"
-            ) from exc
+        except Exception as exc:
+            raise DeviceError(f"MindSpore cannot use device {chosen}:{device_id}: {first_line(exc)}") from exc
         _device = (chosen, device_id)
         return _device
 
@@ -178,10 +175,8 @@ def first_line(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def read_mindir_signature(
-    path: str, dec_key: bytes | None, dec_mode: str
-) -> tuple[tuple[TensorSpec, ...], int] | None:
-    """The input specs and output count written in a MindIR file, or ``None`` if unreadable.
+def read_mindir_signature(path: str, dec_key: bytes | None, dec_mode: str) -> tuple[TensorSpec, ...] | None:
+    """The input specs written in a MindIR file, or ``None`` if unreadable.
 
     The file is parsed with MindSpore's own protobuf schema; an encrypted file is
     decrypted first. Call only after :func:`load_mindir` succeeded on the same file.
@@ -198,7 +193,7 @@ def read_mindir_signature(
                 data = handle.read()
         proto = mind_ir_pb2.ModelProto()
         proto.ParseFromString(data)
-    except Exception:  # noqa: BLE001 -- a signature is a bonus; loading already succeeded
+    except Exception:
         return None
     specs = []
     for value in proto.graph.input:
@@ -208,7 +203,7 @@ def read_mindir_signature(
         dtype = _MINDIR_DTYPES.get(tensor.data_type)
         shape = tuple(None if d < 0 else int(d) for d in tensor.dims)
         specs.append(TensorSpec(shape, np.dtype(dtype) if dtype else None))
-    return tuple(specs), len(proto.graph.output)
+    return tuple(specs)
 
 
 def load_mindir(path: str, dec_key: bytes | None, dec_mode: str) -> Any:
@@ -224,10 +219,7 @@ def load_mindir(path: str, dec_key: bytes | None, dec_mode: str) -> Any:
 
 def is_cell(obj: object) -> bool:
     """Whether ``obj`` is a MindSpore ``nn.Cell`` (without importing MindSpore)."""
-    return any(
-        cls.__name__ == "Cell" and cls.__module__.startswith("mindspore")
-        for cls in type(obj).__mro__
-    )
+    return any(cls.__name__ == "Cell" and cls.__module__.startswith("mindspore") for cls in type(obj).__mro__)
 
 
 def run_network(network: Any, arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:

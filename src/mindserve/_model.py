@@ -9,7 +9,8 @@ the request, through the same serialized path as a method's model step.
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from mindserve._context import current_servable
 from mindserve._errors import DefinitionError, MindServeError
@@ -39,9 +40,9 @@ def _model_kind(source: object) -> str:
     )
 
 
-def _default_name(source: object, kind: str) -> str:
+def _default_name(source: Any, kind: str) -> str:
     if kind == "mindir":
-        return os.path.splitext(os.path.basename(os.fspath(source)))[0]  # type: ignore[arg-type]
+        return os.path.splitext(os.path.basename(os.fspath(source)))[0]
     if kind == "cell":
         return type(source).__name__
     name = getattr(source, "__name__", type(source).__name__)
@@ -71,8 +72,7 @@ class Model:
         self.without_batch_dim_inputs = _indices(without_batch_dim_inputs)
         if self.without_batch_dim_inputs and not self.with_batch_dim:
             raise DefinitionError(
-                f"model '{self.name}': without_batch_dim_inputs only applies when "
-                f"with_batch_dim=True"
+                f"model '{self.name}': without_batch_dim_inputs only applies when with_batch_dim=True"
             )
         self.outputs = check_outputs(outputs, f"model '{self.name}'")
         if dec_key is not None:
@@ -124,8 +124,7 @@ class Model:
             )
         (outcome,) = loaded.run_model(self, [args])
         if isinstance(outcome, Failure):
-            raise outcome.error(f"model.call: {outcome.detail}", servable=loaded.name,
-                                version=loaded.version) from outcome.cause
+            raise outcome.error(outcome.detail) from outcome.cause
         return outcome[0] if len(outcome) == 1 else outcome
 
 
@@ -134,7 +133,5 @@ def _indices(value: Sequence[int] | int | None) -> tuple[int, ...]:
         return ()
     items = (value,) if isinstance(value, int) else tuple(value)
     if any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in items):
-        raise DefinitionError(
-            f"without_batch_dim_inputs must be input indices (ints >= 0); got {value!r}"
-        )
+        raise DefinitionError(f"without_batch_dim_inputs must be input indices (ints >= 0); got {value!r}")
     return tuple(sorted(set(items)))

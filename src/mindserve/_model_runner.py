@@ -9,7 +9,8 @@ alone and the others still get their results.
 from __future__ import annotations
 
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -59,12 +60,6 @@ class LoadedModel:
                 f"{self.where}: model '{model.name}' takes {len(specs)} inputs, but a method "
                 f"calls it with {model.inputs}"
             )
-        n_outputs = self.backend.n_outputs
-        if n_outputs is not None and n_outputs != model.outputs:
-            raise LoadError(
-                f"{self.where}: model '{model.name}' returns {n_outputs} outputs, but it is "
-                f"declared with outputs={model.outputs}"
-            )
         if model.with_batch_dim and specs is not None:
             bad = [i for i in model.without_batch_dim_inputs if i >= len(specs)]
             if bad:
@@ -91,16 +86,14 @@ class LoadedModel:
         specs = self.instance_specs
         if specs is None or any(s is None or s.dtype is None or None in s.shape for s in specs):
             return
-        instance = tuple(np.zeros(s.shape, s.dtype) for s in specs)  # type: ignore[union-attr]
+        instance = tuple(np.zeros(s.shape, s.dtype) for s in specs)  # type: ignore[arg-type,union-attr]
         (outcome,) = self.run([instance])
         if isinstance(outcome, Failure):
             raise LoadError(f"{self.where}: model '{self.name}' failed its warm-up run: {outcome.detail}")
 
     # -- running -------------------------------------------------------------------
 
-    def run(
-        self, instances: Sequence[tuple[Any, ...]], labels: Sequence[str] | None = None
-    ) -> list[Outcome]:
+    def run(self, instances: Sequence[tuple[Any, ...]], labels: Sequence[str] | None = None) -> list[Outcome]:
         """Run the model over instances (each a tuple of input values); one outcome each."""
         outcomes: list[Outcome | None] = [None] * len(instances)
         ready: list[int] = []
@@ -131,15 +124,14 @@ class LoadedModel:
                 InvalidInputError,
                 f"model '{self.name}' takes {self.n_inputs} inputs; got {len(values)}",
             )
-        converted = []
+        converted: list[np.ndarray] = []
         for position, value in enumerate(values):
             spec = self.instance_specs[position] if self.instance_specs else None
             array, problem = to_model_input(value, spec)
             if problem is not None:
                 source = f" ({labels[position]})" if labels else ""
-                return Failure(
-                    InvalidInputError, f"model '{self.name}' input {position}{source}: {problem}"
-                )
+                return Failure(InvalidInputError, f"model '{self.name}' input {position}{source}: {problem}")
+            assert array is not None
             converted.append(array)
         return tuple(converted)
 
@@ -164,7 +156,7 @@ class LoadedModel:
                 inputs = batch[0]
             with self._lock:
                 outputs = self.backend.run(inputs)
-        except Exception as exc:  # noqa: BLE001 -- MindSpore and user callables raise anything
+        except Exception as exc:
             return Failure(
                 ModelError, f"model '{self.name}' failed: {type(exc).__name__}: {first_line(exc)}", exc
             )
@@ -180,4 +172,3 @@ class LoadedModel:
         if isinstance(sliced, str):
             return Failure(ModelError, f"model '{self.name}': {sliced}")
         return sliced  # type: ignore[return-value]
-

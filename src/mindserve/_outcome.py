@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Type, Union
+from typing import Union
 
 import attrs
 
@@ -13,13 +13,11 @@ from mindserve._errors import InstanceError
 class Failure:
     """An instance failed: the error class to raise and the message without a location."""
 
-    error: Type[InstanceError]
+    error: type[InstanceError]
     detail: str
-    cause: Optional[BaseException] = None
+    cause: BaseException | None = None
 
-    def to_exception(
-        self, *, servable: str, version: int, method: str, index: int
-    ) -> InstanceError:
+    def to_exception(self, *, servable: str, version: int, method: str, index: int) -> InstanceError:
         exc = self.error(self.detail, servable=servable, version=version, method=method, index=index)
         exc.__cause__ = self.cause
         return exc

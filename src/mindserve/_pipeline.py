@@ -8,8 +8,8 @@ step drops out with its failure; the others carry on.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
-from typing import Any, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from mindserve._context import running
 from mindserve._errors import InstanceError, InvalidInputError
@@ -35,15 +35,13 @@ def check_instance(instance: Any, method: Method) -> Failure | None:
         hint = f" Hint: did you mean '{close[0]}'?" if close else ""
         return Failure(
             InvalidInputError,
-            f"unknown input {name!r}; method '{method.name}' takes inputs "
-            f"{list(method.inputs)}.{hint}",
+            f"unknown input {name!r}; method '{method.name}' takes inputs {list(method.inputs)}.{hint}",
         )
     missing = [name for name in method.inputs if name not in instance]
     if missing:
         return Failure(
             InvalidInputError,
-            f"missing input '{missing[0]}'; method '{method.name}' takes inputs "
-            f"{list(method.inputs)}",
+            f"missing input '{missing[0]}'; method '{method.name}' takes inputs {list(method.inputs)}",
         )
     for name in method.inputs:
         problem = check_instance_value(instance[name])

@@ -154,9 +154,7 @@ class Runtime:
                 f"servable '{loaded.name}' has no method {method!r}; its methods: "
                 f"{sorted(loaded.definition.methods)}"
             )
-        if isinstance(instances, (str, bytes, dict, np.ndarray)) or not isinstance(
-            instances, Sequence
-        ):
+        if isinstance(instances, (str, bytes, dict, np.ndarray)) or not isinstance(instances, Sequence):
             raise InvalidInputError(
                 f"instances must be a list of dicts; got {type(instances).__name__}. "
                 f"Hint: wrap a single instance in a list: [instance]",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Dict, Sequence, TypeVar, overload
+from collections.abc import Sequence
+from typing import Any, Callable, TypeVar, overload
 
 import attrs
 
@@ -21,8 +22,8 @@ class ServableDefinition:
 
     name: str
     directory: str | None
-    models: Dict[str, Model]
-    methods: Dict[str, Method]
+    models: dict[str, Model]
+    methods: dict[str, Method]
 
     @property
     def needs_files(self) -> bool:
@@ -48,9 +49,7 @@ class Servable:
         self.methods: dict[str, Method] = {}
 
     def __repr__(self) -> str:
-        return (
-            f"<Servable {self.name!r}: models {list(self.models)}, methods {list(self.methods)}>"
-        )
+        return f"<Servable {self.name!r}: models {list(self.models)}, methods {list(self.methods)}>"
 
     # -- models ----------------------------------------------------------------------
 
@@ -154,7 +153,7 @@ class Servable:
     ) -> Method:
         """Trace ``function`` and register it as a method; the plain form of :meth:`method`."""
         method_name = name or getattr(function, "__name__", None)
-        if method_name in self.methods:
+        if isinstance(method_name, str) and method_name in self.methods:
             raise DefinitionError(
                 f"servable '{self.name}' already has a method named '{method_name}'. "
                 f"Hint: create a new Servable to redefine it, or pass name=..."

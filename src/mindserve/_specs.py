@@ -8,7 +8,7 @@ The checks here return a message naming what was expected and what arrived, or
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any
 
 import attrs
 import numpy as np
@@ -33,8 +33,8 @@ class TensorSpec:
     ``TensorSpec((None, 256), "float32")``.
     """
 
-    shape: Tuple[Optional[int], ...] = attrs.field(converter=_shape)
-    dtype: Optional[np.dtype] = attrs.field(default=None, converter=_dtype)
+    shape: tuple[int | None, ...] = attrs.field(converter=_shape)
+    dtype: np.dtype | None = attrs.field(default=None, converter=_dtype)
 
     def describe(self) -> str:
         dims = ", ".join("None" if d is None else str(d) for d in self.shape)
@@ -74,14 +74,9 @@ def check_instance_value(value: Any) -> str | None:
     if isinstance(value, (np.ndarray, np.generic)):
         if value.dtype.kind in _TENSOR_KINDS:
             return None
-        return (
-            f"a numpy array or scalar of a numeric or bool dtype; got {describe_value(value)}"
-        )
+        return f"a numpy array or scalar of a numeric or bool dtype; got {describe_value(value)}"
     hint = " Hint: convert it with numpy.asarray(value)." if isinstance(value, (list, tuple)) else ""
-    return (
-        "a numpy array, numpy scalar, bool, int, float, str or bytes; "
-        f"got {describe_value(value)}.{hint}"
-    )
+    return f"a numpy array, numpy scalar, bool, int, float, str or bytes; got {describe_value(value)}.{hint}"
 
 
 def to_model_input(value: Any, spec: TensorSpec | None) -> tuple[np.ndarray | None, str | None]:
@@ -92,6 +87,7 @@ def to_model_input(value: Any, spec: TensorSpec | None) -> tuple[np.ndarray | No
     (an int to an integer or float dtype, a float to a float dtype, a bool to bool).
     """
     expected = spec.describe() if spec is not None else "a numpy array or a number"
+    array: np.ndarray | None
     if isinstance(value, (np.ndarray, np.generic)):
         array = np.asarray(value)
         if array.dtype.kind not in _TENSOR_KINDS:
@@ -102,12 +98,11 @@ def to_model_input(value: Any, spec: TensorSpec | None) -> tuple[np.ndarray | No
             return None, f"expected {expected}; got {describe_value(value)}"
     else:
         return None, f"expected {expected}; got {describe_value(value)}"
-    if spec is None:
+    if spec is None or array is None:
         return array, None
     if spec.dtype is not None and array.dtype != spec.dtype:
         return None, (
-            f"expected {expected}; got {describe_value(array)}. "
-            f"Hint: convert it with .astype('{spec.dtype}')"
+            f"expected {expected}; got {describe_value(array)}. Hint: convert it with .astype('{spec.dtype}')"
         )
     if not _shape_matches(array.shape, spec.shape):
         return None, f"expected {expected}; got {describe_value(array)}"
@@ -132,6 +127,4 @@ def _cast_python_scalar(value: bool | int | float, spec: TensorSpec | None) -> n
 
 
 def _shape_matches(actual: tuple[int, ...], expected: tuple[int | None, ...]) -> bool:
-    return len(actual) == len(expected) and all(
-        e is None or a == e for a, e in zip(actual, expected)
-    )
+    return len(actual) == len(expected) and all(e is None or a == e for a, e in zip(actual, expected))

@@ -11,7 +11,8 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
-from typing import Any, Callable, Sequence
+from collections.abc import Sequence
+from typing import Any, Callable
 
 from mindserve._errors import DefinitionError, StageError
 from mindserve._outcome import Failure, Outcome
@@ -50,7 +51,7 @@ class Stage:
                 f"once) or a positive int; got {batch_size!r}"
             )
         self.function = function
-        self.name = name or getattr(function, "__name__", type(function).__name__)
+        self.name: str = name or str(getattr(function, "__name__", type(function).__name__))
         self.batch_size = batch_size
         self.outputs = check_outputs(outputs, f"stage '{self.name}'")
         try:
@@ -73,8 +74,7 @@ class Stage:
         if self.signature is None:
             if kwargs:
                 raise DefinitionError(
-                    f"stage '{self.name}' has no inspectable signature; pass its arguments "
-                    f"by position"
+                    f"stage '{self.name}' has no inspectable signature; pass its arguments by position"
                 )
             return args
         try:
@@ -106,7 +106,7 @@ class Stage:
     def _run_one(self, args: tuple[Any, ...]) -> Outcome:
         try:
             result = self.function(*args)
-        except Exception as exc:  # noqa: BLE001 -- a stage's error fails only its instance
+        except Exception as exc:
             return self._raised(exc)
         return self._split(result)
 
@@ -126,7 +126,7 @@ class Stage:
                     f"yield one result per instance; it returned {type(returned).__name__}",
                 )
                 return [failure] * len(instances)
-        except Exception as exc:  # noqa: BLE001 -- fails the instances of this batch only
+        except Exception as exc:
             return [self._raised(exc)] * len(instances)
         if len(results) != len(instances):
             got = len(results) if len(results) <= len(instances) else f"more than {len(instances)}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-from typing import Optional, Tuple
 
 import attrs
 
@@ -19,9 +18,9 @@ class ModelInfo:
     source: str
     with_batch_dim: bool
     #: The batch size it was exported with, or ``None`` when it takes any batch size.
-    fixed_batch_size: Optional[int]
+    fixed_batch_size: int | None
     #: Its input specs, when the model file records them.
-    inputs: Optional[Tuple[TensorSpec, ...]]
+    inputs: tuple[TensorSpec, ...] | None
 
 
 @attrs.frozen
@@ -29,8 +28,8 @@ class MethodInfo:
     """A method: its input and output names."""
 
     name: str
-    inputs: Tuple[str, ...]
-    outputs: Tuple[str, ...]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
 
 
 @attrs.frozen
@@ -39,9 +38,9 @@ class ServableInfo:
 
     name: str
     version: int
-    directory: Optional[str]
+    directory: str | None
     #: The MindSpore device (``"CPU:0"``), or ``None`` when no MindSpore model is loaded.
-    device: Optional[str]
+    device: str | None
     loaded_at: datetime.datetime
-    methods: Tuple[MethodInfo, ...]
-    models: Tuple[ModelInfo, ...]
+    methods: tuple[MethodInfo, ...]
+    models: tuple[ModelInfo, ...]

@@ -10,15 +10,14 @@ else done to a placeholder (arithmetic, a condition, an attribute) is a
 from __future__ import annotations
 
 import contextvars
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any, Callable
 
 import attrs
 
 from mindserve._errors import DefinitionError
 
-_active: contextvars.ContextVar[Trace | None] = contextvars.ContextVar(
-    "mindserve_active_trace", default=None
-)
+_active: contextvars.ContextVar[Trace | None] = contextvars.ContextVar("mindserve_active_trace", default=None)
 
 
 @attrs.frozen
@@ -56,13 +55,10 @@ class Trace:
                 )
             if arg.trace is not self:
                 raise DefinitionError(
-                    f"method '{self.method}' passes {arg.label} of another method to {kind} "
-                    f"'{callee.name}'"
+                    f"method '{self.method}' passes {arg.label} of another method to {kind} '{callee.name}'"
                 )
             refs.append(arg.ref)
-        outputs = tuple(
-            self._new(f"output {i} of {kind} '{callee.name}'") for i in range(n_outputs)
-        )
+        outputs = tuple(self._new(f"output {i} of {kind} '{callee.name}'") for i in range(n_outputs))
         self.steps.append(Step(callee, tuple(refs), tuple(p.ref for p in outputs)))
         return outputs[0] if n_outputs == 1 else outputs
 
@@ -102,7 +98,7 @@ def _misuse(operation: str) -> Callable[..., Any]:
 class Placeholder:
     """Stands for a value while a method body is traced."""
 
-    __slots__ = ("trace", "ref")
+    __slots__ = ("ref", "trace")
 
     def __init__(self, trace: Trace, ref: int) -> None:
         self.trace = trace

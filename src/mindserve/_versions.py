@@ -11,9 +11,7 @@ from mindserve._servable import ServableDefinition
 def check_version_number(version: object) -> int:
     """A version number is an int >= 0 (0: the newest)."""
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
-        raise VersionNotFoundError(
-            f"a version must be an int >= 1, or 0 for the newest; got {version!r}"
-        )
+        raise VersionNotFoundError(f"a version must be an int >= 1, or 0 for the newest; got {version!r}")
     return version
 
 
@@ -69,7 +67,6 @@ def resolve_version(definition: ServableDefinition, version: int) -> tuple[int, 
     chosen = versions[-1] if version == 0 else version
     if chosen not in versions:
         raise VersionNotFoundError(
-            f"servable '{definition.name}' has no version {version} in {directory!r}; "
-            f"available: {versions}"
+            f"servable '{definition.name}' has no version {version} in {directory!r}; available: {versions}"
         )
     return chosen, os.path.join(directory, str(chosen))

@@ -1,0 +1,59 @@
+"""Pure batching helpers: grouping, chunking, padding and slicing."""
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mindserve import _batching
+
+
+def test_group_by_shape_and_dtype():
+    a = (np.zeros(3, np.float32),)
+    b = (np.zeros(4, np.float32),)
+    c = (np.zeros(3, np.float64),)
+    assert _batching.group([a, b, a, c, b], []) == [[0, 2], [1, 4], [3]]
+
+
+def test_unbatched_inputs_group_by_value():
+    one, two = np.ones(3, np.float32), np.full(3, 2, np.float32)
+    x = np.zeros(3, np.float32)
+    instances = [(x, one), (x, two), (x, one.copy())]
+    assert _batching.group(instances, [1]) == [[0, 2], [1]]
+
+
+def test_stack_pads_with_copies_of_the_first_instance():
+    instances = [(np.array([1.0]),), (np.array([2.0]),)]
+    (stacked,) = _batching.stack(instances, [], pad_to=4)
+    assert stacked.tolist() == [[1.0], [2.0], [1.0], [1.0]]
+
+
+def test_stack_passes_unbatched_inputs_once():
+    scale = np.array([3.0])
+    instances = [(np.array([1.0]), scale), (np.array([2.0]), scale)]
+    stacked, shared = _batching.stack(instances, [1])
+    assert stacked.shape == (2, 1) and shared is scale
+
+
+def test_unstack_rejects_outputs_without_batch_dim():
+    message = _batching.unstack([np.zeros((3, 2)), np.zeros(5)], batch=3, count=2)
+    assert message == "model output 1 has shape (5,), but its first dimension should be the batch size 3"
+
+
+@given(
+    n=st.integers(min_value=1, max_value=40),
+    size=st.integers(min_value=1, max_value=9),
+    fixed=st.booleans(),
+)
+def test_chunks_stack_unstack_round_trip(n, size, fixed):
+    """Every instance comes back once, in order, whatever the batch size and padding."""
+    instances = [(np.array([i, -i], np.int64),) for i in range(n)]
+    indices = list(range(n))
+    back = []
+    for chunk in _batching.chunks(indices, size):
+        assert 1 <= len(chunk) <= size
+        batch = [instances[i] for i in chunk]
+        pad_to = size if fixed else None
+        (stacked,) = _batching.stack(batch, [], pad_to)
+        assert stacked.shape[0] == (size if fixed else len(chunk))
+        back += _batching.unstack([stacked * 10], stacked.shape[0], len(chunk))
+    assert [b[0].tolist() for b in back] == [[10 * i, -10 * i] for i in range(n)]

@@ -1,0 +1,29 @@
+"""The public face: ``__all__`` is honest and ``import mindserve`` stays light."""
+
+import subprocess
+import sys
+
+import mindserve
+
+
+def test_all_names_exist_and_are_public():
+    """Every name in __all__ exists; every public attribute is in __all__."""
+    for name in mindserve.__all__:
+        assert hasattr(mindserve, name), name
+    public = {n for n in dir(mindserve) if not n.startswith("_")}
+    assert public == set(mindserve.__all__) - {"__version__"}
+
+
+def test_public_classes_say_they_are_from_mindserve():
+    """Errors and records are importable from mindserve itself."""
+    assert issubclass(mindserve.InvalidInputError, mindserve.MindServeError)
+    assert issubclass(mindserve.InvalidInputError, ValueError)
+    assert issubclass(mindserve.NotFoundError, LookupError)
+    assert issubclass(mindserve.MindSporeUnavailableError, ImportError)
+
+
+def test_import_does_not_import_mindspore():
+    """Importing mindserve must not import MindSpore (it is imported when a model loads)."""
+    code = "import sys, mindserve; print('mindspore' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,347 @@
+"""Running methods: stages, batching and per-instance outcomes (Python callables as models)."""
+
+import threading
+
+import numpy as np
+import pytest
+
+import mindserve
+from mindserve import InferenceError, InvalidInputError, ModelError, StageError
+
+
+def make_servable(calls=None):
+    """pre (per instance) -> model (batched callable) -> post (batched stage)."""
+    svc = mindserve.Servable("calc")
+
+    def times_ten(x):
+        if calls is not None:
+            calls.append(x.shape)
+        if (x < 0).any():
+            raise ValueError("negative values are not allowed")
+        return x * 10
+
+    model = svc.model(times_ten)
+
+    @svc.stage
+    def pre(x):
+        if isinstance(x, str):
+            raise TypeError(f"cannot use text {x!r}")
+        return np.asarray(x, np.float32) + 1
+
+    @svc.stage(batch_size=3)
+    def post(ys):
+        return [float(y.sum()) for y in ys]
+
+    @svc.method(outputs=["total"])
+    def compute(x):
+        return post(model(pre(x)))
+
+    @svc.method(outputs=["y"])
+    def raw(x):
+        return model(x)
+
+    return svc
+
+
+@pytest.fixture
+def calc(rt):
+    calls = []
+    rt.start(make_servable(calls))
+    return rt, calls
+
+
+def test_results_come_back_in_order(calc):
+    rt, calls = calc
+    xs = [np.full(2, i, np.float32) for i in range(7)]
+    results = rt.infer("calc", "compute", [{"x": x} for x in xs])
+    assert results == [{"total": float(((x + 1) * 10).sum())} for x in xs]
+    assert calls == [(7, 2)], "the seven instances form one batch"
+
+
+def test_empty_request(calc):
+    rt, _ = calc
+    assert rt.infer("calc", "compute", []) == []
+
+
+def test_bad_instances_fail_alone(calc):
+    """Missing, unknown and ill-typed inputs fail their own instance only."""
+    rt, _ = calc
+    good = {"x": np.ones(2, np.float32)}
+    instances = [good, {}, {"x": 1.0, "y": 2}, {"x": [1, 2]}, "not a dict", good, {"z": 1}]
+    results = rt.infer("calc", "compute", instances, return_exceptions=True)
+    assert results[0] == results[5] == {"total": 40.0}
+    errors = {i: r for i, r in enumerate(results) if isinstance(r, Exception)}
+    assert sorted(errors) == [1, 2, 3, 4, 6]
+    assert all(isinstance(e, InvalidInputError) for e in errors.values())
+    assert str(errors[1]) == (
+        "servable 'calc' version 1, method 'compute', instance 1: missing input 'x'; "
+        "method 'compute' takes inputs ['x']"
+    )
+    assert "unknown input 'y'" in str(errors[2])
+    assert "input 'x' must be a numpy array, numpy scalar, bool, int, float, str or bytes; got list" in str(
+        errors[3]
+    )
+    assert "an instance must be a dict of input name to value" in str(errors[4])
+    assert errors[6].index == 6 and errors[6].method == "compute" and errors[6].servable == "calc"
+
+
+def test_default_raises_one_error_carrying_every_outcome(calc):
+    rt, _ = calc
+    with pytest.raises(InferenceError) as info:
+        rt.infer("calc", "compute", [{"x": 1.0}, {"x": "text"}, {"x": 2.0}])
+    error = info.value
+    assert error.results[0] == {"total": 20.0} and error.results[2] == {"total": 30.0}
+    assert list(error.errors) == [1]
+    assert isinstance(error.errors[1], StageError)
+    assert str(error).startswith("1 of 3 instances failed:")
+    assert "stage 'pre' raised TypeError: cannot use text 'text'" in str(error)
+
+
+def test_stage_errors_fail_only_their_instances_and_serving_goes_on(rt):
+    svc = mindserve.Servable("s")
+
+    @svc.stage
+    def none_for_odd(x):
+        return None if x % 2 else x
+
+    @svc.stage(outputs=2)
+    def pair(x):
+        return (x, x) if x < 4 else (x,)
+
+    @svc.method(outputs=["a", "b"])
+    def m(x):
+        return pair(none_for_odd(x))
+
+    rt.start(svc)
+    results = rt.infer("s", "m", [{"x": i} for i in range(6)], return_exceptions=True)
+    assert results[0] == {"a": 0, "b": 0} and results[2] == {"a": 2, "b": 2}
+    assert "stage 'none_for_odd' returned None" in str(results[1])
+    assert "stage 'pair' must return 2 values (outputs=2); it returned 1 values" in str(results[4])
+    assert rt.infer("s", "m", [{"x": 0}]) == [{"a": 0, "b": 0}]
+
+
+def test_batched_stage_failure_is_limited_to_its_batch(rt):
+    svc = mindserve.Servable("s")
+
+    @svc.stage(batch_size=2)
+    def check(xs):
+        if any(x < 0 for x in xs):
+            raise ValueError("negative")
+        return xs
+
+    svc.add_method(lambda x: check(x), name="m")
+    rt.start(svc)
+    results = rt.infer("s", "m", [{"x": v} for v in [1, 2, 3, -4, 5]], return_exceptions=True)
+    assert [r if isinstance(r, dict) else "err" for r in results] == [
+        {"output": 1},
+        {"output": 2},
+        "err",
+        "err",
+        {"output": 5},
+    ]
+    assert isinstance(results[3], StageError) and "stage 'check' raised ValueError" in str(results[3])
+
+
+def test_batched_stage_that_yields_and_that_miscounts(rt):
+    svc = mindserve.Servable("s")
+
+    @svc.stage(batch_size=0)
+    def doubled(xs):
+        for x in xs:
+            yield x * 2
+
+    @svc.stage(batch_size=0)
+    def too_few(xs):
+        return xs[:-1]
+
+    svc.add_method(lambda x: doubled(x), name="ok")
+    svc.add_method(lambda x: too_few(x), name="bad")
+    rt.start(svc)
+    assert rt.infer("s", "ok", [{"x": 1}, {"x": 2}]) == [{"output": 2}, {"output": 4}]
+    results = rt.infer("s", "bad", [{"x": 1}, {"x": 2}], return_exceptions=True)
+    assert all(isinstance(r, StageError) for r in results)
+    assert "was given 2 instances and returned 1 results" in str(results[0])
+
+
+def test_batched_stage_gets_one_list_per_parameter(rt):
+    svc = mindserve.Servable("s")
+    seen = []
+
+    @svc.stage(batch_size=4)
+    def add(xs, ys):
+        seen.append((list(xs), list(ys)))
+        return [x + y for x, y in zip(xs, ys)]
+
+    svc.add_method(lambda a, b: add(a, b), name="m")
+    rt.start(svc)
+    assert rt.infer("s", "m", [{"a": i, "b": 10 * i} for i in range(5)]) == [
+        {"output": 11 * i} for i in range(5)
+    ]
+    assert seen == [([0, 1, 2, 3], [0, 10, 20, 30]), ([4], [40])]
+
+
+def test_model_failure_is_isolated_to_the_bad_instance(calc):
+    """A batch that fails is retried instance by instance: only the culprit fails."""
+    rt, calls = calc
+    xs = [np.ones(2, np.float32), -np.ones(2, np.float32), np.ones(2, np.float32)]
+    results = rt.infer("calc", "raw", [{"x": x} for x in xs], return_exceptions=True)
+    assert results[0]["y"].tolist() == [10.0, 10.0] and results[2]["y"].tolist() == [10.0, 10.0]
+    assert isinstance(results[1], ModelError)
+    assert "model 'times_ten' failed: ValueError: negative values are not allowed" in str(results[1])
+    assert calls[0] == (3, 2) and len(calls) == 4
+
+
+def test_instances_of_different_shapes_are_batched_separately(calc):
+    rt, calls = calc
+    results = rt.infer(
+        "calc", "raw", [{"x": np.ones(2, np.float32)}, {"x": np.ones(3, np.float32)}, {"x": np.ones(2, np.float32)}]
+    )
+    assert [r["y"].shape for r in results] == [(2,), (3,), (2,)]
+    assert sorted(calls) == [(1, 3), (2, 2)]
+
+
+def test_large_requests_are_split_into_batches(calc):
+    rt, calls = calc
+    results = rt.infer("calc", "raw", [{"x": np.float32(i)} for i in range(150)])
+    assert [float(r["y"]) for r in results] == [10.0 * i for i in range(150)]
+    assert calls == [(64,), (64,), (22,)]
+
+
+def test_model_output_count_is_checked(rt):
+    svc = mindserve.Servable("s")
+    model = svc.model(lambda x: (x, x), name="two", outputs=1)
+    svc.add_method(lambda x: model(x), name="m")
+    rt.start(svc)
+    (result,) = rt.infer("s", "m", [{"x": 1.0}], return_exceptions=True)
+    assert "model 'two' returned 2 outputs; it is declared with outputs=1" in str(result)
+
+
+def test_model_without_batch_dim_gets_each_instance(rt):
+    svc = mindserve.Servable("s")
+    shapes = []
+    model = svc.model(lambda x: shapes.append(x.shape) or x.sum(), name="total", with_batch_dim=False)
+    svc.add_method(lambda x: model(x), name="m")
+    rt.start(svc)
+    out = rt.infer("s", "m", [{"x": np.ones((2, 2))}, {"x": np.ones(3)}])
+    assert [float(o["output"]) for o in out] == [4.0, 3.0]
+    assert shapes == [(2, 2), (3,)]
+
+
+def test_without_batch_dim_inputs_are_shared_per_batch(rt):
+    svc = mindserve.Servable("s")
+    seen = []
+
+    def scale(x, factor):
+        seen.append((x.shape, factor.shape))
+        return x * factor
+
+    model = svc.model(scale, without_batch_dim_inputs=[1])
+    svc.add_method(lambda x, f: model(x, f), name="m")
+    rt.start(svc)
+    two, three = np.full(2, 2.0), np.full(2, 3.0)
+    out = rt.infer("s", "m", [{"x": np.ones(2), "f": two}, {"x": np.ones(2), "f": three}, {"x": np.ones(2), "f": two}])
+    assert [o["output"].tolist() for o in out] == [[2.0, 2.0], [3.0, 3.0], [2.0, 2.0]]
+    assert sorted(seen) == [((1, 2), (2,)), ((2, 2), (2,))]
+
+
+def test_model_call_inside_a_stage(rt):
+    """Model.call runs the model for loops and conditions, through the same runtime path."""
+    svc = mindserve.Servable("s")
+    inc = svc.model(lambda x: x + 1, name="inc")
+
+    @svc.stage
+    def repeat(x, times):
+        for _ in range(int(times)):
+            x = inc.call(x)
+        return x
+
+    @svc.stage
+    def maybe(x):
+        return inc(x) if x > 0 else x
+
+    svc.add_method(lambda x, n: repeat(x, n), name="loop")
+    svc.add_method(lambda x: maybe(x), name="cond")
+    rt.start(svc)
+    assert rt.infer("s", "loop", [{"x": 1.0, "n": 3}, {"x": 0.0, "n": 0}]) == [{"output": 4.0}, {"output": 0.0}]
+    assert rt.infer("s", "cond", [{"x": 1.0}, {"x": -1.0}]) == [{"output": 2.0}, {"output": -1.0}]
+
+
+def test_model_call_failure_fails_the_stage(rt):
+    svc = mindserve.Servable("s")
+    model = svc.model(lambda x: x, name="identity")
+
+    @svc.stage
+    def bad(x):
+        return model.call(x, x)
+
+    svc.add_method(lambda x: bad(x), name="m")
+    svc.add_method(lambda x: model(x), name="direct")
+    rt.start(svc)
+    (result,) = rt.infer("s", "m", [{"x": 1.0}], return_exceptions=True)
+    assert isinstance(result, StageError)
+    assert str(result) == (
+        "servable 's' version 1, method 'm', instance 0: stage 'bad' raised InvalidInputError: "
+        "model 'identity' takes 1 inputs; got 2"
+    )
+
+
+def test_model_call_outside_a_running_stage():
+    svc = mindserve.Servable("s")
+    model = svc.model(lambda x: x, name="identity")
+    with pytest.raises(mindserve.MindServeError, match="can only run inside a stage of a running servable"):
+        model.call(1.0)
+
+
+def test_every_value_type_reaches_a_stage(rt):
+    svc = mindserve.Servable("s")
+    svc.add_method(lambda v: svc.add_stage(lambda v: type(v).__name__, name="kind")(v), name="m")
+    rt.start(svc)
+    values = [np.zeros(2), np.float16(1), True, 3, 2.5, "s", b"b"]
+    assert [r["output"] for r in rt.infer("s", "m", [{"v": v} for v in values])] == [
+        "ndarray",
+        "float16",
+        "bool",
+        "int",
+        "float",
+        "str",
+        "bytes",
+    ]
+
+
+def test_a_model_is_never_entered_by_two_threads(rt):
+    """Many threads call infer at once; calls into one model are serialized."""
+    svc = mindserve.Servable("s")
+    inside, overlaps = [0], []
+    guard = threading.Lock()
+
+    def slow_identity(x):
+        with guard:
+            inside[0] += 1
+            if inside[0] > 1:
+                overlaps.append(inside[0])
+        total = x.copy()
+        for _ in range(200):
+            total = total + 0
+        with guard:
+            inside[0] -= 1
+        return total
+
+    model = svc.model(slow_identity)
+    svc.add_method(lambda x: model(x), name="m")
+    rt.start(svc)
+    errors, results = [], {}
+
+    def worker(k):
+        try:
+            out = rt.infer("s", "m", [{"x": np.full(3, k, np.float64)} for _ in range(3)])
+            results[k] = [o["output"].tolist() for o in out]
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and not overlaps
+    assert results == {k: [[k] * 3] * 3 for k in range(16)}

@@ -1,0 +1,153 @@
+"""The runtime's lifecycle, lookups and versions (Python callables as models)."""
+
+import os
+
+import pytest
+
+import mindserve
+from mindserve import (
+    MethodNotFoundError,
+    RuntimeClosedError,
+    ServableNotFoundError,
+    VersionNotFoundError,
+)
+
+
+def echo_servable(name="echo", directory=None, tag="v"):
+    svc = mindserve.Servable(name, directory=directory)
+    stamp = svc.add_stage(lambda x: f"{tag}:{x}", name="stamp")
+    svc.add_method(lambda x: stamp(x), name="say", outputs="text")
+    return svc
+
+
+def test_servable_without_model_needs_no_version_directory(rt):
+    info = rt.start(echo_servable(directory="/nonexistent/dir"))
+    assert info.version == 1 and info.models == () and info.device is None
+    assert rt.infer("echo", "say", [{"x": 1}]) == [{"text": "v:1"}]
+
+
+def test_unknown_names_list_what_is_available(rt):
+    rt.start(echo_servable())
+    with pytest.raises(ServableNotFoundError, match=r"no servable named 'nope' is running; running: \['echo'\]"):
+        rt.infer("nope", "say", [])
+    with pytest.raises(MethodNotFoundError, match=r"servable 'echo' has no method 'shout'; its methods: \['say'\]"):
+        rt.infer("echo", "shout", [])
+    with pytest.raises(VersionNotFoundError, match=r"is not running version 3; running: \[1\]"):
+        rt.infer("echo", "say", [], version=3)
+    with pytest.raises(VersionNotFoundError, match="a version must be an int >= 1, or 0 for the newest"):
+        rt.infer("echo", "say", [], version=-1)
+    assert issubclass(ServableNotFoundError, LookupError)
+
+
+def test_instances_must_be_a_list(rt):
+    rt.start(echo_servable())
+    with pytest.raises(mindserve.InvalidInputError, match=r"instances must be a list of dicts; got dict. Hint"):
+        rt.infer("echo", "say", {"x": 1})
+
+
+def test_starting_the_same_name_again_replaces_it(rt):
+    """Re-running a notebook cell that defines and starts a servable just works."""
+    rt.start(echo_servable(tag="old"))
+    rt.start(echo_servable(tag="new"))
+    assert rt.infer("echo", "say", [{"x": 1}]) == [{"text": "new:1"}]
+    assert [(i.name, i.version) for i in rt.status()] == [("echo", 1)]
+
+
+def test_definition_is_a_snapshot_at_start(rt):
+    svc = echo_servable()
+    rt.start(svc)
+    stamp = svc.stages["stamp"]
+    svc.add_method(lambda x: stamp(x), name="later")
+    with pytest.raises(MethodNotFoundError):
+        rt.infer("echo", "later", [])
+
+
+def test_servable_object_can_name_itself(rt):
+    svc = echo_servable()
+    rt.start(svc)
+    assert rt.infer(svc, "say", [{"x": 2}]) == [{"text": "v:2"}]
+
+
+def test_status_lists_methods_and_models(rt):
+    svc = echo_servable()
+    model = svc.model(lambda x: x, name="identity")
+    svc.add_method(lambda x: model(x), name="same")
+    info = rt.start(svc)
+    assert [(m.name, m.inputs, m.outputs) for m in info.methods] == [
+        ("say", ("x",), ("text",)),
+        ("same", ("x",), ("output",)),
+    ]
+    (model_info,) = info.models
+    assert (model_info.name, model_info.kind, model_info.fixed_batch_size) == ("identity", "callable", None)
+    assert rt.status() == [info]
+    assert "echo v1" in repr(rt)
+
+
+def test_stop_one_servable_leaves_others(rt):
+    rt.start(echo_servable("a"))
+    rt.start(echo_servable("b"))
+    rt.stop("a")
+    assert [i.name for i in rt.status()] == ["b"]
+    with pytest.raises(ServableNotFoundError):
+        rt.infer("a", "say", [])
+    with pytest.raises(ServableNotFoundError):
+        rt.stop("a")
+    with pytest.raises(VersionNotFoundError, match="not running version 9"):
+        rt.stop("b", version=9)
+    rt.stop("b", version=1)
+    assert rt.status() == []
+
+
+def test_stop_everything(rt):
+    rt.start(echo_servable("a"))
+    rt.start(echo_servable("b"))
+    rt.stop()
+    assert rt.status() == []
+
+
+def test_closed_runtime_refuses_use():
+    runtime = mindserve.Runtime()
+    runtime.start(echo_servable())
+    runtime.close()
+    runtime.close()
+    for call in (
+        lambda: runtime.infer("echo", "say", []),
+        lambda: runtime.start(echo_servable()),
+        lambda: runtime.stop(),
+        lambda: runtime.__enter__(),
+    ):
+        with pytest.raises(RuntimeClosedError, match="this Runtime is closed"):
+            call()
+
+
+def test_version_directories_pick_the_newest(rt, tmp_path):
+    for version in ("1", "2", "10", "007", "notes"):
+        os.makedirs(tmp_path / version)
+    svc = echo_servable(directory=tmp_path)
+    assert rt.start(svc).version == 10
+    assert rt.start(svc, version=2).version == 2
+    with pytest.raises(VersionNotFoundError, match=r"has no version 3 in .*; available: \[1, 2, 10\]"):
+        rt.start(svc, version=3)
+
+
+def test_servable_with_no_directory_is_version_one(rt):
+    with pytest.raises(VersionNotFoundError, match="has no directory, so its only version is 1; got version 2"):
+        rt.start(echo_servable(), version=2)
+    assert rt.start(echo_servable(), version=1).version == 1
+
+
+def test_a_servable_needs_a_method(rt):
+    with pytest.raises(mindserve.DefinitionError, match="has no methods"):
+        rt.start(mindserve.Servable("empty"))
+
+
+def test_start_takes_a_servable(rt):
+    with pytest.raises(TypeError, match="takes a mindserve.Servable; got str"):
+        rt.start("echo")
+
+
+def test_bad_device_target():
+    with pytest.raises(mindserve.DeviceError, match=r"device_target must be one of \['Ascend', 'CPU', 'GPU'\]"):
+        mindserve.Runtime(device_target="TPU")
+    with pytest.raises(ValueError, match="device_id must be an int >= 0"):
+        mindserve.Runtime(device_id=-1)
