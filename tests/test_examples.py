@@ -1,0 +1,44 @@
+"""The quickstart and the README's code run as a new user would run them."""
+
+import os
+import re
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_quickstart_runs_and_classifies(tmp_path):
+    script = os.path.join(ROOT, "examples", "quickstart.py")
+    out = subprocess.run([sys.executable, script], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "serving rows version 1 on CPU:0"
+    for line in lines[1:6]:
+        row, label = re.match(r"bright row (\d): label (\d) \(p=", line).groups()
+        assert row == label
+    assert lines[6] == "good instance: label 3"
+    assert lines[7].startswith("bad instance: servable 'rows' version 1, method 'classify', instance 1: ")
+
+
+def readme():
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
+        return handle.read()
+
+
+def test_readme_python_runs(tmp_path):
+    """Every ```python block of the README runs, in order, in one fresh interpreter."""
+    blocks = re.findall(r"```python\n(.*?)```", readme(), re.S)
+    assert blocks
+    script = tmp_path / "readme.py"
+    script.write_text("\n".join(blocks))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr
+
+
+def test_readme_gives_exactly_two_commands_and_ci_runs_the_second():
+    commands = re.findall(r"```sh\n(.*?)```", readme(), re.S)
+    assert len(commands) == 2
+    with open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8") as handle:
+        ci = handle.read()
+    assert commands[1].strip() in ci
