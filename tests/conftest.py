@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-import mindserve  # noqa: E402
+import mindserve
 
 ENC_KEY = b"0123456789ABCDEF"
 
@@ -28,9 +28,9 @@ def exported(tmp_path_factory):
 
     Layout: ``<root>/<name>/<version>/<file>.mindir``.
     """
-    from models import MLP, AddMul, LeNet, ScaleBy, dynamic, export, zeros
-
     import mindspore as ms
+
+    from models import MLP, AddMul, LeNet, ScaleBy, dynamic, export, zeros
 
     root = tmp_path_factory.mktemp("models")
     nets = {"mlp_v1": MLP(seed=1), "mlp_v2": MLP(seed=2), "lenet": LeNet(), "addmul": AddMul()}
@@ -39,7 +39,11 @@ def exported(tmp_path_factory):
         "mlp_v2": export(nets["mlp_v2"], f"{root}/mlp/2/mlp.mindir", dynamic((16,))),
         "mlp_fixed4": export(nets["mlp_v1"], f"{root}/mlp_fixed/1/mlp.mindir", zeros(4, 16)),
         "mlp_encrypted": export(
-            nets["mlp_v1"], f"{root}/mlp_enc/1/mlp.mindir", dynamic((16,)), enc_key=ENC_KEY, enc_mode="AES-GCM"
+            nets["mlp_v1"],
+            f"{root}/mlp_enc/1/mlp.mindir",
+            dynamic((16,)),
+            enc_key=ENC_KEY,
+            enc_mode="AES-GCM",
         ),
         "lenet": export(nets["lenet"], f"{root}/lenet/1/lenet.mindir", zeros(2, 1, 32, 32)),
         "addmul": export(nets["addmul"], f"{root}/addmul/1/addmul.mindir", dynamic((3,)), dynamic((3,))),

@@ -168,7 +168,7 @@ def test_duplicate_method_name(svc):
 
 def test_duplicate_model_and_stage_names(svc):
     svc.model(double)
-    with pytest.raises(DefinitionError, match="already has a model named 'double'. Hint: pass name="):
+    with pytest.raises(DefinitionError, match=r"already has a model named 'double'\. Hint: pass name="):
         svc.model(double)
     svc.model(double, name="double2")
     svc.add_stage(double)
@@ -181,7 +181,7 @@ def test_duplicate_model_and_stage_names(svc):
     [
         (lambda x: x + 1, "adds to input 'x'"),
         (lambda x: 2 * x, "multiplies input 'x'"),
-        (lambda x: x if x else x, "uses in a condition input 'x'"),
+        (lambda x: x if x else None, "uses in a condition input 'x'"),
         (lambda x: x.shape, "reads attribute 'shape' of input 'x'"),
         (lambda x: x[0], "indexes input 'x'"),
     ],
@@ -196,7 +196,7 @@ def test_unpacking_a_single_output(svc):
     stage = svc.add_stage(lambda x: (x, x), name="pair")
 
     def body(x):
-        a, b = stage(x)
+        a, _b = stage(x)
         return a
 
     with pytest.raises(DefinitionError, match=r"unpacks output 0 of stage 'pair'.*outputs=N"):

@@ -32,7 +32,9 @@ def test_readme_python_runs(tmp_path):
     assert blocks
     script = tmp_path / "readme.py"
     script.write_text("\n".join(blocks))
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=300
+    )
     assert out.returncode == 0, out.stderr
 
 

@@ -80,7 +80,9 @@ def test_old_mindspore_warns_when_first_imported(tmp_path):
     assert lines[1].startswith("MindSpore 1.8.1 is outside the range mindserve supports")
 
 
-@pytest.mark.parametrize("version, supported", [("2.10.0", True), ("2.3.0rc1", True), ("2.2.14", False), ("3.0.0", False)])
+@pytest.mark.parametrize(
+    "version, supported", [("2.10.0", True), ("2.3.0rc1", True), ("2.2.14", False), ("3.0.0", False)]
+)
 def test_version_range(version, supported):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -6,9 +6,9 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import ENC_KEY, run_net
 
 import mindserve
+from conftest import ENC_KEY, run_net
 from mindserve import InvalidInputError, LoadError, ModelError
 
 RNG = np.random.default_rng(7)
@@ -165,7 +165,7 @@ def test_lenet_pipeline_with_pre_and_post_processing(rt, exported):
 
     @svc.stage(batch_size=0, outputs=2)
     def best(logits):
-        return [(int(l.argmax()), l) for l in logits]
+        return [(int(row.argmax()), row) for row in logits]
 
     @svc.method(outputs=["label", "logits"])
     def classify(image):
@@ -225,7 +225,7 @@ def test_load_failures_leave_the_running_version_serving(rt, exported, tmp_path)
     with pytest.raises(LoadError, match=r"model 'mlp': file '.*empty/1/mlp.mindir' does not exist"):
         rt.start(mlp_servable(tmp_path / "empty"))
 
-    with pytest.raises(LoadError, match="directory '.*nothing-here' does not exist"):
+    with pytest.raises(LoadError, match=r"directory '.*nothing-here' does not exist"):
         rt.start(mlp_servable(tmp_path / "nothing-here"))
 
     (tmp_path / "no-versions").mkdir()

@@ -194,7 +194,9 @@ def test_model_failure_is_isolated_to_the_bad_instance(calc):
 def test_instances_of_different_shapes_are_batched_separately(calc):
     rt, calls = calc
     results = rt.infer(
-        "calc", "raw", [{"x": np.ones(2, np.float32)}, {"x": np.ones(3, np.float32)}, {"x": np.ones(2, np.float32)}]
+        "calc",
+        "raw",
+        [{"x": np.ones(2, np.float32)}, {"x": np.ones(3, np.float32)}, {"x": np.ones(2, np.float32)}],
     )
     assert [r["y"].shape for r in results] == [(2,), (3,), (2,)]
     assert sorted(calls) == [(1, 3), (2, 2)]
@@ -239,7 +241,9 @@ def test_without_batch_dim_inputs_are_shared_per_batch(rt):
     svc.add_method(lambda x, f: model(x, f), name="m")
     rt.start(svc)
     two, three = np.full(2, 2.0), np.full(2, 3.0)
-    out = rt.infer("s", "m", [{"x": np.ones(2), "f": two}, {"x": np.ones(2), "f": three}, {"x": np.ones(2), "f": two}])
+    out = rt.infer(
+        "s", "m", [{"x": np.ones(2), "f": two}, {"x": np.ones(2), "f": three}, {"x": np.ones(2), "f": two}]
+    )
     assert [o["output"].tolist() for o in out] == [[2.0, 2.0], [3.0, 3.0], [2.0, 2.0]]
     assert sorted(seen) == [((1, 2), (2,)), ((2, 2), (2,))]
 
@@ -262,7 +266,10 @@ def test_model_call_inside_a_stage(rt):
     svc.add_method(lambda x, n: repeat(x, n), name="loop")
     svc.add_method(lambda x: maybe(x), name="cond")
     rt.start(svc)
-    assert rt.infer("s", "loop", [{"x": 1.0, "n": 3}, {"x": 0.0, "n": 0}]) == [{"output": 4.0}, {"output": 0.0}]
+    assert rt.infer("s", "loop", [{"x": 1.0, "n": 3}, {"x": 0.0, "n": 0}]) == [
+        {"output": 4.0},
+        {"output": 0.0},
+    ]
     assert rt.infer("s", "cond", [{"x": 1.0}, {"x": -1.0}]) == [{"output": 2.0}, {"output": -1.0}]
 
 
@@ -345,3 +352,16 @@ def test_a_model_is_never_entered_by_two_threads(rt):
         t.join()
     assert not errors and not overlaps
     assert results == {k: [[k] * 3] * 3 for k in range(16)}
+
+
+def test_model_output_without_batch_dim_fails_clearly(rt):
+    svc = mindserve.Servable("s")
+    model = svc.model(lambda x: x.sum(), name="total")
+    svc.add_method(lambda x: model(x), name="m")
+    rt.start(svc)
+    results = rt.infer("s", "m", [{"x": np.ones(2)}, {"x": np.ones(2)}], return_exceptions=True)
+    assert all(isinstance(r, ModelError) for r in results)
+    assert (
+        "model 'total': model output 0 has shape (), but its first dimension should be the batch size"
+        in str(results[0])
+    )

@@ -1,6 +1,7 @@
 """The runtime's lifecycle, lookups and versions (Python callables as models)."""
 
 import os
+import threading
 
 import pytest
 
@@ -28,9 +29,13 @@ def test_servable_without_model_needs_no_version_directory(rt):
 
 def test_unknown_names_list_what_is_available(rt):
     rt.start(echo_servable())
-    with pytest.raises(ServableNotFoundError, match=r"no servable named 'nope' is running; running: \['echo'\]"):
+    with pytest.raises(
+        ServableNotFoundError, match=r"no servable named 'nope' is running; running: \['echo'\]"
+    ):
         rt.infer("nope", "say", [])
-    with pytest.raises(MethodNotFoundError, match=r"servable 'echo' has no method 'shout'; its methods: \['say'\]"):
+    with pytest.raises(
+        MethodNotFoundError, match=r"servable 'echo' has no method 'shout'; its methods: \['say'\]"
+    ):
         rt.infer("echo", "shout", [])
     with pytest.raises(VersionNotFoundError, match=r"is not running version 3; running: \[1\]"):
         rt.infer("echo", "say", [], version=3)
@@ -41,7 +46,9 @@ def test_unknown_names_list_what_is_available(rt):
 
 def test_instances_must_be_a_list(rt):
     rt.start(echo_servable())
-    with pytest.raises(mindserve.InvalidInputError, match=r"instances must be a list of dicts; got dict. Hint"):
+    with pytest.raises(
+        mindserve.InvalidInputError, match=r"instances must be a list of dicts; got dict. Hint"
+    ):
         rt.infer("echo", "say", {"x": 1})
 
 
@@ -131,7 +138,9 @@ def test_version_directories_pick_the_newest(rt, tmp_path):
 
 
 def test_servable_with_no_directory_is_version_one(rt):
-    with pytest.raises(VersionNotFoundError, match="has no directory, so its only version is 1; got version 2"):
+    with pytest.raises(
+        VersionNotFoundError, match="has no directory, so its only version is 1; got version 2"
+    ):
         rt.start(echo_servable(), version=2)
     assert rt.start(echo_servable(), version=1).version == 1
 
@@ -142,12 +151,39 @@ def test_a_servable_needs_a_method(rt):
 
 
 def test_start_takes_a_servable(rt):
-    with pytest.raises(TypeError, match="takes a mindserve.Servable; got str"):
+    with pytest.raises(TypeError, match=r"takes a mindserve\.Servable; got str"):
         rt.start("echo")
 
 
 def test_bad_device_target():
-    with pytest.raises(mindserve.DeviceError, match=r"device_target must be one of \['Ascend', 'CPU', 'GPU'\]"):
+    with pytest.raises(
+        mindserve.DeviceError, match=r"device_target must be one of \['Ascend', 'CPU', 'GPU'\]"
+    ):
         mindserve.Runtime(device_target="TPU")
     with pytest.raises(ValueError, match="device_id must be an int >= 0"):
         mindserve.Runtime(device_id=-1)
+
+
+def test_stop_lets_running_requests_finish(rt):
+    """A request already inside a servable completes after the servable is stopped."""
+    entered, release = threading.Event(), threading.Event()
+    svc = mindserve.Servable("slow")
+
+    @svc.stage
+    def wait(x):
+        entered.set()
+        release.wait(timeout=30)
+        return x
+
+    svc.add_method(lambda x: wait(x), name="m")
+    rt.start(svc)
+    results = []
+    caller = threading.Thread(target=lambda: results.append(rt.infer("slow", "m", [{"x": 5}])))
+    caller.start()
+    assert entered.wait(timeout=30)
+    rt.stop("slow")
+    release.set()
+    caller.join(timeout=30)
+    assert results == [[{"output": 5}]]
+    with pytest.raises(ServableNotFoundError):
+        rt.infer("slow", "m", [{"x": 5}])
