@@ -16,7 +16,9 @@ Define a servable with decorators, start it in a :class:`Runtime`, call its meth
 Importing mindserve does not import MindSpore; that happens when a model first loads.
 """
 
+from mindserve._batching import Batching
 from mindserve._errors import (
+    DeadlineExceededError,
     DefinitionError,
     DeviceError,
     InferenceError,
@@ -29,6 +31,7 @@ from mindserve._errors import (
     MindSporeVersionWarning,
     ModelError,
     NotFoundError,
+    OverloadedError,
     RuntimeClosedError,
     ServableNotFoundError,
     StageError,
@@ -49,6 +52,8 @@ __version__ = "0.1.0"
 __all__ = [
     "MINDSPORE_REQUIREMENT",
     "TESTED_MINDSPORE_VERSIONS",
+    "Batching",
+    "DeadlineExceededError",
     "DefinitionError",
     "DeviceError",
     "InferenceError",
@@ -65,6 +70,7 @@ __all__ = [
     "ModelError",
     "ModelInfo",
     "NotFoundError",
+    "OverloadedError",
     "Runtime",
     "RuntimeClosedError",
     "Servable",

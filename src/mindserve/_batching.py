@@ -1,19 +1,106 @@
-"""Pure batching helpers: group instances that can share a batch, stack, pad and slice.
+"""Batching: the per-model configuration, and pure helpers to group, stack, pad and slice.
 
-Nothing here runs a model; :mod:`mindserve._model_runner` does, with these helpers.
+Nothing here runs a model or a thread; :mod:`mindserve._scheduler` and
+:mod:`mindserve._model_runner` do, with these helpers.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
-from collections.abc import Hashable, Sequence
+from collections.abc import Container, Hashable, Mapping, Sequence
 
+import attrs
 import numpy as np
+
+from mindserve._errors import DefinitionError
+
+
+def _positive(name: str, allow_none: bool = False):  # type: ignore[no-untyped-def]
+    def check(instance: object, attribute: object, value: object) -> None:
+        if value is None and allow_none:
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise DefinitionError(
+                f"Batching {name} must be an int >= 1{' or None' if allow_none else ''}; got {value!r}"
+            )
+
+    return check
+
+
+def _non_negative_seconds(instance: object, attribute: object, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise DefinitionError(f"Batching max_delay must be a number of seconds >= 0; got {value!r}")
+
+
+def _buckets(value: Sequence[int] | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    items = tuple(value)
+    if not items or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in items):
+        raise DefinitionError(f"Batching buckets must be batch sizes (ints >= 1); got {value!r}")
+    return tuple(sorted(set(items)))
+
+
+@attrs.frozen
+class Batching:
+    """How one model batches instances across all callers.
+
+    ``max_batch_size``: the most instances in one call (default: the batch size a model
+    was exported with, else 64). ``max_delay``: seconds the executor may wait for more
+    instances once a batch has started forming (default 0: never wait; instances that
+    arrive while the model is busy form the next batch). ``max_queue``: the most
+    instances waiting for the model; beyond it calls fail with ``OverloadedError``.
+    ``buckets``: the batch sizes a model taking any batch size is fed (each batch is
+    padded up to one), so MindSpore compiles few shapes; default: powers of two up to
+    ``max_batch_size``, keeping only those that the warm-up measures faster than every
+    larger one. ``warm_up``: run every bucket once at load, so no request pays a compile.
+    """
+
+    max_batch_size: int | None = attrs.field(default=None, validator=_positive("max_batch_size", True))
+    max_delay: float = attrs.field(default=0.0, validator=_non_negative_seconds)
+    max_queue: int = attrs.field(default=4096, validator=_positive("max_queue"))
+    buckets: tuple[int, ...] | None = attrs.field(default=None, converter=_buckets)
+    warm_up: bool = True
+
+
+def power_of_two_buckets(max_batch_size: int) -> tuple[int, ...]:
+    """1, 2, 4, ... below ``max_batch_size``, and ``max_batch_size`` itself."""
+    sizes = []
+    size = 1
+    while size < max_batch_size:
+        sizes.append(size)
+        size *= 2
+    return (*sizes, max_batch_size)
+
+
+def bucket_for(count: int, buckets: Sequence[int]) -> int:
+    """The smallest bucket that holds ``count`` instances (``buckets`` ascending)."""
+    position = bisect.bisect_left(buckets, count)
+    if position == len(buckets):
+        raise ValueError(f"{count} instances do not fit the largest bucket {buckets[-1]}")
+    return buckets[position]
+
+
+def prune_buckets(seconds: Mapping[int, float]) -> tuple[int, ...]:
+    """Keep a bucket only if a batch of it runs faster than a batch of every larger bucket.
+
+    ``seconds`` maps a batch size to its measured time per call. Padding a batch up to a
+    larger bucket that runs at least as fast is never worse, so slower buckets are dropped.
+    """
+    kept: list[int] = []
+    fastest_larger = float("inf")
+    for size in sorted(seconds, reverse=True):
+        if seconds[size] < fastest_larger:
+            kept.append(size)
+            fastest_larger = seconds[size]
+    return tuple(sorted(kept))
+
 
 Arrays = tuple  # one instance's model inputs: a tuple of numpy arrays
 
 
-def batch_key(arrays: Arrays, unbatched: Sequence[int]) -> Hashable:
+def batch_key(arrays: Arrays, unbatched: Container[int]) -> Hashable:
     """Instances with equal keys can be stacked into one batch.
 
     Batched inputs must agree on dtype and per-instance shape; inputs without a batch
@@ -28,7 +115,7 @@ def batch_key(arrays: Arrays, unbatched: Sequence[int]) -> Hashable:
     return tuple(key)
 
 
-def group(instances: Sequence[Arrays], unbatched: Sequence[int]) -> list[list[int]]:
+def group(instances: Sequence[Arrays], unbatched: Container[int]) -> list[list[int]]:
     """Indices of instances grouped by :func:`batch_key`, groups in first-seen order."""
     groups: dict[Hashable, list[int]] = {}
     for index, arrays in enumerate(instances):
@@ -42,7 +129,7 @@ def chunks(indices: Sequence[int], size: int) -> list[list[int]]:
 
 
 def stack(
-    instances: Sequence[Arrays], unbatched: Sequence[int], pad_to: int | None = None
+    instances: Sequence[Arrays], unbatched: Container[int], pad_to: int | None = None
 ) -> tuple[np.ndarray, ...]:
     """Stack instances along a new first axis, padding with copies of instance 0.
 

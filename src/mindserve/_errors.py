@@ -13,6 +13,8 @@ Each error also derives from the builtin that fits it, so ``except ValueError`` 
     ├── DeviceError (RuntimeError)            the device cannot be used (already set to another one, ...)
     ├── LoadError (RuntimeError)              a model or a version failed to load; nothing running stops
     ├── RuntimeClosedError (RuntimeError)     the runtime was closed
+    ├── OverloadedError (RuntimeError)        a model's queue is full; retry later
+    ├── DeadlineExceededError (TimeoutError)  the call's timeout passed before it completed
     ├── InstanceError                         one instance of a request failed; the others are unaffected
     │   ├── InvalidInputError (ValueError)    a missing, unknown or ill-typed input value
     │   ├── StageError (RuntimeError)         a Python stage raised or returned a wrong result
@@ -27,6 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "DeadlineExceededError",
     "DefinitionError",
     "DeviceError",
     "InferenceError",
@@ -39,6 +42,7 @@ __all__ = [
     "MindSporeVersionWarning",
     "ModelError",
     "NotFoundError",
+    "OverloadedError",
     "RuntimeClosedError",
     "ServableNotFoundError",
     "StageError",
@@ -87,6 +91,14 @@ class LoadError(MindServeError, RuntimeError):
 
 class RuntimeClosedError(MindServeError, RuntimeError):
     """The runtime has been closed and cannot be used again."""
+
+
+class OverloadedError(MindServeError, RuntimeError):
+    """A queue is full (``Batching.max_queue``); the call was not accepted. Retry later."""
+
+
+class DeadlineExceededError(MindServeError, TimeoutError):
+    """The call's ``timeout`` passed first; its instances still queued never reach the model."""
 
 
 class InstanceError(MindServeError):

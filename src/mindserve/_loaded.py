@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import datetime
+import functools
+import threading
 from collections.abc import Sequence
 from typing import Any
 
 from mindserve import _mindspore
 from mindserve._backends import model_path, open_backend
+from mindserve._context import running
 from mindserve._errors import LoadError, MindServeError
 from mindserve._model import Model
 from mindserve._model_runner import LoadedModel
 from mindserve._outcome import Outcome
+from mindserve._scheduler import UNLIMITED, Request, Scheduler
 from mindserve._servable import ServableDefinition
+from mindserve._stage import Stage
 from mindserve._status import MethodInfo, ModelInfo, ServableInfo
 from mindserve._versions import resolve_version
 
 
 class LoadedServable:
-    """One version of a servable, loaded and ready to serve."""
+    """One version of a servable, loaded and ready to serve.
+
+    It counts the requests running on it: once retired (stopped or replaced), it shuts its
+    schedulers down when the last of them has finished.
+    """
 
     def __init__(
         self,
@@ -35,6 +44,21 @@ class LoadedServable:
         self.models = models
         self.device = device
         self.loaded_at = datetime.datetime.now(datetime.timezone.utc)
+        where = f"servable '{self.name}' version {version}"
+        self.stage_schedulers: dict[Stage, Scheduler] = {}
+        for method in definition.methods.values():
+            for step in method.steps:
+                stage = step.callee
+                if isinstance(stage, Stage) and stage.batch_size is not None:
+                    if stage not in self.stage_schedulers:
+                        self.stage_schedulers[stage] = Scheduler(
+                            f"{where}: stage '{stage.name}'",
+                            functools.partial(self._run_stage_batch, stage),
+                            max_batch_size=stage.batch_size or UNLIMITED,
+                        )
+        self._state = threading.Lock()
+        self._inflight = 0
+        self._retired = False
 
     def __repr__(self) -> str:
         return f"<LoadedServable {self.name!r} version {self.version}>"
@@ -48,33 +72,88 @@ class LoadedServable:
         where = f"servable '{definition.name}' version {number}"
         models: dict[str, LoadedModel] = {}
         used_mindspore = False
-        for model in definition.models.values():
-            try:
-                backend = open_backend(model, version_dir, device, where)
-                loaded = LoadedModel(model, backend, where)
-                loaded.warm_up()
-            except MindServeError:
-                raise
-            except Exception as exc:
-                raise LoadError(
-                    f"{where}: model '{model.name}' failed to load: {type(exc).__name__}: {exc}"
-                ) from exc
-            used_mindspore = used_mindspore or model.kind != "callable"
-            models[model.name] = loaded
+        try:
+            for model in definition.models.values():
+                try:
+                    loaded = LoadedModel(model, open_backend(model, version_dir, device, where), where)
+                    loaded.warm_up()
+                except MindServeError:
+                    raise
+                except Exception as exc:  # a load never takes the runtime down
+                    raise LoadError(
+                        f"{where}: model '{model.name}' failed to load: {type(exc).__name__}: {exc}"
+                    ) from exc
+                loaded.start(where)
+                used_mindspore = used_mindspore or model.kind != "callable"
+                models[model.name] = loaded
+        except BaseException:
+            for loaded in models.values():
+                loaded.close()
+            raise
         chosen = _mindspore.use_device(*device) if used_mindspore else None
         device_name = f"{chosen[0]}:{chosen[1]}" if chosen else None
         return cls(definition, number, version_dir, models, device_name)
 
     def run_model(
-        self, model: Model, instances: Sequence[tuple[Any, ...]], labels: Sequence[str] | None = None
+        self,
+        model: Model,
+        instances: Sequence[tuple[Any, ...]],
+        labels: Sequence[str] | None = None,
+        request: Request | None = None,
     ) -> list[Outcome]:
-        """Run one of this version's models over instances."""
+        """Run one of this version's models over instances, batched with other callers'."""
         loaded = self.models.get(model.name)
         if loaded is None or loaded.model is not model:
             raise MindServeError(
                 f"model '{model.name}' is not a model of servable '{self.name}' version {self.version}"
             )
-        return loaded.run(instances, labels)
+        return loaded.run(instances, labels, request)
+
+    def run_stage(
+        self, stage: Stage, instances: Sequence[tuple[Any, ...]], request: Request
+    ) -> list[Outcome]:
+        """Run a stage: per instance in this thread, or batched across callers by its scheduler."""
+        scheduler = self.stage_schedulers.get(stage)
+        if scheduler is None:
+            with running(self):
+                return stage.run(instances)
+        ticket = scheduler.submit(request, instances)
+        return request.wait(ticket, f"stage '{stage.name}'")
+
+    def _run_stage_batch(self, stage: Stage, instances: list[Any]) -> list[Outcome]:
+        with running(self):
+            return stage.run(instances)
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def enter(self) -> None:
+        """A request starts running on this version."""
+        with self._state:
+            self._inflight += 1
+
+    def leave(self) -> None:
+        """A request finished; shut down if retired and it was the last."""
+        with self._state:
+            self._inflight -= 1
+            last = self._retired and self._inflight == 0
+        if last:
+            self._shutdown()
+
+    def retire(self) -> None:
+        """Take no new requests; shut down once the running ones have finished."""
+        with self._state:
+            if self._retired:
+                return
+            self._retired = True
+            idle = self._inflight == 0
+        if idle:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        for model in self.models.values():
+            model.close()
+        for scheduler in self.stage_schedulers.values():
+            scheduler.close()
 
     def info(self) -> ServableInfo:
         """A read-only description of this version."""
@@ -86,11 +165,14 @@ class LoadedServable:
                 source=(
                     model_path(m.model, self.version_dir)
                     if m.model.kind == "mindir"
-                    else type(m.model.source).__name__
+                    else getattr(m.model.source, "__qualname__", type(m.model.source).__name__)
                 ),
                 with_batch_dim=m.model.with_batch_dim,
                 fixed_batch_size=m.fixed_batch_size,
                 inputs=m.backend.input_specs,
+                batching=m.batching,
+                batches=m.scheduler.batches if m.scheduler else 0,
+                instances=m.scheduler.instances if m.scheduler else 0,
             )
             for m in self.models.values()
         )

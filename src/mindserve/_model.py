@@ -12,6 +12,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from mindserve._batching import Batching
 from mindserve._context import current_servable
 from mindserve._errors import DefinitionError, MindServeError
 from mindserve._mindspore import is_cell
@@ -63,6 +64,7 @@ class Model:
         outputs: int = 1,
         dec_key: bytes | None = None,
         dec_mode: str = "AES-GCM",
+        batching: Batching | None = None,
     ) -> None:
         self.kind = _model_kind(source)
         self.source = os.fspath(source) if self.kind == "mindir" else source
@@ -89,6 +91,11 @@ class Model:
             )
         self.dec_key = dec_key
         self.dec_mode = dec_mode
+        if batching is not None and not isinstance(batching, Batching):
+            raise DefinitionError(
+                f"model '{self.name}': batching must be a mindserve.Batching; got {type(batching).__name__}"
+            )
+        self.batching = batching
         #: How many inputs the methods call it with (set by the first traced call).
         self.inputs: int | None = None
 

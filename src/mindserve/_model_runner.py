@@ -1,25 +1,31 @@
 """A loaded model: checks each instance's inputs, batches them, runs, slices the outputs.
 
-Every call into one model is serialized by the model's own lock (and MindSpore networks
-also hold MindSpore's process lock), so any number of threads may call :meth:`run`.
-A batch that fails is retried one instance at a time, so that one bad instance fails
-alone and the others still get their results.
+Each model has a :class:`~mindserve._scheduler.Scheduler`: instances from every caller
+join one queue and run in batches, one batch at a time (MindSpore networks also hold
+MindSpore's process lock), so any number of threads may call :meth:`LoadedModel.run`.
+Batches of a model that takes any batch size are padded up to a bucket, so MindSpore
+compiles few shapes. A batch that fails is retried one instance at a time, so that one
+bad instance fails alone and the others still get their results.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Sequence
+import functools
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import attrs
 import numpy as np
 
 from mindserve import _batching
 from mindserve._backends import Backend
+from mindserve._batching import Batching
 from mindserve._errors import InvalidInputError, LoadError, ModelError
 from mindserve._mindspore import first_line
 from mindserve._model import Model
 from mindserve._outcome import Failure, Outcome
+from mindserve._scheduler import Request, Scheduler
 from mindserve._specs import TensorSpec, to_model_input
 
 #: Largest batch fed to a model that accepts any batch size.
@@ -34,7 +40,6 @@ class LoadedModel:
         self.name = model.name
         self.backend = backend
         self.where = where
-        self._lock = threading.Lock()
         specs = backend.input_specs
         self.n_inputs = len(specs) if specs is not None else model.inputs
         self._check_signature()
@@ -52,6 +57,11 @@ class LoadedModel:
                 batched = [s for i, s in enumerate(specs) if i not in self.unbatched]
                 if batched and batched[0].shape[0] is not None:
                     self.fixed_batch_size = batched[0].shape[0]
+        #: The effective batching options (buckets may be pruned by the warm-up).
+        self.batching = self._resolve_batching()
+        #: Seconds per call measured by the warm-up, by batch size.
+        self.warmup_seconds: dict[int, float] = {}
+        self.scheduler: Scheduler | None = None
 
     def _check_signature(self) -> None:
         model, specs = self.model, self.backend.input_specs
@@ -74,27 +84,81 @@ class LoadedModel:
                     f"in without_batch_dim_inputs."
                 )
 
-    @property
-    def batch_size(self) -> int:
-        """How many instances go into one call."""
+    def _resolve_batching(self) -> Batching:
+        """The effective batching: explicit options, else defaults from the batch dimension."""
+        config = self.model.batching or Batching()
         if not self.model.with_batch_dim:
-            return 1
-        return self.fixed_batch_size or DEFAULT_MAX_BATCH_SIZE
+            return attrs.evolve(config, max_batch_size=1, buckets=None)
+        fixed = self.fixed_batch_size
+        if fixed is not None:
+            if config.max_batch_size not in (None, fixed) or config.buckets not in (None, (fixed,)):
+                raise LoadError(
+                    f"{self.where}: model '{self.name}' was exported with batch size {fixed}, so it "
+                    f"always runs batches of {fixed}; got {config!r}. Hint: export it with a dynamic "
+                    f"batch dimension (Tensor(shape=[None, ...])) to choose batch sizes."
+                )
+            return attrs.evolve(config, max_batch_size=fixed, buckets=(fixed,))
+        buckets = config.buckets
+        largest = config.max_batch_size or (buckets[-1] if buckets else DEFAULT_MAX_BATCH_SIZE)
+        if buckets is not None and buckets[-1] < largest:
+            raise LoadError(
+                f"{self.where}: model '{self.name}': the largest bucket {buckets[-1]} is smaller "
+                f"than max_batch_size={largest}"
+            )
+        if buckets is None and self.model.kind != "callable":
+            buckets = _batching.power_of_two_buckets(largest)
+        return attrs.evolve(config, max_batch_size=largest, buckets=buckets)
 
     def warm_up(self) -> None:
-        """Run once on zeros when every input shape is known, to compile and check outputs."""
+        """Compile every bucket once on zeros (when all input shapes are known) and check outputs.
+
+        With automatic buckets, each bucket is timed too, and a bucket is kept only if it
+        runs faster than every larger one (see :func:`_batching.prune_buckets`).
+        """
         specs = self.instance_specs
         if specs is None or any(s is None or s.dtype is None or None in s.shape for s in specs):
             return
         instance = tuple(np.zeros(s.shape, s.dtype) for s in specs)  # type: ignore[arg-type,union-attr]
-        (outcome,) = self.run([instance])
-        if isinstance(outcome, Failure):
-            raise LoadError(f"{self.where}: model '{self.name}' failed its warm-up run: {outcome.detail}")
+        sizes = self.batching.buckets if self.batching.warm_up and self.batching.buckets else (1,)
+        seconds = {}
+        for size in sizes:
+            outcome = self._run_batch([instance] * size)
+            if isinstance(outcome, Failure):
+                raise LoadError(f"{self.where}: model '{self.name}' failed its warm-up run: {outcome.detail}")
+            seconds[size] = _median_seconds(functools.partial(self._run_batch, [instance] * size))
+        automatic = self.model.batching is None or self.model.batching.buckets is None
+        if automatic and self.fixed_batch_size is None and len(seconds) > 1:
+            self.batching = attrs.evolve(self.batching, buckets=_batching.prune_buckets(seconds))
+        self.warmup_seconds = seconds
+
+    def start(self, where: str) -> None:
+        """Start the scheduler that batches this model's instances across callers."""
+        self.scheduler = Scheduler(
+            f"{where}: model '{self.name}'",
+            self._run_isolating,
+            max_batch_size=self.batching.max_batch_size or 1,
+            max_delay=self.batching.max_delay,
+            max_queue=self.batching.max_queue,
+        )
+
+    def close(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.close()
 
     # -- running -------------------------------------------------------------------
 
-    def run(self, instances: Sequence[tuple[Any, ...]], labels: Sequence[str] | None = None) -> list[Outcome]:
-        """Run the model over instances (each a tuple of input values); one outcome each."""
+    def run(
+        self,
+        instances: Sequence[tuple[Any, ...]],
+        labels: Sequence[str] | None = None,
+        request: Request | None = None,
+    ) -> list[Outcome]:
+        """Run the model over instances (each a tuple of input values); one outcome each.
+
+        The instances join the model's queue with every other caller's; this waits until
+        they have run (or ``request``'s deadline passes, raising DeadlineExceededError).
+        """
+        request = request or Request()
         outcomes: list[Outcome | None] = [None] * len(instances)
         ready: list[int] = []
         arrays: list[tuple[np.ndarray, ...]] = []
@@ -105,15 +169,14 @@ class LoadedModel:
             else:
                 ready.append(index)
                 arrays.append(converted)
+        keys = None
         if self.model.with_batch_dim:
-            groups = _batching.group(arrays, sorted(self.unbatched))
-        else:
-            groups = [[i] for i in range(len(arrays))]
-        for members in groups:
-            for chunk in _batching.chunks(members, self.batch_size):
-                results = self._run_isolating([arrays[i] for i in chunk])
-                for position, result in zip(chunk, results):
-                    outcomes[ready[position]] = result
+            keys = [_batching.batch_key(a, self.unbatched) for a in arrays]
+        assert self.scheduler is not None, "LoadedModel.start() was not called"
+        ticket = self.scheduler.submit(request, arrays, keys)
+        results = request.wait(ticket, f"model '{self.name}'")
+        for position, result in zip(ready, results):
+            outcomes[position] = result
         return outcomes  # type: ignore[return-value]
 
     def _convert(
@@ -151,11 +214,12 @@ class LoadedModel:
         with_batch_dim = self.model.with_batch_dim
         try:
             if with_batch_dim:
-                inputs = _batching.stack(batch, sorted(self.unbatched), self.fixed_batch_size)
+                buckets = self.batching.buckets
+                pad_to = _batching.bucket_for(len(batch), buckets) if buckets else None
+                inputs = _batching.stack(batch, self.unbatched, pad_to)
             else:
                 inputs = batch[0]
-            with self._lock:
-                outputs = self.backend.run(inputs)
+            outputs = self.backend.run(inputs)
         except Exception as exc:
             return Failure(
                 ModelError, f"model '{self.name}' failed: {type(exc).__name__}: {first_line(exc)}", exc
@@ -168,7 +232,16 @@ class LoadedModel:
             )
         if not with_batch_dim:
             return [tuple(np.asarray(o) for o in outputs)]
-        sliced = _batching.unstack(outputs, self.fixed_batch_size or len(batch), len(batch))
+        sliced = _batching.unstack(outputs, pad_to or len(batch), len(batch))
         if isinstance(sliced, str):
             return Failure(ModelError, f"model '{self.name}': {sliced}")
         return sliced  # type: ignore[return-value]
+
+
+def _median_seconds(run: Callable[[], object], repeats: int = 3) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]

@@ -1,8 +1,9 @@
 """Running a traced method over the instances of one request.
 
-The steps run in order, each over every instance still alive, so a model step sees all
-of the request's instances at once and can batch them. An instance that fails at any
-step drops out with its failure; the others carry on.
+The steps run in order, each over every instance still alive, in the calling thread.
+A model step or a batched stage hands the request's instances to its scheduler, where
+they join other callers' instances in batches, and waits for them. An instance that
+fails at any step drops out with its failure; the others carry on.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mindserve._context import running
 from mindserve._errors import InstanceError, InvalidInputError
 from mindserve._loaded import LoadedServable
 from mindserve._method import Method
 from mindserve._outcome import Failure
+from mindserve._scheduler import Request
 from mindserve._specs import check_instance_value, describe_value
 from mindserve._stage import Stage
 
@@ -51,7 +52,7 @@ def check_instance(instance: Any, method: Method) -> Failure | None:
 
 
 def run_method(
-    loaded: LoadedServable, method: Method, instances: Sequence[Any]
+    loaded: LoadedServable, method: Method, instances: Sequence[Any], request: Request
 ) -> list[dict[str, Any] | InstanceError]:
     """Run ``method`` over ``instances``; each gets its output dict or its own error."""
     failures: list[Failure | None] = [check_instance(inst, method) for inst in instances]
@@ -65,11 +66,10 @@ def run_method(
             break
         args = [tuple(values[i][ref] for ref in step.args) for i in live]
         if isinstance(step.callee, Stage):
-            with running(loaded):
-                outcomes = step.callee.run(args)
+            outcomes = loaded.run_stage(step.callee, args, request)
         else:
             labels = [method.labels[ref] for ref in step.args]
-            outcomes = loaded.run_model(step.callee, args, labels)
+            outcomes = loaded.run_model(step.callee, args, labels, request)
         for i, outcome in zip(live, outcomes):
             if isinstance(outcome, Failure):
                 failures[i] = outcome

@@ -8,6 +8,7 @@ from typing import Any, Callable, TypeVar, overload
 
 import attrs
 
+from mindserve._batching import Batching
 from mindserve._errors import DefinitionError
 from mindserve._method import Method, build_method
 from mindserve._model import Model
@@ -63,6 +64,7 @@ class Servable:
         outputs: int = 1,
         dec_key: bytes | None = None,
         dec_mode: str = "AES-GCM",
+        batching: Batching | None = None,
     ) -> Model:
         """Declare a model: a MindIR path, an ``nn.Cell``, or a callable on numpy arrays.
 
@@ -71,7 +73,8 @@ class Servable:
         ``without_batch_dim_inputs``: indices of inputs that have no batch dimension
         (instances that share a value for them are batched together).
         ``outputs``: how many outputs the model returns. ``dec_key``/``dec_mode``: the key
-        and mode of an encrypted MindIR file.
+        and mode of an encrypted MindIR file. ``batching``: how instances from all callers
+        are batched (a :class:`Batching`; defaults follow the model's batch dimension).
         """
         model = Model(
             self.name,
@@ -82,6 +85,7 @@ class Servable:
             outputs=outputs,
             dec_key=dec_key,
             dec_mode=dec_mode,
+            batching=batching,
         )
         if model.name in self.models:
             raise DefinitionError(

@@ -6,6 +6,7 @@ import datetime
 
 import attrs
 
+from mindserve._batching import Batching
 from mindserve._specs import TensorSpec
 
 
@@ -21,6 +22,16 @@ class ModelInfo:
     fixed_batch_size: int | None
     #: Its input specs, when the model file records them.
     inputs: tuple[TensorSpec, ...] | None
+    #: The batching in effect: max batch size, buckets (after the warm-up pruned them), ...
+    batching: Batching
+    #: Batches run, and instances in them, since the model loaded.
+    batches: int
+    instances: int
+
+    @property
+    def mean_batch_size(self) -> float:
+        """Instances per batch since the model loaded (0 before the first batch)."""
+        return self.instances / self.batches if self.batches else 0.0
 
 
 @attrs.frozen

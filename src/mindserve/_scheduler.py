@@ -1,0 +1,321 @@
+"""Batching across callers: one queue and one executor per model (and per batched stage).
+
+Callers submit their instances and wait on a :class:`Ticket`. The executor takes up to
+``max_batch_size`` queued instances that can share a batch, across every pending request,
+and runs them as one batch. Two rules keep latency low and the model safe:
+
+* **A lone caller does not wait.** When the executor is idle and nothing is queued (and
+  ``max_delay`` is 0), the submitting thread runs its own batch at once, instead of handing
+  it to the executor thread: a hand-off costs about 60 us on this machine, a quarter of a
+  batch-1 MLP call. While it runs, the scheduler is busy, so everything else queues.
+* **One batch at a time.** The ``busy`` flag, taken under the queue's lock by whichever
+  thread runs a batch, means no two threads are ever inside the model at once.
+
+Instances whose request was cancelled or whose deadline passed are dropped when a batch
+is formed, before they reach the model.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Hashable, Sequence
+from typing import Any, Callable
+
+from mindserve._errors import DeadlineExceededError, ModelError, OverloadedError
+from mindserve._outcome import Failure, Outcome
+
+#: Stands for "no limit" as a batch size (a batched stage with batch_size=0).
+UNLIMITED = 1 << 62
+
+
+class Request:
+    """One call's deadline, and whether its caller has given up on it."""
+
+    __slots__ = ("abandoned", "deadline", "ticket", "timeout")
+
+    def __init__(self, timeout: float | None = None) -> None:
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
+            raise TypeError(f"timeout must be a number of seconds or None; got {timeout!r}")
+        self.timeout = timeout
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        #: Why the caller gave up ("cancelled" or "deadline"), or None.
+        self.abandoned: str | None = None
+        #: The ticket the caller waits on now, so that giving up can wake it.
+        self.ticket: Ticket | None = None
+
+    def abandon(self, reason: str) -> None:
+        """Give up: queued instances of this request will be dropped."""
+        self.abandoned = reason
+        ticket = self.ticket
+        if ticket is not None:
+            ticket.release()
+
+    def expired(self, now: float) -> bool:
+        return self.abandoned is not None or (self.deadline is not None and now >= self.deadline)
+
+    def remaining(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def wait(self, ticket: Ticket, what: str) -> list[Outcome]:
+        """Wait for ``ticket``; raise if the deadline passes or the call is cancelled first."""
+        self.ticket = ticket
+        try:
+            if self.abandoned is None:
+                ticket.wait(self.remaining())
+        finally:
+            self.ticket = None
+        if not ticket.done:
+            if self.abandoned is None:
+                self.abandon("deadline")
+            if self.abandoned == "deadline":
+                raise DeadlineExceededError(f"{what}: the call's timeout of {self.timeout} s passed")
+            raise CancelledCall(what)
+        return ticket.outcomes  # type: ignore[return-value]
+
+
+class CancelledCall(Exception):
+    """Internal: the caller cancelled its future; nobody is waiting for the result."""
+
+
+class Ticket:
+    """One request's instances at one step; complete when every instance has an outcome."""
+
+    __slots__ = ("_counter", "_done", "_pending", "_released", "outcomes")
+
+    def __init__(self, count: int) -> None:
+        self.outcomes: list[Outcome | None] = [None] * count
+        self._pending = count
+        self._counter = threading.Lock()
+        self._done = threading.Lock()
+        self._done.acquire()
+        self._released = False
+        if count == 0:
+            self.release()
+
+    @property
+    def done(self) -> bool:
+        return self._pending == 0
+
+    def resolve(self, index: int, outcome: Outcome) -> None:
+        self.outcomes[index] = outcome
+        with self._counter:
+            self._pending -= 1
+            finished = self._pending == 0
+        if finished:
+            self.release()
+
+    def release(self) -> None:
+        """Wake the waiter (once)."""
+        with self._counter:
+            if self._released:
+                return
+            self._released = True
+        self._done.release()
+
+    def wait(self, timeout: float | None) -> None:
+        if timeout is None:
+            self._done.acquire()
+        elif timeout > 0:
+            self._done.acquire(timeout=timeout)
+
+
+class Item:
+    """One instance waiting at one step."""
+
+    __slots__ = ("index", "key", "request", "ticket", "value")
+
+    def __init__(self, request: Request, ticket: Ticket, index: int, value: Any, key: Hashable) -> None:
+        self.request = request
+        self.ticket = ticket
+        self.index = index
+        self.value = value
+        self.key = key
+
+
+_DROPPED = Failure(ModelError, "dropped before running: the call was cancelled or timed out")
+
+
+class Scheduler:
+    """A queue and an executor thread running ``run_batch`` over batches of queued values.
+
+    ``run_batch`` takes a list of values (at most ``max_batch_size``, all with one key)
+    and returns one outcome per value; it must not raise.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        run_batch: Callable[[list[Any]], Sequence[Outcome]],
+        *,
+        max_batch_size: int,
+        max_delay: float = 0.0,
+        max_queue: int = 4096,
+    ) -> None:
+        self.name = name
+        self.max_batch_size = max_batch_size
+        self.max_delay = max_delay
+        self.max_queue = max_queue
+        self.batches = 0
+        self.instances = 0
+        self._run_batch = run_batch
+        self._cond = threading.Condition()
+        self._queue: deque[Item] = deque()
+        self._busy = False
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name=f"mindserve:{name}", daemon=True)
+        self._thread.start()
+
+    def __repr__(self) -> str:
+        return f"<Scheduler {self.name} queued={len(self._queue)} busy={self._busy}>"
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def submit(
+        self, request: Request, values: Sequence[Any], keys: Sequence[Hashable] | None = None
+    ) -> Ticket:
+        """Queue values (or run them at once when idle); the returned ticket completes with them."""
+        ticket = Ticket(len(values))
+        if not values:
+            return ticket
+        items = [
+            Item(request, ticket, i, value, None if keys is None else keys[i])
+            for i, value in enumerate(values)
+        ]
+        dead: list[Item] = []
+        with self._cond:
+            if self._closed:
+                raise RuntimeError(f"{self.name} is shut down")
+            if self._queue and len(self._queue) + len(items) > self.max_queue:
+                self._purge(dead)
+            if self._queue and len(self._queue) + len(items) > self.max_queue:
+                _drop(dead)
+                raise OverloadedError(
+                    f"{self.name}: the queue is full ({len(self._queue)} instances waiting, "
+                    f"max_queue={self.max_queue}; this call brings {len(items)}). "
+                    f"Hint: retry later, or raise Batching(max_queue=...)"
+                )
+            inline = not self._busy and not self._queue and self.max_delay == 0
+            if inline:
+                self._busy = True
+            else:
+                self._queue.extend(items)
+                self._cond.notify()
+        _drop(dead)
+        if inline:
+            self._run_inline(items)
+        return ticket
+
+    def close(self) -> None:
+        """Stop after running what is queued; the executor thread then exits."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    # -- executing -----------------------------------------------------------------
+
+    def _run_inline(self, items: list[Item]) -> None:
+        pending = items
+        try:
+            while pending:
+                batch, pending = _take(pending, self.max_batch_size)
+                self._execute(batch)
+                if pending:
+                    with self._cond:
+                        if self._queue:  # others wait: queue the rest behind them
+                            self._queue.extend(pending)
+                            pending = []
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify()
+
+    def _loop(self) -> None:
+        while True:
+            dead: list[Item] = []
+            with self._cond:
+                while self._busy or (not self._queue and not self._closed):
+                    self._cond.wait()
+                if not self._queue:
+                    return  # closed and drained
+                self._busy = True
+                batch = self._form(dead)
+                if self.max_delay and len(batch) < self.max_batch_size:
+                    ready_by = time.monotonic() + self.max_delay
+                    while len(batch) < self.max_batch_size and not self._closed:
+                        left = ready_by - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._cond.wait(left)
+                        batch += self._form(dead, batch[0].key if batch else None, len(batch))
+            try:
+                _drop(dead)
+                if batch:
+                    self._execute(batch)
+            finally:
+                with self._cond:
+                    self._busy = False
+
+    def _purge(self, dead: list[Item]) -> None:
+        """Move the items of cancelled or timed-out calls out of the queue into ``dead``."""
+        now = time.monotonic()
+        live = [item for item in self._queue if not item.request.expired(now)]
+        if len(live) != len(self._queue):
+            dead += [item for item in self._queue if item.request.expired(now)]
+            self._queue = deque(live)
+
+    def _form(self, dead: list[Item], key: Hashable = None, have: int = 0) -> list[Item]:
+        """Pop up to the batch limit of live items sharing one key; collect dead ones."""
+        now = time.monotonic()
+        batch: list[Item] = []
+        skipped: list[Item] = []
+        queue = self._queue
+        while queue and have + len(batch) < self.max_batch_size:
+            item = queue.popleft()
+            if item.request.expired(now):
+                dead.append(item)
+            elif not batch and not have:
+                key = item.key
+                batch.append(item)
+            elif item.key == key:
+                batch.append(item)
+            else:
+                skipped.append(item)
+        queue.extendleft(reversed(skipped))
+        return batch
+
+    def _execute(self, batch: list[Item]) -> None:
+        try:
+            outcomes = self._run_batch([item.value for item in batch])
+        except Exception as exc:
+            failure = Failure(ModelError, f"{self.name} failed: {type(exc).__name__}: {exc}", exc)
+            outcomes = [failure] * len(batch)
+        self.batches += 1
+        self.instances += len(batch)
+        for item, outcome in zip(batch, outcomes):
+            item.ticket.resolve(item.index, outcome)
+
+
+def _take(items: list[Item], limit: int) -> tuple[list[Item], list[Item]]:
+    """Split off the first batch: up to ``limit`` items with the first item's key."""
+    key = items[0].key
+    batch: list[Item] = []
+    rest: list[Item] = []
+    for item in items:
+        if len(batch) < limit and item.key == key:
+            batch.append(item)
+        else:
+            rest.append(item)
+    return batch, rest
+
+
+def _drop(dead: list[Item]) -> None:
+    """Complete the items of calls that gave up, without running them."""
+    for item in dead:
+        item.ticket.resolve(item.index, _DROPPED)
