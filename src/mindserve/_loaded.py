@@ -171,6 +171,7 @@ class LoadedServable:
                 fixed_batch_size=m.fixed_batch_size,
                 inputs=m.backend.input_specs,
                 batching=m.batching,
+                warmed_up=tuple(sorted(m.warmup_seconds)),
                 batches=m.scheduler.batches if m.scheduler else 0,
                 instances=m.scheduler.instances if m.scheduler else 0,
             )

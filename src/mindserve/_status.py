@@ -24,6 +24,8 @@ class ModelInfo:
     inputs: tuple[TensorSpec, ...] | None
     #: The batching in effect: max batch size, buckets (after the warm-up pruned them), ...
     batching: Batching
+    #: The batch sizes run once at load (compiled before the first request).
+    warmed_up: tuple[int, ...]
     #: Batches run, and instances in them, since the model loaded.
     batches: int
     instances: int

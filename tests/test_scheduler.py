@@ -1,0 +1,241 @@
+"""The cross-caller scheduler, with a fake batch function (fast; no MindSpore)."""
+
+import random
+import threading
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mindserve import DeadlineExceededError, OverloadedError
+from mindserve._outcome import Failure
+from mindserve._scheduler import CancelledCall, Request, Scheduler
+
+
+class FakeModel:
+    """Records every batch; optionally blocks until ``gate`` is set."""
+
+    def __init__(self, blocked=False):
+        self.batches = []
+        self.threads = []
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        if not blocked:
+            self.gate.set()
+        self.inside = 0
+        self.overlaps = 0
+        self._guard = threading.Lock()
+
+    def __call__(self, values):
+        with self._guard:
+            self.inside += 1
+            self.overlaps += self.inside > 1
+        self.entered.set()
+        self.gate.wait(timeout=30)
+        self.batches.append(list(values))
+        self.threads.append(threading.current_thread())
+        with self._guard:
+            self.inside -= 1
+        return [("done", v) for v in values]
+
+
+def wait_until(condition, timeout=10.0):
+    """Poll ``condition`` until it holds (failing after ``timeout`` seconds)."""
+    done = threading.Event()
+    for _ in range(int(timeout / 0.001)):
+        if condition():
+            return
+        done.wait(0.001)
+    raise AssertionError("condition never held")
+
+
+def scheduler(model, **options):
+    options.setdefault("max_batch_size", 8)
+    return Scheduler("fake", model, **options)
+
+
+def run(sched, values, timeout=None, keys=None):
+    request = Request(timeout)
+    return request.wait(sched.submit(request, values, keys), "fake")
+
+
+def test_a_lone_caller_runs_at_once_in_its_own_thread():
+    model = FakeModel()
+    sched = scheduler(model)
+    assert run(sched, [1, 2, 3]) == [("done", 1), ("done", 2), ("done", 3)]
+    assert model.batches == [[1, 2, 3]]
+    assert model.threads == [threading.current_thread()]
+    sched.close()
+
+
+def test_instances_queue_while_busy_and_are_batched_across_callers():
+    model = FakeModel(blocked=True)
+    sched = scheduler(model, max_batch_size=4)
+    first = threading.Thread(target=run, args=(sched, ["a"]))
+    first.start()
+    assert model.entered.wait(10)
+    results = {}
+    callers = [threading.Thread(target=lambda k=k: results.update({k: run(sched, [k])})) for k in range(10)]
+    for t in callers:
+        t.start()
+    wait_until(lambda: sched.queued == 10)
+    model.gate.set()
+    for t in [first, *callers]:
+        t.join(10)
+    assert results == {k: [("done", k)] for k in range(10)}
+    assert [len(b) for b in model.batches] == [1, 4, 4, 2]
+    assert model.overlaps == 0
+    sched.close()
+
+
+def test_large_requests_are_split_into_batches():
+    model = FakeModel()
+    sched = scheduler(model, max_batch_size=4)
+    assert run(sched, list(range(10))) == [("done", v) for v in range(10)]
+    assert [len(b) for b in model.batches] == [4, 4, 2]
+
+
+def test_instances_with_different_keys_never_share_a_batch():
+    model = FakeModel()
+    sched = scheduler(model)
+    values = list(range(6))
+    run(sched, values, keys=["even" if v % 2 == 0 else "odd" for v in values])
+    assert sorted(model.batches) == [[0, 2, 4], [1, 3, 5]]
+
+
+def test_deadline_drops_queued_instances_before_the_model():
+    model = FakeModel(blocked=True)
+    sched = scheduler(model)
+    blocker = threading.Thread(target=run, args=(sched, ["first"]))
+    blocker.start()
+    assert model.entered.wait(10)
+    with pytest.raises(DeadlineExceededError, match=r"the call.s timeout of 0\.05 s passed"):
+        run(sched, ["late"], timeout=0.05)
+    model.gate.set()
+    blocker.join(10)
+    sched.close()
+    sched.join(10)
+    assert model.batches == [["first"]], "the timed-out instance never reached the model"
+
+
+def test_cancelled_request_is_dropped_and_its_waiter_woken():
+    model = FakeModel(blocked=True)
+    sched = scheduler(model)
+    blocker = threading.Thread(target=run, args=(sched, ["first"]))
+    blocker.start()
+    assert model.entered.wait(10)
+    request = Request()
+    ticket = sched.submit(request, ["cancelled"])
+    threading.Timer(0.01, request.abandon, args=("cancelled",)).start()
+    with pytest.raises(CancelledCall):
+        request.wait(ticket, "fake")
+    model.gate.set()
+    blocker.join(10)
+    sched.close()
+    sched.join(10)
+    assert model.batches == [["first"]]
+
+
+def test_a_full_queue_refuses_new_calls_and_keeps_the_old_ones():
+    model = FakeModel(blocked=True)
+    sched = scheduler(model, max_queue=3)
+    blocker = threading.Thread(target=run, args=(sched, ["first"]))
+    blocker.start()
+    assert model.entered.wait(10)
+    queued = sched.submit(Request(), ["q1", "q2"])
+    with pytest.raises(
+        OverloadedError, match=r"the queue is full \(2 instances waiting, max_queue=3; this call brings 2\)"
+    ):
+        sched.submit(Request(), ["x", "y"])
+    model.gate.set()
+    blocker.join(10)
+    assert Request().wait(queued, "fake") == [("done", "q1"), ("done", "q2")]
+
+
+def test_timed_out_instances_free_their_queue_places():
+    model = FakeModel(blocked=True)
+    sched = scheduler(model, max_queue=2)
+    blocker = threading.Thread(target=run, args=(sched, ["first"]))
+    blocker.start()
+    assert model.entered.wait(10)
+    with pytest.raises(DeadlineExceededError):
+        run(sched, ["a", "b"], timeout=0.01)
+    ticket = sched.submit(Request(), ["c", "d"])
+    model.gate.set()
+    assert Request().wait(ticket, "fake") == [("done", "c"), ("done", "d")]
+
+
+def test_max_delay_waits_to_fill_a_batch():
+    model = FakeModel()
+    sched = scheduler(model, max_batch_size=4, max_delay=10.0)
+    callers = [threading.Thread(target=run, args=(sched, [k])) for k in range(4)]
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join(30)
+    assert [sorted(b) for b in model.batches] == [[0, 1, 2, 3]]
+    assert model.threads[0] is not threading.current_thread()
+
+
+def test_a_raising_batch_function_fails_its_items_and_serving_goes_on():
+    calls = []
+
+    def flaky(values):
+        calls.append(values)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return [("done", v) for v in values]
+
+    sched = scheduler(flaky)
+    (outcome,) = run(sched, ["x"])
+    assert isinstance(outcome, Failure) and "RuntimeError: boom" in outcome.detail
+    assert run(sched, ["y"]) == [("done", "y")]
+
+
+def test_close_runs_what_is_queued_then_stops():
+    model = FakeModel(blocked=True)
+    sched = scheduler(model)
+    blocker = threading.Thread(target=run, args=(sched, ["first"]))
+    blocker.start()
+    assert model.entered.wait(10)
+    ticket = sched.submit(Request(), ["queued"])
+    sched.close()
+    model.gate.set()
+    assert Request().wait(ticket, "fake") == [("done", "queued")]
+    sched.join(10)
+    assert not sched._thread.is_alive()
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    sizes=st.lists(st.integers(min_value=0, max_value=12), min_size=1, max_size=24),
+    max_batch=st.integers(min_value=1, max_value=9),
+    seed=st.integers(min_value=0, max_value=2**16),
+)
+def test_every_request_is_answered_once_with_its_own_results(sizes, max_batch, seed):
+    """Many threads, random request sizes: each gets exactly its own results, no batch too big."""
+    rng = random.Random(seed)
+    model = FakeModel()
+    sched = scheduler(model, max_batch_size=max_batch)
+    answers, errors = {}, []
+
+    def caller(k, n):
+        values = [(k, i) for i in range(n)]
+        keys = [rng.choice("ab") for _ in range(n)]
+        try:
+            answers[k] = run(sched, values, keys=keys)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=caller, args=(k, n)) for k, n in enumerate(sizes)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    sched.close()
+    assert not errors
+    assert answers == {k: [("done", (k, i)) for i in range(n)] for k, n in enumerate(sizes)}
+    seen = [v for batch in model.batches for v in batch]
+    assert sorted(seen) == sorted((k, i) for k, n in enumerate(sizes) for i in range(n))
+    assert all(1 <= len(b) <= max_batch for b in model.batches)
+    assert model.overlaps == 0
