@@ -100,3 +100,28 @@ def test_the_installed_mindspore_is_a_tested_version():
     import mindspore
 
     assert mindspore.__version__ in mindserve.TESTED_MINDSPORE_VERSIONS
+
+
+def test_runtime_joins_a_mindspore_that_already_ran(tmp_path):
+    """A program that ran MindSpore before starting a runtime keeps working on that device."""
+    code = textwrap.dedent(
+        """
+        import numpy as np, mindspore as ms, mindserve
+        net = ms.nn.Dense(4, 2)
+        net(ms.Tensor(np.ones((1, 4), np.float32)))
+        svc = mindserve.Servable("c")
+        m = svc.model(net, name="net")
+        svc.add_method(lambda x: m(x), name="f")
+        with mindserve.Runtime() as rt:
+            print(rt.start(svc).device, rt.infer("c", "f", [{"x": np.ones(4, np.float32)}])[0]["output"].shape)
+        try:
+            mindserve.Runtime(device_target="Ascend").start(svc)
+        except mindserve.DeviceError as exc:
+            print(exc)
+        """
+    )
+    out = run_python(code, tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "CPU:0 (2,)"
+    assert lines[1].startswith("this process already runs MindSpore on CPU:0")

@@ -15,7 +15,7 @@ from mindserve._errors import LoadError, MindServeError
 from mindserve._model import Model
 from mindserve._model_runner import LoadedModel
 from mindserve._outcome import Outcome
-from mindserve._scheduler import UNLIMITED, Request, Scheduler
+from mindserve._scheduler import UNLIMITED, Pending, Request, Scheduler
 from mindserve._servable import ServableDefinition
 from mindserve._stage import Stage
 from mindserve._status import MethodInfo, ModelInfo, ServableInfo
@@ -102,23 +102,35 @@ class LoadedServable:
         request: Request | None = None,
     ) -> list[Outcome]:
         """Run one of this version's models over instances, batched with other callers'."""
+        request = request or Request()
+        return request.finish(self.submit_model(model, instances, labels, request))
+
+    def submit_model(
+        self,
+        model: Model,
+        instances: Sequence[tuple[Any, ...]],
+        labels: Sequence[str] | None,
+        request: Request,
+        inline: bool = True,
+    ) -> Pending:
+        """Queue instances on one of this version's models."""
         loaded = self.models.get(model.name)
         if loaded is None or loaded.model is not model:
             raise MindServeError(
                 f"model '{model.name}' is not a model of servable '{self.name}' version {self.version}"
             )
-        return loaded.run(instances, labels, request)
+        return loaded.submit(instances, labels, request, inline)
 
-    def run_stage(
+    def submit_stage(
         self, stage: Stage, instances: Sequence[tuple[Any, ...]], request: Request
-    ) -> list[Outcome]:
-        """Run a stage: per instance in this thread, or batched across callers by its scheduler."""
+    ) -> list[Outcome] | Pending:
+        """Run a stage: per instance at once in this thread, or queue it on its scheduler
+        to be batched across callers."""
         scheduler = self.stage_schedulers.get(stage)
         if scheduler is None:
             with running(self):
                 return stage.run(instances)
-        ticket = scheduler.submit(request, instances)
-        return request.wait(ticket, f"stage '{stage.name}'")
+        return Pending(scheduler.submit(request, instances, inline=False), f"stage '{stage.name}'")
 
     def _run_stage_batch(self, stage: Stage, instances: list[Any]) -> list[Outcome]:
         with running(self):

@@ -161,10 +161,24 @@ def use_device(target: str | None, device_id: int) -> tuple[str, int]:
                 ms.set_device(chosen, device_id)
             else:  # MindSpore before 2.5
                 ms.set_context(device_target=chosen, device_id=device_id)
-        except Exception as exc:
-            raise DeviceError(f"MindSpore cannot use device {chosen}:{device_id}: {first_line(exc)}") from exc
+        except Exception as exc:  # MindSpore raises RuntimeError or ValueError
+            # Once MindSpore has run a kernel, its device is fixed: use it if it fits.
+            current = _current_device(ms)
+            if current is None or (target is not None and current != (chosen, device_id)):
+                raise DeviceError(
+                    f"MindSpore cannot use device {chosen}:{device_id}: {first_line(exc)}"
+                ) from exc
+            chosen, device_id = current
         _device = (chosen, device_id)
         return _device
+
+
+def _current_device(ms: ModuleType) -> tuple[str, int] | None:
+    """The device MindSpore is set to, or None if it cannot say."""
+    try:
+        return str(ms.get_context("device_target")), int(ms.get_context("device_id"))
+    except Exception:  # a MindSpore without these context keys
+        return None
 
 
 def first_line(exc: BaseException) -> str:
@@ -224,7 +238,7 @@ def is_cell(obj: object) -> bool:
 
 def run_network(network: Any, arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
     """Run a Cell or GraphCell on numpy arrays; return its outputs as numpy arrays."""
-    ms = import_mindspore()
+    ms = _module or import_mindspore()
     with _LOCK:
         outputs = network(*(ms.Tensor(a) for a in arrays))
         if not isinstance(outputs, (tuple, list)):

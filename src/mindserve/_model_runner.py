@@ -25,7 +25,7 @@ from mindserve._errors import InvalidInputError, LoadError, ModelError
 from mindserve._mindspore import first_line
 from mindserve._model import Model
 from mindserve._outcome import Failure, Outcome
-from mindserve._scheduler import Request, Scheduler
+from mindserve._scheduler import Pending, Request, Scheduler
 from mindserve._specs import TensorSpec, to_model_input
 
 #: Largest batch fed to a model that accepts any batch size.
@@ -159,6 +159,16 @@ class LoadedModel:
         they have run (or ``request``'s deadline passes, raising DeadlineExceededError).
         """
         request = request or Request()
+        return request.finish(self.submit(instances, labels, request))
+
+    def submit(
+        self,
+        instances: Sequence[tuple[Any, ...]],
+        labels: Sequence[str] | None,
+        request: Request,
+        inline: bool = True,
+    ) -> Pending:
+        """Check and queue instances; the pending step completes with one outcome each."""
         outcomes: list[Outcome | None] = [None] * len(instances)
         ready: list[int] = []
         arrays: list[tuple[np.ndarray, ...]] = []
@@ -173,11 +183,8 @@ class LoadedModel:
         if self.model.with_batch_dim:
             keys = [_batching.batch_key(a, self.unbatched) for a in arrays]
         assert self.scheduler is not None, "LoadedModel.start() was not called"
-        ticket = self.scheduler.submit(request, arrays, keys)
-        results = request.wait(ticket, f"model '{self.name}'")
-        for position, result in zip(ready, results):
-            outcomes[position] = result
-        return outcomes  # type: ignore[return-value]
+        ticket = self.scheduler.submit(request, arrays, keys, inline)
+        return Pending(ticket, f"model '{self.name}'", functools.partial(_merge, outcomes, ready))
 
     def _convert(
         self, values: tuple[Any, ...], labels: Sequence[str] | None
@@ -245,3 +252,10 @@ def _median_seconds(run: Callable[[], object], repeats: int = 3) -> float:
         run()
         times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
+
+
+def _merge(outcomes: list[Outcome | None], ready: list[int], results: list[Outcome]) -> list[Outcome]:
+    """Put the queued instances' results among the instances that failed before queueing."""
+    for position, result in zip(ready, results):
+        outcomes[position] = result
+    return outcomes  # type: ignore[return-value]

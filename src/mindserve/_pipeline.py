@@ -9,14 +9,14 @@ fails at any step drops out with its failure; the others carry on.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from typing import Any
 
 from mindserve._errors import InstanceError, InvalidInputError
 from mindserve._loaded import LoadedServable
 from mindserve._method import Method
-from mindserve._outcome import Failure
-from mindserve._scheduler import Request
+from mindserve._outcome import Failure, Outcome
+from mindserve._scheduler import Pending, Request
 from mindserve._specs import check_instance_value, describe_value
 from mindserve._stage import Stage
 
@@ -51,10 +51,17 @@ def check_instance(instance: Any, method: Method) -> Failure | None:
     return None
 
 
-def run_method(
-    loaded: LoadedServable, method: Method, instances: Sequence[Any], request: Request
-) -> list[dict[str, Any] | InstanceError]:
-    """Run ``method`` over ``instances``; each gets its output dict or its own error."""
+Steps = Generator[Pending, "list[Outcome]", "list[dict[str, Any] | InstanceError]"]
+
+
+def method_steps(
+    loaded: LoadedServable, method: Method, instances: Sequence[Any], request: Request, inline: bool
+) -> Steps:
+    """Run ``method`` over ``instances``, yielding each step that must wait on a scheduler.
+
+    The driver sends back the step's outcomes. Each instance ends with its output dict or
+    its own error.
+    """
     failures: list[Failure | None] = [check_instance(inst, method) for inst in instances]
     values: list[dict[int, Any]] = [
         {} if failures[i] else {ref: inst[name] for ref, name in enumerate(method.inputs)}
@@ -66,10 +73,11 @@ def run_method(
             break
         args = [tuple(values[i][ref] for ref in step.args) for i in live]
         if isinstance(step.callee, Stage):
-            outcomes = loaded.run_stage(step.callee, args, request)
+            started = loaded.submit_stage(step.callee, args, request)
         else:
             labels = [method.labels[ref] for ref in step.args]
-            outcomes = loaded.run_model(step.callee, args, labels, request)
+            started = loaded.submit_model(step.callee, args, labels, request, inline)
+        outcomes = (yield started) if isinstance(started, Pending) else started
         for i, outcome in zip(live, outcomes):
             if isinstance(outcome, Failure):
                 failures[i] = outcome
@@ -89,3 +97,32 @@ def run_method(
                 {name: values[index][ref] for name, ref in zip(method.outputs, method.output_refs)}
             )
     return results
+
+
+def run_method(
+    loaded: LoadedServable, method: Method, instances: Sequence[Any], request: Request
+) -> list[dict[str, Any] | InstanceError]:
+    """Run a method in this thread; a model idle when reached runs here at once."""
+    steps = method_steps(loaded, method, instances, request, inline=True)
+    try:
+        pending = next(steps)
+        while True:
+            pending = steps.send(request.finish(pending))
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+async def run_method_async(
+    loaded: LoadedServable, method: Method, instances: Sequence[Any], request: Request
+) -> list[dict[str, Any] | InstanceError]:
+    """Run a method on the running event loop, never blocking it on a model or batched stage.
+
+    Per-instance stages run in the loop's thread, like any synchronous code.
+    """
+    steps = method_steps(loaded, method, instances, request, inline=False)
+    try:
+        pending = next(steps)
+        while True:
+            pending = steps.send(await request.finish_async(pending))
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import threading
 from collections.abc import Sequence
@@ -26,7 +25,7 @@ from mindserve._errors import (
 from mindserve._loaded import LoadedServable
 from mindserve._method import Method
 from mindserve._mindspore import normalize_device_target
-from mindserve._pipeline import run_method
+from mindserve._pipeline import run_method, run_method_async
 from mindserve._scheduler import CancelledCall, Request
 from mindserve._servable import Servable
 from mindserve._status import ServableInfo
@@ -229,12 +228,20 @@ class Runtime:
     ) -> list[Any]:
         """Like :meth:`infer`, awaitable; works inside an already running event loop (Jupyter).
 
-        Cancelling the awaiting task drops its instances that are still queued.
+        Models and batched stages run on their own threads, so the event loop never blocks
+        on them; per-instance stages run in the loop's thread. Cancelling the awaiting task
+        drops its instances that are still queued.
         """
-        future = self.infer_async(
-            servable, method, instances, version=version, return_exceptions=return_exceptions, timeout=timeout
-        )
-        return await asyncio.wrap_future(future)
+        request = Request(timeout)
+        loaded, found = self._begin(servable, method, instances, version)
+        try:
+            try:
+                results = await run_method_async(loaded, found, instances, request)
+            except (DeadlineExceededError, OverloadedError) as exc:
+                raise _located(exc, loaded, found) from None
+            return _finish(results, return_exceptions)
+        finally:
+            loaded.leave()
 
     def _executor(self) -> ThreadPoolExecutor:
         with self._lock:
@@ -300,11 +307,8 @@ class Runtime:
         try:
             results = run_method(loaded, method, instances, request)
         except (DeadlineExceededError, OverloadedError) as exc:
-            where = f"servable '{loaded.name}' version {loaded.version}, method '{method.name}'"
-            raise type(exc)(f"{where}: {exc}") from None
-        if not return_exceptions and any(isinstance(r, InstanceError) for r in results):
-            raise InferenceError(results)
-        return results
+            raise _located(exc, loaded, method) from None
+        return _finish(results, return_exceptions)
 
     def _versions(self, name: str) -> dict[int, LoadedServable]:
         versions = self._running.get(name)
@@ -350,3 +354,15 @@ def _settle(future: Future[Any], *, result: Any = None, exception: BaseException
 def _abandon_if_cancelled(request: Request, future: Future[Any]) -> None:
     if future.cancelled():
         request.abandon("cancelled")
+
+
+def _located(exc: Exception, loaded: LoadedServable, method: Method) -> Exception:
+    """The same error, its message prefixed with where it happened."""
+    where = f"servable '{loaded.name}' version {loaded.version}, method '{method.name}'"
+    return type(exc)(f"{where}: {exc}")
+
+
+def _finish(results: list[Any], return_exceptions: bool) -> list[Any]:
+    if not return_exceptions and any(isinstance(r, InstanceError) for r in results):
+        raise InferenceError(results)
+    return results

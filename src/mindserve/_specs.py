@@ -86,27 +86,32 @@ def to_model_input(value: Any, spec: TensorSpec | None) -> tuple[np.ndarray | No
     spec's dtype exactly; Python scalars are cast to it when no value changes kind
     (an int to an integer or float dtype, a float to a float dtype, a bool to bool).
     """
-    expected = spec.describe() if spec is not None else "a numpy array or a number"
+    if type(value) is np.ndarray and spec is not None and value.dtype == spec.dtype:
+        if _shape_matches(value.shape, spec.shape):  # the common case, checked first
+            return value, None
     array: np.ndarray | None
     if isinstance(value, (np.ndarray, np.generic)):
         array = np.asarray(value)
         if array.dtype.kind not in _TENSOR_KINDS:
-            return None, f"expected {expected}; got {describe_value(value)}"
-    elif isinstance(value, (bool, int, float)) and not isinstance(value, np.generic):
+            return None, _mismatch(spec, value)
+    elif isinstance(value, (bool, int, float)):
         array = _cast_python_scalar(value, spec)
         if array is None:
-            return None, f"expected {expected}; got {describe_value(value)}"
+            return None, _mismatch(spec, value)
     else:
-        return None, f"expected {expected}; got {describe_value(value)}"
+        return None, _mismatch(spec, value)
     if spec is None or array is None:
         return array, None
     if spec.dtype is not None and array.dtype != spec.dtype:
-        return None, (
-            f"expected {expected}; got {describe_value(array)}. Hint: convert it with .astype('{spec.dtype}')"
-        )
+        return None, f"{_mismatch(spec, array)}. Hint: convert it with .astype('{spec.dtype}')"
     if not _shape_matches(array.shape, spec.shape):
-        return None, f"expected {expected}; got {describe_value(array)}"
+        return None, _mismatch(spec, array)
     return array, None
+
+
+def _mismatch(spec: TensorSpec | None, value: Any) -> str:
+    expected = spec.describe() if spec is not None else "a numpy array or a number"
+    return f"expected {expected}; got {describe_value(value)}"
 
 
 def _cast_python_scalar(value: bool | int | float, spec: TensorSpec | None) -> np.ndarray | None:
