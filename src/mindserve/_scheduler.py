@@ -21,6 +21,7 @@ import asyncio
 import functools
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Hashable, Sequence
 from typing import Any, Callable
@@ -68,7 +69,7 @@ class Request:
         """Await a pending step without blocking the event loop; return its outcomes."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        pending.ticket.on_done(functools.partial(_wake, loop, future))
+        pending.ticket.on_done(functools.partial(_mailbox(loop).post, future))
         try:
             await asyncio.wait_for(future, self.remaining())
         except asyncio.TimeoutError:
@@ -98,16 +99,46 @@ class Request:
         return ticket.outcomes  # type: ignore[return-value]
 
 
-def _wake(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None:
-    try:
-        loop.call_soon_threadsafe(_settle, future)
-    except RuntimeError:  # the loop is closed: nobody is waiting any more
-        pass
+class _Mailbox:
+    """Completes futures of one event loop from other threads, waking the loop once per burst.
+
+    An executor finishing a batch of 64 single-instance calls would otherwise wake the
+    loop 64 times (a system call each).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._futures: list[asyncio.Future[None]] = []
+
+    def post(self, future: asyncio.Future[None]) -> None:
+        with self._lock:
+            self._futures.append(future)
+            first = len(self._futures) == 1
+        if first:
+            try:
+                self.loop.call_soon_threadsafe(self._deliver)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                pass
+
+    def _deliver(self) -> None:
+        with self._lock:
+            futures, self._futures = self._futures, []
+        for future in futures:
+            if not future.done():
+                future.set_result(None)
 
 
-def _settle(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+_mailboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Mailbox] = weakref.WeakKeyDictionary()
+_mailboxes_lock = threading.Lock()
+
+
+def _mailbox(loop: asyncio.AbstractEventLoop) -> _Mailbox:
+    mailbox = _mailboxes.get(loop)
+    if mailbox is None:
+        with _mailboxes_lock:
+            mailbox = _mailboxes.setdefault(loop, _Mailbox(loop))
+    return mailbox
 
 
 class Pending:
@@ -171,6 +202,12 @@ class Ticket:
         if callback is not None:
             callback()
 
+    def complete(self, outcomes: Sequence[Outcome]) -> None:
+        """Set every outcome at once (the instances ran in the waiter's own thread)."""
+        self.outcomes = list(outcomes)
+        self._pending = 0
+        self.release()
+
     def on_done(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (from any thread) when the waiter is woken; at once if it was."""
         with self._counter:
@@ -181,6 +218,8 @@ class Ticket:
             callback()
 
     def wait(self, timeout: float | None) -> None:
+        if self._pending == 0:
+            return
         if timeout is None:
             self._done.acquire()
         elif timeout > 0:
@@ -256,32 +295,39 @@ class Scheduler:
         ticket = Ticket(len(values))
         if not values:
             return ticket
-        items = [
-            Item(request, ticket, i, value, None if keys is None else keys[i])
-            for i, value in enumerate(values)
-        ]
+        count = len(values)
         dead: list[Item] = []
         with self._cond:
             if self._closed:
                 raise RuntimeError(f"{self.name} is shut down")
-            if self._queue and len(self._queue) + len(items) > self.max_queue:
+            if self._queue and len(self._queue) + count > self.max_queue:
                 self._purge(dead)
-            if self._queue and len(self._queue) + len(items) > self.max_queue:
+            if self._queue and len(self._queue) + count > self.max_queue:
                 _drop(dead)
                 raise OverloadedError(
                     f"{self.name}: the queue is full ({len(self._queue)} instances waiting, "
-                    f"max_queue={self.max_queue}; this call brings {len(items)}). "
+                    f"max_queue={self.max_queue}; this call brings {count}). "
                     f"Hint: retry later, or raise Batching(max_queue=...)"
                 )
             inline = inline and not self._busy and not self._queue and self.max_delay == 0
             if inline:
                 self._busy = True
             else:
-                self._queue.extend(items)
+                self._queue.extend(_items(request, ticket, values, keys))
                 self._cond.notify()
         _drop(dead)
-        if inline:
-            self._run_inline(items)
+        if not inline:
+            return ticket
+        if count <= self.max_batch_size and (keys is None or keys.count(keys[0]) == count):
+            try:  # the common lone-caller case: one batch, no queue items needed
+                outcomes = self._run_batch_safely(list(values))
+                self.batches += 1
+                self.instances += count
+            finally:
+                self._idle()
+            ticket.complete(outcomes)
+        else:
+            self._run_inline(_items(request, ticket, values, keys))
         return ticket
 
     def close(self) -> None:
@@ -307,10 +353,14 @@ class Scheduler:
                                 self._queue.extend(rest)
                             break
         finally:
-            with self._cond:
-                self._busy = False
-                if self._queue or self._closed:  # waking an idle executor costs ~60 us
-                    self._cond.notify()
+            self._idle()
+
+    def _idle(self) -> None:
+        """The calling thread is done running batches; hand over to the executor if needed."""
+        with self._cond:
+            self._busy = False
+            if self._queue or self._closed:  # waking an idle executor costs ~60 us
+                self._cond.notify()
 
     def _loop(self) -> None:
         while True:
@@ -366,12 +416,15 @@ class Scheduler:
         queue.extendleft(reversed(skipped))
         return batch
 
-    def _execute(self, batch: list[Item]) -> None:
+    def _run_batch_safely(self, values: list[Any]) -> Sequence[Outcome]:
         try:
-            outcomes = self._run_batch([item.value for item in batch])
-        except Exception as exc:
+            return self._run_batch(values)
+        except Exception as exc:  # run_batch should not raise; never lose an item
             failure = Failure(ModelError, f"{self.name} failed: {type(exc).__name__}: {exc}", exc)
-            outcomes = [failure] * len(batch)
+            return [failure] * len(values)
+
+    def _execute(self, batch: list[Item]) -> None:
+        outcomes = self._run_batch_safely([item.value for item in batch])
         self.batches += 1
         self.instances += len(batch)
         for item, outcome in zip(batch, outcomes):
@@ -390,3 +443,11 @@ def _drop(dead: list[Item]) -> None:
     """Complete the items of calls that gave up, without running them."""
     for item in dead:
         item.ticket.resolve(item.index, _DROPPED)
+
+
+def _items(
+    request: Request, ticket: Ticket, values: Sequence[Any], keys: Sequence[Hashable] | None
+) -> list[Item]:
+    if keys is None:
+        return [Item(request, ticket, i, value, None) for i, value in enumerate(values)]
+    return [Item(request, ticket, i, value, key) for i, (value, key) in enumerate(zip(values, keys))]
