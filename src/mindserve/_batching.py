@@ -106,9 +106,11 @@ def batch_key(arrays: Arrays, unbatched: Container[int]) -> Hashable:
     Batched inputs must agree on dtype and per-instance shape; inputs without a batch
     dimension must be equal, since one value is passed for the whole batch.
     """
+    if not unbatched:
+        return tuple([(array.dtype, array.shape) for array in arrays])
     key = []
     for i, array in enumerate(arrays):
-        part: tuple = (array.dtype.str, array.shape)
+        part: tuple = (array.dtype, array.shape)
         if i in unbatched:
             part += (hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=16).digest(),)
         key.append(part)
@@ -152,7 +154,9 @@ def stack(
 def unstack(outputs: Sequence[np.ndarray], batch: int, count: int) -> list[tuple] | str:
     """Slice each output's first axis back into ``count`` instances (dropping padding).
 
-    Returns a message instead when an output's first dimension is not the batch size.
+    Each instance gets a view of its own row (rows never overlap), not a copy: copying
+    every row costs more than the rest of the slicing. Returns a message instead when an
+    output's first dimension is not the batch size.
     """
     for position, output in enumerate(outputs):
         if output.ndim == 0 or output.shape[0] != batch:
@@ -160,4 +164,4 @@ def unstack(outputs: Sequence[np.ndarray], batch: int, count: int) -> list[tuple
                 f"model output {position} has shape {output.shape}, but its first dimension "
                 f"should be the batch size {batch}"
             )
-    return [tuple(output[j].copy() for output in outputs) for j in range(count)]
+    return [tuple(output[j] for output in outputs) for j in range(count)]

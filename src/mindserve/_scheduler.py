@@ -185,8 +185,12 @@ class Ticket:
 
     def resolve(self, index: int, outcome: Outcome) -> None:
         self.outcomes[index] = outcome
+        self.settled(1)
+
+    def settled(self, count: int) -> None:
+        """``count`` more outcomes have been written into ``outcomes``."""
         with self._counter:
-            self._pending -= 1
+            self._pending -= count
             finished = self._pending == 0
         if finished:
             self.release()
@@ -201,12 +205,6 @@ class Ticket:
         self._done.release()
         if callback is not None:
             callback()
-
-    def complete(self, outcomes: Sequence[Outcome]) -> None:
-        """Set every outcome at once (the instances ran in the waiter's own thread)."""
-        self.outcomes = list(outcomes)
-        self._pending = 0
-        self.release()
 
     def on_done(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (from any thread) when the waiter is woken; at once if it was."""
@@ -318,16 +316,7 @@ class Scheduler:
         _drop(dead)
         if not inline:
             return ticket
-        if count <= self.max_batch_size and (keys is None or keys.count(keys[0]) == count):
-            try:  # the common lone-caller case: one batch, no queue items needed
-                outcomes = self._run_batch_safely(list(values))
-                self.batches += 1
-                self.instances += count
-            finally:
-                self._idle()
-            ticket.complete(outcomes)
-        else:
-            self._run_inline(_items(request, ticket, values, keys))
+        self._run_inline(request, ticket, values, keys)
         return ticket
 
     def close(self) -> None:
@@ -341,16 +330,30 @@ class Scheduler:
 
     # -- executing -----------------------------------------------------------------
 
-    def _run_inline(self, items: list[Item]) -> None:
-        batches = _split(items, self.max_batch_size)
+    def _run_inline(
+        self, request: Request, ticket: Ticket, values: Sequence[Any], keys: Sequence[Hashable] | None
+    ) -> None:
+        """Run a caller's values in its own thread, batch by batch, while nobody else waits.
+
+        If others queue up meanwhile, the rest goes behind them, to the executor.
+        """
+        batches = _split(range(len(values)), keys, self.max_batch_size)
         try:
-            for position, batch in enumerate(batches):
-                self._execute(batch)
+            for position, indices in enumerate(batches):
+                outcomes = self._run_batch_safely([values[i] for i in indices])
+                self.batches += 1
+                self.instances += len(indices)
+                for i, outcome in zip(indices, outcomes):
+                    ticket.outcomes[i] = outcome
+                ticket.settled(len(indices))
                 if position + 1 < len(batches):
                     with self._cond:
                         if self._queue:  # others wait: queue the rest behind them
-                            for rest in batches[position + 1 :]:
-                                self._queue.extend(rest)
+                            rest = [i for later in batches[position + 1 :] for i in later]
+                            self._queue.extend(
+                                Item(request, ticket, i, values[i], None if keys is None else keys[i])
+                                for i in rest
+                            )
                             break
         finally:
             self._idle()
@@ -427,16 +430,24 @@ class Scheduler:
         outcomes = self._run_batch_safely([item.value for item in batch])
         self.batches += 1
         self.instances += len(batch)
+        settled: dict[Ticket, int] = {}
         for item, outcome in zip(batch, outcomes):
-            item.ticket.resolve(item.index, outcome)
+            item.ticket.outcomes[item.index] = outcome
+            settled[item.ticket] = settled.get(item.ticket, 0) + 1
+        for ticket, count in settled.items():
+            ticket.settled(count)
 
 
-def _split(items: list[Item], limit: int) -> list[list[Item]]:
-    """Group items by key (first-seen order), then cut each group into batches of ``limit``."""
-    groups: dict[Hashable, list[Item]] = {}
-    for item in items:
-        groups.setdefault(item.key, []).append(item)
-    return [group[i : i + limit] for group in groups.values() for i in range(0, len(group), limit)]
+def _split(indices: Sequence[int], keys: Sequence[Hashable] | None, limit: int) -> list[list[int]]:
+    """Group indices by key (first-seen order), then cut each group into batches of ``limit``."""
+    if keys is None:
+        groups = [list(indices)]
+    else:
+        by_key: dict[Hashable, list[int]] = {}
+        for i in indices:
+            by_key.setdefault(keys[i], []).append(i)
+        groups = list(by_key.values())
+    return [group[i : i + limit] for group in groups for i in range(0, len(group), limit)]
 
 
 def _drop(dead: list[Item]) -> None:
