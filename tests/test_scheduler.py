@@ -54,6 +54,14 @@ def scheduler(model, **options):
     return Scheduler("fake", model, **options)
 
 
+def occupy(sched, model, value="first"):
+    """Start a call that holds the (blocked) model; return its thread."""
+    caller = threading.Thread(target=run, args=(sched, [value]))
+    caller.start()
+    assert model.entered.wait(10)
+    return caller
+
+
 def run(sched, values, timeout=None, keys=None):
     request = Request(timeout)
     return request.wait(sched.submit(request, values, keys), "fake")
@@ -71,9 +79,7 @@ def test_a_lone_caller_runs_at_once_in_its_own_thread():
 def test_instances_queue_while_busy_and_are_batched_across_callers():
     model = FakeModel(blocked=True)
     sched = scheduler(model, max_batch_size=4)
-    first = threading.Thread(target=run, args=(sched, ["a"]))
-    first.start()
-    assert model.entered.wait(10)
+    first = occupy(sched, model, "a")
     results = {}
     callers = [threading.Thread(target=lambda k=k: results.update({k: run(sched, [k])})) for k in range(10)]
     for t in callers:
@@ -106,9 +112,7 @@ def test_instances_with_different_keys_never_share_a_batch():
 def test_deadline_drops_queued_instances_before_the_model():
     model = FakeModel(blocked=True)
     sched = scheduler(model)
-    blocker = threading.Thread(target=run, args=(sched, ["first"]))
-    blocker.start()
-    assert model.entered.wait(10)
+    blocker = occupy(sched, model)
     with pytest.raises(DeadlineExceededError, match=r"the call.s timeout of 0\.05 s passed"):
         run(sched, ["late"], timeout=0.05)
     model.gate.set()
@@ -121,9 +125,7 @@ def test_deadline_drops_queued_instances_before_the_model():
 def test_cancelled_request_is_dropped_and_its_waiter_woken():
     model = FakeModel(blocked=True)
     sched = scheduler(model)
-    blocker = threading.Thread(target=run, args=(sched, ["first"]))
-    blocker.start()
-    assert model.entered.wait(10)
+    blocker = occupy(sched, model)
     request = Request()
     ticket = sched.submit(request, ["cancelled"])
     threading.Timer(0.01, request.abandon, args=("cancelled",)).start()
@@ -139,9 +141,7 @@ def test_cancelled_request_is_dropped_and_its_waiter_woken():
 def test_a_full_queue_refuses_new_calls_and_keeps_the_old_ones():
     model = FakeModel(blocked=True)
     sched = scheduler(model, max_queue=3)
-    blocker = threading.Thread(target=run, args=(sched, ["first"]))
-    blocker.start()
-    assert model.entered.wait(10)
+    blocker = occupy(sched, model)
     queued = sched.submit(Request(), ["q1", "q2"])
     with pytest.raises(
         OverloadedError, match=r"the queue is full \(2 instances waiting, max_queue=3; this call brings 2\)"
@@ -155,9 +155,7 @@ def test_a_full_queue_refuses_new_calls_and_keeps_the_old_ones():
 def test_timed_out_instances_free_their_queue_places():
     model = FakeModel(blocked=True)
     sched = scheduler(model, max_queue=2)
-    blocker = threading.Thread(target=run, args=(sched, ["first"]))
-    blocker.start()
-    assert model.entered.wait(10)
+    blocker = occupy(sched, model)
     with pytest.raises(DeadlineExceededError):
         run(sched, ["a", "b"], timeout=0.01)
     ticket = sched.submit(Request(), ["c", "d"])
@@ -195,9 +193,7 @@ def test_a_raising_batch_function_fails_its_items_and_serving_goes_on():
 def test_close_runs_what_is_queued_then_stops():
     model = FakeModel(blocked=True)
     sched = scheduler(model)
-    blocker = threading.Thread(target=run, args=(sched, ["first"]))
-    blocker.start()
-    assert model.entered.wait(10)
+    blocker = occupy(sched, model)
     ticket = sched.submit(Request(), ["queued"])
     sched.close()
     model.gate.set()

@@ -26,6 +26,10 @@ class Method:
     labels: tuple[str, ...]
     function: Callable[..., Any] = attrs.field(eq=False, repr=False)
 
+    def arg_labels(self, step: Step) -> tuple[str, ...]:
+        """What each argument of a step stands for (for error messages)."""
+        return tuple(self.labels[ref] for ref in step.args)
+
 
 def _input_names(function: Callable[..., Any], name: str) -> tuple[str, ...]:
     try:

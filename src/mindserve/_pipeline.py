@@ -86,7 +86,7 @@ def method_steps(
         if isinstance(step.callee, Stage):
             started = loaded.submit_stage(step.callee, args, request)
         else:
-            labels = [method.labels[ref] for ref in step.args]
+            labels = method.arg_labels(step)
             started = loaded.submit_model(step.callee, args, labels, request, inline)
         outcomes = (yield started) if isinstance(started, Pending) else started
         for i, outcome in zip(live, outcomes):

@@ -285,7 +285,9 @@ class Runtime:
                     f"servable '{loaded.name}' has no method {method!r}; its methods: "
                     f"{sorted(loaded.definition.methods)}"
                 )
-            if isinstance(instances, (str, bytes, dict, np.ndarray)) or not isinstance(instances, Sequence):
+            if type(instances) is not list and (
+                isinstance(instances, (str, bytes, dict, np.ndarray)) or not isinstance(instances, Sequence)
+            ):
                 raise InvalidInputError(
                     f"instances must be a list of dicts; got {type(instances).__name__}. "
                     f"Hint: wrap a single instance in a list: [instance]",
@@ -333,6 +335,8 @@ class Runtime:
 
 
 def _name(servable: str | Servable) -> str:
+    if type(servable) is str:
+        return servable
     if isinstance(servable, Servable):
         return servable.name
     if not isinstance(servable, str):

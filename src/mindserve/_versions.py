@@ -10,7 +10,7 @@ from mindserve._servable import ServableDefinition
 
 def check_version_number(version: object) -> int:
     """A version number is an int >= 0 (0: the newest)."""
-    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+    if type(version) is not int or version < 0:
         raise VersionNotFoundError(f"a version must be an int >= 1, or 0 for the newest; got {version!r}")
     return version
 
