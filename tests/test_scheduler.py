@@ -155,7 +155,7 @@ def test_a_full_queue_refuses_new_calls_and_keeps_the_old_ones():
 def test_timed_out_instances_free_their_queue_places():
     model = FakeModel(blocked=True)
     sched = scheduler(model, max_queue=2)
-    blocker = occupy(sched, model)
+    occupy(sched, model)
     with pytest.raises(DeadlineExceededError):
         run(sched, ["a", "b"], timeout=0.01)
     ticket = sched.submit(Request(), ["c", "d"])
@@ -193,7 +193,7 @@ def test_a_raising_batch_function_fails_its_items_and_serving_goes_on():
 def test_close_runs_what_is_queued_then_stops():
     model = FakeModel(blocked=True)
     sched = scheduler(model)
-    blocker = occupy(sched, model)
+    occupy(sched, model)
     ticket = sched.submit(Request(), ["queued"])
     sched.close()
     model.gate.set()
