@@ -91,7 +91,7 @@ def test_ainfer_inside_a_running_event_loop(gated):
 
 
 def _queued(rt):
-    (loaded,) = rt._running["g"].values()
+    (loaded,) = rt._hosted["g"].versions.values()
     return loaded.models["times_ten"].scheduler.queued
 
 
@@ -215,7 +215,7 @@ def test_batched_stage_batches_across_requests(rt):
     first.start()
     assert entered.wait(10)
     futures = [rt.infer_async("s", "f", [{"x": k}]) for k in range(10)]
-    (loaded,) = rt._running["s"].values()
+    (loaded,) = rt._hosted["s"].versions.values()
     wait_until(lambda: next(iter(loaded.stage_schedulers.values())).queued == 10)
     gate.set()
     assert [f.result(30) for f in futures] == [[{"output": k + 1}] for k in range(10)]

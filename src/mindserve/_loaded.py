@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import functools
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from mindserve import _mindspore
@@ -59,6 +59,8 @@ class LoadedServable:
         self._state = threading.Lock()
         self._inflight = 0
         self._retired = False
+        #: Called once, after the last call finished on a retired version.
+        self.on_shutdown: Callable[[LoadedServable], None] | None = None
 
     def __repr__(self) -> str:
         return f"<LoadedServable {self.name!r} version {self.version}>"
@@ -166,8 +168,10 @@ class LoadedServable:
             model.close()
         for scheduler in self.stage_schedulers.values():
             scheduler.close()
+        if self.on_shutdown is not None:
+            self.on_shutdown(self)
 
-    def info(self) -> ServableInfo:
+    def info(self, is_default: bool = True) -> ServableInfo:
         """A read-only description of this version."""
         methods = tuple(MethodInfo(m.name, m.inputs, m.outputs) for m in self.definition.methods.values())
         models = tuple(
@@ -195,6 +199,7 @@ class LoadedServable:
             self.definition.directory,
             self.device,
             self.loaded_at,
+            is_default,
             methods,
             models,
         )

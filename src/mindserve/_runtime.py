@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from types import TracebackType
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -17,19 +18,23 @@ from mindserve._errors import (
     InstanceError,
     InvalidInputError,
     MethodNotFoundError,
+    MindServeError,
     OverloadedError,
     RuntimeClosedError,
     ServableNotFoundError,
     VersionNotFoundError,
 )
+from mindserve._events import EventHub, VersionEvent
+from mindserve._hosting import Hosted
 from mindserve._loaded import LoadedServable
 from mindserve._method import Method
 from mindserve._mindspore import normalize_device_target
 from mindserve._pipeline import run_method, run_method_async
 from mindserve._scheduler import CancelledCall, Request
 from mindserve._servable import Servable
-from mindserve._status import ServableInfo
+from mindserve._status import ServableInfo, ServableStatus
 from mindserve._versions import check_version_number
+from mindserve._watcher import Watcher
 
 
 class Runtime:
@@ -56,14 +61,18 @@ class Runtime:
             raise ValueError(f"async_workers must be an int >= 1; got {async_workers!r}")
         self._device = (normalize_device_target(device_target), device_id)
         self._lock = threading.RLock()
-        self._running: dict[str, dict[int, LoadedServable]] = {}
+        self._hosted: dict[str, Hosted] = {}
         self._closed = False
+        self._events = EventHub()
+        #: The calls running now, so that close() can wait for them (or fail them).
+        self._active: set[Request] = set()
+        self._idle = threading.Condition(self._lock)
         self._async_workers = async_workers
         self._pool: ThreadPoolExecutor | None = None
 
     def __repr__(self) -> str:
         with self._lock:
-            running = [f"{name} v{v}" for name, versions in self._running.items() for v in versions]
+            running = [f"{name} v{v}" for name, hosted in self._hosted.items() for v in hosted.versions]
         state = "closed" if self._closed else f"running {running}"
         return f"<mindserve.Runtime {state}>"
 
@@ -88,75 +97,217 @@ class Runtime:
 
     # -- lifecycle -----------------------------------------------------------------
 
-    def start(self, servable: Servable, *, version: int = 0) -> ServableInfo:
-        """Load a version of ``servable`` (0: the newest) and start serving it.
+    def start(
+        self, servable: Servable, *, version: int = 0, watch: bool = False, poll_interval: float = 1.0
+    ) -> ServableInfo:
+        """Load a version of ``servable`` (0: the newest) and serve it.
 
-        Starting a servable whose name is already running replaces it once the new one
-        has loaded; if loading fails, the :class:`LoadError` is raised and whatever was
-        running keeps running.
+        Starting a name that is already running loads the new version first, then
+        replaces every running version of that name in one step; calls already running on
+        the old versions finish on them. If loading fails, the :class:`LoadError` is raised
+        and whatever was running keeps running.
+
+        ``watch=True`` polls the servable's directory every ``poll_interval`` seconds and
+        hot-loads each new version directory once it has settled (see :meth:`update`).
         """
         self._check_open()
         if not isinstance(servable, Servable):
             raise TypeError(f"start() takes a mindserve.Servable; got {type(servable).__name__}")
         check_version_number(version)
-        loaded = LoadedServable.load(servable.definition(), version, self._device)
+        if watch and servable.directory is None:
+            raise ValueError(f"servable '{servable.name}' has no directory to watch")
+        if watch and (isinstance(poll_interval, bool) or not poll_interval > 0):
+            raise ValueError(f"poll_interval must be a number of seconds > 0; got {poll_interval!r}")
         with self._lock:
-            if self._closed:
-                loaded.retire()
-                self._check_open()
-            replaced = self._running.get(loaded.name, {})
-            self._running[loaded.name] = {loaded.version: loaded}
-        for old in replaced.values():
-            old.retire()
+            hosted = self._hosted.get(servable.name) or Hosted(servable)
+        with hosted.update_lock:
+            loaded = self._load(hosted, servable, version)
+            with self._lock:
+                self._check_open_or_discard(loaded)
+                retired = list(hosted.versions.values())
+                hosted.servable = servable
+                hosted.versions = {loaded.version: loaded}
+                hosted.stop_watching()
+                if watch:
+                    hosted.watcher = self._watch(hosted, servable.directory, poll_interval)  # type: ignore[arg-type]
+                self._hosted[hosted.name] = hosted
+            self._swapped(loaded, retired)
         return loaded.info()
+
+    def load(self, servable: Servable, *, version: int) -> ServableInfo:
+        """Load one more version of a running servable, beside the versions already running.
+
+        The newest running version is the default (``version=0`` calls go to it); pin the
+        others with ``infer(..., version=N)``. Loading a version that already runs reloads it.
+        """
+        self._check_open()
+        if not isinstance(servable, Servable):
+            raise TypeError(f"load() takes a mindserve.Servable; got {type(servable).__name__}")
+        check_version_number(version)
+        hosted = self._find(servable.name)
+        with hosted.update_lock:
+            loaded = self._load(hosted, servable, version)
+            with self._lock:
+                self._check_open_or_discard(loaded)
+                previous = hosted.versions.get(loaded.version)
+                hosted.versions[loaded.version] = loaded
+            self._swapped(loaded, [previous] if previous else [])
+        return loaded.info(is_default=loaded is hosted.default())
+
+    def update(self, servable: str | Servable, *, version: int = 0) -> ServableInfo:
+        """Hot update: load ``version`` (0: the newest on disk) and make it the default.
+
+        The new version loads and warms up beside the running ones while they keep serving;
+        then, in one step, new calls go to it and the previous default version stops
+        taking calls. Calls already accepted finish on the version they started on; then
+        that version unloads. If the new version fails to load or warm up, the error is
+        raised (and logged, recorded in :meth:`servable_status`, sent to listeners) and
+        nothing that was running changes. Pass a :class:`Servable` to update with a new
+        definition, or its name to reload the running definition.
+        """
+        self._check_open()
+        hosted = self._find(_name(servable))
+        definition = servable if isinstance(servable, Servable) else hosted.servable
+        check_version_number(version)
+        with hosted.update_lock:
+            loaded = self._load(hosted, definition, version)
+            with self._lock:
+                self._check_open_or_discard(loaded)
+                retired = []
+                previous_default = hosted.default()
+                same = hosted.versions.get(loaded.version)
+                if same is not None:
+                    retired.append(same)
+                if previous_default is not None and previous_default is not same:
+                    del hosted.versions[previous_default.version]
+                    retired.append(previous_default)
+                hosted.versions[loaded.version] = loaded
+                hosted.servable = definition
+            self._swapped(loaded, retired)
+        return loaded.info(is_default=loaded is hosted.default())
 
     def stop(self, servable: str | Servable | None = None, *, version: int | None = None) -> None:
         """Stop one servable (all its versions, or one ``version``), or everything if no name.
 
-        Requests already running on it finish.
+        New calls no longer reach what stopped; calls already running on it finish.
         """
         self._check_open()
         with self._lock:
             if servable is None:
-                stopped = [v for versions in self._running.values() for v in versions.values()]
-                self._running.clear()
+                hosts = list(self._hosted.values())
+                self._hosted.clear()
+                stopped = [v for hosted in hosts for v in hosted.versions.values()]
+                for hosted in hosts:
+                    hosted.stop_watching()
             else:
-                name = _name(servable)
-                versions = self._versions(name)
+                hosted = self._find(_name(servable))
                 if version is None:
-                    stopped = list(versions.values())
-                    del self._running[name]
-                elif version not in versions:
-                    raise VersionNotFoundError(
-                        f"servable '{name}' is not running version {version}; running: {sorted(versions)}"
-                    )
+                    stopped = list(hosted.versions.values())
+                    hosted.stop_watching()
+                    del self._hosted[hosted.name]
                 else:
-                    stopped = [versions.pop(version)]
-                    if not versions:
-                        del self._running[name]
+                    stopped = [hosted.pick(version)] if version else []
+                    if not stopped:
+                        raise VersionNotFoundError("stop() takes a version >= 1, or None for all versions")
+                    del hosted.versions[version]
+                    if not hosted.versions:
+                        hosted.stop_watching()
+                        del self._hosted[hosted.name]
         for loaded in stopped:
             loaded.retire()
 
-    def close(self) -> None:
+    def close(self, *, grace: float | None = 30.0) -> None:
         """Stop every servable and wait for accepted calls to finish; closing twice is fine.
 
-        The runtime cannot be used afterwards.
+        Calls still running after ``grace`` seconds (``None``: wait for ever) fail with
+        :class:`RuntimeClosedError`, and their queued instances are dropped. The runtime
+        cannot be used afterwards.
         """
         with self._lock:
-            stopped = [v for versions in self._running.values() for v in versions.values()]
-            self._running.clear()
+            hosts = list(self._hosted.values())
+            self._hosted.clear()
             self._closed = True
             pool, self._pool = self._pool, None
+        for hosted in hosts:
+            hosted.stop_watching()
+            for loaded in hosted.versions.values():
+                loaded.retire()
+        deadline = None if grace is None else time.monotonic() + grace
+        with self._idle:
+            while self._active:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                self._idle.wait(left)
+            late = list(self._active)
+        for request in late:
+            request.abandon("closed")
         if pool is not None:
-            pool.shutdown(wait=True)
-        for loaded in stopped:
-            loaded.retire()
+            pool.shutdown(wait=not late)
+
+    def add_listener(self, listener: Callable[[VersionEvent], None]) -> None:
+        """Call ``listener(event)`` for every version event: loaded, swapped, unloaded, failed.
+
+        It runs in the thread where the event happens; an exception it raises is logged.
+        """
+        self._events.add(listener)
+
+    def remove_listener(self, listener: Callable[[VersionEvent], None]) -> None:
+        self._events.remove(listener)
 
     def status(self) -> list[ServableInfo]:
         """What is running: one record per servable version, with its methods and models."""
         with self._lock:
-            loaded = [v for versions in self._running.values() for v in versions.values()]
-        return [item.info() for item in loaded]
+            pairs = [(v, v is h.default()) for h in self._hosted.values() for v in h.versions.values()]
+        return [loaded.info(is_default) for loaded, is_default in pairs]
+
+    def servable_status(self, servable: str | Servable) -> ServableStatus:
+        """One servable: its running versions, the default one, watching, and its last failure."""
+        with self._lock:
+            hosted = self._find(_name(servable))
+            default = hosted.default()
+            versions = list(hosted.versions.values())
+        return hosted.status([v.info(v is default) for v in versions])
+
+    # -- loading helpers -------------------------------------------------------------
+
+    def _load(self, hosted: Hosted, servable: Servable, version: int) -> LoadedServable:
+        """Load a version (outside the runtime lock); report a failure to listeners."""
+        try:
+            loaded = LoadedServable.load(servable.definition(), version, self._device)
+        except MindServeError as exc:
+            hosted.failed(version or None, exc)
+            self._events.emit("failed", hosted.name, version or None, exc)
+            raise
+        loaded.on_shutdown = self._unloaded
+        self._events.emit("loaded", loaded.name, loaded.version)
+        return loaded
+
+    def _check_open_or_discard(self, loaded: LoadedServable) -> None:
+        if self._closed:
+            loaded.retire()
+            self._check_open()
+
+    def _swapped(self, loaded: LoadedServable, retired: list[LoadedServable]) -> None:
+        self._events.emit("swapped", loaded.name, loaded.version)
+        for old in retired:
+            old.retire()
+
+    def _unloaded(self, loaded: LoadedServable) -> None:
+        self._events.emit("unloaded", loaded.name, loaded.version)
+
+    def _watch(self, hosted: Hosted, directory: str, poll_interval: float) -> Watcher:
+        def current() -> int | None:
+            default = hosted.default()
+            return default.version if default else None
+
+        def load(version: int) -> None:
+            if not self._closed:
+                self.update(hosted.name, version=version)
+
+        watcher = Watcher(directory, poll_interval, current, load, name=f"watch {hosted.name}")
+        watcher.start()
+        return watcher
 
     # -- inference -----------------------------------------------------------------
 
@@ -183,11 +334,11 @@ class Runtime:
         :class:`OverloadedError`.
         """
         request = Request(timeout)
-        loaded, found = self._begin(servable, method, instances, version)
+        loaded, found = self._begin(servable, method, instances, version, request)
         try:
             return self._run(loaded, found, instances, request, return_exceptions)
         finally:
-            loaded.leave()
+            self._end(loaded, request)
 
     def infer_async(
         self,
@@ -206,13 +357,13 @@ class Runtime:
         are still queued.
         """
         request = Request(timeout)
-        loaded, found = self._begin(servable, method, instances, version)
+        loaded, found = self._begin(servable, method, instances, version, request)
         future: Future[list[Any]] = Future()
         future.add_done_callback(functools.partial(_abandon_if_cancelled, request))
         try:
             self._executor().submit(self._drive, future, loaded, found, instances, request, return_exceptions)
         except BaseException:
-            loaded.leave()
+            self._end(loaded, request)
             raise
         return future
 
@@ -233,15 +384,15 @@ class Runtime:
         drops its instances that are still queued.
         """
         request = Request(timeout)
-        loaded, found = self._begin(servable, method, instances, version)
+        loaded, found = self._begin(servable, method, instances, version, request)
         try:
             try:
                 results = await run_method_async(loaded, found, instances, request)
-            except (DeadlineExceededError, OverloadedError) as exc:
+            except (DeadlineExceededError, OverloadedError, RuntimeClosedError) as exc:
                 raise _located(exc, loaded, found) from None
             return _finish(results, return_exceptions)
         finally:
-            loaded.leave()
+            self._end(loaded, request)
 
     def _executor(self) -> ThreadPoolExecutor:
         with self._lock:
@@ -270,10 +421,10 @@ class Runtime:
         else:
             _settle(future, result=result)
         finally:
-            loaded.leave()
+            self._end(loaded, request)
 
     def _begin(
-        self, servable: str | Servable, method: str, instances: Any, version: int
+        self, servable: str | Servable, method: str, instances: Any, version: int, request: Request
     ) -> tuple[LoadedServable, Method]:
         """Find the servable version and method, and count the call as running on it."""
         self._check_open()
@@ -296,7 +447,16 @@ class Runtime:
                     method=method,
                 )
             loaded.enter()
+            self._active.add(request)
         return loaded, found
+
+    def _end(self, loaded: LoadedServable, request: Request) -> None:
+        """A call is over: let its version shut down if retired, and close() go on."""
+        loaded.leave()
+        with self._lock:
+            self._active.discard(request)
+            if not self._active:
+                self._idle.notify_all()
 
     @staticmethod
     def _run(
@@ -308,30 +468,23 @@ class Runtime:
     ) -> list[Any]:
         try:
             results = run_method(loaded, method, instances, request)
-        except (DeadlineExceededError, OverloadedError) as exc:
+        except (DeadlineExceededError, OverloadedError, RuntimeClosedError) as exc:
             raise _located(exc, loaded, method) from None
         return _finish(results, return_exceptions)
 
-    def _versions(self, name: str) -> dict[int, LoadedServable]:
-        versions = self._running.get(name)
-        if versions is None:
-            raise ServableNotFoundError(
-                f"no servable named {name!r} is running; running: {sorted(self._running)}. "
-                f"Hint: start it with Runtime.start()."
-            )
-        return versions
+    def _find(self, name: str) -> Hosted:
+        with self._lock:
+            hosted = self._hosted.get(name)
+            if hosted is None:
+                raise ServableNotFoundError(
+                    f"no servable named {name!r} is running; running: {sorted(self._hosted)}. "
+                    f"Hint: start it with Runtime.start()."
+                )
+            return hosted
 
     def _lookup(self, name: str, version: int) -> LoadedServable:
         check_version_number(version)
-        with self._lock:
-            versions = self._versions(name)
-            if version == 0:
-                return versions[max(versions)]
-            if version not in versions:
-                raise VersionNotFoundError(
-                    f"servable '{name}' is not running version {version}; running: {sorted(versions)}"
-                )
-            return versions[version]
+        return self._find(name).pick(version)
 
 
 def _name(servable: str | Servable) -> str:

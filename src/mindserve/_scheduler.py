@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Hashable, Sequence
 from typing import Any, Callable
 
-from mindserve._errors import DeadlineExceededError, ModelError, OverloadedError
+from mindserve._errors import DeadlineExceededError, ModelError, OverloadedError, RuntimeClosedError
 from mindserve._outcome import Failure, Outcome
 
 #: Stands for "no limit" as a batch size (a batched stage with batch_size=0).
@@ -80,6 +80,8 @@ class Request:
         except asyncio.CancelledError:
             self.abandon("cancelled")
             raise
+        if not pending.ticket.done and self.abandoned == "closed":
+            raise _closed(pending.what)
         return pending.finish(pending.ticket.outcomes)  # type: ignore[arg-type]
 
     def wait(self, ticket: Ticket, what: str) -> list[Outcome]:
@@ -95,6 +97,8 @@ class Request:
                 self.abandon("deadline")
             if self.abandoned == "deadline":
                 raise DeadlineExceededError(f"{what}: the call's timeout of {self.timeout} s passed")
+            if self.abandoned == "closed":
+                raise _closed(what)
             raise CancelledCall(what)
         return ticket.outcomes  # type: ignore[return-value]
 
@@ -157,6 +161,10 @@ class Pending:
 
 def _unchanged(outcomes: list[Outcome]) -> list[Outcome]:
     return outcomes
+
+
+def _closed(what: str) -> RuntimeClosedError:
+    return RuntimeClosedError(f"{what}: the runtime was closed before this call completed")
 
 
 class CancelledCall(Exception):
@@ -297,7 +305,7 @@ class Scheduler:
         dead: list[Item] = []
         with self._cond:
             if self._closed:
-                raise RuntimeError(f"{self.name} is shut down")
+                raise RuntimeClosedError(f"{self.name} was stopped before this call reached it")
             if self._queue and len(self._queue) + count > self.max_queue:
                 self._purge(dead)
             if self._queue and len(self._queue) + count > self.max_queue:

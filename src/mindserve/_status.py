@@ -55,5 +55,23 @@ class ServableInfo:
     #: The MindSpore device (``"CPU:0"``), or ``None`` when no MindSpore model is loaded.
     device: str | None
     loaded_at: datetime.datetime
+    #: Whether ``version=0`` calls go to this version (the newest running one).
+    is_default: bool
     methods: tuple[MethodInfo, ...]
     models: tuple[ModelInfo, ...]
+
+
+@attrs.frozen
+class ServableStatus:
+    """One servable name: its running versions, which is the default, and its last failure."""
+
+    name: str
+    #: The version that ``version=0`` calls go to (the newest running), or None.
+    default_version: int | None
+    versions: tuple[ServableInfo, ...]
+    #: Whether the runtime watches the servable's directory for new versions.
+    watching: bool
+    #: The last error of an update or a watched version that failed to load, if any.
+    last_error: BaseException | None
+    last_error_version: int | None
+    last_error_at: datetime.datetime | None
