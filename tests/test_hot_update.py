@@ -104,7 +104,7 @@ def test_failed_update_keeps_serving_and_is_reported(rt, tree, events):
     broken = mindserve.Servable("v", directory=tree)
     model = broken.model("missing.mindir")
     broken.add_method(lambda x: model(x), name="f")
-    with pytest.raises(LoadError, match="missing.mindir' does not exist"):
+    with pytest.raises(LoadError, match=r"missing\.mindir' does not exist"):
         rt.update(broken, version=3)
     status = rt.servable_status("v")
     assert status.default_version == 2
