@@ -17,6 +17,7 @@ Importing mindserve does not import MindSpore; that happens when a model first l
 """
 
 from mindserve._batching import Batching
+from mindserve._events import VersionEvent
 from mindserve._errors import (
     DeadlineExceededError,
     DefinitionError,
@@ -45,7 +46,7 @@ from mindserve._runtime import Runtime
 from mindserve._servable import Servable
 from mindserve._specs import TensorSpec
 from mindserve._stage import Stage
-from mindserve._status import MethodInfo, ModelInfo, ServableInfo
+from mindserve._status import MethodInfo, ModelInfo, ServableInfo, ServableStatus
 
 __version__ = "0.1.0"
 
@@ -76,9 +77,11 @@ __all__ = [
     "Servable",
     "ServableInfo",
     "ServableNotFoundError",
+    "ServableStatus",
     "Stage",
     "StageError",
     "TensorSpec",
+    "VersionEvent",
     "VersionNotFoundError",
     "__version__",
     "mindspore_lock",
