@@ -219,3 +219,33 @@ def test_close_fails_calls_still_running_after_the_grace_period(tmp_path):
         queued.result(10)
     gate.set()
     assert first.result(10) == [{"output": 1.0}], "a batch already running finishes"
+
+
+def test_a_call_never_mixes_versions_across_its_stages(rt):
+    """A call that started on the old version runs all its stages there, even after a swap."""
+
+    def definition(tag, gate=None, entered=None):
+        svc = mindserve.Servable("mix")
+
+        @svc.stage
+        def first(x):
+            if gate is not None:
+                entered.set()
+                gate.wait(30)
+            return f"{tag}-first"
+
+        @svc.stage
+        def second(x):
+            return f"{x}+{tag}-second"
+
+        svc.add_method(lambda x: second(first(x)), name="f", outputs="path")
+        return svc
+
+    gate, entered = threading.Event(), threading.Event()
+    rt.start(definition("old", gate, entered))
+    call = rt.infer_async("mix", "f", [{"x": 0}])
+    assert entered.wait(10)
+    rt.update(definition("new"), version=1)
+    assert rt.infer("mix", "f", [{"x": 0}], timeout=10) == [{"path": "new-first+new-second"}]
+    gate.set()
+    assert call.result(10) == [{"path": "old-first+old-second"}]

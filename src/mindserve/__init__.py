@@ -17,7 +17,6 @@ Importing mindserve does not import MindSpore; that happens when a model first l
 """
 
 from mindserve._batching import Batching
-from mindserve._events import VersionEvent
 from mindserve._errors import (
     DeadlineExceededError,
     DefinitionError,
@@ -38,6 +37,7 @@ from mindserve._errors import (
     StageError,
     VersionNotFoundError,
 )
+from mindserve._events import VersionEvent
 from mindserve._method import Method
 from mindserve._mindspore import mindspore_lock
 from mindserve._model import Model
