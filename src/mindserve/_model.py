@@ -96,6 +96,9 @@ class Model:
                 f"model '{self.name}': batching must be a mindserve.Batching; got {type(batching).__name__}"
             )
         self.batching = batching
+        #: Reshape an input of the right dtype and size to the model's shape (MindSpore
+        #: Serving's rule, used by mindserve.compat).
+        self.reshape_inputs = False
         #: How many inputs the methods call it with (set by the first traced call).
         self.inputs: int | None = None
 
@@ -122,6 +125,14 @@ class Model:
         Returns the output, or a tuple of outputs when the model has several. Use it for
         conditions and loops that a method's straight-line body cannot express.
         """
+        (outcome,) = self.call_many([args])
+        return outcome[0] if len(outcome) == 1 else outcome
+
+    def call_many(self, instances: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
+        """Run the model on several instances (each a sequence of its inputs), inside a stage.
+
+        Returns one tuple of outputs per instance; raises the first instance's error.
+        """
         loaded = current_servable()
         if loaded is None:
             raise MindServeError(
@@ -129,10 +140,11 @@ class Model:
                 f"(or be called in a method body, which records it). Hint: start the servable "
                 f"with Runtime.start() and call this from a stage."
             )
-        (outcome,) = loaded.run_model(self, [args])
-        if isinstance(outcome, Failure):
-            raise outcome.error(outcome.detail) from outcome.cause
-        return outcome[0] if len(outcome) == 1 else outcome
+        outcomes = loaded.run_model(self, [tuple(instance) for instance in instances])
+        for outcome in outcomes:
+            if isinstance(outcome, Failure):
+                raise outcome.error(outcome.detail) from outcome.cause
+        return [tuple(outcome) for outcome in outcomes]
 
 
 def _indices(value: Sequence[int] | int | None) -> tuple[int, ...]:

@@ -197,7 +197,7 @@ class LoadedModel:
         converted: list[np.ndarray] = []
         for position, value in enumerate(values):
             spec = self.instance_specs[position] if self.instance_specs else None
-            array, problem = to_model_input(value, spec)
+            array, problem = to_model_input(value, spec, self.model.reshape_inputs)
             if problem is not None:
                 source = f" ({labels[position]})" if labels else ""
                 return Failure(InvalidInputError, f"model '{self.name}' input {position}{source}: {problem}")

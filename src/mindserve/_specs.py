@@ -79,12 +79,16 @@ def check_instance_value(value: Any) -> str | None:
     return f"a numpy array, numpy scalar, bool, int, float, str or bytes; got {describe_value(value)}.{hint}"
 
 
-def to_model_input(value: Any, spec: TensorSpec | None) -> tuple[np.ndarray | None, str | None]:
+def to_model_input(
+    value: Any, spec: TensorSpec | None, reshape: bool = False
+) -> tuple[np.ndarray | None, str | None]:
     """Convert a value for a model input and check it against ``spec``.
 
     Returns ``(array, None)`` or ``(None, message)``. numpy values must match the
     spec's dtype exactly; Python scalars are cast to it when no value changes kind
     (an int to an integer or float dtype, a float to a float dtype, a bool to bool).
+    With ``reshape`` (MindSpore Serving's rule), an array of the right dtype and number
+    of elements is reshaped to the spec's shape.
     """
     if type(value) is np.ndarray and spec is not None and value.dtype == spec.dtype:
         if _shape_matches(value.shape, spec.shape):  # the common case, checked first
@@ -105,6 +109,14 @@ def to_model_input(value: Any, spec: TensorSpec | None) -> tuple[np.ndarray | No
     if spec.dtype is not None and array.dtype != spec.dtype:
         return None, f"{_mismatch(spec, array)}. Hint: convert it with .astype('{spec.dtype}')"
     if not _shape_matches(array.shape, spec.shape):
+        if reshape and None not in spec.shape:
+            expected_size = int(np.prod(spec.shape, dtype=np.int64))  # type: ignore[arg-type]
+            if array.size == expected_size:
+                return array.reshape(spec.shape), None  # type: ignore[arg-type]
+            return None, (
+                f"expected {expected_size} {spec.dtype} elements (shape {tuple(spec.shape)}), as the model "
+                f"declares; got {array.size} ({describe_value(array)})"
+            )
         return None, _mismatch(spec, array)
     return array, None
 

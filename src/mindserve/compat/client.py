@@ -1,0 +1,107 @@
+"""MindSpore Serving 2.0's client, talking to the servables of this process.
+
+Change only the import (``from mindserve.compat.client import Client``); results keep
+MindSpore Serving's shape: a list with one dict of outputs per instance, ``{"error":
+message}`` in place of a failed instance, and a single ``{"error": message}`` when the
+whole request failed (or its only instance did).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from typing import Any
+
+from mindserve._errors import InstanceError, MindServeError
+from mindserve.compat import server
+
+__all__ = ["Client", "SSLConfig"]
+
+
+class SSLConfig:
+    """Accepted for compatibility; there is no network, so nothing to encrypt."""
+
+    def __init__(self, certificate: Any = None, private_key: Any = None, custom_ca: Any = None) -> None:
+        self.certificate = certificate
+        self.private_key = private_key
+        self.custom_ca = custom_ca
+
+
+def _as_instances(instances: Any) -> list[dict[str, Any]]:
+    items = list(instances) if isinstance(instances, (tuple, list)) else [instances]
+    for item in items:
+        if not isinstance(item, dict):
+            raise RuntimeError("instance should be a map")
+    return items
+
+
+def _shape(results: list[Any]) -> Any:
+    converted = [{"error": r.detail} if isinstance(r, InstanceError) else r for r in results]
+    if len(converted) == 1 and "error" in converted[0] and isinstance(results[0], InstanceError):
+        return converted[0]
+    return converted
+
+
+class _AsyncResult:
+    def __init__(self, future: Future[Any] | None, error: Any = None) -> None:
+        self._future = future
+        self._error = error
+
+    def result(self) -> Any:
+        """The results, in the shape ``Client.infer`` returns."""
+        if self._future is None:
+            return self._error
+        try:
+            return _shape(self._future.result())
+        except MindServeError as exc:
+            return {"error": str(exc)}
+
+
+class Client:
+    """``Client(address, servable_name, method_name, version_number=0)``; the address is ignored."""
+
+    def __init__(
+        self,
+        address: str,
+        servable_name: str,
+        method_name: str,
+        version_number: int = 0,
+        ssl_config: SSLConfig | None = None,
+    ) -> None:
+        if not isinstance(servable_name, str) or not isinstance(method_name, str):
+            raise RuntimeError("servable_name and method_name must be str")
+        if isinstance(version_number, bool) or not isinstance(version_number, int) or version_number < 0:
+            raise RuntimeError(f"version_number must be an int >= 0; got {version_number!r}")
+        self.address = address
+        self.servable_name = servable_name
+        self.method_name = method_name
+        self.version_number = version_number
+
+    def infer(self, instances: Any) -> Any:
+        """Run the method on one instance (a dict) or a list of them."""
+        items = _as_instances(instances)
+        try:
+            results = server.runtime().infer(
+                self.servable_name,
+                self.method_name,
+                items,
+                version=self.version_number,
+                return_exceptions=True,
+            )
+        except MindServeError as exc:
+            return {"error": str(exc)}
+        return _shape(results)
+
+    def infer_async(self, instances: Any) -> _AsyncResult:
+        """Start the call; ``.result()`` waits and returns what :meth:`infer` would."""
+        items = _as_instances(instances)
+        try:
+            future = server.runtime().infer_async(
+                self.servable_name,
+                self.method_name,
+                items,
+                version=self.version_number,
+                return_exceptions=True,
+            )
+        except MindServeError as exc:
+            return _AsyncResult(None, {"error": str(exc)})
+        return _AsyncResult(future)

@@ -1,0 +1,407 @@
+"""MindSpore Serving 2.0's ``mindspore_serving.server.register``, on mindserve.
+
+While :func:`mindserve.compat.load_servable` imports a ``servable_config.py``, the modules
+``mindspore_serving.server.register`` (and its parents) resolve to this one. Each call
+here builds the equivalent native definition on a :class:`mindserve.Servable`:
+``declare_model`` -> :meth:`Servable.model`, ``register_method`` -> :meth:`Servable.method`,
+``add_stage`` -> a recorded stage or model step.
+
+Semantics follow MindSpore Serving 2.0: a batch function (``batch_size`` 0 or k) receives a
+list of instances, each a tuple of its inputs, and returns or yields one result per
+instance; a model input is accepted when its dtype and element count match the model
+(it is reshaped), as MindSpore Serving checks byte size and dtype, not shape.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import logging
+import textwrap
+import threading
+from collections.abc import Sequence
+from typing import Any, Callable
+
+from mindserve._errors import DefinitionError, MindServeError
+from mindserve._model import Model as NativeModel
+from mindserve._servable import Servable
+from mindserve._stage import Stage
+from mindserve._tracing import Placeholder, active_trace
+
+logger = logging.getLogger("mindserve.compat")
+
+__all__ = [
+    "AclOptions",
+    "AscendDeviceInfo",
+    "CPUDeviceInfo",
+    "Context",
+    "GPUDeviceInfo",
+    "GpuOptions",
+    "Model",
+    "add_stage",
+    "call_postprocess",
+    "call_postprocess_pipeline",
+    "call_preprocess",
+    "call_preprocess_pipeline",
+    "call_servable",
+    "declare_model",
+    "declare_servable",
+    "register_method",
+]
+
+
+class _Loading:
+    """The servable whose servable_config.py is being imported."""
+
+    def __init__(self, servable: Servable, dec_key: bytes | None, dec_mode: str) -> None:
+        self.servable = servable
+        self.dec_key = dec_key
+        self.dec_mode = dec_mode
+        self.models: list[Model] = []
+        self.files: set[str] = set()
+        self.stages: dict[tuple[Any, Any, int], Stage] = {}
+        #: For the legacy call_* functions: outputs counts read from the method's source.
+        self.legacy: dict[str, int] = {}
+        self.legacy_called: set[str] = set()
+
+
+_lock = threading.RLock()
+_current: _Loading | None = None
+
+
+def _loading(what: str) -> _Loading:
+    if _current is None:
+        raise DefinitionError(
+            f"register.{what} can only be used in a servable_config.py loaded by "
+            f"mindserve.compat.load_servable (or mindserve.compat.server.start_servables)"
+        )
+    return _current
+
+
+# -- device contexts and options: accepted, and ignored where they do not apply here ------
+
+
+class _Accepted:
+    """Accepts any options; mindserve runs on the device the runtime chose."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args = args
+        self.kwargs = kwargs
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.kwargs})"
+
+
+class Context(_Accepted):
+    """Accepted for compatibility; thread and affinity settings do not apply in-process."""
+
+    def append_device_info(self, device_info: Any) -> None:
+        self.kwargs.setdefault("device_info", []).append(device_info)
+
+
+class CPUDeviceInfo(_Accepted):
+    """Accepted for compatibility; ignored."""
+
+
+class GPUDeviceInfo(_Accepted):
+    """Accepted for compatibility; ignored."""
+
+
+class AscendDeviceInfo(_Accepted):
+    """Accepted for compatibility; ignored."""
+
+
+class AclOptions(_Accepted):
+    """Accepted for compatibility (deprecated in MindSpore Serving); ignored."""
+
+
+class GpuOptions(_Accepted):
+    """Accepted for compatibility (deprecated in MindSpore Serving); ignored."""
+
+
+# -- models ------------------------------------------------------------------------------
+
+
+class Model:
+    """A declared model (several files are several subgraphs), as ``declare_model`` returns."""
+
+    def __init__(self, model_key: str, subgraphs: list[NativeModel]) -> None:
+        self.model_key = model_key
+        self.subgraphs = subgraphs
+
+    def __repr__(self) -> str:
+        return f"Model({self.model_key!r})"
+
+    def _subgraph(self, subgraph: int) -> NativeModel:
+        if (
+            isinstance(subgraph, bool)
+            or not isinstance(subgraph, int)
+            or not 0 <= subgraph < len(self.subgraphs)
+        ):
+            raise MindServeError(
+                f"Model({self.model_key}).call() failed: subgraph must be an int in "
+                f"[0, {len(self.subgraphs)}); got {subgraph!r}"
+            )
+        return self.subgraphs[subgraph]
+
+    def call(self, *args: Any, subgraph: int = 0) -> Any:
+        """Run the model from a stage: ``call(x1, x2)`` for one instance (its outputs),
+        ``call([[x1, x2], (x3, x4)])`` for several (a list of output tuples)."""
+        native = self._subgraph(subgraph)
+        if not args:
+            raise MindServeError(
+                f"Model({self.model_key}).call() failed: no inputs provided, the inputs can be call(x1, x2) "
+                f"for single instance or call([[x1, x2], [x1, x2]]) for multi instances."
+            )
+        if len(args) == 1 and isinstance(args[0], (tuple, list)):
+            instances = []
+            for instance in args[0]:
+                if not isinstance(instance, (tuple, list)):
+                    raise MindServeError(
+                        f"Model({self.model_key}).call() failed: inputs format invalid, the inputs can be "
+                        f"call(x1, x2) for single instance or call([[x1, x2], [x1, x2]]) for multi instances."
+                    )
+                instances.append(tuple(instance))
+            return native.call_many(instances)
+        return native.call(*args)
+
+
+def declare_model(
+    model_file: str | Sequence[str],
+    model_format: str,
+    with_batch_dim: bool = True,
+    options: Any = None,
+    without_batch_dim_inputs: int | Sequence[int] | None = None,
+    context: Any = None,
+    config_file: str | None = None,
+) -> Model:
+    """Declare a model of the servable being loaded (a list of files: one model, several subgraphs)."""
+    loading = _loading("declare_model")
+    files = [model_file] if isinstance(model_file, str) else list(model_file)
+    if not files or not all(isinstance(f, str) and f for f in files):
+        raise DefinitionError(f"model_file must be a file name or a list of them; got {model_file!r}")
+    if not isinstance(model_format, str) or model_format.lower() not in ("mindir", "om", "mindir_opt"):
+        raise DefinitionError("model format can only be OM, MindIR or MindIR_Opt, case ignored")
+    if model_format.lower() != "mindir":
+        raise DefinitionError(
+            f"model format {model_format} needs MindSpore Lite or Ascend ACL, which mindserve does not use; "
+            f"export the model as MindIR"
+        )
+    if not isinstance(with_batch_dim, bool):
+        raise DefinitionError(f"with_batch_dim must be a bool; got {with_batch_dim!r}")
+    for name in files:
+        if name in loading.files:
+            raise DefinitionError(f"The model file '{name}' has already been declared")
+    if options is not None or context is not None or config_file is not None:
+        logger.info(
+            "servable '%s': declare_model options, context and config_file do not apply in-process; ignored",
+            loading.servable.name,
+        )
+    key = ";".join(files)
+    subgraphs = []
+    for index, name in enumerate(files):
+        native = loading.servable.model(
+            name,
+            name=key if len(files) == 1 else f"{key}#{index}",
+            with_batch_dim=with_batch_dim,
+            without_batch_dim_inputs=without_batch_dim_inputs,
+            dec_key=loading.dec_key,
+            dec_mode=loading.dec_mode,
+        )
+        native.reshape_inputs = True
+        subgraphs.append(native)
+    loading.files.update(files)
+    model = Model(key, subgraphs)
+    loading.models.append(model)
+    return model
+
+
+def declare_servable(
+    servable_file: str | Sequence[str],
+    model_format: str,
+    with_batch_dim: bool = True,
+    options: Any = None,
+    without_batch_dim_inputs: int | Sequence[int] | None = None,
+) -> Model:
+    """Deprecated alias of :func:`declare_model` (as in MindSpore Serving)."""
+    return declare_model(servable_file, model_format, with_batch_dim, options, without_batch_dim_inputs)
+
+
+# -- methods and stages ------------------------------------------------------------------
+
+
+def _batch_adapter(function: Callable[..., Any]) -> Callable[..., Any]:
+    """A MindSpore Serving batch function (a list of instance tuples) as a native batched
+    stage (one list per input)."""
+
+    def adapted(*columns: list[Any]) -> Any:
+        return function([tuple(values) for values in zip(*columns)])
+
+    adapted.__name__ = getattr(function, "__name__", "batch_function")
+    adapted.__qualname__ = getattr(function, "__qualname__", adapted.__name__)
+    return adapted
+
+
+def _stage_for(
+    loading: _Loading, function: Callable[..., Any], inputs: int, outputs: int, batch_size: int | None
+) -> Stage:
+    key = (function, batch_size, outputs)
+    stage = loading.stages.get(key)
+    if stage is not None:
+        return stage
+    if batch_size is None:
+        try:
+            count = len(inspect.signature(function).parameters)
+        except (TypeError, ValueError):
+            count = inputs
+        if count != inputs:
+            raise DefinitionError(
+                f"function {getattr(function, '__name__', function)} input args count {count} not match the "
+                f"count {inputs} registered in method"
+            )
+        body = function
+    else:
+        body = _batch_adapter(function)
+    base = getattr(function, "__name__", "stage")
+    name, n = base, 1
+    while name in loading.servable.stages:
+        n += 1
+        name = f"{base}_{n}"
+    stage = loading.servable.add_stage(body, name=name, batch_size=batch_size, outputs=outputs)
+    loading.stages[key] = stage
+    return stage
+
+
+def add_stage(
+    stage: Any, *args: Any, outputs_count: int, batch_size: int | None = None, tag: str | None = None
+) -> Any:
+    """Inside a method: run a function or a declared model on placeholders; returns its outputs."""
+    loading = _loading("add_stage")
+    trace = active_trace()
+    if trace is None:
+        raise DefinitionError(
+            "register.add_stage can only be used inside a function decorated by register_method"
+        )
+    for item in args:
+        if not isinstance(item, Placeholder):
+            raise DefinitionError(
+                "Each value of parameter *args is a placeholder for data and must come from the method inputs "
+                "or the outputs of add_stage"
+            )
+    if isinstance(outputs_count, bool) or not isinstance(outputs_count, int) or outputs_count < 1:
+        raise DefinitionError(f"outputs_count must be an int >= 1; got {outputs_count!r}")
+    if isinstance(stage, Model):
+        if stage not in loading.models:
+            raise DefinitionError(
+                f"Check failed in method '{trace.method}', the parameter 'stage' of add_stage must be function "
+                f"or Model returned by declare_model"
+            )
+        native = stage.subgraphs[0]
+        if native.inputs is not None and native.outputs != outputs_count:
+            raise DefinitionError(
+                f"model '{stage.model_key}' is used with outputs_count {outputs_count} here and "
+                f"{native.outputs} before"
+            )
+        native.outputs = outputs_count
+        return native(*args)
+    if inspect.isfunction(stage) or inspect.ismethod(stage) or isinstance(stage, Stage):
+        function = stage.function if isinstance(stage, Stage) else stage
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0
+        ):
+            raise DefinitionError(f"batch_size must be None or an int >= 0; got {batch_size!r}")
+        return _stage_for(loading, function, len(args), outputs_count, batch_size)(*args)
+    raise DefinitionError(
+        f"Check failed in method '{trace.method}', the parameter 'stage' of add_stage must be function or "
+        f"Model returned by declare_model, now is {type(stage)}"
+    )
+
+
+_LEGACY_STAGES = (
+    "call_preprocess",
+    "call_preprocess_pipeline",
+    "call_postprocess",
+    "call_postprocess_pipeline",
+)
+
+
+def _legacy_meta(function: Callable[..., Any]) -> dict[str, int]:
+    """Outputs count of each legacy call_* in a method: how many names its result is assigned to."""
+    try:
+        source = textwrap.dedent(inspect.getsource(function))
+        body = ast.parse(source).body[0].body  # type: ignore[attr-defined]
+    except (OSError, TypeError, SyntaxError, IndexError, AttributeError):
+        return {}
+    meta = {}
+    for node in body:
+        if not isinstance(node, ast.Assign) or not isinstance(node.value, ast.Call):
+            continue
+        func = node.value.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+        if name not in (*_LEGACY_STAGES, "call_servable"):
+            continue
+        target = node.targets[0]
+        meta[name] = len(target.elts) if isinstance(target, ast.Tuple) else 1
+    return meta
+
+
+def _legacy_outputs(loading: _Loading, name: str) -> int:
+    if name not in loading.legacy:
+        raise DefinitionError(
+            f"complex statements such as conditions and loops are not supported in register_method when the "
+            f"interface '{name}' is used, use 'add_stage' to replace '{name}'"
+        )
+    if name in loading.legacy_called:
+        raise DefinitionError(f"{name} should not be invoked more than once")
+    loading.legacy_called.add(name)
+    return loading.legacy[name]
+
+
+def _legacy_stage(name: str, batch: bool) -> Callable[..., Any]:
+    def call(function: Callable[..., Any], *args: Any) -> Any:
+        loading = _loading(name)
+        outputs = _legacy_outputs(loading, name)
+        return add_stage(function, *args, outputs_count=outputs, batch_size=1 if batch else None)
+
+    call.__name__ = name
+    call.__doc__ = f"Deprecated MindSpore Serving interface; use add_stage. ({name})"
+    return call
+
+
+call_preprocess = _legacy_stage("call_preprocess", batch=False)
+call_preprocess_pipeline = _legacy_stage("call_preprocess_pipeline", batch=True)
+call_postprocess = _legacy_stage("call_postprocess", batch=False)
+call_postprocess_pipeline = _legacy_stage("call_postprocess_pipeline", batch=True)
+
+
+def call_servable(*args: Any) -> Any:
+    """Deprecated MindSpore Serving interface: run the servable's only model; use add_stage."""
+    loading = _loading("call_servable")
+    outputs = _legacy_outputs(loading, "call_servable")
+    if not loading.models:
+        raise DefinitionError("There is no model declared, you can use declare_model to declare models.")
+    if len(loading.models) > 1:
+        raise DefinitionError(
+            "There are more than one servable declared when the interface 'call_servable' is used, use "
+            "'add_stage' to replace 'call_servable'"
+        )
+    return add_stage(loading.models[0], *args, outputs_count=outputs)
+
+
+def register_method(output_names: str | Sequence[str]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: define a method of the servable being loaded, with these output names."""
+    names = [output_names] if isinstance(output_names, str) else list(output_names)
+
+    def register(function: Callable[..., Any]) -> Callable[..., Any]:
+        loading = _loading("register_method")
+        for param in inspect.signature(function).parameters.values():
+            if param.kind == param.KEYWORD_ONLY:
+                raise DefinitionError(f"'{function.__name__}' input {param.name} cannot be KEYWORD_ONLY !")
+        if function.__name__ in loading.servable.methods:
+            raise DefinitionError(f"Method {function.__name__} has been registered more than once.")
+        loading.legacy = _legacy_meta(function)
+        loading.legacy_called = set()
+        loading.servable.add_method(function, outputs=names)
+        return function
+
+    return register

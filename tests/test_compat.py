@@ -1,0 +1,257 @@
+"""MindSpore Serving 2.0 servables, unchanged, through mindserve.compat (real MindSpore)."""
+
+import logging
+import os
+import shutil
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import mindserve
+from conftest import run_net
+from mindserve import LoadError
+from mindserve.compat import load_servable, server
+from mindserve.compat.client import Client
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture(scope="module")
+def compat_root(tmp_path_factory):
+    """The servables of tests/compat_servables, with their version 1 models exported."""
+    import mindspore as ms
+    from mindspore import nn, ops
+
+    from models import MLP, AddMul, dynamic, export
+
+    class Add(nn.Cell):
+        def construct(self, x, y):
+            return x + y
+
+    class Mul(nn.Cell):
+        def construct(self, x, y):
+            return ops.mul(x, y)
+
+    root = tmp_path_factory.mktemp("compat")
+    shutil.copytree(os.path.join(HERE, "compat_servables"), root, dirs_exist_ok=True)
+    for name in ("add", "batchfn", "subgraphs", "legacy"):
+        export(Add(), f"{root}/{name}/1/tensor_add.mindir", dynamic((3,)), dynamic((3,)))
+    export(Mul(), f"{root}/subgraphs/1/tensor_mul.mindir", dynamic((3,)), dynamic((3,)))
+    mlp = MLP(seed=5)
+    export(mlp, f"{root}/pipeline/1/mlp.mindir", dynamic((16,)))
+    export(Add(), f"{root}/pipeline/1/add10.mindir", dynamic((10,)), dynamic((10,)))
+    del AddMul, ms
+    return {"root": str(root), "mlp": mlp}
+
+
+@pytest.fixture
+def served(compat_root):
+    """Start servables through the compat server; stop them afterwards."""
+    started = []
+
+    def start(name, **options):
+        server.start_servables(server.ServableStartConfig(compat_root["root"], name, device_ids=0, **options))
+        started.append(name)
+
+    yield start
+    server.stop()
+
+
+def floats(*values):
+    return np.array(values, np.float32)
+
+
+def test_tensor_add_through_the_compat_client(served):
+    served("add")
+    x1, x2 = floats(1, 2, 3), floats(10, 20, 30)
+    result = Client("localhost:5500", "add", "add_common").infer([{"x1": x1, "x2": x2}, {"x1": x2, "x2": x2}])
+    assert [r["y"].tolist() for r in result] == [[11, 22, 33], [20, 40, 60]]
+    cast = Client("localhost:5500", "add", "add_cast").infer({"x1": np.arange(3), "x2": np.arange(3)})
+    assert cast[0]["y"].tolist() == [0, 2, 4]
+    assert Client("", "add", "add_common").infer_async([{"x1": x1, "x2": x1}]).result()[0]["y"].tolist() == [
+        2,
+        4,
+        6,
+    ]
+
+
+def test_compat_results_equal_the_native_api(served, compat_root, rt):
+    served("add")
+    x1, x2 = floats(0.5, -1, 2), floats(3, 4, 5)
+    compat = Client("", "add", "add_common").infer([{"x1": x1, "x2": x2}])[0]["y"]
+    native = mindserve.Servable("add", directory=os.path.join(compat_root["root"], "add"))
+    model = native.model("tensor_add.mindir")
+    native.add_method(lambda x1, x2: model(x1, x2), name="add_common", outputs="y")
+    rt.start(native)
+    np.testing.assert_array_equal(rt.infer("add", "add_common", [{"x1": x1, "x2": x2}])[0]["y"], compat)
+
+
+def test_errors_come_back_per_instance_and_per_request(served):
+    served("add")
+    client = Client("", "add", "add_common")
+    results = client.infer(
+        [{"x1": floats(1, 2, 3), "x2": floats(1, 2, 3)}, {"x1": floats(1, 2), "x2": floats(1, 2)}]
+    )
+    assert results[0]["y"].tolist() == [2, 4, 6]
+    assert set(results[1]) == {"error"} and "expected 3 float32 elements" in results[1]["error"]
+    single = client.infer({"x1": np.zeros(3, np.int32), "x2": np.zeros(3, np.int32)})
+    assert set(single) == {"error"} and "float32" in single["error"]
+    assert "no method 'nope'" in Client("", "add", "nope").infer({"x1": 1})["error"]
+    assert "no servable named 'missing'" in Client("", "missing", "m").infer({"x1": 1})["error"]
+    with pytest.raises(RuntimeError, match="instance should be a map"):
+        client.infer([[1, 2]])
+
+
+def test_pipeline_of_preprocess_two_models_and_postprocess(served, compat_root):
+    """The preprocess returns (4, 4) for a (16,) model input: accepted, as in MindSpore Serving."""
+    served("pipeline")
+    image = np.arange(16, dtype=np.uint8) * 10
+    bias = np.ones(10, np.float32)
+    (result,) = Client("", "pipeline", "classify").infer([{"image": image, "bias": bias}])
+    logits = run_net(compat_root["mlp"], (image.astype(np.float32) / 255.0)[None])[0]
+    assert result["label"] == int(np.argmax(logits))
+    assert result["total"] == pytest.approx(float((logits + 1).sum()), rel=1e-5)
+
+
+def test_batch_functions(served):
+    served("batchfn")
+    instances = [{"x1": floats(k, k, k), "x2": floats(1, 2, 3)} for k in range(6)]
+    results = Client("", "batchfn", "run").infer(instances)
+    assert [r["y"].tolist() for r in results] == [[2 * k + 2, 2 * k + 4, 2 * k + 6] for k in range(6)]
+    assert [r["total"] for r in results] == [6 * k + 12 for k in range(6)]
+
+
+def test_model_with_two_subgraphs_and_model_call_forms(served):
+    served("subgraphs")
+    x1, x2 = floats(1, 2, 3), floats(2, 2, 2)
+    (result,) = Client("", "subgraphs", "compute").infer([{"x1": x1, "x2": x2}])
+    assert result["y"].tolist() == [6, 8, 10]
+    many = Client("", "subgraphs", "add_many").infer([{"x1": x1, "x2": x2}, {"x1": x2, "x2": x2}])
+    assert [r["y"].tolist() for r in many] == [[3, 4, 5], [4, 4, 4]]
+
+
+def test_legacy_call_servable_interfaces(served):
+    served("legacy")
+    (result,) = Client("", "legacy", "add_cast").infer([{"x1": np.arange(3), "x2": np.ones(3)}])
+    assert result["y"].tolist() == [1, 2, 3] and result["total"] == 6.0
+
+
+def test_start_servable_in_master_and_network_calls_are_accepted(compat_root, caplog):
+    with caplog.at_level(logging.WARNING, logger="mindserve.compat"):
+        server.start_servable_in_master(compat_root["root"], "add", version_number=1)
+        server.start_grpc_server("127.0.0.1:5500")
+        server.start_restful_server("127.0.0.1:1500")
+    try:
+        assert "has no network layer: start_grpc_server('127.0.0.1:5500') starts nothing" in caplog.text
+        assert "start_restful_server" in caplog.text
+        assert Client("", "add", "add_common").infer({"x1": floats(1, 1, 1), "x2": floats(1, 1, 1)})[0][
+            "y"
+        ].tolist() == [2, 2, 2]
+    finally:
+        server.stop()
+
+
+def test_import_system_is_left_as_it_was(compat_root):
+    before = {name: sys.modules.get(name) for name in ("mindspore_serving", "mindspore_serving.server")}
+    load_servable(compat_root["root"], "add")
+    assert {name: sys.modules.get(name) for name in before} == before
+    assert "mindspore_serving.server.register" not in sys.modules
+
+
+def write_servable(root, name, config, versions=(1,)):
+    directory = root / name
+    directory.mkdir(parents=True)
+    (directory / "servable_config.py").write_text(textwrap.dedent(config))
+    for version in versions:
+        (directory / str(version)).mkdir()
+    return str(root)
+
+
+HEADER = """
+from mindspore_serving.server import register
+def identity(x):
+    return x
+"""
+
+
+@pytest.mark.parametrize(
+    "config, match",
+    [
+        (
+            HEADER
+            + """
+model = register.declare_model("a.mindir", "MindIR")
+again = register.declare_model("a.mindir", "MindIR")
+""",
+            "The model file 'a.mindir' has already been declared",
+        ),
+        (
+            HEADER
+            + """
+@register.register_method(output_names=["y"])
+def f(x):
+    return register.add_stage(identity, x, outputs_count=1)
+@register.register_method(output_names=["y"])
+def f(x):
+    return register.add_stage(identity, x, outputs_count=1)
+""",
+            "Method f has been registered more than once",
+        ),
+        (
+            HEADER
+            + """
+@register.register_method(output_names=["y"])
+def f(x, z):
+    return register.add_stage(identity, x, z, outputs_count=1)
+""",
+            "function identity input args count 1 not match the count 2 registered in method",
+        ),
+        (
+            HEADER
+            + """
+@register.register_method(output_names=["y", "z"])
+def f(x):
+    return register.add_stage(identity, x, outputs_count=1)
+""",
+            "returns 1 values but declares 2 outputs",
+        ),
+        (HEADER + "model = register.declare_model('a.om', 'OM')\n", "export the model as MindIR"),
+        (HEADER + "raise ValueError('broken config')\n", "ValueError: broken config"),
+    ],
+)
+def test_config_errors_are_load_errors(tmp_path, config, match):
+    root = write_servable(tmp_path, "bad", config)
+    with pytest.raises(LoadError, match=match):
+        load_servable(root, "bad")
+
+
+def test_missing_directory_config_version(tmp_path, rt):
+    with pytest.raises(LoadError, match="the directory .* does not exist"):
+        load_servable(str(tmp_path), "nothing")
+    (tmp_path / "noconfig").mkdir()
+    with pytest.raises(LoadError, match="servable_config.py' does not exist"):
+        load_servable(str(tmp_path), "noconfig")
+    config = (
+        HEADER
+        + """
+model = register.declare_model("a.mindir", "MindIR")
+@register.register_method(output_names=["y"])
+def f(x):
+    return register.add_stage(model, x, outputs_count=1)
+"""
+    )
+    root = write_servable(tmp_path / "r1", "noversion", config, versions=())
+    with pytest.raises(mindserve.VersionNotFoundError, match="no version directory"):
+        rt.start(load_servable(root, "noversion"))
+    root = write_servable(tmp_path / "r2", "v1only", config)
+    with pytest.raises(mindserve.VersionNotFoundError, match=r"has no version 2 .*available: \[1\]"):
+        rt.start(load_servable(root, "v1only"), version=2)
+
+
+def test_register_outside_a_load_is_a_clear_error():
+    from mindserve.compat import register
+
+    with pytest.raises(mindserve.DefinitionError, match="can only be used in a servable_config.py loaded by"):
+        register.declare_model("a.mindir", "MindIR")
