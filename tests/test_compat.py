@@ -228,10 +228,10 @@ def test_config_errors_are_load_errors(tmp_path, config, match):
 
 
 def test_missing_directory_config_version(tmp_path, rt):
-    with pytest.raises(LoadError, match="the directory .* does not exist"):
+    with pytest.raises(LoadError, match=r"the directory .* does not exist"):
         load_servable(str(tmp_path), "nothing")
     (tmp_path / "noconfig").mkdir()
-    with pytest.raises(LoadError, match="servable_config.py' does not exist"):
+    with pytest.raises(LoadError, match=r"servable_config\.py' does not exist"):
         load_servable(str(tmp_path), "noconfig")
     config = (
         HEADER
@@ -253,5 +253,7 @@ def f(x):
 def test_register_outside_a_load_is_a_clear_error():
     from mindserve.compat import register
 
-    with pytest.raises(mindserve.DefinitionError, match="can only be used in a servable_config.py loaded by"):
+    with pytest.raises(
+        mindserve.DefinitionError, match=r"can only be used in a servable_config\.py loaded by"
+    ):
         register.declare_model("a.mindir", "MindIR")

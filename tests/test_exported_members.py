@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import types
 
 import mindserve
 
@@ -10,8 +11,23 @@ def test_all_names_exist_and_are_public():
     """Every name in __all__ exists; every public attribute is in __all__."""
     for name in mindserve.__all__:
         assert hasattr(mindserve, name), name
-    public = {n for n in dir(mindserve) if not n.startswith("_")}
+    public = {
+        n
+        for n in dir(mindserve)
+        if not n.startswith("_") and not isinstance(getattr(mindserve, n), types.ModuleType)
+    }
     assert public == set(mindserve.__all__) - {"__version__"}
+
+
+def test_public_subpackages():
+    """mindserve.compat is the one public subpackage; its modules say what they export."""
+    import mindserve.compat
+    from mindserve.compat import client, register, server
+
+    assert mindserve.compat.__all__ == ["load_servable"]
+    for module in (client, register, server):
+        for name in module.__all__:
+            assert hasattr(module, name), (module.__name__, name)
 
 
 def test_public_classes_say_they_are_from_mindserve():
