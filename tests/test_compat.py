@@ -136,6 +136,8 @@ def test_legacy_call_servable_interfaces(served):
     served("legacy")
     (result,) = Client("", "legacy", "add_cast").infer([{"x1": np.arange(3), "x2": np.ones(3)}])
     assert result["y"].tolist() == [1, 2, 3] and result["total"] == 6.0
+    piped = Client("", "legacy", "add_pipeline").infer([{"x1": np.arange(3), "x2": np.ones(3)}] * 3)
+    assert [r["total"] for r in piped] == [6.0, 6.0, 6.0]
 
 
 def test_start_servable_in_master_and_network_calls_are_accepted(compat_root, caplog):
