@@ -12,6 +12,7 @@ from mindserve._mindspore import check_version, parse_version
 
 START_A_MINDIR_SERVABLE = """
 import mindserve
+open("m.mindir", "wb").write(b"a model file")
 svc = mindserve.Servable("m")
 model = svc.model("m.mindir")
 svc.add_method(lambda x: model(x), name="f")

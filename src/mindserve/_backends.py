@@ -66,14 +66,15 @@ def open_backend(
     """Load a model's backend; any failure is a :class:`LoadError` naming ``where``."""
     if model.kind == "callable":
         return CallableBackend(model.source)
-    _mindspore.use_device(*device)
     if model.kind == "cell":
+        _mindspore.use_device(*device)
         with _mindspore.mindspore_lock():
             model.source.set_train(False)
         return NetworkBackend(model.source)
     path = model_path(model, version_dir)
     if not os.path.isfile(path):
         raise LoadError(f"{where}: model '{model.name}': file {path!r} does not exist")
+    _mindspore.use_device(*device)
     try:
         network = _mindspore.load_mindir(path, model.dec_key, model.dec_mode)
     except Exception as exc:
