@@ -42,16 +42,20 @@ def _shape(results: list[Any]) -> Any:
 
 
 class _AsyncResult:
-    def __init__(self, future: Future[Any] | None, error: Any = None) -> None:
-        self._future = future
+    """A call's outcome: a future, results already there, or a whole-request error."""
+
+    def __init__(self, outcome: Future[Any] | list[Any] | None, error: Any = None) -> None:
+        self._outcome = outcome
         self._error = error
 
     def result(self) -> Any:
         """The results, in the shape ``Client.infer`` returns."""
-        if self._future is None:
+        if self._outcome is None:
             return self._error
+        if isinstance(self._outcome, list):
+            return _shape(self._outcome)
         try:
-            return _shape(self._future.result())
+            return _shape(self._outcome.result())
         except MindServeError as exc:
             return {"error": str(exc)}
 
@@ -78,24 +82,18 @@ class Client:
 
     def infer(self, instances: Any) -> Any:
         """Run the method on one instance (a dict) or a list of them."""
-        items = _as_instances(instances)
-        try:
-            results = server.runtime().infer(
-                self.servable_name,
-                self.method_name,
-                items,
-                version=self.version_number,
-                return_exceptions=True,
-            )
-        except MindServeError as exc:
-            return {"error": str(exc)}
-        return _shape(results)
+        return self._call(instances, wait=True).result()
 
     def infer_async(self, instances: Any) -> _AsyncResult:
         """Start the call; ``.result()`` waits and returns what :meth:`infer` would."""
+        return self._call(instances, wait=False)
+
+    def _call(self, instances: Any, wait: bool) -> _AsyncResult:
         items = _as_instances(instances)
+        rt = server.runtime()
+        call = rt.infer if wait else rt.infer_async
         try:
-            future = server.runtime().infer_async(
+            outcome = call(
                 self.servable_name,
                 self.method_name,
                 items,
@@ -104,4 +102,4 @@ class Client:
             )
         except MindServeError as exc:
             return _AsyncResult(None, {"error": str(exc)})
-        return _AsyncResult(future)
+        return _AsyncResult(outcome)
