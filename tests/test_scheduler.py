@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from mindserve import DeadlineExceededError, OverloadedError
 from mindserve._outcome import Failure
-from mindserve._scheduler import CancelledCall, Request, Scheduler
+from mindserve._scheduler import Scheduler
+from mindserve._waiting import CancelledCall, Request
 
 
 class FakeModel:

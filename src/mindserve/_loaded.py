@@ -15,11 +15,12 @@ from mindserve._errors import LoadError, MindServeError
 from mindserve._model import Model
 from mindserve._model_runner import LoadedModel
 from mindserve._outcome import Outcome
-from mindserve._scheduler import UNLIMITED, Pending, Request, Scheduler
+from mindserve._scheduler import UNLIMITED, Scheduler
 from mindserve._servable import ServableDefinition
 from mindserve._stage import Stage
 from mindserve._status import MethodInfo, ModelInfo, ServableInfo
 from mindserve._versions import resolve_version
+from mindserve._waiting import Pending, Request
 
 
 class LoadedServable:

@@ -25,8 +25,9 @@ from mindserve._errors import InvalidInputError, LoadError, ModelError
 from mindserve._mindspore import first_line
 from mindserve._model import Model
 from mindserve._outcome import Failure, Outcome
-from mindserve._scheduler import Pending, Request, Scheduler
+from mindserve._scheduler import Scheduler
 from mindserve._specs import TensorSpec, to_model_input
+from mindserve._waiting import Pending, Request
 
 #: Largest batch fed to a model that accepts any batch size.
 DEFAULT_MAX_BATCH_SIZE = 64

@@ -18,9 +18,9 @@ from mindserve._errors import InstanceError, InvalidInputError
 from mindserve._loaded import LoadedServable
 from mindserve._method import Method
 from mindserve._outcome import Failure, Outcome
-from mindserve._scheduler import Pending, Request
 from mindserve._specs import check_instance_value, describe_value
 from mindserve._stage import Stage
+from mindserve._waiting import Pending, Request
 
 _MISSING = object()
 

@@ -30,10 +30,10 @@ from mindserve._loaded import LoadedServable
 from mindserve._method import Method
 from mindserve._mindspore import normalize_device_target
 from mindserve._pipeline import run_method, run_method_async
-from mindserve._scheduler import CancelledCall, Request
 from mindserve._servable import Servable
 from mindserve._status import ServableInfo, ServableStatus
 from mindserve._versions import check_version_number
+from mindserve._waiting import CancelledCall, Request
 from mindserve._watcher import Watcher
 
 

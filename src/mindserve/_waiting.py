@@ -1,0 +1,219 @@
+"""How a call waits for its instances: its deadline, its tickets, and its wake-ups.
+
+A :class:`Request` is one call (its deadline, and whether its caller gave up). A
+:class:`Ticket` completes when every instance the call queued at one step has an outcome;
+the caller waits on it in its thread (:meth:`Request.finish`) or on an event loop
+(:meth:`Request.finish_async`). A :class:`Pending` step pairs a ticket with how to turn
+its outcomes into the step's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+import time
+import weakref
+from typing import Callable
+
+from mindserve._errors import DeadlineExceededError, RuntimeClosedError
+from mindserve._outcome import Outcome
+
+
+class Request:
+    """One call's deadline, and whether its caller has given up on it."""
+
+    __slots__ = ("abandoned", "deadline", "ticket", "timeout")
+
+    def __init__(self, timeout: float | None = None) -> None:
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
+            raise TypeError(f"timeout must be a number of seconds or None; got {timeout!r}")
+        self.timeout = timeout
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        #: Why the caller gave up ("cancelled" or "deadline"), or None.
+        self.abandoned: str | None = None
+        #: The ticket the caller waits on now, so that giving up can wake it.
+        self.ticket: Ticket | None = None
+
+    def abandon(self, reason: str) -> None:
+        """Give up: queued instances of this request will be dropped."""
+        self.abandoned = reason
+        ticket = self.ticket
+        if ticket is not None:
+            ticket.release()
+
+    def expired(self, now: float) -> bool:
+        return self.abandoned is not None or (self.deadline is not None and now >= self.deadline)
+
+    def remaining(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def finish(self, pending: Pending) -> list[Outcome]:
+        """Wait for a pending step in this thread and return its outcomes."""
+        return pending.finish(self.wait(pending.ticket, pending.what))
+
+    async def finish_async(self, pending: Pending) -> list[Outcome]:
+        """Await a pending step without blocking the event loop; return its outcomes."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        pending.ticket.on_done(functools.partial(_mailbox(loop).post, future))
+        try:
+            await asyncio.wait_for(future, self.remaining())
+        except asyncio.TimeoutError:
+            self.abandon("deadline")
+            raise DeadlineExceededError(
+                f"{pending.what}: the call's timeout of {self.timeout} s passed"
+            ) from None
+        except asyncio.CancelledError:
+            self.abandon("cancelled")
+            raise
+        if not pending.ticket.done and self.abandoned == "closed":
+            raise _closed(pending.what)
+        return pending.finish(pending.ticket.outcomes)  # type: ignore[arg-type]
+
+    def wait(self, ticket: Ticket, what: str) -> list[Outcome]:
+        """Wait for ``ticket``; raise if the deadline passes or the call is cancelled first."""
+        self.ticket = ticket
+        try:
+            if self.abandoned is None:
+                ticket.wait(self.remaining())
+        finally:
+            self.ticket = None
+        if not ticket.done:
+            if self.abandoned is None:
+                self.abandon("deadline")
+            if self.abandoned == "deadline":
+                raise DeadlineExceededError(f"{what}: the call's timeout of {self.timeout} s passed")
+            if self.abandoned == "closed":
+                raise _closed(what)
+            raise CancelledCall(what)
+        return ticket.outcomes  # type: ignore[return-value]
+
+
+class _Mailbox:
+    """Completes futures of one event loop from other threads, waking the loop once per burst.
+
+    An executor finishing a batch of 64 single-instance calls would otherwise wake the
+    loop 64 times (a system call each).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._futures: list[asyncio.Future[None]] = []
+
+    def post(self, future: asyncio.Future[None]) -> None:
+        with self._lock:
+            self._futures.append(future)
+            first = len(self._futures) == 1
+        if first:
+            try:
+                self.loop.call_soon_threadsafe(self._deliver)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                pass
+
+    def _deliver(self) -> None:
+        with self._lock:
+            futures, self._futures = self._futures, []
+        for future in futures:
+            if not future.done():
+                future.set_result(None)
+
+
+_mailboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Mailbox] = weakref.WeakKeyDictionary()
+_mailboxes_lock = threading.Lock()
+
+
+def _mailbox(loop: asyncio.AbstractEventLoop) -> _Mailbox:
+    mailbox = _mailboxes.get(loop)
+    if mailbox is None:
+        with _mailboxes_lock:
+            mailbox = _mailboxes.setdefault(loop, _Mailbox(loop))
+    return mailbox
+
+
+class Pending:
+    """A step waiting on a scheduler: its ticket, and how to turn the ticket's outcomes
+    into the step's outcomes (adding the instances that failed before being queued)."""
+
+    __slots__ = ("finish", "ticket", "what")
+
+    def __init__(
+        self, ticket: Ticket, what: str, finish: Callable[[list[Outcome]], list[Outcome]] | None = None
+    ) -> None:
+        self.ticket = ticket
+        self.what = what
+        self.finish = finish or _unchanged
+
+
+def _unchanged(outcomes: list[Outcome]) -> list[Outcome]:
+    return outcomes
+
+
+def _closed(what: str) -> RuntimeClosedError:
+    return RuntimeClosedError(f"{what}: the runtime was closed before this call completed")
+
+
+class CancelledCall(Exception):
+    """Internal: the caller cancelled its future; nobody is waiting for the result."""
+
+
+class Ticket:
+    """One request's instances at one step; complete when every instance has an outcome."""
+
+    __slots__ = ("_callback", "_counter", "_done", "_pending", "_released", "outcomes")
+
+    def __init__(self, count: int) -> None:
+        self.outcomes: list[Outcome | None] = [None] * count
+        self._pending = count
+        self._counter = threading.Lock()
+        self._done = threading.Lock()
+        self._done.acquire()
+        self._released = False
+        self._callback: Callable[[], None] | None = None
+        if count == 0:
+            self.release()
+
+    @property
+    def done(self) -> bool:
+        return self._pending == 0
+
+    def resolve(self, index: int, outcome: Outcome) -> None:
+        self.outcomes[index] = outcome
+        self.settled(1)
+
+    def settled(self, count: int) -> None:
+        """``count`` more outcomes have been written into ``outcomes``."""
+        with self._counter:
+            self._pending -= count
+            finished = self._pending == 0
+        if finished:
+            self.release()
+
+    def release(self) -> None:
+        """Wake the waiter (once)."""
+        with self._counter:
+            if self._released:
+                return
+            self._released = True
+            callback = self._callback
+        self._done.release()
+        if callback is not None:
+            callback()
+
+    def on_done(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from any thread) when the waiter is woken; at once if it was."""
+        with self._counter:
+            released = self._released
+            if not released:
+                self._callback = callback
+        if released:
+            callback()
+
+    def wait(self, timeout: float | None) -> None:
+        if self._pending == 0:
+            return
+        if timeout is None:
+            self._done.acquire()
+        elif timeout > 0:
+            self._done.acquire(timeout=timeout)
