@@ -280,3 +280,22 @@ def test_invalid_inputs_fail_before_queueing(gated):
     results = rt.infer("g", "f", [{"x": "text"}, {"x": np.float32(1)}], return_exceptions=True)
     assert isinstance(results[0], InvalidInputError) and results[1] == {"y": np.float32(10)}
     assert model.seen == [1.0]
+
+
+def test_deadline_passed_in_a_slow_stage_stops_before_the_model(rt):
+    """A call whose deadline passed while a per-instance stage ran never reaches the model."""
+    svc = mindserve.Servable("s")
+    seen = []
+    model = svc.model(lambda x: seen.append(x) or x, name="m")
+    slow = threading.Event()
+
+    @svc.stage
+    def linger(x):
+        slow.wait(0.1)
+        return x
+
+    svc.add_method(lambda x: model(linger(x)), name="f")
+    rt.start(svc)
+    with pytest.raises(DeadlineExceededError, match="model 'm'"):
+        rt.infer("s", "f", [{"x": np.float32(1)}], timeout=0.01)
+    assert seen == []

@@ -100,6 +100,7 @@ class Scheduler:
         ticket = Ticket(len(values))
         if not values:
             return ticket
+        request.check(self.name)
         count = len(values)
         dead: list[Item] = []
         with self._cond:

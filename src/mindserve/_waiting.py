@@ -48,6 +48,17 @@ class Request:
     def remaining(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
 
+    def check(self, what: str) -> None:
+        """Raise now if the deadline has passed or the caller gave up (before queueing more)."""
+        if self.expired(time.monotonic()):
+            if self.abandoned is None:
+                self.abandon("deadline")
+            if self.abandoned == "deadline":
+                raise DeadlineExceededError(f"{what}: the call's timeout of {self.timeout} s passed")
+            if self.abandoned == "closed":
+                raise _closed(what)
+            raise CancelledCall(what)
+
     def finish(self, pending: Pending) -> list[Outcome]:
         """Wait for a pending step in this thread and return its outcomes."""
         return pending.finish(self.wait(pending.ticket, pending.what))
