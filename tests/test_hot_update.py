@@ -249,3 +249,38 @@ def test_a_call_never_mixes_versions_across_its_stages(rt):
     assert rt.infer("mix", "f", [{"x": 0}], timeout=10) == [{"path": "new-first+new-second"}]
     gate.set()
     assert call.result(10) == [{"path": "old-first+old-second"}]
+
+
+def test_stop_during_an_update_discards_the_new_version(rt, tree, monkeypatch):
+    """A servable stopped while its new version loads does not come back to life."""
+    gate, entered = threading.Event(), threading.Event()
+    svc = mindserve.Servable("v", directory=tree)
+
+    model = svc.model(lambda x: x, name="m")
+    svc.add_method(lambda x: model(x), name="f")
+    rt.start(svc, version=1)
+    original = mindserve._loaded.LoadedServable.load
+
+    def held_load(*args, **kwargs):
+        entered.set()
+        gate.wait(30)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(mindserve._loaded.LoadedServable, "load", held_load)
+    result = []
+    updater = threading.Thread(target=lambda: result.append(_capture(lambda: rt.update("v", version=2))))
+    updater.start()
+    assert entered.wait(10)
+    rt.stop("v")
+    gate.set()
+    updater.join(30)
+    assert isinstance(result[0], mindserve.ServableNotFoundError)
+    assert "was stopped or restarted while version 2 loaded" in str(result[0])
+    assert rt.status() == []
+
+
+def _capture(call):
+    try:
+        return call()
+    except Exception as exc:
+        return exc

@@ -125,6 +125,10 @@ class Runtime:
             with self._lock:
                 self._check_open_or_discard(loaded)
                 retired = list(hosted.versions.values())
+                current = self._hosted.get(hosted.name)
+                if current is not None and current is not hosted:  # started meanwhile elsewhere
+                    retired += current.versions.values()
+                    current.stop_watching()
                 hosted.servable = servable
                 hosted.versions = {loaded.version: loaded}
                 hosted.stop_watching()
@@ -148,7 +152,7 @@ class Runtime:
         with hosted.update_lock:
             loaded = self._load(hosted, servable, version)
             with self._lock:
-                self._check_open_or_discard(loaded)
+                self._check_still_hosted(hosted, loaded)
                 previous = hosted.versions.get(loaded.version)
                 hosted.versions[loaded.version] = loaded
             self._swapped(loaded, [previous] if previous else [])
@@ -172,7 +176,7 @@ class Runtime:
         with hosted.update_lock:
             loaded = self._load(hosted, definition, version)
             with self._lock:
-                self._check_open_or_discard(loaded)
+                self._check_still_hosted(hosted, loaded)
                 retired = []
                 previous_default = hosted.default()
                 same = hosted.versions.get(loaded.version)
@@ -287,6 +291,16 @@ class Runtime:
         if self._closed:
             loaded.retire()
             self._check_open()
+
+    def _check_still_hosted(self, hosted: Hosted, loaded: LoadedServable) -> None:
+        """The servable may have been stopped (or restarted) while the version loaded."""
+        self._check_open_or_discard(loaded)
+        if self._hosted.get(hosted.name) is not hosted:
+            loaded.retire()
+            raise ServableNotFoundError(
+                f"servable '{hosted.name}' was stopped or restarted while version {loaded.version} loaded; "
+                f"the new version was discarded"
+            )
 
     def _swapped(self, loaded: LoadedServable, retired: list[LoadedServable]) -> None:
         self._events.emit("swapped", loaded.name, loaded.version)
