@@ -267,3 +267,28 @@ def test_model_names_default_from_the_source(svc):
     assert svc.model("dir/resnet50.mindir").name == "resnet50"
     assert svc.model(lambda x: x).name == "model"
     assert svc.model(double).name == "double"
+
+
+def test_tuple_return_annotation_declares_the_outputs(svc):
+    """A stage annotated to return a fixed-length tuple has that many outputs."""
+
+    @svc.stage
+    def stats(x) -> tuple[float, float]:
+        return float(x.mean()), float(x.std())
+
+    @svc.stage(batch_size=4)
+    def pairs(xs) -> list[tuple[int, int]]:
+        return [(x, -x) for x in xs]
+
+    @svc.stage
+    def anything(x) -> tuple[float, ...]:
+        return (x,)
+
+    assert (stats.outputs, pairs.outputs, anything.outputs) == (2, 2, 1)
+
+    @svc.method(outputs=["mean", "std"])
+    def describe(x):
+        mean, std = stats(x)
+        return mean, std
+
+    assert svc.methods["describe"].outputs == ("mean", "std")

@@ -103,7 +103,7 @@ class Servable:
         *,
         name: str | None = None,
         batch_size: int | None = None,
-        outputs: int = 1,
+        outputs: int | None = None,
     ) -> Stage:
         """Register ``function`` as a Python stage; the plain form of :meth:`stage`."""
         stage = Stage(function, name=name, batch_size=batch_size, outputs=outputs)
@@ -120,7 +120,7 @@ class Servable:
 
     @overload
     def stage(
-        self, *, name: str | None = None, batch_size: int | None = None, outputs: int = 1
+        self, *, name: str | None = None, batch_size: int | None = None, outputs: int | None = None
     ) -> Callable[[F], Stage]: ...
 
     def stage(
@@ -129,14 +129,15 @@ class Servable:
         *,
         name: str | None = None,
         batch_size: int | None = None,
-        outputs: int = 1,
+        outputs: int | None = None,
     ) -> Any:
         """Decorator: register a Python stage, with or without options.
 
         ``batch_size=None`` calls the function once per instance; ``batch_size=k`` calls
         it with lists of up to ``k`` instances (``0``: all of them), one list per
         parameter, and expects one result per instance back. ``outputs=N`` declares
-        that it returns N values.
+        that it returns N values; without it, a return annotation ``-> tuple[A, B]`` (for a
+        batched stage, ``-> list[tuple[A, B]]``) declares two, and anything else one.
         """
         if function is not None:
             return self.add_stage(function, name=name, batch_size=batch_size, outputs=outputs)

@@ -11,12 +11,35 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
+import typing
 from collections.abc import Sequence
 from typing import Any, Callable
 
 from mindserve._errors import DefinitionError, StageError
 from mindserve._outcome import Failure, Outcome
 from mindserve._tracing import active_trace
+
+
+def annotated_outputs(function: Callable[..., Any], batched: bool) -> int | None:
+    """How many values a function's return annotation says it returns, if it says.
+
+    ``-> tuple[A, B]`` is two outputs; for a batched stage, ``-> list[tuple[A, B]]`` (or an
+    ``Iterator``/``Generator``/``Sequence`` of such tuples) is two outputs per instance.
+    """
+    try:
+        hints = typing.get_type_hints(function)
+    except Exception:  # unresolvable names in annotations: nothing to learn from them
+        return None
+    annotation = hints.get("return")
+    if batched:
+        args = typing.get_args(annotation)
+        annotation = args[0] if args else None
+    if typing.get_origin(annotation) is not tuple:
+        return None
+    items = typing.get_args(annotation)
+    if not items or items[-1] is Ellipsis:
+        return None
+    return len(items)
 
 
 def check_outputs(outputs: object, what: str) -> int:
@@ -39,7 +62,7 @@ class Stage:
         *,
         name: str | None = None,
         batch_size: int | None = None,
-        outputs: int = 1,
+        outputs: int | None = None,
     ) -> None:
         if not callable(function):
             raise DefinitionError(f"a stage must be a callable; got {function!r}")
@@ -53,6 +76,8 @@ class Stage:
         self.function = function
         self.name: str = name or str(getattr(function, "__name__", type(function).__name__))
         self.batch_size = batch_size
+        if outputs is None:
+            outputs = annotated_outputs(function, batch_size is not None) or 1
         self.outputs = check_outputs(outputs, f"stage '{self.name}'")
         try:
             self.signature: inspect.Signature | None = inspect.signature(function)
