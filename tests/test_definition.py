@@ -292,3 +292,28 @@ def test_tuple_return_annotation_declares_the_outputs(svc):
         return mean, std
 
     assert svc.methods["describe"].outputs == ("mean", "std")
+
+
+@pytest.mark.parametrize(
+    "outputs, match",
+    [([], "must be a non-empty list of output names"), (["a", "a"], r"names an output twice: \['a', 'a'\]")],
+)
+def test_bad_output_names(svc, outputs, match):
+    stage = svc.add_stage(lambda x: x, name="f")
+    with pytest.raises(DefinitionError, match=match):
+        svc.add_method(lambda x: stage(x), name="m", outputs=outputs)
+
+
+def test_dict_return_must_match_declared_outputs(svc):
+    stage = svc.add_stage(lambda x: x, name="f")
+    with pytest.raises(DefinitionError, match=r"returns outputs \['y'\] but declares outputs=\['z'\]"):
+        svc.add_method(lambda x: {"y": stage(x)}, name="m", outputs=["z"])
+
+
+def test_keyword_only_stage_arguments_are_refused(svc):
+    @svc.stage
+    def scale(x, *, factor=2):
+        return x * factor
+
+    with pytest.raises(DefinitionError, match=r"receives keyword-only arguments \['factor'\]"):
+        svc.add_method(lambda x: scale(x, factor=x), name="m")

@@ -365,3 +365,17 @@ def test_model_output_without_batch_dim_fails_clearly(rt):
         "model 'total': model output 0 has shape (), but its first dimension should be the batch size"
         in str(results[0])
     )
+
+
+def test_batched_stage_must_return_a_sequence(rt):
+    svc = mindserve.Servable("s")
+
+    @svc.stage(batch_size=0)
+    def wrong(xs):
+        return len(xs)
+
+    svc.add_method(lambda x: wrong(x), name="m")
+    rt.start(svc)
+    results = rt.infer("s", "m", [{"x": 1}, {"x": 2}], return_exceptions=True)
+    assert all(isinstance(r, StageError) for r in results)
+    assert "must return or yield one result per instance; it returned int" in str(results[0])
