@@ -7,18 +7,24 @@ from hypothesis import strategies as st
 from mindserve import _batching
 
 
-def test_group_by_shape_and_dtype():
+def keys(instances, unbatched=()):
+    return [_batching.batch_key(arrays, unbatched) for arrays in instances]
+
+
+def test_batches_split_by_shape_and_dtype():
     a = (np.zeros(3, np.float32),)
     b = (np.zeros(4, np.float32),)
     c = (np.zeros(3, np.float64),)
-    assert _batching.group([a, b, a, c, b], []) == [[0, 2], [1, 4], [3]]
+    assert _batching.split(keys([a, b, a, c, b]), 5, 8) == [[0, 2], [1, 4], [3]]
+    assert _batching.split(keys([a, a, a, b]), 4, 2) == [[0, 1], [2], [3]]
+    assert _batching.split(None, 5, 2) == [[0, 1], [2, 3], [4]]
 
 
-def test_unbatched_inputs_group_by_value():
+def test_unbatched_inputs_split_by_value():
     one, two = np.ones(3, np.float32), np.full(3, 2, np.float32)
     x = np.zeros(3, np.float32)
     instances = [(x, one), (x, two), (x, one.copy())]
-    assert _batching.group(instances, [1]) == [[0, 2], [1]]
+    assert _batching.split(keys(instances, [1]), 3, 8) == [[0, 2], [1]]
 
 
 def test_stack_pads_with_copies_of_the_first_instance():
@@ -49,7 +55,7 @@ def test_chunks_stack_unstack_round_trip(n, size, fixed):
     instances = [(np.array([i, -i], np.int64),) for i in range(n)]
     indices = list(range(n))
     back = []
-    for chunk in _batching.chunks(indices, size):
+    for chunk in _batching.split(None, len(indices), size):
         assert 1 <= len(chunk) <= size
         batch = [instances[i] for i in chunk]
         pad_to = size if fixed else None

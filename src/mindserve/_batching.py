@@ -117,17 +117,17 @@ def batch_key(arrays: Arrays, unbatched: Container[int]) -> Hashable:
     return tuple(key)
 
 
-def group(instances: Sequence[Arrays], unbatched: Container[int]) -> list[list[int]]:
-    """Indices of instances grouped by :func:`batch_key`, groups in first-seen order."""
-    groups: dict[Hashable, list[int]] = {}
-    for index, arrays in enumerate(instances):
-        groups.setdefault(batch_key(arrays, unbatched), []).append(index)
-    return list(groups.values())
-
-
-def chunks(indices: Sequence[int], size: int) -> list[list[int]]:
-    """Split ``indices`` into runs of at most ``size``."""
-    return [list(indices[i : i + size]) for i in range(0, len(indices), size)]
+def split(keys: Sequence[Hashable] | None, count: int, limit: int) -> list[list[int]]:
+    """Batches of indices ``0..count-1``: grouped by key (groups in first-seen order), each
+    group cut into batches of at most ``limit``. ``keys=None``: all share one group."""
+    if keys is None:
+        groups = [list(range(count))]
+    else:
+        by_key: dict[Hashable, list[int]] = {}
+        for index in range(count):
+            by_key.setdefault(keys[index], []).append(index)
+        groups = list(by_key.values())
+    return [group[i : i + limit] for group in groups for i in range(0, len(group), limit)]
 
 
 def stack(

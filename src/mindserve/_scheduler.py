@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Hashable, Sequence
 from typing import Any, Callable
 
+from mindserve._batching import split
 from mindserve._errors import ModelError, OverloadedError, RuntimeClosedError
 from mindserve._outcome import Failure, Outcome
 from mindserve._waiting import Request, Ticket
@@ -145,7 +146,7 @@ class Scheduler:
 
         If others queue up meanwhile, the rest goes behind them, to the executor.
         """
-        batches = _split(range(len(values)), keys, self.max_batch_size)
+        batches = split(keys, len(values), self.max_batch_size)
         try:
             for position, indices in enumerate(batches):
                 outcomes = self._run_batch_safely([values[i] for i in indices])
@@ -244,18 +245,6 @@ class Scheduler:
             settled[item.ticket] = settled.get(item.ticket, 0) + 1
         for ticket, count in settled.items():
             ticket.settled(count)
-
-
-def _split(indices: Sequence[int], keys: Sequence[Hashable] | None, limit: int) -> list[list[int]]:
-    """Group indices by key (first-seen order), then cut each group into batches of ``limit``."""
-    if keys is None:
-        groups = [list(indices)]
-    else:
-        by_key: dict[Hashable, list[int]] = {}
-        for i in indices:
-            by_key.setdefault(keys[i], []).append(i)
-        groups = list(by_key.values())
-    return [group[i : i + limit] for group in groups for i in range(0, len(group), limit)]
 
 
 def _drop(dead: list[Item]) -> None:
