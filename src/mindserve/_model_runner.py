@@ -148,20 +148,6 @@ class LoadedModel:
 
     # -- running -------------------------------------------------------------------
 
-    def run(
-        self,
-        instances: Sequence[tuple[Any, ...]],
-        labels: Sequence[str] | None = None,
-        request: Request | None = None,
-    ) -> list[Outcome]:
-        """Run the model over instances (each a tuple of input values); one outcome each.
-
-        The instances join the model's queue with every other caller's; this waits until
-        they have run (or ``request``'s deadline passes, raising DeadlineExceededError).
-        """
-        request = request or Request()
-        return request.finish(self.submit(instances, labels, request))
-
     def submit(
         self,
         instances: Sequence[tuple[Any, ...]],
