@@ -2,7 +2,7 @@
 
 Each model has a :class:`~mindserve._scheduler.Scheduler`: instances from every caller
 join one queue and run in batches, one batch at a time (MindSpore networks also hold
-MindSpore's process lock), so any number of threads may call :meth:`LoadedModel.run`.
+MindSpore's process lock), so any number of threads may call :meth:`LoadedModel.submit`.
 Batches of a model that takes any batch size are padded up to a bucket, so MindSpore
 compiles few shapes. A batch that fails is retried one instance at a time, so that one
 bad instance fails alone and the others still get their results.
