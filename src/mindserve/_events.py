@@ -11,9 +11,6 @@ import attrs
 
 logger = logging.getLogger("mindserve")
 
-#: The kinds of event, in the order a successful update emits them.
-EVENT_KINDS = ("loaded", "swapped", "unloaded", "failed")
-
 
 @attrs.frozen
 class VersionEvent:
