@@ -210,9 +210,9 @@ class Runtime:
                     hosted.stop_watching()
                     del self._hosted[hosted.name]
                 else:
-                    stopped = [hosted.pick(version)] if version else []
-                    if not stopped:
+                    if not version:
                         raise VersionNotFoundError("stop() takes a version >= 1, or None for all versions")
+                    stopped = [hosted.pick(version)]
                     del hosted.versions[version]
                     if not hosted.versions:
                         hosted.stop_watching()
