@@ -51,13 +51,17 @@ class Request:
     def check(self, what: str) -> None:
         """Raise now if the deadline has passed or the caller gave up (before queueing more)."""
         if self.expired(time.monotonic()):
-            if self.abandoned is None:
-                self.abandon("deadline")
-            if self.abandoned == "deadline":
-                raise DeadlineExceededError(f"{what}: the call's timeout of {self.timeout} s passed")
-            if self.abandoned == "closed":
-                raise _closed(what)
-            raise CancelledCall(what)
+            self._give_up(what)
+
+    def _give_up(self, what: str) -> None:
+        """Raise the error that says why this call stops: deadline, closed, or cancelled."""
+        if self.abandoned is None:
+            self.abandon("deadline")
+        if self.abandoned == "deadline":
+            raise DeadlineExceededError(f"{what}: the call's timeout of {self.timeout} s passed")
+        if self.abandoned == "closed":
+            raise _closed(what)
+        raise CancelledCall(what)
 
     def finish(self, pending: Pending) -> list[Outcome]:
         """Wait for a pending step in this thread and return its outcomes."""
@@ -71,15 +75,12 @@ class Request:
         try:
             await asyncio.wait_for(future, self.remaining())
         except asyncio.TimeoutError:
-            self.abandon("deadline")
-            raise DeadlineExceededError(
-                f"{pending.what}: the call's timeout of {self.timeout} s passed"
-            ) from None
+            pass  # the deadline: reported below, without the TimeoutError as its context
         except asyncio.CancelledError:
             self.abandon("cancelled")
             raise
-        if not pending.ticket.done and self.abandoned == "closed":
-            raise _closed(pending.what)
+        if not pending.ticket.done:
+            self._give_up(pending.what)
         return pending.finish(pending.ticket.outcomes)  # type: ignore[arg-type]
 
     def wait(self, ticket: Ticket, what: str) -> list[Outcome]:
@@ -91,13 +92,7 @@ class Request:
         finally:
             self.ticket = None
         if not ticket.done:
-            if self.abandoned is None:
-                self.abandon("deadline")
-            if self.abandoned == "deadline":
-                raise DeadlineExceededError(f"{what}: the call's timeout of {self.timeout} s passed")
-            if self.abandoned == "closed":
-                raise _closed(what)
-            raise CancelledCall(what)
+            self._give_up(what)
         return ticket.outcomes  # type: ignore[return-value]
 
 
