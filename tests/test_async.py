@@ -299,3 +299,20 @@ def test_deadline_passed_in_a_slow_stage_stops_before_the_model(rt):
     with pytest.raises(DeadlineExceededError, match="model 'm'"):
         rt.infer("s", "f", [{"x": np.float32(1)}], timeout=0.01)
     assert seen == []
+
+
+def test_ainfer_timeout_drops_queued_instances(gated):
+    rt, model = gated
+    caller = hold(rt, model)
+
+    async def main():
+        with pytest.raises(
+            DeadlineExceededError, match=r"servable 'g' version 1, method 'f': model 'times_ten': "
+        ):
+            await rt.ainfer("g", "f", [{"x": np.float32(8)}], timeout=0.05)
+
+    asyncio.run(main())
+    model.gate.set()
+    caller.join(30)
+    rt.infer("g", "f", [{"x": np.float32(1)}])
+    assert 8.0 not in model.seen
