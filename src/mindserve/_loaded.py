@@ -54,7 +54,7 @@ class LoadedServable:
                     if stage not in self.stage_schedulers:
                         self.stage_schedulers[stage] = Scheduler(
                             f"{where}: stage '{stage.name}'",
-                            functools.partial(self._run_stage_batch, stage),
+                            functools.partial(self._run_stage, stage),
                             max_batch_size=stage.batch_size or UNLIMITED,
                         )
         self._state = threading.Lock()
@@ -86,7 +86,7 @@ class LoadedServable:
                     raise LoadError(
                         f"{where}: model '{model.name}' failed to load: {type(exc).__name__}: {exc}"
                     ) from exc
-                loaded.start(where)
+                loaded.start()
                 used_mindspore = used_mindspore or model.kind != "callable"
                 models[model.name] = loaded
         except BaseException:
@@ -131,11 +131,11 @@ class LoadedServable:
         to be batched across callers."""
         scheduler = self.stage_schedulers.get(stage)
         if scheduler is None:
-            with running(self):
-                return stage.run(instances)
+            return self._run_stage(stage, instances)
         return Pending(scheduler.submit(request, instances, inline=False), f"stage '{stage.name}'")
 
-    def _run_stage_batch(self, stage: Stage, instances: list[Any]) -> list[Outcome]:
+    def _run_stage(self, stage: Stage, instances: Sequence[tuple[Any, ...]]) -> list[Outcome]:
+        """Run a stage over instances with this version as the one ``Model.call`` uses."""
         with running(self):
             return stage.run(instances)
 
@@ -188,7 +188,7 @@ class LoadedServable:
                 fixed_batch_size=m.fixed_batch_size,
                 inputs=m.backend.input_specs,
                 batching=m.batching,
-                warmed_up=tuple(sorted(m.warmup_seconds)),
+                warmed_up=m.warmed_up,
                 batches=m.scheduler.batches if m.scheduler else 0,
                 instances=m.scheduler.instances if m.scheduler else 0,
             )

@@ -60,8 +60,8 @@ class LoadedModel:
                     self.fixed_batch_size = batched[0].shape[0]
         #: The effective batching options (buckets may be pruned by the warm-up).
         self.batching = self._resolve_batching()
-        #: Seconds per call measured by the warm-up, by batch size.
-        self.warmup_seconds: dict[int, float] = {}
+        #: The batch sizes the warm-up ran (each compiled once at load).
+        self.warmed_up: tuple[int, ...] = ()
         self.scheduler: Scheduler | None = None
 
     def _check_signature(self) -> None:
@@ -121,21 +121,23 @@ class LoadedModel:
             return
         instance = tuple(np.zeros(s.shape, s.dtype) for s in specs)  # type: ignore[arg-type,union-attr]
         sizes = self.batching.buckets if self.batching.warm_up and self.batching.buckets else (1,)
+        automatic = self.model.batching is None or self.model.batching.buckets is None
+        prune = automatic and self.fixed_batch_size is None and len(sizes) > 1
         seconds = {}
         for size in sizes:
             outcome = self._run_batch([instance] * size)
             if isinstance(outcome, Failure):
                 raise LoadError(f"{self.where}: model '{self.name}' failed its warm-up run: {outcome.detail}")
-            seconds[size] = _median_seconds(functools.partial(self._run_batch, [instance] * size))
-        automatic = self.model.batching is None or self.model.batching.buckets is None
-        if automatic and self.fixed_batch_size is None and len(seconds) > 1:
+            if prune:  # only pruning needs the timings
+                seconds[size] = _median_seconds(functools.partial(self._run_batch, [instance] * size))
+        if prune:
             self.batching = attrs.evolve(self.batching, buckets=_batching.prune_buckets(seconds))
-        self.warmup_seconds = seconds
+        self.warmed_up = tuple(sizes)
 
-    def start(self, where: str) -> None:
+    def start(self) -> None:
         """Start the scheduler that batches this model's instances across callers."""
         self.scheduler = Scheduler(
-            f"{where}: model '{self.name}'",
+            f"{self.where}: model '{self.name}'",
             self._run_isolating,
             max_batch_size=self.batching.max_batch_size or 1,
             max_delay=self.batching.max_delay,
