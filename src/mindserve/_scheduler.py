@@ -159,10 +159,7 @@ class Scheduler:
                     with self._cond:
                         if self._queue:  # others wait: queue the rest behind them
                             rest = [i for later in batches[position + 1 :] for i in later]
-                            self._queue.extend(
-                                Item(request, ticket, i, values[i], None if keys is None else keys[i])
-                                for i in rest
-                            )
+                            self._queue.extend(_items(request, ticket, values, keys, rest))
                             break
         finally:
             self._idle()
@@ -203,10 +200,10 @@ class Scheduler:
     def _purge(self, dead: list[Item]) -> None:
         """Move the items of cancelled or timed-out calls out of the queue into ``dead``."""
         now = time.monotonic()
-        live = [item for item in self._queue if not item.request.expired(now)]
-        if len(live) != len(self._queue):
-            dead += [item for item in self._queue if item.request.expired(now)]
-            self._queue = deque(live)
+        live: deque[Item] = deque()
+        for item in self._queue:
+            (dead if item.request.expired(now) else live).append(item)
+        self._queue = live
 
     def _form(self, dead: list[Item], key: Hashable = None, have: int = 0) -> list[Item]:
         """Pop up to the batch limit of live items sharing one key; collect dead ones."""
@@ -254,8 +251,14 @@ def _drop(dead: list[Item]) -> None:
 
 
 def _items(
-    request: Request, ticket: Ticket, values: Sequence[Any], keys: Sequence[Hashable] | None
+    request: Request,
+    ticket: Ticket,
+    values: Sequence[Any],
+    keys: Sequence[Hashable] | None,
+    indices: Sequence[int] | None = None,
 ) -> list[Item]:
+    """Queue items for ``values`` (only those at ``indices``, if given)."""
+    chosen = range(len(values)) if indices is None else indices
     if keys is None:
-        return [Item(request, ticket, i, value, None) for i, value in enumerate(values)]
-    return [Item(request, ticket, i, value, key) for i, (value, key) in enumerate(zip(values, keys))]
+        return [Item(request, ticket, i, values[i], None) for i in chosen]
+    return [Item(request, ticket, i, values[i], keys[i]) for i in chosen]
