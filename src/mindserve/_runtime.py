@@ -198,11 +198,7 @@ class Runtime:
         self._check_open()
         with self._lock:
             if servable is None:
-                hosts = list(self._hosted.values())
-                self._hosted.clear()
-                stopped = [v for hosted in hosts for v in hosted.versions.values()]
-                for hosted in hosts:
-                    hosted.stop_watching()
+                stopped = self._unhost_all()
             else:
                 hosted = self._find(_name(servable))
                 if version is None:
@@ -228,14 +224,11 @@ class Runtime:
         cannot be used afterwards.
         """
         with self._lock:
-            hosts = list(self._hosted.values())
-            self._hosted.clear()
+            stopped = self._unhost_all()
             self._closed = True
             pool, self._pool = self._pool, None
-        for hosted in hosts:
-            hosted.stop_watching()
-            for loaded in hosted.versions.values():
-                loaded.retire()
+        for loaded in stopped:
+            loaded.retire()
         deadline = None if grace is None else time.monotonic() + grace
         with self._idle:
             while self._active:
@@ -248,6 +241,14 @@ class Runtime:
             request.abandon("closed")
         if pool is not None:
             pool.shutdown(wait=not late)
+
+    def _unhost_all(self) -> list[LoadedServable]:
+        """Forget every servable (under the lock) and stop its watcher; return its versions."""
+        hosts = list(self._hosted.values())
+        self._hosted.clear()
+        for hosted in hosts:
+            hosted.stop_watching()
+        return [loaded for hosted in hosts for loaded in hosted.versions.values()]
 
     def add_listener(self, listener: Callable[[VersionEvent], None]) -> None:
         """Call ``listener(event)`` for every version event: loaded, swapped, unloaded, failed.

@@ -30,7 +30,7 @@ class Request:
             raise TypeError(f"timeout must be a number of seconds or None; got {timeout!r}")
         self.timeout = timeout
         self.deadline = None if timeout is None else time.monotonic() + timeout
-        #: Why the caller gave up ("cancelled" or "deadline"), or None.
+        #: Why the call stopped waiting ("cancelled", "deadline" or "closed"), or None.
         self.abandoned: str | None = None
         #: The ticket the caller waits on now, so that giving up can wake it.
         self.ticket: Ticket | None = None
