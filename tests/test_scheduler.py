@@ -27,7 +27,7 @@ class FakeModel:
         self.overlaps = 0
         self._guard = threading.Lock()
 
-    def __call__(self, values):
+    def __call__(self, values, requests=None):
         with self._guard:
             self.inside += 1
             self.overlaps += self.inside > 1
@@ -179,7 +179,7 @@ def test_max_delay_waits_to_fill_a_batch():
 def test_a_raising_batch_function_fails_its_items_and_serving_goes_on():
     calls = []
 
-    def flaky(values):
+    def flaky(values, requests):
         calls.append(values)
         if len(calls) == 1:
             raise RuntimeError("boom")
@@ -200,7 +200,7 @@ def test_close_runs_what_is_queued_then_stops():
     model.gate.set()
     assert Request().wait(ticket, "fake") == [("done", "queued")]
     sched.join(10)
-    assert not sched._thread.is_alive()
+    assert not sched.alive
 
 
 @settings(max_examples=15, deadline=None)

@@ -54,7 +54,7 @@ class LoadedServable:
                     if stage not in self.stage_schedulers:
                         self.stage_schedulers[stage] = Scheduler(
                             f"{where}: stage '{stage.name}'",
-                            functools.partial(self._run_stage, stage),
+                            functools.partial(self._run_stage_batch, stage),
                             max_batch_size=stage.batch_size or UNLIMITED,
                         )
         self._state = threading.Lock()
@@ -98,15 +98,11 @@ class LoadedServable:
         return cls(definition, number, version_dir, models, device_name)
 
     def run_model(
-        self,
-        model: Model,
-        instances: Sequence[tuple[Any, ...]],
-        labels: Sequence[str] | None = None,
-        request: Request | None = None,
+        self, model: Model, instances: Sequence[tuple[Any, ...]], request: Request
     ) -> list[Outcome]:
-        """Run one of this version's models over instances, batched with other callers'."""
-        request = request or Request()
-        return request.finish(self.submit_model(model, instances, labels, request))
+        """Run one of this version's models over instances for ``request`` (``Model.call``),
+        batched with other callers'."""
+        return request.finish(self.submit_model(model, instances, None, request))
 
     def submit_model(
         self,
@@ -131,13 +127,23 @@ class LoadedServable:
         to be batched across callers."""
         scheduler = self.stage_schedulers.get(stage)
         if scheduler is None:
-            return self._run_stage(stage, instances)
+            return self._run_stage(stage, instances, request)
         return Pending(scheduler.submit(request, instances, inline=False), f"stage '{stage.name}'")
 
-    def _run_stage(self, stage: Stage, instances: Sequence[tuple[Any, ...]]) -> list[Outcome]:
-        """Run a stage over instances with this version as the one ``Model.call`` uses."""
-        with running(self):
+    def _run_stage(
+        self, stage: Stage, instances: Sequence[tuple[Any, ...]], request: Request
+    ) -> list[Outcome]:
+        """Run a stage over instances of ``request``, with this version and that request as
+        the ones ``Model.call`` uses."""
+        with running(self, request):
             return stage.run(instances)
+
+    def _run_stage_batch(
+        self, stage: Stage, instances: list[tuple[Any, ...]], requests: list[Request]
+    ) -> list[Outcome]:
+        """Run a batched stage over instances of several calls (``Model.call`` inside it is
+        bounded by the latest of their deadlines)."""
+        return self._run_stage(stage, instances, Request.covering(requests))
 
     # -- lifecycle -----------------------------------------------------------------
 

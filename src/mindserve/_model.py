@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mindserve._batching import Batching
-from mindserve._context import current_servable
+from mindserve._context import current_step
 from mindserve._errors import DefinitionError, MindServeError
 from mindserve._mindspore import is_cell
 from mindserve._outcome import Failure
@@ -133,14 +133,14 @@ class Model:
 
         Returns one tuple of outputs per instance; raises the first instance's error.
         """
-        loaded = current_servable()
-        if loaded is None:
+        step = current_step()
+        if step is None:
             raise MindServeError(
                 f"model '{self.name}' can only run inside a stage of a running servable "
                 f"(or be called in a method body, which records it). Hint: start the servable "
                 f"with Runtime.start() and call this from a stage."
             )
-        outcomes = loaded.run_model(self, [tuple(instance) for instance in instances])
+        outcomes = step.loaded.run_model(self, [tuple(instance) for instance in instances], step.request)
         for outcome in outcomes:
             if isinstance(outcome, Failure):
                 raise outcome.error(outcome.detail) from outcome.cause

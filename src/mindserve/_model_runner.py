@@ -24,7 +24,7 @@ from mindserve._batching import Batching
 from mindserve._errors import InvalidInputError, LoadError, ModelError
 from mindserve._mindspore import first_line
 from mindserve._model import Model
-from mindserve._outcome import Failure, Outcome
+from mindserve._outcome import Failure, Outcome, in_caller_thread
 from mindserve._scheduler import Scheduler
 from mindserve._specs import TensorSpec, to_model_input
 from mindserve._waiting import Pending, Request
@@ -194,8 +194,11 @@ class LoadedModel:
             converted.append(array)
         return tuple(converted)
 
-    def _run_isolating(self, batch: list[tuple[np.ndarray, ...]]) -> list[Outcome]:
+    def _run_isolating(self, batch: list[tuple[np.ndarray, ...]], requests: object = None) -> list[Outcome]:
         results = self._run_batch(batch)
+        if isinstance(results, Failure) and isinstance(results.cause, KeyboardInterrupt):
+            if in_caller_thread(results.cause):  # the caller's own thread: stop here
+                raise results.cause
         if isinstance(results, Failure) and len(batch) > 1:
             return [self._run_one(arrays) for arrays in batch]
         if isinstance(results, Failure):
@@ -216,7 +219,7 @@ class LoadedModel:
             else:
                 inputs = batch[0]
             outputs = self.backend.run(inputs)
-        except Exception as exc:
+        except BaseException as exc:  # a callable model may raise anything; nothing escapes
             return Failure(
                 ModelError, f"model '{self.name}' failed: {type(exc).__name__}: {first_line(exc)}", exc
             )

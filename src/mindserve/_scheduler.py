@@ -1,15 +1,20 @@
-"""Batching across callers: one queue and one executor per model (and per batched stage).
+"""Batching across callers: one queue per model (and per batched stage), N batches at a time.
 
-Callers submit their instances and wait on a :class:`Ticket`. The executor takes up to
-``max_batch_size`` queued instances that can share a batch, across every pending request,
-and runs them as one batch. Two rules keep latency low and the model safe:
+Callers submit their instances and wait on a :class:`Ticket`. An executor thread takes
+up to ``max_batch_size`` queued instances that can share a batch, across every pending
+request, and runs them as one batch. The scheduler has ``capacity`` slots: at most that
+many batches run at once (1 for an in-process MindSpore model, which must never be
+entered by two threads; one per worker process later). Rules that keep latency low and
+the model safe:
 
-* **A lone caller does not wait.** When the executor is idle and nothing is queued (and
-  ``max_delay`` is 0), the submitting thread runs its own batch at once, instead of handing
-  it to the executor thread: a hand-off costs about 60 us on this machine, a quarter of a
-  batch-1 MLP call. While it runs, the scheduler is busy, so everything else queues.
-* **One batch at a time.** The ``busy`` flag, taken under the queue's lock by whichever
-  thread runs a batch, means no two threads are ever inside the model at once.
+* **A lone caller does not wait.** When a slot is free and nothing is queued (and
+  ``max_delay`` is 0), the submitting thread runs its own batch at once instead of
+  handing it to an executor thread: a hand-off costs about 60 us on this machine, a
+  quarter of a batch-1 MLP call. While it runs, it holds a slot.
+* **No batch outside a slot.** A slot is taken under the queue's lock by whichever thread
+  runs a batch, so no more than ``capacity`` threads are ever inside the model.
+* **Nothing kills an executor.** Whatever a batch raises (a ``BaseException`` included)
+  fails that batch's instances; the executor goes on serving.
 
 Instances whose request was cancelled or whose deadline passed are dropped when a batch
 is formed, before they reach the model.
@@ -25,65 +30,86 @@ from typing import Any, Callable
 
 from mindserve._batching import split
 from mindserve._errors import ModelError, OverloadedError, RuntimeClosedError
-from mindserve._outcome import Failure, Outcome
+from mindserve._observer import BatchReason, BatchReport, DropReason, DropReport, Observer
+from mindserve._outcome import Failure, Outcome, in_caller_thread, mark_service_thread
 from mindserve._waiting import Request, Ticket
 
 #: Stands for "no limit" as a batch size (a batched stage with batch_size=0).
 UNLIMITED = 1 << 62
 
+#: ``run_batch(values, requests)``: one outcome per value; it should not raise.
+RunBatch = Callable[[list[Any], list[Request]], Sequence[Outcome]]
+
 
 class Item:
     """One instance waiting at one step."""
 
-    __slots__ = ("index", "key", "request", "ticket", "value")
+    __slots__ = ("index", "key", "queued_at", "request", "ticket", "value")
 
-    def __init__(self, request: Request, ticket: Ticket, index: int, value: Any, key: Hashable) -> None:
+    def __init__(
+        self, request: Request, ticket: Ticket, index: int, value: Any, key: Hashable, queued_at: float
+    ) -> None:
         self.request = request
         self.ticket = ticket
         self.index = index
         self.value = value
         self.key = key
+        self.queued_at = queued_at
 
 
-_DROPPED = Failure(ModelError, "dropped before running: the call was cancelled or timed out")
+def _dropped(reason: DropReason) -> Failure:
+    return Failure(ModelError, f"dropped before running: the call was {reason.value}")
 
 
 class Scheduler:
-    """A queue and an executor thread running ``run_batch`` over batches of queued values.
-
-    ``run_batch`` takes a list of values (at most ``max_batch_size``, all with one key)
-    and returns one outcome per value; it must not raise.
-    """
+    """A queue and ``capacity`` executor threads running ``run_batch`` over batches."""
 
     def __init__(
         self,
         name: str,
-        run_batch: Callable[[list[Any]], Sequence[Outcome]],
+        run_batch: RunBatch,
         *,
         max_batch_size: int,
         max_delay: float = 0.0,
         max_queue: int = 4096,
+        capacity: int = 1,
+        observer: Observer | None = None,
+        padded: Callable[[int], int] | None = None,
     ) -> None:
+        if capacity < 1:
+            raise ValueError(f"a scheduler needs a capacity >= 1; got {capacity}")
         self.name = name
         self.max_batch_size = max_batch_size
         self.max_delay = max_delay
         self.max_queue = max_queue
+        self.capacity = capacity
         self.batches = 0
         self.instances = 0
         self._run_batch = run_batch
+        self._observer = observer
+        self._padded = padded
         self._cond = threading.Condition()
         self._queue: deque[Item] = deque()
-        self._busy = False
+        self._free = capacity
         self._closed = False
-        self._thread = threading.Thread(target=self._loop, name=f"mindserve:{name}", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"mindserve:{name}#{n}", daemon=True)
+            for n in range(capacity)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def __repr__(self) -> str:
-        return f"<Scheduler {self.name} queued={len(self._queue)} busy={self._busy}>"
+        return f"<Scheduler {self.name} queued={len(self._queue)} running={self.capacity - self._free}>"
 
     @property
     def queued(self) -> int:
         return len(self._queue)
+
+    @property
+    def running(self) -> int:
+        """How many batches run now."""
+        return self.capacity - self._free
 
     def submit(
         self,
@@ -94,7 +120,7 @@ class Scheduler:
     ) -> Ticket:
         """Queue values; the returned ticket completes when they have run.
 
-        With ``inline`` (the default), when the executor is idle and nothing is queued, the
+        With ``inline`` (the default), when a slot is free and nothing is queued, the
         values run at once in the calling thread. An event loop passes ``inline=False`` so
         that it never blocks on a model.
         """
@@ -110,32 +136,40 @@ class Scheduler:
             if self._queue and len(self._queue) + count > self.max_queue:
                 self._purge(dead)
             if self._queue and len(self._queue) + count > self.max_queue:
-                _drop(dead)
+                waiting = len(self._queue)
+                self._drop(dead)
+                self._report_drop(count, DropReason.OVERLOADED)
                 raise OverloadedError(
-                    f"{self.name}: the queue is full ({len(self._queue)} instances waiting, "
+                    f"{self.name}: the queue is full ({waiting} instances waiting, "
                     f"max_queue={self.max_queue}; this call brings {count}). "
                     f"Hint: retry later, or raise Batching(max_queue=...)"
                 )
-            inline = inline and not self._busy and not self._queue and self.max_delay == 0
+            inline = inline and self._free > 0 and not self._queue and self.max_delay == 0
             if inline:
-                self._busy = True
+                self._free -= 1
             else:
-                self._queue.extend(_items(request, ticket, values, keys))
+                self._queue.extend(_items(request, ticket, values, keys, time.monotonic()))
                 self._cond.notify()
-        _drop(dead)
-        if not inline:
-            return ticket
-        self._run_inline(request, ticket, values, keys)
+        self._drop(dead)
+        if inline:
+            self._run_inline(request, ticket, values, keys)
         return ticket
 
     def close(self) -> None:
-        """Stop after running what is queued; the executor thread then exits."""
+        """Stop after running what is queued; the executor threads then exit."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
 
     def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+    @property
+    def alive(self) -> bool:
+        """Whether any executor thread still runs."""
+        return any(thread.is_alive() for thread in self._threads)
 
     # -- executing -----------------------------------------------------------------
 
@@ -144,58 +178,91 @@ class Scheduler:
     ) -> None:
         """Run a caller's values in its own thread, batch by batch, while nobody else waits.
 
-        If others queue up meanwhile, the rest goes behind them, to the executor.
+        If others queue up meanwhile, the rest goes behind them, to the executors. A
+        ``KeyboardInterrupt`` raised here (the caller's own thread) still reaches the
+        caller, once every instance has an outcome.
         """
         batches = split(keys, len(values), self.max_batch_size)
+        interrupt: BaseException | None = None
         try:
             for position, indices in enumerate(batches):
-                outcomes = self._run_batch_safely([values[i] for i in indices])
-                self.batches += 1
-                self.instances += len(indices)
+                batch = [values[i] for i in indices]
+                started = time.monotonic()
+                outcomes, interrupt = self._run_safely(batch, [request] * len(batch))
+                self._count(len(indices), BatchReason.INLINE, started, started, outcomes)
                 for i, outcome in zip(indices, outcomes):
                     ticket.outcomes[i] = outcome
                 ticket.settled(len(indices))
+                if interrupt is not None:
+                    rest = [i for later in batches[position + 1 :] for i in later]
+                    for i in rest:
+                        ticket.resolve(i, _interrupted(interrupt))
+                    break
                 if position + 1 < len(batches):
                     with self._cond:
                         if self._queue:  # others wait: queue the rest behind them
                             rest = [i for later in batches[position + 1 :] for i in later]
-                            self._queue.extend(_items(request, ticket, values, keys, rest))
+                            now = time.monotonic()
+                            self._queue.extend(_items(request, ticket, values, keys, now, rest))
                             break
         finally:
-            self._idle()
+            self._release()
+        if interrupt is not None:
+            raise interrupt
 
-    def _idle(self) -> None:
-        """The calling thread is done running batches; hand over to the executor if needed."""
+    def _release(self) -> None:
+        """A thread is done running a batch: free its slot, and wake an executor if needed."""
         with self._cond:
-            self._busy = False
+            self._free += 1
             if self._queue or self._closed:  # waking an idle executor costs ~60 us
                 self._cond.notify()
 
     def _loop(self) -> None:
+        mark_service_thread()
         while True:
-            dead: list[Item] = []
-            with self._cond:
-                while self._busy or (not self._queue and not self._closed):
-                    self._cond.wait()
-                if not self._queue:
-                    return  # closed and drained
-                self._busy = True
-                batch = self._form(dead)
-                if self.max_delay and len(batch) < self.max_batch_size:
-                    ready_by = time.monotonic() + self.max_delay
-                    while len(batch) < self.max_batch_size and not self._closed:
-                        left = ready_by - time.monotonic()
-                        if left <= 0:
-                            break
-                        self._cond.wait(left)
-                        batch += self._form(dead, batch[0].key if batch else None, len(batch))
             try:
-                _drop(dead)
-                if batch:
-                    self._execute(batch)
-            finally:
-                with self._cond:
-                    self._busy = False
+                if not self._serve_one():
+                    return
+            except BaseException:  # pragma: no cover - _serve_one settles everything it takes
+                continue
+
+    def _serve_one(self) -> bool:
+        """Wait for work, run one batch in a slot; False once closed and drained."""
+        dead: list[Item] = []
+        with self._cond:
+            while self._free == 0 or (not self._queue and not self._closed):
+                self._cond.wait()
+            if not self._queue:
+                self._cond.notify()  # let the other executors see the close too
+                return False
+            self._free -= 1
+            batch = self._form(dead)
+            reason = BatchReason.FULL if len(batch) >= self.max_batch_size else BatchReason.QUEUE_EMPTY
+            if self._closed:
+                reason = BatchReason.CLOSING
+            elif self.max_delay and len(batch) < self.max_batch_size:
+                reason = self._linger(batch, dead)
+            queued = len(self._queue)
+            if queued and self._free:
+                self._cond.notify()  # another slot can take the rest
+        try:
+            self._drop(dead)
+            if batch:
+                self._execute(batch, reason, queued)
+        finally:
+            self._release()
+        return True
+
+    def _linger(self, batch: list[Item], dead: list[Item]) -> BatchReason:
+        """Wait up to ``max_delay`` (holding the lock between waits) for the batch to fill."""
+        ready_by = time.monotonic() + self.max_delay
+        while len(batch) < self.max_batch_size and not self._closed:
+            left = ready_by - time.monotonic()
+            if left <= 0:
+                return BatchReason.DELAY
+            self._cond.wait(left)
+            batch += self._form(dead, batch[0].key if batch else None, len(batch))
+        return BatchReason.FULL if len(batch) >= self.max_batch_size else BatchReason.CLOSING
 
     def _purge(self, dead: list[Item]) -> None:
         """Move the items of cancelled or timed-out calls out of the queue into ``dead``."""
@@ -211,7 +278,8 @@ class Scheduler:
         batch: list[Item] = []
         skipped: list[Item] = []
         queue = self._queue
-        while queue and have + len(batch) < self.max_batch_size:
+        limit = self.max_batch_size - have
+        while queue and len(batch) < limit:
             item = queue.popleft()
             if item.request.expired(now):
                 dead.append(item)
@@ -222,20 +290,32 @@ class Scheduler:
                 batch.append(item)
             else:
                 skipped.append(item)
-        queue.extendleft(reversed(skipped))
+        if skipped:
+            queue.extendleft(reversed(skipped))
         return batch
 
-    def _run_batch_safely(self, values: list[Any]) -> Sequence[Outcome]:
-        try:
-            return self._run_batch(values)
-        except Exception as exc:  # run_batch should not raise; never lose an item
-            failure = Failure(ModelError, f"{self.name} failed: {type(exc).__name__}: {exc}", exc)
-            return [failure] * len(values)
+    def _run_safely(
+        self, values: list[Any], requests: list[Request]
+    ) -> tuple[Sequence[Outcome], BaseException | None]:
+        """Run a batch; whatever it raises fails its instances (never the thread).
 
-    def _execute(self, batch: list[Item]) -> None:
-        outcomes = self._run_batch_safely([item.value for item in batch])
-        self.batches += 1
-        self.instances += len(batch)
+        Returns the outcomes, and a ``KeyboardInterrupt`` to re-raise when this is the
+        caller's own thread.
+        """
+        try:
+            outcomes = self._run_batch(values, requests)
+            if len(outcomes) == len(values):
+                return outcomes, None
+            detail = f"{self.name} returned {len(outcomes)} outcomes for {len(values)} instances"
+            return [Failure(ModelError, detail)] * len(values), None
+        except BaseException as exc:  # run_batch should not raise; never lose an item
+            failure = Failure(ModelError, f"{self.name} failed: {type(exc).__name__}: {exc}", exc)
+            return [failure] * len(values), exc if in_caller_thread(exc) else None
+
+    def _execute(self, batch: list[Item], reason: BatchReason, queued: int) -> None:
+        started = time.monotonic()
+        outcomes, _ = self._run_safely([item.value for item in batch], [item.request for item in batch])
+        self._count(len(batch), reason, batch[0].queued_at, started, outcomes, queued)
         settled: dict[Ticket, int] = {}
         for item, outcome in zip(batch, outcomes):
             item.ticket.outcomes[item.index] = outcome
@@ -243,11 +323,53 @@ class Scheduler:
         for ticket, count in settled.items():
             ticket.settled(count)
 
+    def _count(
+        self,
+        size: int,
+        reason: BatchReason,
+        queued_at: float,
+        started: float,
+        outcomes: Sequence[Outcome],
+        queued: int = 0,
+    ) -> None:
+        self.batches += 1
+        self.instances += size
+        observer = self._observer
+        if observer is None:
+            return
+        now = time.monotonic()
+        observer.on_batch(
+            BatchReport(
+                where=self.name,
+                size=size,
+                padded_to=self._padded(size) if self._padded else size,
+                reason=reason,
+                queue_wait=started - queued_at,
+                run_seconds=now - started,
+                queued=queued,
+                failed=sum(1 for o in outcomes if isinstance(o, Failure)),
+            )
+        )
 
-def _drop(dead: list[Item]) -> None:
-    """Complete the items of calls that gave up, without running them."""
-    for item in dead:
-        item.ticket.resolve(item.index, _DROPPED)
+    def _drop(self, dead: list[Item]) -> None:
+        """Complete the items of calls that gave up, without running them."""
+        if not dead:
+            return
+        by_reason: dict[DropReason, int] = {}
+        for item in dead:
+            reason = DropReason(item.request.abandoned or "deadline")
+            item.ticket.resolve(item.index, _dropped(reason))
+            by_reason[reason] = by_reason.get(reason, 0) + 1
+        for reason, count in by_reason.items():
+            self._report_drop(count, reason)
+
+    def _report_drop(self, count: int, reason: DropReason) -> None:
+        if self._observer is not None:
+            self._observer.on_drop(DropReport(self.name, count, reason))
+
+
+def _interrupted(exc: BaseException) -> Failure:
+    return Failure(ModelError, f"not run: the caller was interrupted ({type(exc).__name__})", exc)
 
 
 def _items(
@@ -255,10 +377,11 @@ def _items(
     ticket: Ticket,
     values: Sequence[Any],
     keys: Sequence[Hashable] | None,
+    now: float,
     indices: Sequence[int] | None = None,
 ) -> list[Item]:
     """Queue items for ``values`` (only those at ``indices``, if given)."""
     chosen = range(len(values)) if indices is None else indices
     if keys is None:
-        return [Item(request, ticket, i, values[i], None) for i in chosen]
-    return [Item(request, ticket, i, values[i], keys[i]) for i in chosen]
+        return [Item(request, ticket, i, values[i], None, now) for i in chosen]
+    return [Item(request, ticket, i, values[i], keys[i], now) for i in chosen]

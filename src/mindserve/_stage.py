@@ -11,13 +11,18 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
+import logging
 import typing
 from collections.abc import Sequence
 from typing import Any, Callable
 
+import attrs
+
 from mindserve._errors import DefinitionError, StageError
-from mindserve._outcome import Failure, Outcome
+from mindserve._outcome import Failure, Outcome, in_caller_thread
 from mindserve._tracing import active_trace
+
+logger = logging.getLogger("mindserve")
 
 
 def annotated_outputs(function: Callable[..., Any], batched: bool) -> int | None:
@@ -119,23 +124,49 @@ class Stage:
     # -- running -------------------------------------------------------------------
 
     def run(self, instances: Sequence[tuple[Any, ...]]) -> list[Outcome]:
-        """Run over the argument tuples of several instances; one outcome per instance."""
+        """Run over the argument tuples of several instances; one outcome per instance.
+
+        A batch that fails as a whole (the function raised, or returned the wrong number of
+        results) is run again one instance at a time, so that only the instances that
+        fail alone fail.
+        """
         if self.batch_size is None:
             return [self._run_one(args) for args in instances]
         size = self.batch_size or len(instances)
         outcomes: list[Outcome] = []
         for start in range(0, len(instances), size):
-            outcomes += self._run_batch(instances[start : start + size])
+            outcomes += self._run_isolating(instances[start : start + size])
         return outcomes
 
     def _run_one(self, args: tuple[Any, ...]) -> Outcome:
         try:
             result = self.function(*args)
-        except Exception as exc:
+        except BaseException as exc:
+            if in_caller_thread(exc):
+                raise
             return self._raised(exc)
         return self._split(result)
 
-    def _run_batch(self, instances: Sequence[tuple[Any, ...]]) -> list[Outcome]:
+    def _run_isolating(self, instances: Sequence[tuple[Any, ...]]) -> list[Outcome]:
+        outcomes = self._run_batch(instances)
+        if not isinstance(outcomes, Failure):
+            return outcomes
+        if len(instances) == 1:
+            return [outcomes]
+        alone = [self._run_batch([args]) for args in instances]
+        results = [_pinned(r, outcomes, len(instances)) if isinstance(r, Failure) else r[0] for r in alone]
+        if not any(isinstance(r, Failure) for r in alone):
+            logger.warning(
+                "batched stage '%s' failed on a batch of %d (%s) but on none of its instances run "
+                "alone; each instance got the result of its run alone",
+                self.name,
+                len(instances),
+                outcomes.detail,
+            )
+        return results
+
+    def _run_batch(self, instances: Sequence[tuple[Any, ...]]) -> list[Outcome] | Failure:
+        """One call of a batched stage: one outcome per instance, or the batch's failure."""
         n_args = len(instances[0]) if instances else 0
         columns = [[args[i] for args in instances] for i in range(n_args)]
         try:
@@ -145,25 +176,23 @@ class Stage:
             elif inspect.isgenerator(returned) or hasattr(returned, "__next__"):
                 results = list(itertools.islice(returned, len(instances) + 1))
             else:
-                failure = Failure(
+                return Failure(
                     StageError,
                     f"batched stage '{self.name}' (batch_size={self.batch_size}) must return or "
                     f"yield one result per instance; it returned {type(returned).__name__}",
                 )
-                return [failure] * len(instances)
-        except Exception as exc:
-            return [self._raised(exc)] * len(instances)
+        except BaseException as exc:  # never an executor's death: batched stages run there
+            return self._raised(exc)
         if len(results) != len(instances):
             got = len(results) if len(results) <= len(instances) else f"more than {len(instances)}"
-            failure = Failure(
+            return Failure(
                 StageError,
                 f"batched stage '{self.name}' was given {len(instances)} instances and returned "
                 f"{got} results; it must return one result per instance",
             )
-            return [failure] * len(instances)
         return [self._split(r) for r in results]
 
-    def _raised(self, exc: Exception) -> Failure:
+    def _raised(self, exc: BaseException) -> Failure:
         return Failure(StageError, f"stage '{self.name}' raised {type(exc).__name__}: {exc}", exc)
 
     def _split(self, result: Any) -> Outcome:
@@ -185,3 +214,10 @@ class Stage:
         if any(r is None for r in result):
             return Failure(StageError, f"stage '{self.name}' returned None among its outputs")
         return tuple(result)
+
+
+def _pinned(alone: Failure, batch: Failure, size: int) -> Failure:
+    """An instance's failure when run alone, saying how its batch failed when that differs."""
+    if alone.detail == batch.detail:
+        return alone
+    return attrs.evolve(alone, detail=f"{alone.detail} (its batch of {size} failed first: {batch.detail})")

@@ -14,6 +14,7 @@ import functools
 import threading
 import time
 import weakref
+from collections.abc import Sequence
 from typing import Callable
 
 from mindserve._errors import DeadlineExceededError, RuntimeClosedError
@@ -34,6 +35,17 @@ class Request:
         self.abandoned: str | None = None
         #: The ticket the caller waits on now, so that giving up can wake it.
         self.ticket: Ticket | None = None
+
+    @classmethod
+    def covering(cls, requests: Sequence[Request]) -> Request:
+        """The request itself if all are one; else a new one whose deadline is the latest of
+        theirs (none if any has none): work done for all of them, such as a batched stage."""
+        first = requests[0]
+        if all(r is first for r in requests):
+            return first
+        remaining = [r.remaining() for r in requests]
+        timeout = None if None in remaining else max(0.0, max(remaining))  # type: ignore[type-var]
+        return cls(timeout)
 
     def abandon(self, reason: str) -> None:
         """Give up: queued instances of this request will be dropped."""

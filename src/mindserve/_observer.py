@@ -1,0 +1,207 @@
+"""What a runtime reports while it serves: one typed interface, and the records it receives.
+
+An :class:`Observer` is told about version events, model loads and warm-ups, every batch
+a scheduler runs (why it formed, how long it waited and ran, how much padding), every
+instance dropped or refused, and every call. Subclass it and override the methods you
+need; metrics exporters and telemetry hang on it::
+
+    class BatchSizes(mindserve.Observer):
+        def on_batch(self, batch):
+            print(batch.where, batch.size, batch.reason)
+
+    rt = mindserve.Runtime(observers=[BatchSizes()])
+
+Methods are called in the thread where the thing happened (often a scheduler's thread),
+so they must be quick. An exception an observer raises is logged and ignored.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import logging
+from collections.abc import Iterable
+
+import attrs
+
+logger = logging.getLogger("mindserve")
+
+
+class EventKind(str, enum.Enum):
+    """What happened to a version (a ``str``, so ``event.kind == "loaded"`` works)."""
+
+    LOADED = "loaded"  # loaded and warmed up, not yet serving
+    SWAPPED = "swapped"  # now the default version: new calls go to it
+    UNLOADED = "unloaded"  # stopped, its last call finished
+    FAILED = "failed"  # failed to load; whatever was serving goes on
+
+
+@attrs.frozen
+class VersionEvent:
+    """Something happened to a version of a servable (see :class:`EventKind`).
+
+    ``error`` says why, for ``"failed"``.
+    """
+
+    kind: EventKind
+    servable: str
+    version: int | None
+    at: datetime.datetime
+    error: BaseException | None = None
+
+
+class BatchReason(str, enum.Enum):
+    """Why a scheduler ran a batch when it did."""
+
+    INLINE = "inline"  # the model was idle and nothing queued: the caller ran its own batch at once
+    FULL = "full"  # the queue held a full batch
+    QUEUE_EMPTY = "queue_empty"  # it took everything queued (no max_delay to wait for more)
+    DELAY = "delay"  # max_delay passed before the batch filled
+    CLOSING = "closing"  # the scheduler is closing: what is queued runs now
+
+
+@attrs.frozen
+class BatchReport:
+    """One batch run by a model's or a batched stage's scheduler.
+
+    ``where`` names the servable, version and step. ``size`` instances ran, padded up to
+    ``padded_to`` (equal to ``size`` when nothing was padded). ``queue_wait``: seconds the
+    oldest instance waited in the queue; ``run_seconds``: the batch's run; ``queued``:
+    instances still waiting once the batch formed; ``failed``: instances that failed.
+    """
+
+    where: str
+    size: int
+    padded_to: int
+    reason: BatchReason
+    queue_wait: float
+    run_seconds: float
+    queued: int
+    failed: int
+
+
+class DropReason(str, enum.Enum):
+    """Why instances never ran."""
+
+    CANCELLED = "cancelled"  # the caller cancelled its call
+    DEADLINE = "deadline"  # the call's timeout passed while they were queued
+    CLOSED = "closed"  # the runtime closed before they ran
+    OVERLOADED = "overloaded"  # refused: the queue was full
+
+
+@attrs.frozen
+class DropReport:
+    """Instances dropped from a queue, or refused by it, without running."""
+
+    where: str
+    count: int
+    reason: DropReason
+
+
+@attrs.frozen
+class WarmUpReport:
+    """A model loaded and warmed up: ``compiled`` maps each batch size run at load to its
+    seconds (empty when warm-up was off); ``seconds`` is the whole load."""
+
+    servable: str
+    version: int
+    model: str
+    compiled: tuple[tuple[int, float], ...]
+    seconds: float
+
+
+@attrs.frozen
+class CallReport:
+    """One call of a method: ``instances`` in, ``failed`` of them failed; ``error`` names the
+    whole-call error class when the call raised one (``"DeadlineExceededError"``, ...)."""
+
+    servable: str
+    version: int
+    method: str
+    instances: int
+    failed: int
+    seconds: float
+    error: str | None = None
+
+
+class Observer:
+    """Receives what a runtime does. Every method is a no-op here: override what you need."""
+
+    def on_version(self, event: VersionEvent) -> None:
+        """A version loaded, became the default, unloaded, or failed to load."""
+
+    def on_warm_up(self, report: WarmUpReport) -> None:
+        """A model loaded and warmed up."""
+
+    def on_batch(self, report: BatchReport) -> None:
+        """A scheduler ran a batch."""
+
+    def on_drop(self, report: DropReport) -> None:
+        """Instances were dropped or refused without running."""
+
+    def on_call(self, report: CallReport) -> None:
+        """A method call finished (with results, instance errors, or a whole-call error)."""
+
+
+_METHODS = ("on_version", "on_warm_up", "on_batch", "on_drop", "on_call")
+
+
+class ObserverHub(Observer):
+    """Forwards each report to every observer that overrides its method; isolates failures.
+
+    ``wants(name)`` tells whether anyone listens, so that callers skip building records
+    nobody reads.
+    """
+
+    def __init__(self, observers: Iterable[Observer] = ()) -> None:
+        self._observers: list[Observer] = []
+        self._listening: dict[str, tuple[Observer, ...]] = {name: () for name in _METHODS}
+        for observer in observers:
+            self.add(observer)
+
+    def add(self, observer: Observer) -> None:
+        if not isinstance(observer, Observer):
+            raise TypeError(f"an observer must be a mindserve.Observer; got {type(observer).__name__}")
+        self._observers.append(observer)
+        self._refresh()
+
+    def remove(self, observer: Observer) -> None:
+        self._observers.remove(observer)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        self._listening = {
+            name: tuple(o for o in self._observers if getattr(type(o), name) is not getattr(Observer, name))
+            for name in _METHODS
+        }
+
+    def wants(self, name: str) -> bool:
+        return bool(self._listening[name])
+
+    def _send(self, name: str, record: object) -> None:
+        for observer in self._listening[name]:
+            try:
+                getattr(observer, name)(record)
+            except Exception:
+                logger.exception("mindserve observer %r raised on %r", observer, record)
+
+    def on_version(self, event: VersionEvent) -> None:
+        if event.kind is EventKind.FAILED:
+            logger.error(
+                "servable '%s' version %s failed to load: %s", event.servable, event.version, event.error
+            )
+        else:
+            logger.info("servable '%s' version %s %s", event.servable, event.version, event.kind.value)
+        self._send("on_version", event)
+
+    def on_warm_up(self, report: WarmUpReport) -> None:
+        self._send("on_warm_up", report)
+
+    def on_batch(self, report: BatchReport) -> None:
+        self._send("on_batch", report)
+
+    def on_drop(self, report: DropReport) -> None:
+        self._send("on_drop", report)
+
+    def on_call(self, report: CallReport) -> None:
+        self._send("on_call", report)
