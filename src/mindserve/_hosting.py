@@ -25,6 +25,8 @@ class Hosted:
         #: The definition that later updates load (replaced by each start).
         self.servable = servable
         self.versions: dict[int, LoadedServable] = {}
+        #: The version ``version=0`` calls go to: held, not derived, so that a rollback holds.
+        self.default_version: int | None = None
         #: Held while a version loads, so that two updates of one name never interleave.
         self.update_lock = threading.Lock()
         self.watcher: Watcher | None = None
@@ -33,8 +35,12 @@ class Hosted:
         self.last_error_at: datetime.datetime | None = None
 
     def default(self) -> LoadedServable | None:
-        """The newest running version: the one ``version=0`` calls go to."""
-        return self.versions[max(self.versions)] if self.versions else None
+        """The default version: the one ``version=0`` calls go to."""
+        return None if self.default_version is None else self.versions[self.default_version]
+
+    def running(self) -> list[LoadedServable]:
+        """The running versions, oldest first."""
+        return [self.versions[v] for v in sorted(self.versions)]
 
     def pick(self, version: int) -> LoadedServable:
         if version == 0:
@@ -46,6 +52,49 @@ class Hosted:
         raise VersionNotFoundError(
             f"servable '{self.name}' is not running version {version}; running: {sorted(self.versions)}"
         )
+
+    # -- the rules of the version set: each returns the versions it retired --------------
+
+    def replace_all(self, loaded: LoadedServable) -> list[LoadedServable]:
+        """``start``: ``loaded`` becomes the only running version, and the default."""
+        retired = list(self.versions.values())
+        self.versions = {loaded.version: loaded}
+        self.default_version = loaded.version
+        return retired
+
+    def add(self, loaded: LoadedServable) -> list[LoadedServable]:
+        """``load``: run ``loaded`` beside the others (replacing the same version number).
+
+        It becomes the default when it is newer than the default.
+        """
+        previous = self.versions.get(loaded.version)
+        self.versions[loaded.version] = loaded
+        if self.default_version is None or loaded.version > self.default_version:
+            self.default_version = loaded.version
+        return [previous] if previous is not None else []
+
+    def promote(self, loaded: LoadedServable) -> list[LoadedServable]:
+        """``update``: ``loaded`` becomes the default, older or newer; the previous default
+        and a running copy of the same version number stop taking calls."""
+        retired = []
+        same = self.versions.get(loaded.version)
+        if same is not None:
+            retired.append(same)
+        previous = self.default()
+        if previous is not None and previous is not same:
+            del self.versions[previous.version]
+            retired.append(previous)
+        self.versions[loaded.version] = loaded
+        self.default_version = loaded.version
+        return retired
+
+    def remove(self, version: int) -> list[LoadedServable]:
+        """``stop(version=N)``: stop one version; if it was the default, the newest left is."""
+        stopped = self.pick(version)
+        del self.versions[version]
+        if version == self.default_version:
+            self.default_version = max(self.versions) if self.versions else None
+        return [stopped]
 
     def failed(self, version: int | None, error: BaseException) -> None:
         self.last_error = error

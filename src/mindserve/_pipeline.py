@@ -89,12 +89,16 @@ def method_steps(
             labels = method.arg_labels(step)
             started = loaded.submit_model(step.callee, args, labels, request, inline)
         outcomes = (yield started) if isinstance(started, Pending) else started
+        failed = False
         for i, outcome in zip(live, outcomes):
             if isinstance(outcome, Failure):
                 failures[i] = outcome
                 values[i] = {}
+                failed = True
             else:
                 values[i].update(zip(step.outputs, outcome))
+        if failed:  # a stage's Model.call may have failed because the call timed out or was cancelled
+            request.check(f"step '{step.callee.name}'")
     results: list[dict[str, Any] | InstanceError] = []
     for index, failure in enumerate(failures):
         if failure is not None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import os
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from types import TracebackType
@@ -69,6 +71,9 @@ class Runtime:
         self._idle = threading.Condition(self._lock)
         self._async_workers = async_workers
         self._pool: ThreadPoolExecutor | None = None
+        #: The parent's pid once this process was forked from the one that made the runtime.
+        self._forked_from: int | None = None
+        _runtimes.add(self)
 
     def __repr__(self) -> str:
         with self._lock:
@@ -89,6 +94,14 @@ class Runtime:
         self.close()
 
     def _check_open(self) -> None:
+        if self._forked_from is not None:
+            raise RuntimeClosedError(
+                f"this Runtime was created in process {self._forked_from} and cannot be used in "
+                f"process {os.getpid()}, a child made by fork(): its scheduler threads did not survive "
+                f"the fork. Hint: create the Runtime after the fork, in the worker process (gunicorn: "
+                f"without --preload, or in a post_fork hook; multiprocessing: inside the worker "
+                f"function, or with the 'spawn' start method)."
+            )
         if self._closed:
             raise RuntimeClosedError(
                 "this Runtime is closed; a closed runtime cannot be used again. "
@@ -124,13 +137,13 @@ class Runtime:
             loaded = self._load(hosted, servable, version)
             with self._lock:
                 self._check_open_or_discard(loaded)
-                retired = list(hosted.versions.values())
+                retired = []
                 current = self._hosted.get(hosted.name)
                 if current is not None and current is not hosted:  # started meanwhile elsewhere
                     retired += current.versions.values()
                     current.stop_watching()
                 hosted.servable = servable
-                hosted.versions = {loaded.version: loaded}
+                retired += hosted.replace_all(loaded)
                 hosted.stop_watching()
                 if watch:
                     hosted.watcher = self._watch(hosted, servable.directory, poll_interval)  # type: ignore[arg-type]
@@ -153,9 +166,8 @@ class Runtime:
             loaded = self._load(hosted, servable, version)
             with self._lock:
                 self._check_still_hosted(hosted, loaded)
-                previous = hosted.versions.get(loaded.version)
-                hosted.versions[loaded.version] = loaded
-            self._swapped(loaded, [previous] if previous else [])
+                retired = hosted.add(loaded)
+            self._swapped(loaded, retired)
         return loaded.info(is_default=loaded is hosted.default())
 
     def update(self, servable: str | Servable, *, version: int = 0) -> ServableInfo:
@@ -177,15 +189,7 @@ class Runtime:
             loaded = self._load(hosted, definition, version)
             with self._lock:
                 self._check_still_hosted(hosted, loaded)
-                retired = []
-                previous_default = hosted.default()
-                same = hosted.versions.get(loaded.version)
-                if same is not None:
-                    retired.append(same)
-                if previous_default is not None and previous_default is not same:
-                    del hosted.versions[previous_default.version]
-                    retired.append(previous_default)
-                hosted.versions[loaded.version] = loaded
+                retired = hosted.promote(loaded)
                 hosted.servable = definition
             self._swapped(loaded, retired)
         return loaded.info(is_default=loaded is hosted.default())
@@ -208,8 +212,7 @@ class Runtime:
                 else:
                     if not version:
                         raise VersionNotFoundError("stop() takes a version >= 1, or None for all versions")
-                    stopped = [hosted.pick(version)]
-                    del hosted.versions[version]
+                    stopped = hosted.remove(version)
                     if not hosted.versions:
                         hosted.stop_watching()
                         del self._hosted[hosted.name]
@@ -223,6 +226,9 @@ class Runtime:
         :class:`RuntimeClosedError`, and their queued instances are dropped. The runtime
         cannot be used afterwards.
         """
+        if self._forked_from is not None:  # the parent's threads and locks are not ours to use
+            self._closed = True
+            return
         with self._lock:
             stopped = self._unhost_all()
             self._closed = True
@@ -263,7 +269,7 @@ class Runtime:
     def status(self) -> list[ServableInfo]:
         """What is running: one record per servable version, with its methods and models."""
         with self._lock:
-            pairs = [(v, v is h.default()) for h in self._hosted.values() for v in h.versions.values()]
+            pairs = [(v, v is h.default()) for h in self._hosted.values() for v in h.running()]
         return [loaded.info(is_default) for loaded, is_default in pairs]
 
     def servable_status(self, servable: str | Servable) -> ServableStatus:
@@ -271,7 +277,7 @@ class Runtime:
         with self._lock:
             hosted = self._find(_name(servable))
             default = hosted.default()
-            versions = list(hosted.versions.values())
+            versions = hosted.running()
         return hosted.status([v.info(v is default) for v in versions])
 
     # -- loading helpers -------------------------------------------------------------
@@ -500,6 +506,20 @@ class Runtime:
     def _lookup(self, name: str, version: int) -> LoadedServable:
         check_version_number(version)
         return self._find(name).pick(version)
+
+
+_runtimes: weakref.WeakSet[Runtime] = weakref.WeakSet()
+
+
+def _forked() -> None:
+    """In a child made by fork(): every runtime inherited from the parent is unusable."""
+    parent = os.getppid()
+    for runtime in list(_runtimes):
+        runtime._forked_from = parent
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
 
 
 def _name(servable: str | Servable) -> str:

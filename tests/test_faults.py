@@ -1,0 +1,207 @@
+"""Faults that once wedged callers: BaseExceptions in user code, timeouts lost inside
+``Model.call``, rollback, and a runtime used after ``fork()``. Python callables stand in
+for models; every wait is bounded, so a regression fails instead of hanging."""
+
+import asyncio
+import os
+import threading
+
+import numpy as np
+import pytest
+
+import mindserve
+from mindserve import DeadlineExceededError, ModelError, RuntimeClosedError, StageError
+
+BASE_EXCEPTIONS = [SystemExit(3), KeyboardInterrupt(), asyncio.CancelledError(), GeneratorExit()]
+
+
+def ids(exc):
+    return type(exc).__name__
+
+
+class Raising:
+    """Raises ``exc`` for the input -1; returns its input otherwise."""
+
+    def __init__(self, exc):
+        self.exc = exc
+
+    def __call__(self, x):
+        if np.any(np.asarray(x) == -1):
+            raise self.exc
+        return x
+
+
+@pytest.mark.parametrize("exc", [e for e in BASE_EXCEPTIONS if not isinstance(e, KeyboardInterrupt)], ids=ids)
+def test_a_base_exception_in_a_per_instance_stage_fails_only_its_instance(rt, exc):
+    svc = mindserve.Servable("s")
+    stage = svc.add_stage(Raising(exc), name="boom")
+    svc.add_method(lambda x: stage(x), name="m")
+    rt.start(svc)
+    results = rt.infer("s", "m", [{"x": 1}, {"x": -1}], return_exceptions=True, timeout=10)
+    assert results[0] == {"output": 1}
+    assert isinstance(results[1], StageError) and f"raised {type(exc).__name__}" in str(results[1])
+    assert rt.infer("s", "m", [{"x": 2}], timeout=10) == [{"output": 2}]
+
+
+@pytest.mark.parametrize("exc", BASE_EXCEPTIONS, ids=ids)
+def test_a_base_exception_in_a_batched_stage_never_kills_its_executor(rt, exc):
+    svc = mindserve.Servable("s")
+    raising = Raising(exc)
+    stage = svc.add_stage(lambda xs: [raising(x) for x in xs], name="boom", batch_size=4)
+    svc.add_method(lambda x: stage(x), name="m")
+    rt.start(svc)
+    for _ in range(3):  # the executor thread survives each time
+        results = rt.infer("s", "m", [{"x": 1}, {"x": -1}], return_exceptions=True, timeout=10)
+        assert results[0] == {"output": 1}
+        assert isinstance(results[1], StageError) and type(exc).__name__ in str(results[1])
+    assert rt.infer("s", "m", [{"x": 5}], timeout=10) == [{"output": 5}]
+
+
+@pytest.mark.parametrize("exc", BASE_EXCEPTIONS, ids=ids)
+def test_a_base_exception_in_a_callable_model_on_its_executor_thread(rt, exc):
+    """The model is busy, so the bad call queues and runs on the executor thread."""
+    gate, entered = threading.Event(), threading.Event()
+    raising = Raising(exc)
+
+    def model(x):
+        if np.any(x == 7):
+            entered.set()
+            gate.wait(10)
+        return raising(x)
+
+    svc = mindserve.Servable("s")
+    m = svc.model(model, batching=mindserve.Batching(max_batch_size=1))
+    svc.add_method(lambda x: m(x), name="m")
+    rt.start(svc)
+    busy = rt.infer_async("s", "m", [{"x": np.array([7.0])}])
+    assert entered.wait(10)
+    queued = rt.infer_async("s", "m", [{"x": np.array([-1.0])}], return_exceptions=True)
+    gate.set()
+    assert busy.result(10)[0]["output"].tolist() == [7.0]
+    (failed,) = queued.result(10)
+    assert isinstance(failed, ModelError) and type(exc).__name__ in str(failed)
+    assert rt.infer("s", "m", [{"x": np.array([2.0])}], timeout=10)[0]["output"].tolist() == [2.0]
+
+
+@pytest.mark.parametrize("kind", ["stage", "model"])
+def test_keyboard_interrupt_in_the_callers_own_thread_reaches_the_caller(rt, kind):
+    svc = mindserve.Servable("s")
+    if kind == "stage":
+        step = svc.add_stage(Raising(KeyboardInterrupt()), name="boom")
+    else:
+        step = svc.model(Raising(KeyboardInterrupt()))
+    svc.add_method(lambda x: step(x), name="m")
+    rt.start(svc)
+    with pytest.raises(KeyboardInterrupt):
+        rt.infer("s", "m", [{"x": np.array([-1.0])}], timeout=10)
+    assert rt.infer("s", "m", [{"x": np.array([1.0])}], timeout=10)[0]["output"].tolist() == [1.0]
+
+
+def test_a_batched_stage_failing_for_one_caller_spares_every_other_caller(rt):
+    """Many callers share batches; only the instances that are bad fail."""
+    svc = mindserve.Servable("s")
+
+    @svc.stage(batch_size=8)
+    def check(xs):
+        if any(x < 0 for x in xs):
+            raise ValueError("negative")
+        return xs
+
+    svc.add_method(lambda x: check(x), name="m")
+    rt.start(svc)
+    futures = [
+        rt.infer_async("s", "m", [{"x": -k if k % 5 == 0 else k}], return_exceptions=True)
+        for k in range(1, 101)
+    ]
+    for k, future in enumerate(futures, start=1):
+        (result,) = future.result(30)
+        if k % 5 == 0:
+            assert isinstance(result, StageError)
+        else:
+            assert result == {"output": k}
+
+
+def test_model_call_inside_a_stage_keeps_the_callers_timeout(rt):
+    """The model is busy; a stage's ``m.call`` waits for it no longer than the call may."""
+    gate, entered = threading.Event(), threading.Event()
+
+    def blocking(x):
+        entered.set()
+        gate.wait(10)
+        return x
+
+    svc = mindserve.Servable("s")
+    m = svc.model(blocking, name="blocking")
+
+    @svc.stage
+    def calls_model(x):
+        return m.call(x)
+
+    svc.add_method(lambda x: m(x), name="occupy")
+    svc.add_method(lambda x: calls_model(x), name="m")
+    rt.start(svc)
+    occupying = rt.infer_async("s", "occupy", [{"x": np.array([1.0])}])
+    assert entered.wait(10)
+    errors = []
+
+    def caller():
+        try:
+            rt.infer("s", "m", [{"x": np.array([2.0])}], timeout=0.2)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=caller)
+    thread.start()
+    thread.join(5)
+    alive = thread.is_alive()
+    gate.set()
+    thread.join(10)
+    occupying.result(10)
+    assert not alive, "the call waited past its timeout for the busy model"
+    assert len(errors) == 1 and isinstance(errors[0], DeadlineExceededError), errors
+
+
+def test_rollback_makes_the_older_version_the_default(rt, tmp_path):
+    from test_hot_update import versioned
+
+    for v in (1, 2, 3):
+        os.makedirs(tmp_path / "v" / str(v))
+    svc = versioned(str(tmp_path / "v"))
+    rt.start(svc, version=2)
+    rt.load(svc, version=3)
+    info = rt.update("v", version=1)
+    assert info.is_default and info.version == 1
+    status = rt.servable_status("v")
+    assert status.default_version == 1
+    assert [i.version for i in status.versions] == [1, 2]
+    assert [i.version for i in rt.status() if i.is_default] == [1]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_runtime_used_in_a_forked_child_raises_instead_of_hanging(rt):
+    svc = mindserve.Servable("s")
+    stage = svc.add_stage(lambda x: x, name="same")
+    svc.add_method(lambda x: stage(x), name="m")
+    rt.start(svc)
+    assert rt.infer("s", "m", [{"x": 1}]) == [{"output": 1}]
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what happened, then leave at once
+        try:
+            try:
+                rt.infer("s", "m", [{"x": 1}], timeout=5)
+                message = b"no error"
+            except RuntimeClosedError as exc:
+                message = b"closed: " + str(exc).encode()
+            except BaseException as exc:
+                message = f"other: {exc!r}".encode()
+            os.write(write, message)
+        finally:
+            os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    with os.fdopen(read, "rb") as pipe:
+        message = pipe.read().decode()
+    assert message.startswith("closed: "), message
+    assert "fork" in message
+    assert rt.infer("s", "m", [{"x": 2}]) == [{"output": 2}], "the parent's runtime still serves"
