@@ -199,9 +199,76 @@ def test_a_runtime_used_in_a_forked_child_raises_instead_of_hanging(rt):
         finally:
             os._exit(0)
     os.close(write)
-    _, status = os.waitpid(pid, 0)
+    _, _status = os.waitpid(pid, 0)
     with os.fdopen(read, "rb") as pipe:
         message = pipe.read().decode()
     assert message.startswith("closed: "), message
     assert "fork" in message
     assert rt.infer("s", "m", [{"x": 2}]) == [{"output": 2}], "the parent's runtime still serves"
+
+
+class BatchSizes(mindserve.Observer):
+    def __init__(self):
+        self.sizes = []
+
+    def on_batch(self, report):
+        self.sizes.append(report.size)
+
+
+def test_pending_infer_async_futures_hold_no_thread_and_batch_fully():
+    """1,000 futures with a pool of 2 threads: all reach the model's queue, batches are full."""
+    gate, entered = threading.Event(), threading.Event()
+
+    def model(x):
+        entered.set()
+        gate.wait(30)
+        return x
+
+    observer = BatchSizes()
+    with mindserve.Runtime(async_workers=2, observers=[observer]) as rt:
+        svc = mindserve.Servable("s")
+        m = svc.model(model)
+        svc.add_method(lambda x: m(x), name="m")
+        rt.start(svc)
+        threads_before = threading.active_count()
+        first = rt.infer_async("s", "m", [{"x": np.array([0.0])}])
+        assert entered.wait(10)
+        futures = [rt.infer_async("s", "m", [{"x": np.array([float(k)])}]) for k in range(1, 1001)]
+        scheduler = rt._hosted["s"].default().models["model"].scheduler
+        deadline = threading.Event()
+        for _ in range(1000):
+            if scheduler.queued == 1000:
+                break
+            deadline.wait(0.01)
+        assert scheduler.queued == 1000, "every pending call reached the model's queue"
+        assert threading.active_count() <= threads_before + 3
+        gate.set()
+        assert first.result(30)[0]["output"].tolist() == [0.0]
+        for k, future in enumerate(futures, start=1):
+            assert future.result(30)[0]["output"].tolist() == [float(k)]
+    assert observer.sizes[0] == 1 and max(observer.sizes) == 64
+    assert len(observer.sizes) == 1 + 16, observer.sizes  # 1,000 = 15 x 64 + 40
+
+
+def test_an_infer_async_timeout_fires_while_the_model_is_busy(rt):
+    gate, entered = threading.Event(), threading.Event()
+
+    def model(x):
+        entered.set()
+        gate.wait(30)
+        return x
+
+    svc = mindserve.Servable("s")
+    m = svc.model(model)
+    svc.add_method(lambda x: m(x), name="m")
+    rt.start(svc)
+    first = rt.infer_async("s", "m", [{"x": np.array([0.0])}])
+    assert entered.wait(10)
+    late = rt.infer_async("s", "m", [{"x": np.array([1.0])}], timeout=0.1)
+    with pytest.raises(
+        DeadlineExceededError, match=r"servable 's' version 1, method 'm': .*timeout of 0\.1 s"
+    ) as raised:
+        late.result(5)
+    assert (raised.value.servable, raised.value.version, raised.value.method) == ("s", 1, "m")
+    gate.set()
+    first.result(10)

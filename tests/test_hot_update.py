@@ -131,7 +131,7 @@ def test_a_listener_that_raises_is_logged_not_fatal(rt, tree, caplog):
 
     rt.add_listener(bad)
     rt.start(versioned(tree), version=1)
-    assert "a mindserve event listener raised" in caplog.text
+    assert "mindserve observer" in caplog.text and "listener bug" in caplog.text
     rt.remove_listener(bad)
 
 
@@ -207,7 +207,10 @@ def test_close_fails_calls_still_running_after_the_grace_period(tmp_path):
     runtime = mindserve.Runtime()
     svc = mindserve.Servable("stuck")
     gate, entered = threading.Event(), threading.Event()
-    model = svc.model(lambda x: entered.set() or (gate.wait(30) and x), name="slow")
+    seen = []
+    model = svc.model(
+        lambda x: seen.append(x.tolist()) or entered.set() or (gate.wait(30) and x), name="slow"
+    )
     svc.add_method(lambda x: model(x), name="f")
     runtime.start(svc)
     first = runtime.infer_async("stuck", "f", [{"x": 1.0}])
@@ -215,10 +218,11 @@ def test_close_fails_calls_still_running_after_the_grace_period(tmp_path):
     queued = runtime.infer_async("stuck", "f", [{"x": 2.0}])
     wait_until(lambda: runtime._hosted["stuck"].default().models["slow"].scheduler.queued == 1)
     runtime.close(grace=0.05)
-    with pytest.raises(RuntimeClosedError, match="the runtime was closed before this call completed"):
-        queued.result(10)
+    for call in (first, queued):
+        with pytest.raises(RuntimeClosedError, match="the runtime was closed before this call completed"):
+            call.result(10)
     gate.set()
-    assert first.result(10) == [{"output": 1.0}], "a batch already running finishes"
+    assert seen == [[1.0]], "the queued instance was dropped; the running batch was not interrupted"
 
 
 def test_a_call_never_mixes_versions_across_its_stages(rt):

@@ -18,6 +18,7 @@ Importing mindserve does not import MindSpore; that happens when a model first l
 
 from mindserve._batching import Batching
 from mindserve._errors import (
+    CallError,
     DeadlineExceededError,
     DefinitionError,
     DeviceError,
@@ -37,10 +38,20 @@ from mindserve._errors import (
     StageError,
     VersionNotFoundError,
 )
-from mindserve._events import VersionEvent
 from mindserve._method import Method
 from mindserve._mindspore import mindspore_lock
 from mindserve._model import Model
+from mindserve._observer import (
+    BatchReason,
+    BatchReport,
+    CallReport,
+    DropReason,
+    DropReport,
+    EventKind,
+    Observer,
+    VersionEvent,
+    WarmUpReport,
+)
 from mindserve._requirements import MINDSPORE_REQUIREMENT, TESTED_MINDSPORE_VERSIONS
 from mindserve._runtime import Runtime
 from mindserve._servable import Servable
@@ -53,10 +64,17 @@ __version__ = "0.1.0"
 __all__ = [
     "MINDSPORE_REQUIREMENT",
     "TESTED_MINDSPORE_VERSIONS",
+    "BatchReason",
+    "BatchReport",
     "Batching",
+    "CallError",
+    "CallReport",
     "DeadlineExceededError",
     "DefinitionError",
     "DeviceError",
+    "DropReason",
+    "DropReport",
+    "EventKind",
     "InferenceError",
     "InstanceError",
     "InvalidInputError",
@@ -71,6 +89,7 @@ __all__ = [
     "ModelError",
     "ModelInfo",
     "NotFoundError",
+    "Observer",
     "OverloadedError",
     "Runtime",
     "RuntimeClosedError",
@@ -83,6 +102,7 @@ __all__ = [
     "TensorSpec",
     "VersionEvent",
     "VersionNotFoundError",
+    "WarmUpReport",
     "__version__",
     "mindspore_lock",
 ]

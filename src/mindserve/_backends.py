@@ -19,31 +19,51 @@ from mindserve._specs import TensorSpec
 
 
 class Backend(Protocol):
-    """Runs one batch. ``input_specs`` (with the batch dimension) is ``None`` when unknown."""
+    """Runs batches of one model: the seam between a model's scheduler and what computes.
+
+    ``input_specs`` (with the batch dimension) is ``None`` when unknown. ``capacity``: how
+    many batches it can run at once (the scheduler never runs more): 1 in this process,
+    where MindSpore must not be entered twice; one per worker for a pool of processes.
+    ``run`` computes one batch and may raise anything: the model's queue turns it into
+    instance errors. ``close`` releases what it holds; it is called once, when the
+    version unloads.
+    """
 
     input_specs: tuple[TensorSpec, ...] | None
+    capacity: int
 
     def run(self, arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]: ...
+
+    def close(self) -> None: ...
 
 
 class NetworkBackend:
     """A MindSpore network (``nn.GraphCell`` from MindIR, or an ``nn.Cell``)."""
 
+    capacity = 1  # MindSpore crashes when one network is entered from two threads
+
     def __init__(self, network: Any, input_specs: tuple[TensorSpec, ...] | None = None) -> None:
-        self.network = network
+        self.network: Any = network
         self.input_specs = input_specs
 
     def run(self, arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
         return _mindspore.run_network(self.network, arrays)
+
+    def close(self) -> None:
+        self.network = None  # the weights go with the last reference
 
 
 class CallableBackend:
     """A Python callable taking numpy arrays and returning an array or a tuple of arrays."""
 
     input_specs: tuple[TensorSpec, ...] | None = None
+    capacity = 1  # a user's function is not assumed to be thread-safe
 
     def __init__(self, function: Callable[..., Any]) -> None:
         self.function = function
+
+    def close(self) -> None:
+        pass
 
     def run(self, arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
         outputs = self.function(*arrays)

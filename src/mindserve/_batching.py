@@ -53,8 +53,10 @@ class Batching:
     instances waiting for the model; beyond it calls fail with ``OverloadedError``.
     ``buckets``: the batch sizes a model taking any batch size is fed (each batch is
     padded up to one), so MindSpore compiles few shapes; default: powers of two up to
-    ``max_batch_size``, keeping only those that the warm-up measures faster than every
-    larger one. ``warm_up``: run every bucket once at load, so no request pays a compile.
+    ``max_batch_size``. ``warm_up``: run every bucket once at load, so no request pays a compile
+    (``False``: run only one batch of 1, to check the outputs). ``prune_buckets``: also time
+    each bucket at load and keep only those that run faster than every larger one (fewer
+    buckets, less padding waste, but which buckets survive depends on the machine's load).
     """
 
     max_batch_size: int | None = attrs.field(default=None, validator=_positive("max_batch_size", True))
@@ -62,6 +64,7 @@ class Batching:
     max_queue: int = attrs.field(default=4096, validator=_positive("max_queue"))
     buckets: tuple[int, ...] | None = attrs.field(default=None, converter=_buckets)
     warm_up: bool = True
+    prune_buckets: bool = False
 
 
 def power_of_two_buckets(max_batch_size: int) -> tuple[int, ...]:

@@ -12,9 +12,10 @@ Each error also derives from the builtin that fits it, so ``except ValueError`` 
     ├── MindSporeUnavailableError (ImportError)   MindSpore is missing or fails to import
     ├── DeviceError (RuntimeError)            the device cannot be used (already set to another one, ...)
     ├── LoadError (RuntimeError)              a model or a version failed to load; nothing running stops
-    ├── RuntimeClosedError (RuntimeError)     the runtime was closed
-    ├── OverloadedError (RuntimeError)        a model's queue is full; retry later
-    ├── DeadlineExceededError (TimeoutError)  the call's timeout passed before it completed
+    ├── CallError                             a whole call failed (.servable, .version, .method)
+    │   ├── RuntimeClosedError (RuntimeError)     the runtime was closed (or inherited by fork())
+    │   ├── OverloadedError (RuntimeError)        a model's queue is full; retry later
+    │   └── DeadlineExceededError (TimeoutError)  the call's timeout passed before it completed
     ├── InstanceError                         one instance of a request failed; the others are unaffected
     │   ├── InvalidInputError (ValueError)    a missing, unknown or ill-typed input value
     │   ├── StageError (RuntimeError)         a Python stage raised or returned a wrong result
@@ -29,6 +30,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "CallError",
     "DeadlineExceededError",
     "DefinitionError",
     "DeviceError",
@@ -89,15 +91,24 @@ class LoadError(MindServeError, RuntimeError):
     """
 
 
-class RuntimeClosedError(MindServeError, RuntimeError):
-    """The runtime has been closed and cannot be used again."""
+class CallError(MindServeError):
+    """A whole call failed. ``servable``, ``version`` and ``method`` say where, once known
+    (``None`` for an error raised before the call reached a servable version)."""
+
+    servable: str | None = None
+    version: int | None = None
+    method: str | None = None
 
 
-class OverloadedError(MindServeError, RuntimeError):
+class RuntimeClosedError(CallError, RuntimeError):
+    """The runtime has been closed (or was inherited through ``fork()``) and cannot be used."""
+
+
+class OverloadedError(CallError, RuntimeError):
     """A queue is full (``Batching.max_queue``); the call was not accepted. Retry later."""
 
 
-class DeadlineExceededError(MindServeError, TimeoutError):
+class DeadlineExceededError(CallError, TimeoutError):
     """The call's ``timeout`` passed first; its instances still queued never reach the model."""
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime
 import functools
+import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -14,6 +16,7 @@ from mindserve._context import running
 from mindserve._errors import LoadError, MindServeError
 from mindserve._model import Model
 from mindserve._model_runner import LoadedModel
+from mindserve._observer import ObserverHub, WarmUpReport
 from mindserve._outcome import Outcome
 from mindserve._scheduler import UNLIMITED, Scheduler
 from mindserve._servable import ServableDefinition
@@ -21,6 +24,19 @@ from mindserve._stage import Stage
 from mindserve._status import MethodInfo, ModelInfo, ServableInfo
 from mindserve._versions import resolve_version
 from mindserve._waiting import Pending, Request
+
+#: The environment variable that turns warm-up off for every runtime that does not say.
+WARM_UP_VARIABLE = "MINDSERVE_WARM_UP"
+
+
+def warm_up_from_environment() -> bool:
+    """``MINDSERVE_WARM_UP``: ``0``/``false``/``no``/``off`` turn warm-up off; unset, on."""
+    value = os.environ.get(WARM_UP_VARIABLE, "").strip().lower()
+    if value in ("", "1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{WARM_UP_VARIABLE} must be 1 or 0 (or true/false, yes/no, on/off); got {value!r}")
 
 
 class LoadedServable:
@@ -37,6 +53,7 @@ class LoadedServable:
         version_dir: str | None,
         models: dict[str, LoadedModel],
         device: str | None,
+        observer: ObserverHub | None = None,
     ) -> None:
         self.definition = definition
         self.name = definition.name
@@ -56,6 +73,7 @@ class LoadedServable:
                             f"{where}: stage '{stage.name}'",
                             functools.partial(self._run_stage_batch, stage),
                             max_batch_size=stage.batch_size or UNLIMITED,
+                            observer=observer,
                         )
         self._state = threading.Lock()
         self._inflight = 0
@@ -68,7 +86,12 @@ class LoadedServable:
 
     @classmethod
     def load(
-        cls, definition: ServableDefinition, version: int, device: tuple[str | None, int]
+        cls,
+        definition: ServableDefinition,
+        version: int,
+        device: tuple[str | None, int],
+        observer: ObserverHub | None = None,
+        warm_up: bool = True,
     ) -> LoadedServable:
         """Resolve the version, load and warm up every model; raise :class:`LoadError` on failure."""
         number, version_dir = resolve_version(definition, version)
@@ -77,16 +100,20 @@ class LoadedServable:
         used_mindspore = False
         try:
             for model in definition.models.values():
+                started = time.perf_counter()
                 try:
                     loaded = LoadedModel(model, open_backend(model, version_dir, device, where), where)
-                    loaded.warm_up()
+                    compiled = loaded.warm_up(warm_up)
                 except MindServeError:
                     raise
                 except Exception as exc:  # a load never takes the runtime down
                     raise LoadError(
                         f"{where}: model '{model.name}' failed to load: {type(exc).__name__}: {exc}"
                     ) from exc
-                loaded.start()
+                if observer is not None and observer.wants("on_warm_up"):
+                    seconds = time.perf_counter() - started
+                    observer.on_warm_up(WarmUpReport(definition.name, number, model.name, compiled, seconds))
+                loaded.start(observer)
                 used_mindspore = used_mindspore or model.kind != "callable"
                 models[model.name] = loaded
         except BaseException:
@@ -95,7 +122,7 @@ class LoadedServable:
             raise
         chosen = _mindspore.use_device(*device) if used_mindspore else None
         device_name = f"{chosen[0]}:{chosen[1]}" if chosen else None
-        return cls(definition, number, version_dir, models, device_name)
+        return cls(definition, number, version_dir, models, device_name, observer)
 
     def run_model(
         self, model: Model, instances: Sequence[tuple[Any, ...]], request: Request

@@ -144,7 +144,7 @@ class Model:
         for outcome in outcomes:
             if isinstance(outcome, Failure):
                 raise outcome.error(outcome.detail) from outcome.cause
-        return [tuple(outcome) for outcome in outcomes]
+        return [tuple(outcome) for outcome in outcomes if not isinstance(outcome, Failure)]
 
 
 def _indices(value: Sequence[int] | int | None) -> tuple[int, ...]:

@@ -11,6 +11,8 @@ bad instance fails alone and the others still get their results.
 from __future__ import annotations
 
 import functools
+import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -24,10 +26,13 @@ from mindserve._batching import Batching
 from mindserve._errors import InvalidInputError, LoadError, ModelError
 from mindserve._mindspore import first_line
 from mindserve._model import Model
+from mindserve._observer import Observer
 from mindserve._outcome import Failure, Outcome, in_caller_thread
 from mindserve._scheduler import Scheduler
 from mindserve._specs import TensorSpec, to_model_input
 from mindserve._waiting import Pending, Request
+
+logger = logging.getLogger("mindserve")
 
 #: Largest batch fed to a model that accepts any batch size.
 DEFAULT_MAX_BATCH_SIZE = 64
@@ -60,6 +65,14 @@ class LoadedModel:
                     self.fixed_batch_size = batched[0].shape[0]
         #: The effective batching options (buckets may be pruned by the warm-up).
         self.batching = self._resolve_batching()
+        if self.fixed_batch_size == 1:
+            logger.warning(
+                "%s: model '%s' was exported with a fixed batch size of 1, so it will never batch "
+                "instances across callers. Hint: export it with a dynamic batch dimension, "
+                "mindspore.Tensor(shape=[None, ...]), to batch.",
+                where,
+                self.name,
+            )
         #: The batch sizes the warm-up ran (each compiled once at load).
         self.warmed_up: tuple[int, ...] = ()
         self.scheduler: Scheduler | None = None
@@ -110,43 +123,83 @@ class LoadedModel:
             buckets = _batching.power_of_two_buckets(largest)
         return attrs.evolve(config, max_batch_size=largest, buckets=buckets)
 
-    def warm_up(self) -> None:
+    def warm_up(self, enabled: bool = True) -> tuple[tuple[int, float], ...]:
         """Compile every bucket once on zeros (when all input shapes are known) and check outputs.
 
-        With automatic buckets, each bucket is timed too, and a bucket is kept only if it
-        runs faster than every larger one (see :func:`_batching.prune_buckets`).
+        Returns each batch size run with its seconds. Each bucket runs once, so the same
+        model and options always get the same buckets. ``Batching(prune_buckets=True)``
+        also times each bucket and keeps only those faster than every larger one.
+        ``Batching(warm_up=False)`` runs one batch of 1, to check the outputs; ``enabled``
+        False (the runtime's switch) runs nothing.
         """
         specs = self.instance_specs
-        if specs is None or any(s is None or s.dtype is None or None in s.shape for s in specs):
-            return
+        if (
+            not enabled
+            or specs is None
+            or any(s is None or s.dtype is None or None in s.shape for s in specs)
+        ):
+            return ()
         instance = tuple(np.zeros(s.shape, s.dtype) for s in specs)  # type: ignore[arg-type,union-attr]
         sizes = self.batching.buckets if self.batching.warm_up and self.batching.buckets else (1,)
-        automatic = self.model.batching is None or self.model.batching.buckets is None
-        prune = automatic and self.fixed_batch_size is None and len(sizes) > 1
+        prune = self.batching.prune_buckets and self.fixed_batch_size is None and len(sizes) > 1
+        compiled: list[tuple[int, float]] = []
         seconds = {}
-        for size in sizes:
+        for position, size in enumerate(sizes, start=1):
+            started = time.perf_counter()
             outcome = self._run_batch([instance] * size)
+            took = time.perf_counter() - started
             if isinstance(outcome, Failure):
                 raise LoadError(f"{self.where}: model '{self.name}' failed its warm-up run: {outcome.detail}")
+            compiled.append((size, took))
+            logger.info(
+                "%s: model '%s' warmed up batch size %d in %.2f s (%d of %d)",
+                self.where,
+                self.name,
+                size,
+                took,
+                position,
+                len(sizes),
+            )
             if prune:  # only pruning needs the timings
                 seconds[size] = _median_seconds(functools.partial(self._run_batch, [instance] * size))
         if prune:
             self.batching = attrs.evolve(self.batching, buckets=_batching.prune_buckets(seconds))
         self.warmed_up = tuple(sizes)
+        logger.info(
+            "%s: model '%s' warmed up %d batch sizes in %.2f s",
+            self.where,
+            self.name,
+            len(sizes),
+            sum(t for _, t in compiled),
+        )
+        return tuple(compiled)
 
-    def start(self) -> None:
+    def start(self, observer: Observer | None = None) -> None:
         """Start the scheduler that batches this model's instances across callers."""
+        buckets = self.batching.buckets if self.model.with_batch_dim else None
         self.scheduler = Scheduler(
             f"{self.where}: model '{self.name}'",
             self._run_isolating,
             max_batch_size=self.batching.max_batch_size or 1,
             max_delay=self.batching.max_delay,
             max_queue=self.batching.max_queue,
+            capacity=self.backend.capacity,
+            observer=observer,
+            padded=functools.partial(_batching.bucket_for, buckets=buckets) if buckets else None,
         )
 
     def close(self) -> None:
+        """Stop taking instances; the backend is released once the queue has drained."""
         if self.scheduler is not None:
             self.scheduler.close()
+            threading.Thread(target=self._release_when_drained, name="mindserve:unload", daemon=True).start()
+        else:
+            self.backend.close()
+
+    def _release_when_drained(self) -> None:
+        assert self.scheduler is not None
+        self.scheduler.join()
+        self.backend.close()
 
     # -- running -------------------------------------------------------------------
 

@@ -9,7 +9,8 @@ fails at any step drops out with its failure; the others carry on.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Generator, Mapping, Sequence
+import functools
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ from mindserve._method import Method
 from mindserve._outcome import Failure, Outcome
 from mindserve._specs import check_instance_value, describe_value
 from mindserve._stage import Stage
-from mindserve._waiting import Pending, Request
+from mindserve._waiting import ALARM, Pending, Request
 
 _MISSING = object()
 
@@ -141,3 +142,44 @@ async def run_method_async(
             pending = steps.send(await request.finish_async(pending))
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
+
+
+def run_method_callback(
+    loaded: LoadedServable,
+    method: Method,
+    instances: Sequence[Any],
+    request: Request,
+    submit: Callable[[Callable[[], None]], None],
+    done: Callable[[list[dict[str, Any] | InstanceError] | None, BaseException | None], None],
+) -> None:
+    """Run a method holding no thread while it waits; ``done(results, error)`` ends it.
+
+    Each stretch of work between two waits (checking instances, per-instance stages,
+    queueing on a model, building results) runs through ``submit`` (a bounded pool); a
+    step's wait is only a callback on its ticket, so a pending call costs a few objects.
+    """
+    steps = method_steps(loaded, method, instances, request, inline=False)
+
+    def advance(outcomes: list[Outcome] | None) -> None:
+        try:
+            pending = steps.send(outcomes)  # type: ignore[arg-type]
+        except StopIteration as stop:
+            done(stop.value, None)
+            return
+        except BaseException as exc:
+            done(None, exc)
+            return
+        request.ticket = pending.ticket
+        pending.ticket.on_done(functools.partial(submit, functools.partial(resume, pending)))
+
+    def resume(pending: Pending) -> None:
+        try:
+            outcomes = request.collect(pending)
+        except BaseException as exc:
+            steps.close()
+            done(None, exc)
+            return
+        advance(outcomes)
+
+    ALARM.watch(request)
+    submit(functools.partial(advance, None))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
 import functools
 import os
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, Callable
@@ -26,12 +27,13 @@ from mindserve._errors import (
     ServableNotFoundError,
     VersionNotFoundError,
 )
-from mindserve._events import EventHub, VersionEvent
 from mindserve._hosting import Hosted
-from mindserve._loaded import LoadedServable
+from mindserve._loaded import WARM_UP_VARIABLE, LoadedServable, warm_up_from_environment
 from mindserve._method import Method
 from mindserve._mindspore import normalize_device_target
-from mindserve._pipeline import run_method, run_method_async
+from mindserve._observer import CallReport, EventKind, Observer, ObserverHub, VersionEvent
+from mindserve._outcome import mark_service_thread
+from mindserve._pipeline import run_method, run_method_async, run_method_callback
 from mindserve._servable import Servable
 from mindserve._status import ServableInfo, ServableStatus
 from mindserve._versions import check_version_number
@@ -44,8 +46,16 @@ class Runtime:
 
     ``device_target``: ``"CPU"``, ``"Ascend"``, ``"GPU"``, or ``None`` for Ascend when the
     machine has one and the CPU otherwise. MindSpore's device is process-wide, so every
-    runtime in a process uses the same device. Use it as a context manager, or call
-    :meth:`close` when done::
+    runtime in a process uses the same device.
+
+    ``async_workers``: the threads that run the per-instance stages of :meth:`infer_async`
+    calls (a pending call holds no thread while it waits). ``warm_up``: ``False`` loads
+    models without running them (the first call at each batch size then compiles it), for
+    tests and notebooks; ``None`` reads the ``MINDSERVE_WARM_UP`` environment variable
+    (``0`` turns it off) and warms up otherwise. ``observers``: :class:`Observer` objects
+    told about every version event, warm-up, batch, drop and call.
+
+    Use it as a context manager, or call :meth:`close` when done::
 
         with mindserve.Runtime() as rt:
             rt.start(svc)
@@ -55,17 +65,29 @@ class Runtime:
     """
 
     def __init__(
-        self, *, device_target: str | None = None, device_id: int = 0, async_workers: int = 64
+        self,
+        *,
+        device_target: str | None = None,
+        device_id: int = 0,
+        async_workers: int = 8,
+        warm_up: bool | None = None,
+        observers: Iterable[Observer] = (),
     ) -> None:
         if isinstance(device_id, bool) or not isinstance(device_id, int) or device_id < 0:
             raise ValueError(f"device_id must be an int >= 0; got {device_id!r}")
         if isinstance(async_workers, bool) or not isinstance(async_workers, int) or async_workers < 1:
             raise ValueError(f"async_workers must be an int >= 1; got {async_workers!r}")
+        if warm_up is not None and not isinstance(warm_up, bool):
+            raise ValueError(
+                f"warm_up must be True, False or None (from {WARM_UP_VARIABLE}); got {warm_up!r}"
+            )
         self._device = (normalize_device_target(device_target), device_id)
+        self._warm_up = warm_up_from_environment() if warm_up is None else warm_up
         self._lock = threading.RLock()
         self._hosted: dict[str, Hosted] = {}
         self._closed = False
-        self._events = EventHub()
+        self._observer = ObserverHub(observers)
+        self._listeners: dict[Callable[[VersionEvent], None], _Listener] = {}
         #: The calls running now, so that close() can wait for them (or fail them).
         self._active: set[Request] = set()
         self._idle = threading.Condition(self._lock)
@@ -137,7 +159,7 @@ class Runtime:
             loaded = self._load(hosted, servable, version)
             with self._lock:
                 self._check_open_or_discard(loaded)
-                retired = []
+                retired: list[LoadedServable] = []
                 current = self._hosted.get(hosted.name)
                 if current is not None and current is not hosted:  # started meanwhile elsewhere
                     retired += current.versions.values()
@@ -260,11 +282,26 @@ class Runtime:
         """Call ``listener(event)`` for every version event: loaded, swapped, unloaded, failed.
 
         It runs in the thread where the event happens; an exception it raises is logged.
+        (Sugar for an :class:`Observer` overriding ``on_version``.)
         """
-        self._events.add(listener)
+        if not callable(listener):
+            raise TypeError(f"a listener must be callable; got {listener!r}")
+        with self._lock:
+            adapter = self._listeners[listener] = _Listener(listener)
+        self._observer.add(adapter)
 
     def remove_listener(self, listener: Callable[[VersionEvent], None]) -> None:
-        self._events.remove(listener)
+        with self._lock:
+            adapter = self._listeners.pop(listener)
+        self._observer.remove(adapter)
+
+    def add_observer(self, observer: Observer) -> None:
+        """Report to ``observer`` from now on (see :class:`Observer`); schedulers of versions
+        loaded before keep reporting to every observer added since, too."""
+        self._observer.add(observer)
+
+    def remove_observer(self, observer: Observer) -> None:
+        self._observer.remove(observer)
 
     def status(self) -> list[ServableInfo]:
         """What is running: one record per servable version, with its methods and models."""
@@ -285,14 +322,22 @@ class Runtime:
     def _load(self, hosted: Hosted, servable: Servable, version: int) -> LoadedServable:
         """Load a version (outside the runtime lock); report a failure to listeners."""
         try:
-            loaded = LoadedServable.load(servable.definition(), version, self._device)
+            loaded = LoadedServable.load(
+                servable.definition(), version, self._device, self._observer, self._warm_up
+            )
         except MindServeError as exc:
             hosted.failed(version or None, exc)
-            self._events.emit("failed", hosted.name, version or None, exc)
+            self._emit(EventKind.FAILED, hosted.name, version or None, exc)
             raise
         loaded.on_shutdown = self._unloaded
-        self._events.emit("loaded", loaded.name, loaded.version)
+        self._emit(EventKind.LOADED, loaded.name, loaded.version)
         return loaded
+
+    def _emit(
+        self, kind: EventKind, servable: str, version: int | None, error: BaseException | None = None
+    ) -> None:
+        now = datetime.datetime.now(datetime.timezone.utc)
+        self._observer.on_version(VersionEvent(kind, servable, version, now, error))
 
     def _check_open_or_discard(self, loaded: LoadedServable) -> None:
         if self._closed:
@@ -310,12 +355,12 @@ class Runtime:
             )
 
     def _swapped(self, loaded: LoadedServable, retired: list[LoadedServable]) -> None:
-        self._events.emit("swapped", loaded.name, loaded.version)
+        self._emit(EventKind.SWAPPED, loaded.name, loaded.version)
         for old in retired:
             old.retire()
 
     def _unloaded(self, loaded: LoadedServable) -> None:
-        self._events.emit("unloaded", loaded.name, loaded.version)
+        self._emit(EventKind.UNLOADED, loaded.name, loaded.version)
 
     def _watch(self, hosted: Hosted, directory: str, poll_interval: float) -> Watcher:
         def current() -> int | None:
@@ -354,12 +399,12 @@ class Runtime:
         the model, and :class:`DeadlineExceededError` is raised. A full model queue raises
         :class:`OverloadedError`.
         """
-        request = Request(timeout)
-        loaded, found = self._begin(servable, method, instances, version, request)
+        call = self._begin(servable, method, instances, version, timeout, return_exceptions)
         try:
-            return self._run(loaded, found, instances, request, return_exceptions)
-        finally:
-            self._end(loaded, request)
+            results = run_method(call.loaded, call.method, instances, call.request)
+        except BaseException as exc:
+            return call.finish(None, exc)
+        return call.finish(results, None)
 
     def infer_async(
         self,
@@ -377,14 +422,23 @@ class Runtime:
         else arrives through the future. Cancelling the future drops its instances that
         are still queued.
         """
-        request = Request(timeout)
-        loaded, found = self._begin(servable, method, instances, version, request)
+        call = self._begin(servable, method, instances, version, timeout, return_exceptions)
         future: Future[list[Any]] = Future()
-        future.add_done_callback(functools.partial(_abandon_if_cancelled, request))
+        future.add_done_callback(functools.partial(_abandon_if_cancelled, call.request))
+
+        def done(results: list[Any] | None, error: BaseException | None) -> None:
+            if isinstance(error, CancelledCall):  # nobody waits for the result
+                call.end(error)
+                return
+            try:
+                _settle(future, result=call.finish(results, error))
+            except BaseException as exc:  # the call's error, InferenceError included
+                _settle(future, exception=exc)
+
         try:
-            self._executor().submit(self._drive, future, loaded, found, instances, request, return_exceptions)
+            run_method_callback(call.loaded, call.method, instances, call.request, self._submit, done)
         except BaseException:
-            self._end(loaded, request)
+            call.end(None)
             raise
         return future
 
@@ -404,50 +458,40 @@ class Runtime:
         on them; per-instance stages run in the loop's thread. Cancelling the awaiting task
         drops its instances that are still queued.
         """
-        request = Request(timeout)
-        loaded, found = self._begin(servable, method, instances, version, request)
+        call = self._begin(servable, method, instances, version, timeout, return_exceptions)
         try:
-            try:
-                results = await run_method_async(loaded, found, instances, request)
-            except (DeadlineExceededError, OverloadedError, RuntimeClosedError) as exc:
-                raise _located(exc, loaded, found) from None
-            return _finish(results, return_exceptions)
-        finally:
-            self._end(loaded, request)
+            results = await run_method_async(call.loaded, call.method, instances, call.request)
+        except BaseException as exc:
+            return call.finish(None, exc)
+        return call.finish(results, None)
 
-    def _executor(self) -> ThreadPoolExecutor:
+    def _submit(self, work: Callable[[], None]) -> None:
+        """Run a stretch of an ``infer_async`` call on the bounded pool; once the pool is shut
+        down (the runtime closed), run it here: it only reports the closing."""
         with self._lock:
-            self._check_open()
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self._async_workers, thread_name_prefix="mindserve-async")
-            return self._pool
-
-    def _drive(
-        self,
-        future: Future[list[Any]],
-        loaded: LoadedServable,
-        method: Method,
-        instances: Sequence[Any],
-        request: Request,
-        return_exceptions: bool,
-    ) -> None:
+            pool = self._pool
+            if pool is None and not self._closed:
+                pool = self._pool = ThreadPoolExecutor(
+                    self._async_workers, thread_name_prefix="mindserve-async", initializer=mark_service_thread
+                )
         try:
-            if future.cancelled():
-                return
-            result = self._run(loaded, method, instances, request, return_exceptions)
-        except CancelledCall:
-            return
-        except BaseException as exc:  # handed to the caller through the future
-            _settle(future, exception=exc)
-        else:
-            _settle(future, result=result)
-        finally:
-            self._end(loaded, request)
+            if pool is None:
+                raise RuntimeError("closed")
+            pool.submit(work)
+        except RuntimeError:
+            work()
 
     def _begin(
-        self, servable: str | Servable, method: str, instances: Any, version: int, request: Request
-    ) -> tuple[LoadedServable, Method]:
+        self,
+        servable: str | Servable,
+        method: str,
+        instances: Any,
+        version: int,
+        timeout: float | None,
+        return_exceptions: bool,
+    ) -> _Call:
         """Find the servable version and method, and count the call as running on it."""
+        request = Request(timeout)
         self._check_open()
         with self._lock:
             loaded = self._lookup(_name(servable), version)
@@ -469,29 +513,27 @@ class Runtime:
                 )
             loaded.enter()
             self._active.add(request)
-        return loaded, found
+        return _Call(self, loaded, found, request, len(instances), return_exceptions)
 
-    def _end(self, loaded: LoadedServable, request: Request) -> None:
-        """A call is over: let its version shut down if retired, and close() go on."""
-        loaded.leave()
+    def _end(self, call: _Call, failed: int, error: BaseException | None) -> None:
+        """A call is over: report it, let its version shut down if retired, let close() go on."""
+        call.loaded.leave()
         with self._lock:
-            self._active.discard(request)
+            self._active.discard(call.request)
             if not self._active:
                 self._idle.notify_all()
-
-    @staticmethod
-    def _run(
-        loaded: LoadedServable,
-        method: Method,
-        instances: Sequence[Any],
-        request: Request,
-        return_exceptions: bool,
-    ) -> list[Any]:
-        try:
-            results = run_method(loaded, method, instances, request)
-        except (DeadlineExceededError, OverloadedError, RuntimeClosedError) as exc:
-            raise _located(exc, loaded, method) from None
-        return _finish(results, return_exceptions)
+        if self._observer.wants("on_call"):
+            self._observer.on_call(
+                CallReport(
+                    servable=call.loaded.name,
+                    version=call.loaded.version,
+                    method=call.method.name,
+                    instances=call.count,
+                    failed=failed,
+                    seconds=time.monotonic() - call.request.started,
+                    error=None if error is None else type(error).__name__,
+                )
+            )
 
     def _find(self, name: str) -> Hosted:
         with self._lock:
@@ -506,6 +548,16 @@ class Runtime:
     def _lookup(self, name: str, version: int) -> LoadedServable:
         check_version_number(version)
         return self._find(name).pick(version)
+
+
+class _Listener(Observer):
+    """A version-event listener function, as an observer."""
+
+    def __init__(self, listener: Callable[[VersionEvent], None]) -> None:
+        self.listener = listener
+
+    def on_version(self, event: VersionEvent) -> None:
+        self.listener(event)
 
 
 _runtimes: weakref.WeakSet[Runtime] = weakref.WeakSet()
@@ -548,13 +600,51 @@ def _abandon_if_cancelled(request: Request, future: Future[Any]) -> None:
         request.abandon("cancelled")
 
 
-def _located(exc: Exception, loaded: LoadedServable, method: Method) -> Exception:
-    """The same error, its message prefixed with where it happened."""
-    where = f"servable '{loaded.name}' version {loaded.version}, method '{method.name}'"
-    return type(exc)(f"{where}: {exc}")
+_LOCATED = (DeadlineExceededError, OverloadedError, RuntimeClosedError)
 
 
-def _finish(results: list[Any], return_exceptions: bool) -> list[Any]:
-    if not return_exceptions and any(isinstance(r, InstanceError) for r in results):
-        raise InferenceError(results)
-    return results
+def _located(exc: BaseException, loaded: LoadedServable, method: Method) -> BaseException:
+    """The same error object, told where it happened: a whole-call error gets ``servable``,
+    ``version`` and ``method`` attributes and its message prefixed with them."""
+    if isinstance(exc, _LOCATED) and getattr(exc, "servable", None) is None:
+        exc.servable, exc.version, exc.method = loaded.name, loaded.version, method.name  # type: ignore[union-attr]
+        where = f"servable '{loaded.name}' version {loaded.version}, method '{method.name}'"
+        exc.args = (f"{where}: {exc}", *exc.args[1:])
+    return exc
+
+
+class _Call:
+    """One call of a method, from lookup to its end (which happens exactly once)."""
+
+    __slots__ = ("count", "loaded", "method", "request", "return_exceptions", "runtime")
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        loaded: LoadedServable,
+        method: Method,
+        request: Request,
+        count: int,
+        return_exceptions: bool,
+    ) -> None:
+        self.runtime = runtime
+        self.loaded = loaded
+        self.method = method
+        self.request = request
+        self.count = count
+        self.return_exceptions = return_exceptions
+
+    def end(self, error: BaseException | None, failed: int = 0) -> None:
+        self.runtime._end(self, failed, error)
+
+    def finish(self, results: list[Any] | None, error: BaseException | None) -> list[Any]:
+        """End the call; return its results, or raise its error (located) or InferenceError."""
+        if error is not None:
+            self.end(error)
+            raise _located(error, self.loaded, self.method)
+        assert results is not None
+        failed = sum(1 for r in results if isinstance(r, InstanceError))
+        self.end(None, failed)
+        if failed and not self.return_exceptions:
+            raise InferenceError(results)
+        return results

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import heapq
+import logging
 import threading
 import time
 import weakref
@@ -20,17 +22,20 @@ from typing import Callable
 from mindserve._errors import DeadlineExceededError, RuntimeClosedError
 from mindserve._outcome import Outcome
 
+logger = logging.getLogger("mindserve")
+
 
 class Request:
     """One call's deadline, and whether its caller has given up on it."""
 
-    __slots__ = ("abandoned", "deadline", "ticket", "timeout")
+    __slots__ = ("abandoned", "deadline", "started", "ticket", "timeout")
 
     def __init__(self, timeout: float | None = None) -> None:
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
             raise TypeError(f"timeout must be a number of seconds or None; got {timeout!r}")
         self.timeout = timeout
-        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.started = time.monotonic()
+        self.deadline = None if timeout is None else self.started + timeout
         #: Why the call stopped waiting ("cancelled", "deadline" or "closed"), or None.
         self.abandoned: str | None = None
         #: The ticket the caller waits on now, so that giving up can wake it.
@@ -91,6 +96,14 @@ class Request:
         except asyncio.CancelledError:
             self.abandon("cancelled")
             raise
+        if not pending.ticket.done:
+            self._give_up(pending.what)
+        return pending.finish(pending.ticket.outcomes)  # type: ignore[arg-type]
+
+    def collect(self, pending: Pending) -> list[Outcome]:
+        """The outcomes of a step whose ticket was released; raise if it was released because
+        the deadline passed or the call was cancelled or closed."""
+        self.ticket = None
         if not pending.ticket.done:
             self._give_up(pending.what)
         return pending.finish(pending.ticket.outcomes)  # type: ignore[arg-type]
@@ -217,7 +230,7 @@ class Ticket:
             callback = self._callback
         self._done.release()
         if callback is not None:
-            callback()
+            _call_safely(callback)
 
     def on_done(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (from any thread) when the waiter is woken; at once if it was."""
@@ -226,7 +239,7 @@ class Ticket:
             if not released:
                 self._callback = callback
         if released:
-            callback()
+            _call_safely(callback)
 
     def wait(self, timeout: float | None) -> None:
         if self._pending == 0:
@@ -235,3 +248,55 @@ class Ticket:
             self._done.acquire()
         elif timeout > 0:
             self._done.acquire(timeout=timeout)
+
+
+def _call_safely(callback: Callable[[], None]) -> None:
+    """Run a waiter's wake-up; whatever it raises must not reach the thread that settled the
+    ticket (a scheduler's executor)."""
+    try:
+        callback()
+    except BaseException:
+        logger.exception("mindserve: a wake-up callback raised")
+
+
+class Alarm:
+    """Abandons requests whose deadline passes while nobody blocks on them (``infer_async``).
+
+    One daemon thread for the whole process, sleeping until the earliest deadline.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, Request]] = []
+        self._count = 0
+        self._thread: threading.Thread | None = None
+
+    def watch(self, request: Request) -> None:
+        if request.deadline is None:
+            return
+        with self._cond:
+            self._count += 1
+            heapq.heappush(self._heap, (request.deadline, self._count, request))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="mindserve:deadlines", daemon=True)
+                self._thread.start()
+            elif self._heap[0][2] is request:
+                self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap:
+                    self._cond.wait()
+                deadline, _, request = self._heap[0]
+                left = deadline - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                heapq.heappop(self._heap)
+            if request.abandoned is None:
+                request.abandon("deadline")
+
+
+#: The process's one alarm.
+ALARM = Alarm()
