@@ -1,10 +1,12 @@
 """Cross-caller batching on real MindSpore: concurrency, buckets and warm-up."""
 
+import logging
 import os
 import random
 import threading
 
 import numpy as np
+import pytest
 
 import mindserve
 from conftest import run_net
@@ -18,13 +20,74 @@ def mlp_servable(directory, **model_options):
     return svc
 
 
-def test_warm_up_compiles_every_bucket_and_keeps_the_fast_ones(rt, exported):
+def test_warm_up_compiles_every_bucket_once_and_keeps_them_all(rt, exported, caplog):
+    """Deterministic: the same buckets on every run, one logged run per bucket."""
+    caplog.set_level(logging.INFO, logger="mindserve")
     info = rt.start(mlp_servable(os.path.join(exported["root"], "mlp")), version=1)
     (model,) = info.models
     assert model.warmed_up == (1, 2, 4, 8, 16, 32, 64)
+    assert model.batching.buckets == (1, 2, 4, 8, 16, 32, 64)
     assert model.batching.max_batch_size == 64
-    assert model.batching.buckets[-1] == 64
-    assert set(model.batching.buckets) <= set(model.warmed_up)
+    runs = [r.getMessage() for r in caplog.records if "warmed up batch size" in r.getMessage()]
+    assert len(runs) == 7
+    assert "model 'mlp' warmed up batch size 64 in" in runs[-1] and "(7 of 7)" in runs[-1]
+    assert any("warmed up 7 batch sizes in" in r.getMessage() for r in caplog.records)
+
+
+def test_pruning_buckets_is_asked_for(rt, exported):
+    svc = mlp_servable(os.path.join(exported["root"], "mlp"), batching=Batching(prune_buckets=True))
+    (model,) = rt.start(svc, version=1).models
+    assert model.warmed_up == (1, 2, 4, 8, 16, 32, 64)
+    assert model.batching.buckets[-1] == 64 and set(model.batching.buckets) <= set(model.warmed_up)
+
+
+class WarmUps(mindserve.Observer):
+    def __init__(self):
+        self.reports = []
+
+    def on_warm_up(self, report):
+        self.reports.append(report)
+
+
+@pytest.mark.parametrize("switch", ["argument", "environment"])
+def test_warm_up_can_be_switched_off_for_the_whole_runtime(exported, monkeypatch, switch):
+    observer = WarmUps()
+    if switch == "environment":
+        monkeypatch.setenv("MINDSERVE_WARM_UP", "0")
+        runtime = mindserve.Runtime(observers=[observer])
+    else:
+        monkeypatch.setenv("MINDSERVE_WARM_UP", "1")
+        runtime = mindserve.Runtime(warm_up=False, observers=[observer])
+    with runtime as rt:
+        (model,) = rt.start(mlp_servable(os.path.join(exported["root"], "mlp")), version=1).models
+        assert model.warmed_up == ()
+        x = np.ones(16, np.float32)
+        (result,) = rt.infer("mlp", "predict", [{"x": x}])
+        np.testing.assert_allclose(
+            result["logits"], run_net(exported["nets"]["mlp_v1"], x[None])[0], rtol=1e-5
+        )
+    (report,) = observer.reports
+    assert (report.servable, report.version, report.model, report.compiled) == ("mlp", 1, "mlp", ())
+
+
+def test_a_bad_warm_up_variable_is_named(monkeypatch):
+    monkeypatch.setenv("MINDSERVE_WARM_UP", "sometimes")
+    with pytest.raises(ValueError, match=r"MINDSERVE_WARM_UP must be 1 or 0 .*got 'sometimes'"):
+        mindserve.Runtime()
+
+
+def test_a_model_exported_with_batch_size_1_warns_that_it_never_batches(rt, tmp_path, caplog):
+    from models import MLP, export, zeros
+
+    export(MLP(seed=1), f"{tmp_path}/one/1/mlp.mindir", zeros(1, 16))
+    caplog.set_level(logging.INFO, logger="mindserve")
+    (model,) = rt.start(mlp_servable(f"{tmp_path}/one")).models
+    assert model.fixed_batch_size == 1
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    message = warnings[0].getMessage()
+    assert "fixed batch size of 1, so it will never batch" in message
+    assert "Tensor(shape=[None, ...])" in message
 
 
 def test_explicit_buckets_and_fixed_batch_sizes(rt, exported):

@@ -236,3 +236,77 @@ def test_every_request_is_answered_once_with_its_own_results(sizes, max_batch, s
     assert sorted(seen) == sorted((k, i) for k, n in enumerate(sizes) for i in range(n))
     assert all(1 <= len(b) <= max_batch for b in model.batches)
     assert model.overlaps == 0
+
+
+class SlotModel(FakeModel):
+    """Counts how many batches are inside at once (several are allowed here)."""
+
+    def __init__(self):
+        super().__init__()
+        self.most_inside = 0
+
+    def __call__(self, values, requests=None):
+        with self._guard:
+            self.inside += 1
+            self.most_inside = max(self.most_inside, self.inside)
+        threading.Event().wait(0.0005)  # let other slots overlap
+        self.batches.append(list(values))
+        with self._guard:
+            self.inside -= 1
+        return [("done", v) for v in values]
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    sizes=st.lists(st.integers(min_value=0, max_value=12), min_size=1, max_size=24),
+    max_batch=st.integers(min_value=1, max_value=9),
+    capacity=st.integers(min_value=1, max_value=4),
+    inline=st.booleans(),
+)
+def test_with_n_slots_every_request_is_answered_once_and_at_most_n_batches_run(
+    sizes, max_batch, capacity, inline
+):
+    model = SlotModel()
+    sched = scheduler(model, max_batch_size=max_batch, capacity=capacity)
+    answers, errors = {}, []
+
+    def caller(k, n):
+        request = Request()
+        try:
+            answers[k] = request.wait(
+                sched.submit(request, [(k, i) for i in range(n)], inline=inline), "fake"
+            )
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=caller, args=(k, n)) for k, n in enumerate(sizes)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    sched.close()
+    sched.join(10)
+    assert not errors and not sched.alive
+    assert answers == {k: [("done", (k, i)) for i in range(n)] for k, n in enumerate(sizes)}
+    seen = [v for batch in model.batches for v in batch]
+    assert sorted(seen) == sorted((k, i) for k, n in enumerate(sizes) for i in range(n))
+    assert all(1 <= len(b) <= max_batch for b in model.batches)
+    assert model.most_inside <= capacity
+
+
+def test_two_slots_run_two_batches_at_once():
+    gate = threading.Event()
+    inside = threading.Semaphore(0)
+
+    def model(values, requests):
+        inside.release()
+        gate.wait(10)
+        return [("done", v) for v in values]
+
+    sched = scheduler(model, capacity=2, max_batch_size=1)
+    first, second = sched.submit(Request(), ["a"], inline=False), sched.submit(Request(), ["b"], inline=False)
+    assert inside.acquire(timeout=10) and inside.acquire(timeout=10), "both batches entered together"
+    gate.set()
+    assert Request().wait(first, "fake") == [("done", "a")]
+    assert Request().wait(second, "fake") == [("done", "b")]
+    sched.close()

@@ -1,0 +1,120 @@
+"""The observer interface: what a runtime reports about batches, drops, calls and versions."""
+
+import threading
+
+import numpy as np
+import pytest
+
+import mindserve
+from mindserve import BatchReason, DropReason, Observer
+from mindserve._observer import ObserverHub
+from test_scheduler import wait_until
+
+
+def queued(rt, name="s", model="model"):
+    return rt._hosted[name].default().models[model].scheduler.queued
+
+
+class Recorder(Observer):
+    def __init__(self):
+        self.batches, self.drops, self.calls, self.versions = [], [], [], []
+
+    def on_batch(self, report):
+        self.batches.append(report)
+
+    def on_drop(self, report):
+        self.drops.append(report)
+
+    def on_call(self, report):
+        self.calls.append(report)
+
+    def on_version(self, event):
+        self.versions.append((event.kind, event.version))
+
+
+def gated_servable(gate, entered, **batching):
+    svc = mindserve.Servable("s")
+
+    def model(x):
+        entered.set()
+        gate.wait(10)
+        return x
+
+    m = svc.model(model, batching=mindserve.Batching(**batching) if batching else None)
+    svc.add_method(lambda x: m(x), name="m")
+    return svc
+
+
+def test_batches_say_why_they_formed_and_how_they_ran():
+    recorder = Recorder()
+    gate, entered = threading.Event(), threading.Event()
+    with mindserve.Runtime(observers=[recorder]) as rt:
+        rt.start(gated_servable(gate, entered))
+        first = rt.infer_async("s", "m", [{"x": np.array([0.0])}])
+        assert entered.wait(10)
+        rest = [rt.infer_async("s", "m", [{"x": np.array([float(k)])}]) for k in range(1, 4)]
+        wait_until(lambda: queued(rt) == 3)
+        gate.set()
+        for future in [first, *rest]:
+            future.result(10)
+        rt.infer("s", "m", [{"x": np.array([9.0])}])  # idle: runs inline
+    sizes = [(b.size, b.reason) for b in recorder.batches]
+    assert sizes == [(1, BatchReason.QUEUE_EMPTY), (3, BatchReason.QUEUE_EMPTY), (1, BatchReason.INLINE)]
+    assert all(b.where == "servable 's' version 1: model 'model'" and b.failed == 0 for b in recorder.batches)
+    assert recorder.batches[1].queue_wait > 0 and recorder.batches[0].run_seconds > 0
+    assert [(c.method, c.instances, c.failed, c.error) for c in recorder.calls] == [("m", 1, 0, None)] * 5
+    assert [kind for kind, _ in recorder.versions] == ["loaded", "swapped", "unloaded"]
+
+
+def test_drops_and_refusals_are_reported_with_their_reason():
+    recorder = Recorder()
+    gate, entered = threading.Event(), threading.Event()
+    with mindserve.Runtime(observers=[recorder]) as rt:
+        rt.start(gated_servable(gate, entered, max_queue=2))
+        first = rt.infer_async("s", "m", [{"x": np.array([0.0])}])
+        assert entered.wait(10)
+        late = rt.infer_async("s", "m", [{"x": np.array([1.0])}], timeout=0.05)
+        with pytest.raises(mindserve.DeadlineExceededError):
+            late.result(10)
+        cancelled = rt.infer_async("s", "m", [{"x": np.array([2.0])}])
+        wait_until(lambda: queued(rt) == 2)
+        cancelled.cancel()
+        full = rt.infer_async("s", "m", [{"x": np.array([3.0])}, {"x": np.array([4.0])}])
+        wait_until(lambda: queued(rt) == 2)  # the late and the cancelled instances made room
+        with pytest.raises(mindserve.OverloadedError):
+            rt.infer("s", "m", [{"x": np.array([5.0])}])
+        gate.set()
+        first.result(10)
+        full.result(10)
+    reasons = sorted((d.reason, d.count) for d in recorder.drops)
+    assert (DropReason.OVERLOADED, 1) in reasons
+    assert (DropReason.DEADLINE, 1) in reasons and (DropReason.CANCELLED, 1) in reasons
+    errors = [c.error for c in recorder.calls]
+    assert "DeadlineExceededError" in errors and "OverloadedError" in errors
+
+
+def test_an_observer_that_raises_is_logged_and_serving_goes_on(caplog):
+    class Broken(Observer):
+        def on_batch(self, report):
+            raise RuntimeError("observer bug")
+
+    with mindserve.Runtime(observers=[Broken()]) as rt:
+        rt.start(gated_servable(threading.Event(), threading.Event()))
+        rt.stop("s")
+        svc = mindserve.Servable("t")
+        m = svc.model(lambda x: x)
+        svc.add_method(lambda x: m(x), name="m")
+        rt.start(svc)
+        assert rt.infer("t", "m", [{"x": np.array([1.0])}])[0]["output"].tolist() == [1.0]
+    assert "observer bug" in caplog.text
+
+
+def test_the_hub_only_calls_methods_an_observer_overrides():
+    class OnlyCalls(Observer):
+        def on_call(self, report):
+            pass
+
+    hub = ObserverHub([OnlyCalls()])
+    assert hub.wants("on_call") and not hub.wants("on_batch")
+    with pytest.raises(TypeError, match="an observer must be a mindserve.Observer; got function"):
+        ObserverHub([lambda report: None])
