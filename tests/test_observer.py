@@ -116,5 +116,5 @@ def test_the_hub_only_calls_methods_an_observer_overrides():
 
     hub = ObserverHub([OnlyCalls()])
     assert hub.wants("on_call") and not hub.wants("on_batch")
-    with pytest.raises(TypeError, match="an observer must be a mindserve.Observer; got function"):
+    with pytest.raises(TypeError, match=r"an observer must be a mindserve\.Observer; got function"):
         ObserverHub([lambda report: None])
