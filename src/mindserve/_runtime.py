@@ -9,12 +9,13 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
+from concurrent.futures import Future, InvalidStateError
 from types import TracebackType
 from typing import Any, Callable
 
 import numpy as np
 
+from mindserve._dispatch import Dispatcher
 from mindserve._errors import (
     DeadlineExceededError,
     InferenceError,
@@ -32,7 +33,6 @@ from mindserve._loaded import WARM_UP_VARIABLE, LoadedServable, warm_up_from_env
 from mindserve._method import Method
 from mindserve._mindspore import normalize_device_target
 from mindserve._observer import CallReport, EventKind, Observer, ObserverHub, VersionEvent
-from mindserve._outcome import mark_service_thread
 from mindserve._pipeline import run_method, run_method_async, run_method_callback
 from mindserve._servable import Servable
 from mindserve._status import ServableInfo, ServableStatus
@@ -91,8 +91,7 @@ class Runtime:
         #: The calls running now, so that close() can wait for them (or fail them).
         self._active: set[Request] = set()
         self._idle = threading.Condition(self._lock)
-        self._async_workers = async_workers
-        self._pool: ThreadPoolExecutor | None = None
+        self._dispatcher = Dispatcher(async_workers)
         #: The parent's pid once this process was forked from the one that made the runtime.
         self._forked_from: int | None = None
         _runtimes.add(self)
@@ -254,7 +253,6 @@ class Runtime:
         with self._lock:
             stopped = self._unhost_all()
             self._closed = True
-            pool, self._pool = self._pool, None
         for loaded in stopped:
             loaded.retire()
         deadline = None if grace is None else time.monotonic() + grace
@@ -267,8 +265,7 @@ class Runtime:
             late = list(self._active)
         for request in late:
             request.abandon("closed")
-        if pool is not None:
-            pool.shutdown(wait=not late)
+        self._dispatcher.close()
 
     def _unhost_all(self) -> list[LoadedServable]:
         """Forget every servable (under the lock) and stop its watcher; return its versions."""
@@ -436,7 +433,7 @@ class Runtime:
                 _settle(future, exception=exc)
 
         try:
-            run_method_callback(call.loaded, call.method, instances, call.request, self._submit, done)
+            run_method_callback(call.loaded, call.method, instances, call.request, self._dispatcher.submit, done)
         except BaseException:
             call.end(None)
             raise
@@ -464,22 +461,6 @@ class Runtime:
         except BaseException as exc:
             return call.finish(None, exc)
         return call.finish(results, None)
-
-    def _submit(self, work: Callable[[], None]) -> None:
-        """Run a stretch of an ``infer_async`` call on the bounded pool; once the pool is shut
-        down (the runtime closed), run it here: it only reports the closing."""
-        with self._lock:
-            pool = self._pool
-            if pool is None and not self._closed:
-                pool = self._pool = ThreadPoolExecutor(
-                    self._async_workers, thread_name_prefix="mindserve-async", initializer=mark_service_thread
-                )
-        try:
-            if pool is None:
-                raise RuntimeError("closed")
-            pool.submit(work)
-        except RuntimeError:
-            work()
 
     def _begin(
         self,
