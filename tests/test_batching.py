@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mindserve import _batching
+from mindserve._batching import shapes as _batching
 
 
 def keys(instances, unbatched=()):

@@ -8,7 +8,7 @@ import warnings
 import pytest
 
 import mindserve
-from mindserve._mindspore import check_version, parse_version
+from mindserve._execution.mindspore import check_version, parse_version
 
 START_A_MINDIR_SERVABLE = """
 import mindserve
@@ -66,7 +66,7 @@ def test_old_mindspore_warns_when_first_imported(tmp_path):
     code = textwrap.dedent(
         """
         import warnings
-        from mindserve import _mindspore
+        from mindserve._execution import mindspore as _mindspore
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             _mindspore.import_mindspore()

@@ -7,7 +7,7 @@ import pytest
 
 import mindserve
 from mindserve import BatchReason, DropReason, Observer
-from mindserve._observer import ObserverHub
+from mindserve._observe.observer import ObserverHub
 from test_scheduler import wait_until
 
 

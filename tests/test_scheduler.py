@@ -8,9 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mindserve import DeadlineExceededError, OverloadedError
-from mindserve._outcome import Failure
-from mindserve._scheduler import Scheduler
-from mindserve._waiting import CancelledCall, Request
+from mindserve._batching.scheduler import Scheduler
+from mindserve._calls import CancelledCall, Failure, Request
 
 
 class FakeModel:

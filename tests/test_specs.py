@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mindserve import TensorSpec
-from mindserve._specs import check_instance_value, to_model_input
+from mindserve._values import check_instance_value, to_model_input
 
 
 @pytest.mark.parametrize(

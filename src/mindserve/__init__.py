@@ -16,7 +16,11 @@ Define a servable with decorators, start it in a :class:`Runtime`, call its meth
 Importing mindserve does not import MindSpore; that happens when a model first loads.
 """
 
-from mindserve._batching import Batching
+from mindserve._config import Batching
+from mindserve._define.method import Method
+from mindserve._define.model import Model
+from mindserve._define.servable import Servable
+from mindserve._define.stage import Stage
 from mindserve._errors import (
     CallError,
     DeadlineExceededError,
@@ -38,10 +42,8 @@ from mindserve._errors import (
     StageError,
     VersionNotFoundError,
 )
-from mindserve._method import Method
-from mindserve._mindspore import mindspore_lock
-from mindserve._model import Model
-from mindserve._observer import (
+from mindserve._execution.mindspore import mindspore_lock
+from mindserve._observe.observer import (
     BatchReason,
     BatchReport,
     CallReport,
@@ -52,12 +54,10 @@ from mindserve._observer import (
     VersionEvent,
     WarmUpReport,
 )
+from mindserve._observe.status import MethodInfo, ModelInfo, ServableInfo, ServableStatus
 from mindserve._requirements import MINDSPORE_REQUIREMENT, TESTED_MINDSPORE_VERSIONS
-from mindserve._runtime import Runtime
-from mindserve._servable import Servable
-from mindserve._specs import TensorSpec
-from mindserve._stage import Stage
-from mindserve._status import MethodInfo, ModelInfo, ServableInfo, ServableStatus
+from mindserve._serving.runtime import Runtime
+from mindserve._values import TensorSpec
 
 __version__ = "0.1.0"
 

@@ -10,8 +10,8 @@ import sys
 import types
 from collections.abc import Iterator
 
+from mindserve._define.servable import Servable
 from mindserve._errors import DefinitionError, LoadError
-from mindserve._servable import Servable
 from mindserve.compat import register
 
 #: The module names a servable_config.py may import register through.

@@ -22,11 +22,11 @@ import threading
 from collections.abc import Sequence
 from typing import Any, Callable
 
+from mindserve._define.model import Model as NativeModel
+from mindserve._define.servable import Servable
+from mindserve._define.stage import Stage
+from mindserve._define.tracing import Placeholder, active_trace
 from mindserve._errors import DefinitionError, MindServeError
-from mindserve._model import Model as NativeModel
-from mindserve._servable import Servable
-from mindserve._stage import Stage
-from mindserve._tracing import Placeholder, active_trace
 
 logger = logging.getLogger("mindserve.compat")
 

@@ -12,16 +12,19 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from mindserve._batching import Batching
-from mindserve._context import current_step
+from mindserve._calls import Failure, current_step
+from mindserve._config import Batching
+from mindserve._define.stage import check_outputs
+from mindserve._define.tracing import active_trace
 from mindserve._errors import DefinitionError, MindServeError
-from mindserve._mindspore import is_cell
-from mindserve._outcome import Failure
-from mindserve._stage import check_outputs
-from mindserve._tracing import active_trace
 
 #: Encryption modes MindSpore accepts for MindIR files.
 DEC_MODES = ("AES-GCM", "AES-CBC", "SM4-CBC")
+
+
+def is_cell(obj: object) -> bool:
+    """Whether ``obj`` is a MindSpore ``nn.Cell`` (without importing MindSpore)."""
+    return any(cls.__name__ == "Cell" and cls.__module__.startswith("mindspore") for cls in type(obj).__mro__)
 
 
 def _model_kind(source: object) -> str:

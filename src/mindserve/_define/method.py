@@ -8,9 +8,9 @@ from typing import Any, Callable
 
 import attrs
 
+from mindserve._define.model import Model
+from mindserve._define.tracing import Placeholder, Step, Trace, trace
 from mindserve._errors import DefinitionError
-from mindserve._model import Model
-from mindserve._tracing import Placeholder, Step, Trace, trace
 
 
 @attrs.frozen

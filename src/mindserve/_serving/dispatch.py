@@ -14,7 +14,7 @@ import threading
 from collections import deque
 from typing import Callable
 
-from mindserve._outcome import mark_service_thread
+from mindserve._calls import mark_service_thread
 
 logger = logging.getLogger("mindserve")
 
@@ -40,7 +40,9 @@ class Dispatcher:
                     self._cond.notify()
                 elif self._threads < self.workers:
                     self._threads += 1
-                    threading.Thread(target=self._work, name=f"{self.name}#{self._threads}", daemon=True).start()
+                    threading.Thread(
+                        target=self._work, name=f"{self.name}#{self._threads}", daemon=True
+                    ).start()
                 return
         work()
 

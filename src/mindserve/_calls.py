@@ -1,28 +1,95 @@
-"""How a call waits for its instances: its deadline, its tickets, and its wake-ups.
+"""One call in flight: its request, its tickets at each step, its failures, its step context.
 
-A :class:`Request` is one call (its deadline, and whether its caller gave up). A
-:class:`Ticket` completes when every instance the call queued at one step has an outcome;
-the caller waits on it in its thread (:meth:`Request.finish`) or on an event loop
-(:meth:`Request.finish_async`). A :class:`Pending` step pairs a ticket with how to turn
-its outcomes into the step's.
+* :class:`Request` is one call: its deadline, and whether its caller gave up on it.
+* A :class:`Ticket` completes when every instance the call queued at one step has an
+  outcome; the caller waits on it in its thread (:meth:`Request.finish`), on an event loop
+  (:meth:`Request.finish_async`), or through a callback (``infer_async``). A
+  :class:`Pending` step pairs a ticket with how to turn its outcomes into the step's.
+* A :class:`Failure` is how one instance's error travels through a pipeline before it
+  gets its location; an :data:`Outcome` is a step's result for one instance.
+* :class:`StepContext` tells ``Model.call`` inside a stage which running version and
+  which call it serves, so the caller's timeout and cancellation reach the model call too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import functools
 import heapq
 import logging
 import threading
 import time
 import weakref
-from collections.abc import Sequence
-from typing import Callable
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, NamedTuple, Union
 
-from mindserve._errors import DeadlineExceededError, RuntimeClosedError
-from mindserve._outcome import Outcome
+import attrs
+
+from mindserve._errors import DeadlineExceededError, InstanceError, RuntimeClosedError
+
+if TYPE_CHECKING:
+    from mindserve._serving.running import LoadedServable
 
 logger = logging.getLogger("mindserve")
+
+
+@attrs.frozen
+class Failure:
+    """An instance failed: the error class to raise and the message without a location."""
+
+    error: type[InstanceError]
+    detail: str
+    cause: BaseException | None = None
+
+    def to_exception(self, *, servable: str, version: int, method: str, index: int) -> InstanceError:
+        exc = self.error(self.detail, servable=servable, version=version, method=method, index=index)
+        exc.__cause__ = self.cause
+        return exc
+
+
+#: What a stage or a model gives back for one instance: its outputs, or a failure.
+Outcome = Union[tuple, Failure]
+
+_service = threading.local()
+
+
+def mark_service_thread() -> None:
+    """Mark this thread as mindserve's own (a scheduler's executor, an async-call pool thread)."""
+    _service.active = True
+
+
+def in_caller_thread(exc: BaseException) -> bool:
+    """Whether ``exc`` must reach the caller as it is: a ``KeyboardInterrupt`` in a caller's
+    own thread. Anything else, and anything in mindserve's threads, becomes an instance
+    failure."""
+    return isinstance(exc, KeyboardInterrupt) and not getattr(_service, "active", False)
+
+
+class StepContext(NamedTuple):
+    """The running version whose stage executes here, and the call it serves."""
+
+    loaded: LoadedServable
+    request: Request
+
+
+_current: contextvars.ContextVar[StepContext | None] = contextvars.ContextVar("mindserve_step", default=None)
+
+
+def current_step() -> StepContext | None:
+    """The step executing in this context, or ``None`` outside a running stage."""
+    return _current.get()
+
+
+@contextlib.contextmanager
+def running(loaded: LoadedServable, request: Request) -> Iterator[None]:
+    """Mark a stage of ``loaded`` serving ``request`` as executing in this context."""
+    token = _current.set(StepContext(loaded, request))
+    try:
+        yield
+    finally:
+        _current.reset(token)
 
 
 class Request:

@@ -10,20 +10,19 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from mindserve import _mindspore
-from mindserve._backends import model_path, open_backend
-from mindserve._context import running
+from mindserve._batching.scheduler import UNLIMITED, Scheduler
+from mindserve._calls import Outcome, Pending, Request, running
+from mindserve._define.model import Model
+from mindserve._define.servable import ServableDefinition
+from mindserve._define.stage import Stage
 from mindserve._errors import LoadError, MindServeError
-from mindserve._model import Model
-from mindserve._model_runner import LoadedModel
-from mindserve._observer import ObserverHub, WarmUpReport
-from mindserve._outcome import Outcome
-from mindserve._scheduler import UNLIMITED, Scheduler
-from mindserve._servable import ServableDefinition
-from mindserve._stage import Stage
-from mindserve._status import MethodInfo, ModelInfo, ServableInfo
-from mindserve._versions import resolve_version
-from mindserve._waiting import Pending, Request
+from mindserve._execution import mindspore as _mindspore
+from mindserve._execution.local import model_path, open_backend
+from mindserve._observe.observer import ObserverHub, WarmUpReport
+from mindserve._observe.status import MethodInfo, ModelInfo, ServableInfo
+from mindserve._serving.model_queue import LoadedModel
+from mindserve._serving.stages import run_stage
+from mindserve._serving.versions import resolve_version
 
 #: The environment variable that turns warm-up off for every runtime that does not say.
 WARM_UP_VARIABLE = "MINDSERVE_WARM_UP"
@@ -163,7 +162,7 @@ class LoadedServable:
         """Run a stage over instances of ``request``, with this version and that request as
         the ones ``Model.call`` uses."""
         with running(self, request):
-            return stage.run(instances)
+            return run_stage(stage, instances)
 
     def _run_stage_batch(
         self, stage: Stage, instances: list[tuple[Any, ...]], requests: list[Request]

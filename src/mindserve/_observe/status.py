@@ -6,8 +6,8 @@ import datetime
 
 import attrs
 
-from mindserve._batching import Batching
-from mindserve._specs import TensorSpec
+from mindserve._config import Batching
+from mindserve._values import TensorSpec
 
 
 @attrs.frozen

@@ -10,11 +10,11 @@ from __future__ import annotations
 import datetime
 import threading
 
+from mindserve._define.servable import Servable
 from mindserve._errors import VersionNotFoundError
-from mindserve._loaded import LoadedServable
-from mindserve._servable import Servable
-from mindserve._status import ServableInfo, ServableStatus
-from mindserve._watcher import Watcher
+from mindserve._observe.status import ServableInfo, ServableStatus
+from mindserve._serving.running import LoadedServable
+from mindserve._serving.versions import Watcher
 
 
 class Hosted:

@@ -12,10 +12,10 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from mindserve import _mindspore
+from mindserve._define.model import Model
 from mindserve._errors import LoadError
-from mindserve._model import Model
-from mindserve._specs import TensorSpec
+from mindserve._execution import mindspore as _mindspore
+from mindserve._values import TensorSpec
 
 
 class Backend(Protocol):

@@ -1,6 +1,6 @@
 """A loaded model: checks each instance's inputs, batches them, runs, slices the outputs.
 
-Each model has a :class:`~mindserve._scheduler.Scheduler`: instances from every caller
+Each model has a :class:`~mindserve._batching.scheduler.Scheduler`: instances from every caller
 join one queue and run in batches, one batch at a time (MindSpore networks also hold
 MindSpore's process lock), so any number of threads may call :meth:`LoadedModel.submit`.
 Batches of a model that takes any batch size are padded up to a bucket, so MindSpore
@@ -20,17 +20,16 @@ from typing import Any
 import attrs
 import numpy as np
 
-from mindserve import _batching
-from mindserve._backends import Backend
-from mindserve._batching import Batching
+from mindserve._batching import shapes as _batching
+from mindserve._batching.scheduler import Scheduler
+from mindserve._calls import Failure, Outcome, Pending, Request, in_caller_thread
+from mindserve._config import Batching
+from mindserve._define.model import Model
 from mindserve._errors import InvalidInputError, LoadError, ModelError
-from mindserve._mindspore import first_line
-from mindserve._model import Model
-from mindserve._observer import Observer
-from mindserve._outcome import Failure, Outcome, in_caller_thread
-from mindserve._scheduler import Scheduler
-from mindserve._specs import TensorSpec, to_model_input
-from mindserve._waiting import Pending, Request
+from mindserve._execution.local import Backend
+from mindserve._execution.mindspore import first_line
+from mindserve._observe.observer import Observer
+from mindserve._values import TensorSpec, to_model_input
 
 logger = logging.getLogger("mindserve")
 

@@ -8,11 +8,11 @@ from typing import Any, Callable, TypeVar, overload
 
 import attrs
 
-from mindserve._batching import Batching
+from mindserve._config import Batching
+from mindserve._define.method import Method, build_method
+from mindserve._define.model import Model
+from mindserve._define.stage import Stage
 from mindserve._errors import DefinitionError
-from mindserve._method import Method, build_method
-from mindserve._model import Model
-from mindserve._stage import Stage
 
 F = TypeVar("F", bound=Callable[..., Any])
 

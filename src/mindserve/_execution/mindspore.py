@@ -32,7 +32,7 @@ from mindserve._requirements import (
     MINDSPORE_REQUIREMENT,
     TESTED_MINDSPORE_VERSIONS,
 )
-from mindserve._specs import TensorSpec
+from mindserve._values import TensorSpec
 
 _LOCK = threading.RLock()
 _import_lock = threading.Lock()
@@ -229,11 +229,6 @@ def load_mindir(path: str, dec_key: bytes | None, dec_mode: str) -> Any:
         else:
             graph = ms.load(path, dec_key=dec_key, dec_mode=dec_mode)
         return ms.nn.GraphCell(graph)
-
-
-def is_cell(obj: object) -> bool:
-    """Whether ``obj`` is a MindSpore ``nn.Cell`` (without importing MindSpore)."""
-    return any(cls.__name__ == "Cell" and cls.__module__.startswith("mindspore") for cls in type(obj).__mro__)
 
 
 def run_network(network: Any, arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:

@@ -8,60 +8,16 @@ fails at any step drops out with its failure; the others carry on.
 
 from __future__ import annotations
 
-import difflib
 import functools
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
-import numpy as np
-
-from mindserve._errors import InstanceError, InvalidInputError
-from mindserve._loaded import LoadedServable
-from mindserve._method import Method
-from mindserve._outcome import Failure, Outcome
-from mindserve._specs import check_instance_value, describe_value
-from mindserve._stage import Stage
-from mindserve._waiting import ALARM, Pending, Request
-
-_MISSING = object()
-
-
-def check_instance(instance: Any, method: Method) -> Failure | None:
-    """Whether an instance has exactly the method's inputs, each of a supported type."""
-    if type(instance) is dict and len(instance) == len(method.inputs):  # the common case, fast
-        for name in method.inputs:
-            value = instance.get(name, _MISSING)
-            if type(value) is not np.ndarray or value.dtype.kind not in "biuf":
-                break
-        else:
-            return None
-    if not isinstance(instance, Mapping):
-        return Failure(
-            InvalidInputError,
-            f"an instance must be a dict of input name to value, with inputs "
-            f"{list(method.inputs)}; got {describe_value(instance)}",
-        )
-    unknown = [name for name in instance if name not in method.inputs]
-    if unknown:
-        name = unknown[0]
-        close = difflib.get_close_matches(str(name), method.inputs, n=1)
-        hint = f" Hint: did you mean '{close[0]}'?" if close else ""
-        return Failure(
-            InvalidInputError,
-            f"unknown input {name!r}; method '{method.name}' takes inputs {list(method.inputs)}.{hint}",
-        )
-    missing = [name for name in method.inputs if name not in instance]
-    if missing:
-        return Failure(
-            InvalidInputError,
-            f"missing input '{missing[0]}'; method '{method.name}' takes inputs {list(method.inputs)}",
-        )
-    for name in method.inputs:
-        problem = check_instance_value(instance[name])
-        if problem is not None:
-            return Failure(InvalidInputError, f"input '{name}' must be {problem}")
-    return None
-
+from mindserve._calls import ALARM, Failure, Outcome, Pending, Request
+from mindserve._define.method import Method
+from mindserve._define.stage import Stage
+from mindserve._errors import InstanceError
+from mindserve._serving.running import LoadedServable
+from mindserve._values import check_instance
 
 Steps = Generator[Pending, "list[Outcome]", "list[dict[str, Any] | InstanceError]"]
 

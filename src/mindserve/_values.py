@@ -4,14 +4,23 @@ Instance values follow MindSpore Serving's type matrix: numpy arrays and numpy s
 of numeric or bool dtype, Python ``bool``, ``int`` and ``float``, ``str`` and ``bytes``.
 The checks here return a message naming what was expected and what arrived, or
 ``None`` when the value is fine; the caller adds where (servable, method, instance).
+:func:`check_instance` checks one instance of a request against a method's inputs.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import difflib
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import numpy as np
+
+from mindserve._calls import Failure
+from mindserve._errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from mindserve._define.method import Method
 
 #: numpy dtype kinds a tensor value may have: bool, signed, unsigned, float.
 _TENSOR_KINDS = "biuf"
@@ -145,3 +154,43 @@ def _cast_python_scalar(value: bool | int | float, spec: TensorSpec | None) -> n
 
 def _shape_matches(actual: tuple[int, ...], expected: tuple[int | None, ...]) -> bool:
     return len(actual) == len(expected) and all(e is None or a == e for a, e in zip(actual, expected))
+
+
+_MISSING = object()
+
+
+def check_instance(instance: Any, method: Method) -> Failure | None:
+    """Whether an instance has exactly the method's inputs, each of a supported type."""
+    if type(instance) is dict and len(instance) == len(method.inputs):  # the common case, fast
+        for name in method.inputs:
+            value = instance.get(name, _MISSING)
+            if type(value) is not np.ndarray or value.dtype.kind not in "biuf":
+                break
+        else:
+            return None
+    if not isinstance(instance, Mapping):
+        return Failure(
+            InvalidInputError,
+            f"an instance must be a dict of input name to value, with inputs "
+            f"{list(method.inputs)}; got {describe_value(instance)}",
+        )
+    unknown = [name for name in instance if name not in method.inputs]
+    if unknown:
+        name = unknown[0]
+        close = difflib.get_close_matches(str(name), method.inputs, n=1)
+        hint = f" Hint: did you mean '{close[0]}'?" if close else ""
+        return Failure(
+            InvalidInputError,
+            f"unknown input {name!r}; method '{method.name}' takes inputs {list(method.inputs)}.{hint}",
+        )
+    missing = [name for name in method.inputs if name not in instance]
+    if missing:
+        return Failure(
+            InvalidInputError,
+            f"missing input '{missing[0]}'; method '{method.name}' takes inputs {list(method.inputs)}",
+        )
+    for name in method.inputs:
+        problem = check_instance_value(instance[name])
+        if problem is not None:
+            return Failure(InvalidInputError, f"input '{name}' must be {problem}")
+    return None

@@ -28,11 +28,10 @@ from collections import deque
 from collections.abc import Hashable, Sequence
 from typing import Any, Callable
 
-from mindserve._batching import split
+from mindserve._batching.shapes import split
+from mindserve._calls import Failure, Outcome, Request, Ticket, in_caller_thread, mark_service_thread
 from mindserve._errors import ModelError, OverloadedError, RuntimeClosedError
-from mindserve._observer import BatchReason, BatchReport, DropReason, DropReport, Observer
-from mindserve._outcome import Failure, Outcome, in_caller_thread, mark_service_thread
-from mindserve._waiting import Request, Ticket
+from mindserve._observe.observer import BatchReason, BatchReport, DropReason, DropReport, Observer
 
 #: Stands for "no limit" as a batch size (a batched stage with batch_size=0).
 UNLIMITED = 1 << 62

@@ -15,7 +15,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from mindserve._dispatch import Dispatcher
+from mindserve._calls import CancelledCall, Request
+from mindserve._define.method import Method
+from mindserve._define.servable import Servable
 from mindserve._errors import (
     DeadlineExceededError,
     InferenceError,
@@ -28,17 +30,14 @@ from mindserve._errors import (
     ServableNotFoundError,
     VersionNotFoundError,
 )
-from mindserve._hosting import Hosted
-from mindserve._loaded import WARM_UP_VARIABLE, LoadedServable, warm_up_from_environment
-from mindserve._method import Method
-from mindserve._mindspore import normalize_device_target
-from mindserve._observer import CallReport, EventKind, Observer, ObserverHub, VersionEvent
-from mindserve._pipeline import run_method, run_method_async, run_method_callback
-from mindserve._servable import Servable
-from mindserve._status import ServableInfo, ServableStatus
-from mindserve._versions import check_version_number
-from mindserve._waiting import CancelledCall, Request
-from mindserve._watcher import Watcher
+from mindserve._execution.mindspore import normalize_device_target
+from mindserve._observe.observer import CallReport, EventKind, Observer, ObserverHub, VersionEvent
+from mindserve._observe.status import ServableInfo, ServableStatus
+from mindserve._serving.dispatch import Dispatcher
+from mindserve._serving.pipeline import run_method, run_method_async, run_method_callback
+from mindserve._serving.running import WARM_UP_VARIABLE, LoadedServable, warm_up_from_environment
+from mindserve._serving.slot import Hosted
+from mindserve._serving.versions import Watcher, check_version_number
 
 
 class Runtime:
@@ -433,7 +432,9 @@ class Runtime:
                 _settle(future, exception=exc)
 
         try:
-            run_method_callback(call.loaded, call.method, instances, call.request, self._dispatcher.submit, done)
+            run_method_callback(
+                call.loaded, call.method, instances, call.request, self._dispatcher.submit, done
+            )
         except BaseException:
             call.end(None)
             raise

@@ -1,0 +1,60 @@
+"""The options users set, as frozen attrs classes validated where they are built."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+
+from mindserve._errors import DefinitionError
+
+
+def _positive(name: str, allow_none: bool = False):  # type: ignore[no-untyped-def]
+    def check(instance: object, attribute: object, value: object) -> None:
+        if value is None and allow_none:
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise DefinitionError(
+                f"Batching {name} must be an int >= 1{' or None' if allow_none else ''}; got {value!r}"
+            )
+
+    return check
+
+
+def _non_negative_seconds(instance: object, attribute: object, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise DefinitionError(f"Batching max_delay must be a number of seconds >= 0; got {value!r}")
+
+
+def _buckets(value: Sequence[int] | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    items = tuple(value)
+    if not items or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in items):
+        raise DefinitionError(f"Batching buckets must be batch sizes (ints >= 1); got {value!r}")
+    return tuple(sorted(set(items)))
+
+
+@attrs.frozen
+class Batching:
+    """How one model batches instances across all callers.
+
+    ``max_batch_size``: the most instances in one call (default: the batch size a model
+    was exported with, else 64). ``max_delay``: seconds the executor may wait for more
+    instances once a batch has started forming (default 0: never wait; instances that
+    arrive while the model is busy form the next batch). ``max_queue``: the most
+    instances waiting for the model; beyond it calls fail with ``OverloadedError``.
+    ``buckets``: the batch sizes a model taking any batch size is fed (each batch is
+    padded up to one), so MindSpore compiles few shapes; default: powers of two up to
+    ``max_batch_size``. ``warm_up``: run every bucket once at load, so no request pays a compile
+    (``False``: run only one batch of 1, to check the outputs). ``prune_buckets``: also time
+    each bucket at load and keep only those that run faster than every larger one (fewer
+    buckets, less padding waste, but which buckets survive depends on the machine's load).
+    """
+
+    max_batch_size: int | None = attrs.field(default=None, validator=_positive("max_batch_size", True))
+    max_delay: float = attrs.field(default=0.0, validator=_non_negative_seconds)
+    max_queue: int = attrs.field(default=4096, validator=_positive("max_queue"))
+    buckets: tuple[int, ...] | None = attrs.field(default=None, converter=_buckets)
+    warm_up: bool = True
+    prune_buckets: bool = False

@@ -1,0 +1,1 @@
+"""What users write: servables, models, stages, methods, and the tracing of method bodies."""

@@ -1,0 +1,1 @@
+"""What a runtime reports: observers, version events, status records."""

@@ -1,0 +1,1 @@
+"""Serving: the runtime, its version slots, loading, running versions, model queues, pipelines."""

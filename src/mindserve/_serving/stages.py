@@ -1,0 +1,128 @@
+"""Running a Python stage over the instances of one step (per instance, or in batches).
+
+A batch that fails as a whole (the function raised, or returned the wrong number of
+results) runs again one instance at a time, so that only the instances that fail alone
+fail. Whatever a stage raises becomes its instances' :class:`StageError`, except a
+``KeyboardInterrupt`` in a caller's own thread, which reaches that caller.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from mindserve._calls import Failure, Outcome, in_caller_thread
+from mindserve._define.stage import Stage
+from mindserve._errors import StageError
+
+logger = logging.getLogger("mindserve")
+
+
+def run_stage(stage: Stage, instances: Sequence[tuple[Any, ...]]) -> list[Outcome]:
+    """Run over the argument tuples of several instances; one outcome per instance.
+
+    A batch that fails as a whole (the function raised, or returned the wrong number of
+    results) is run again one instance at a time, so that only the instances that
+    fail alone fail.
+    """
+    if stage.batch_size is None:
+        return [_run_one(stage, args) for args in instances]
+    size = stage.batch_size or len(instances)
+    outcomes: list[Outcome] = []
+    for start in range(0, len(instances), size):
+        outcomes += _run_isolating(stage, instances[start : start + size])
+    return outcomes
+
+
+def _run_one(stage: Stage, args: tuple[Any, ...]) -> Outcome:
+    try:
+        result = stage.function(*args)
+    except BaseException as exc:
+        if in_caller_thread(exc):
+            raise
+        return _raised(stage, exc)
+    return _split(stage, result)
+
+
+def _run_isolating(stage: Stage, instances: Sequence[tuple[Any, ...]]) -> list[Outcome]:
+    outcomes = _run_batch(stage, instances)
+    if not isinstance(outcomes, Failure):
+        return outcomes
+    if len(instances) == 1:
+        return [outcomes]
+    alone = [_run_batch(stage, [args]) for args in instances]
+    results = [_pinned(r, outcomes, len(instances)) if isinstance(r, Failure) else r[0] for r in alone]
+    if not any(isinstance(r, Failure) for r in alone):
+        logger.warning(
+            "batched stage '%s' failed on a batch of %d (%s) but on none of its instances run "
+            "alone; each instance got the result of its run alone",
+            stage.name,
+            len(instances),
+            outcomes.detail,
+        )
+    return results
+
+
+def _run_batch(stage: Stage, instances: Sequence[tuple[Any, ...]]) -> list[Outcome] | Failure:
+    """One call of a batched stage: one outcome per instance, or the batch's failure."""
+    n_args = len(instances[0]) if instances else 0
+    columns = [[args[i] for args in instances] for i in range(n_args)]
+    try:
+        returned = stage.function(*columns)
+        if isinstance(returned, (list, tuple)):
+            results = list(returned)
+        elif inspect.isgenerator(returned) or hasattr(returned, "__next__"):
+            results = list(itertools.islice(returned, len(instances) + 1))
+        else:
+            return Failure(
+                StageError,
+                f"batched stage '{stage.name}' (batch_size={stage.batch_size}) must return or "
+                f"yield one result per instance; it returned {type(returned).__name__}",
+            )
+    except BaseException as exc:  # never an executor's death: batched stages run there
+        return _raised(stage, exc)
+    if len(results) != len(instances):
+        got = len(results) if len(results) <= len(instances) else f"more than {len(instances)}"
+        return Failure(
+            StageError,
+            f"batched stage '{stage.name}' was given {len(instances)} instances and returned "
+            f"{got} results; it must return one result per instance",
+        )
+    return [_split(stage, r) for r in results]
+
+
+def _raised(stage: Stage, exc: BaseException) -> Failure:
+    return Failure(StageError, f"stage '{stage.name}' raised {type(exc).__name__}: {exc}", exc)
+
+
+def _split(stage: Stage, result: Any) -> Outcome:
+    if stage.outputs == 1:
+        if result is None:
+            return Failure(StageError, f"stage '{stage.name}' returned None")
+        return (result,)
+    if not isinstance(result, (tuple, list)) or len(result) != stage.outputs:
+        got = (
+            f"{len(result)} values"
+            if isinstance(result, (tuple, list))
+            else f"a single {type(result).__name__}"
+        )
+        return Failure(
+            StageError,
+            f"stage '{stage.name}' must return {stage.outputs} values (outputs={stage.outputs}); "
+            f"it returned {got}",
+        )
+    if any(r is None for r in result):
+        return Failure(StageError, f"stage '{stage.name}' returned None among its outputs")
+    return tuple(result)
+
+
+def _pinned(alone: Failure, batch: Failure, size: int) -> Failure:
+    """An instance's failure when run alone, saying how its batch failed when that differs."""
+    if alone.detail == batch.detail:
+        return alone
+    return attrs.evolve(alone, detail=f"{alone.detail} (its batch of {size} failed first: {batch.detail})")
