@@ -49,7 +49,7 @@ def test_batches_say_why_they_formed_and_how_they_ran():
     recorder = Recorder()
     gate, entered = threading.Event(), threading.Event()
     with mindserve.Runtime(observers=[recorder]) as rt:
-        rt.start(gated_servable(gate, entered))
+        rt.start(gated_servable(gate, entered, refill_wait=0))
         first = rt.infer_async("s", "m", [{"x": np.array([0.0])}])
         assert entered.wait(10)
         rest = [rt.infer_async("s", "m", [{"x": np.array([float(k)])}]) for k in range(1, 4)]

@@ -309,3 +309,36 @@ def test_two_slots_run_two_batches_at_once():
     assert Request().wait(first, "fake") == [("done", "a")]
     assert Request().wait(second, "fake") == [("done", "b")]
     sched.close()
+
+
+def test_after_a_batch_of_several_calls_the_executor_waits_for_as_many_to_come_back():
+    """Callers of the last batch return together: the next batch waits (refill_wait) for them."""
+    model = FakeModel(blocked=True)
+    sched = scheduler(model, refill_wait=30.0)
+    occupy(sched, model, "first")
+    tickets = [sched.submit(Request(), [k], inline=False) for k in range(4)]
+    model.gate.set()  # the executor now runs the 4 queued calls as one batch
+    for ticket in tickets:
+        Request().wait(ticket, "fake")
+    assert model.batches[-1] == [0, 1, 2, 3]
+    model.gate.clear()
+    model.entered.clear()
+    again = [sched.submit(Request(), [k], inline=True) for k in range(10, 12)]  # two come back...
+    wait_until(lambda: sched.queued == 0 and sched.running == 1)  # ...and the executor waits
+    assert not model.entered.is_set(), "nothing runs while the batch refills"
+    again += [sched.submit(Request(), [k]) for k in (12, 13)]  # the other two arrive
+    assert model.entered.wait(10)
+    model.gate.set()
+    for ticket in again:
+        Request().wait(ticket, "fake")
+    assert model.batches[-1] == [10, 11, 12, 13]
+    sched.close()
+
+
+def test_a_lone_caller_never_waits_for_a_refill():
+    model = FakeModel()
+    sched = scheduler(model, refill_wait=30.0)
+    for k in range(3):
+        assert run(sched, [k]) == [("done", k)]
+    assert model.threads == [threading.current_thread()] * 3, "each call ran inline at once"
+    sched.close()

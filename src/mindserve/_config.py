@@ -21,9 +21,12 @@ def _positive(name: str, allow_none: bool = False):  # type: ignore[no-untyped-d
     return check
 
 
-def _non_negative_seconds(instance: object, attribute: object, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise DefinitionError(f"Batching max_delay must be a number of seconds >= 0; got {value!r}")
+def _non_negative_seconds(name: str):  # type: ignore[no-untyped-def]
+    def check(instance: object, attribute: object, value: object) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise DefinitionError(f"Batching {name} must be a number of seconds >= 0; got {value!r}")
+
+    return check
 
 
 def _buckets(value: Sequence[int] | None) -> tuple[int, ...] | None:
@@ -42,7 +45,12 @@ class Batching:
     ``max_batch_size``: the most instances in one call (default: the batch size a model
     was exported with, else 64). ``max_delay``: seconds the executor may wait for more
     instances once a batch has started forming (default 0: never wait; instances that
-    arrive while the model is busy form the next batch). ``max_queue``: the most
+    arrive while the model is busy form the next batch). ``refill_wait``: seconds the
+    executor may wait, after a batch of n instances, for n instances to queue again before
+    it runs a smaller batch (default 0.002): under steady load the callers of the last
+    batch come back together, and a model run while they are still being woken runs
+    slower on a small machine. A lone caller never waits for it (a batch of 1 is never
+    waited for), and 0 turns it off. ``max_queue``: the most
     instances waiting for the model; beyond it calls fail with ``OverloadedError``.
     ``buckets``: the batch sizes a model taking any batch size is fed (each batch is
     padded up to one), so MindSpore compiles few shapes; default: powers of two up to
@@ -53,7 +61,8 @@ class Batching:
     """
 
     max_batch_size: int | None = attrs.field(default=None, validator=_positive("max_batch_size", True))
-    max_delay: float = attrs.field(default=0.0, validator=_non_negative_seconds)
+    max_delay: float = attrs.field(default=0.0, validator=_non_negative_seconds("max_delay"))
+    refill_wait: float = attrs.field(default=0.002, validator=_non_negative_seconds("refill_wait"))
     max_queue: int = attrs.field(default=4096, validator=_positive("max_queue"))
     buckets: tuple[int, ...] | None = attrs.field(default=None, converter=_buckets)
     warm_up: bool = True

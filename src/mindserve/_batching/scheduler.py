@@ -70,6 +70,7 @@ class Scheduler:
         *,
         max_batch_size: int,
         max_delay: float = 0.0,
+        refill_wait: float = 0.0,
         max_queue: int = 4096,
         capacity: int = 1,
         observer: Observer | None = None,
@@ -80,6 +81,7 @@ class Scheduler:
         self.name = name
         self.max_batch_size = max_batch_size
         self.max_delay = max_delay
+        self.refill_wait = refill_wait
         self.max_queue = max_queue
         self.capacity = capacity
         self.batches = 0
@@ -91,6 +93,13 @@ class Scheduler:
         self._queue: deque[Item] = deque()
         self._free = capacity
         self._closed = False
+        #: The last batch: its instances, its distinct calls, when it ended. Under steady
+        #: load from several callers, about as many instances come back at once.
+        self._last_size = 0
+        self._last_calls = 0
+        self._last_end = 0.0
+        #: Wake a waiting executor once this many instances are queued (1: at any arrival).
+        self._wake_at = 1
         self._threads = [
             threading.Thread(target=self._loop, name=f"mindserve:{name}#{n}", daemon=True)
             for n in range(capacity)
@@ -143,12 +152,15 @@ class Scheduler:
                     f"max_queue={self.max_queue}; this call brings {count}). "
                     f"Hint: retry later, or raise Batching(max_queue=...)"
                 )
-            inline = inline and self._free > 0 and not self._queue and self.max_delay == 0
+            inline = (
+                inline and self._free > 0 and not self._queue and self.max_delay == 0 and self._idle_enough()
+            )
             if inline:
                 self._free -= 1
             else:
                 self._queue.extend(_items(request, ticket, values, keys, time.monotonic()))
-                self._cond.notify()
+                if len(self._queue) >= self._wake_at:
+                    self._cond.notify()
         self._drop(dead)
         if inline:
             self._run_inline(request, ticket, values, keys)
@@ -189,6 +201,7 @@ class Scheduler:
                 started = time.monotonic()
                 outcomes, interrupt = self._run_safely(batch, [request] * len(batch))
                 self._count(len(indices), BatchReason.INLINE, started, started, outcomes)
+                self._last_size, self._last_calls, self._last_end = len(batch), 1, time.monotonic()
                 for i, outcome in zip(indices, outcomes):
                     ticket.outcomes[i] = outcome
                 ticket.settled(len(indices))
@@ -208,6 +221,16 @@ class Scheduler:
             self._release()
         if interrupt is not None:
             raise interrupt
+
+    def _idle_enough(self) -> bool:
+        """Whether a caller may run its batch inline now: the last batch served one call (a
+        lone caller), or it ended more than ``refill_wait`` ago. Otherwise several callers
+        are active, and their instances should meet in the executor's next batch."""
+        return (
+            self._last_calls <= 1
+            or not self.refill_wait
+            or time.monotonic() - self._last_end > self.refill_wait
+        )
 
     def _release(self) -> None:
         """A thread is done running a batch: free its slot, and wake an executor if needed."""
@@ -240,7 +263,10 @@ class Scheduler:
             if self._closed:
                 reason = BatchReason.CLOSING
             elif self.max_delay and len(batch) < self.max_batch_size:
-                reason = self._linger(batch, dead)
+                reason = self._linger(batch, dead, self.max_batch_size, self.max_delay, BatchReason.DELAY)
+            elif self.refill_wait and self._last_calls > 1 and len(batch) < self._last_size:
+                target = min(self._last_size, self.max_batch_size)
+                reason = self._linger(batch, dead, target, self.refill_wait, BatchReason.REFILL)
             queued = len(self._queue)
             if queued and self._free:
                 self._cond.notify()  # another slot can take the rest
@@ -252,16 +278,29 @@ class Scheduler:
             self._release()
         return True
 
-    def _linger(self, batch: list[Item], dead: list[Item]) -> BatchReason:
-        """Wait up to ``max_delay`` (holding the lock between waits) for the batch to fill."""
-        ready_by = time.monotonic() + self.max_delay
-        while len(batch) < self.max_batch_size and not self._closed:
-            left = ready_by - time.monotonic()
-            if left <= 0:
-                return BatchReason.DELAY
-            self._cond.wait(left)
-            batch += self._form(dead, batch[0].key if batch else None, len(batch))
-        return BatchReason.FULL if len(batch) >= self.max_batch_size else BatchReason.CLOSING
+    def _linger(
+        self, batch: list[Item], dead: list[Item], target: int, seconds: float, late: BatchReason
+    ) -> BatchReason:
+        """Wait up to ``seconds`` (holding the lock between waits) for ``target`` instances.
+
+        Arrivals wake this thread only once enough are queued to reach the target, so
+        that callers being woken and resubmitting do not wake it one by one.
+        """
+        ready_by = time.monotonic() + seconds
+        try:
+            while len(batch) < target and not self._closed:
+                left = ready_by - time.monotonic()
+                if left <= 0:
+                    return late
+                self._wake_at = target - len(batch)
+                if len(self._queue) < self._wake_at:
+                    self._cond.wait(left)
+                batch += self._form(dead, batch[0].key if batch else None, len(batch))
+        finally:
+            self._wake_at = 1
+        if self._closed and len(batch) < target:
+            return BatchReason.CLOSING
+        return BatchReason.FULL if len(batch) >= self.max_batch_size else BatchReason.REFILLED
 
     def _purge(self, dead: list[Item]) -> None:
         """Move the items of cancelled or timed-out calls out of the queue into ``dead``."""
@@ -319,6 +358,7 @@ class Scheduler:
         for item, outcome in zip(batch, outcomes):
             item.ticket.outcomes[item.index] = outcome
             settled[item.ticket] = settled.get(item.ticket, 0) + 1
+        self._last_size, self._last_calls, self._last_end = len(batch), len(settled), time.monotonic()
         for ticket, count in settled.items():
             ticket.settled(count)
 

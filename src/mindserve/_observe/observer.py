@@ -57,6 +57,8 @@ class BatchReason(str, enum.Enum):
     FULL = "full"  # the queue held a full batch
     QUEUE_EMPTY = "queue_empty"  # it took everything queued (no max_delay to wait for more)
     DELAY = "delay"  # max_delay passed before the batch filled
+    REFILLED = "refilled"  # as many instances as the last batch held queued again (Batching.refill_wait)
+    REFILL = "refill"  # refill_wait passed first: fewer callers came back than the last batch held
     CLOSING = "closing"  # the scheduler is closing: what is queued runs now
 
 

@@ -181,6 +181,7 @@ class LoadedModel:
             self._run_isolating,
             max_batch_size=self.batching.max_batch_size or 1,
             max_delay=self.batching.max_delay,
+            refill_wait=self.batching.refill_wait,
             max_queue=self.batching.max_queue,
             capacity=self.backend.capacity,
             observer=observer,
