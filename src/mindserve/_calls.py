@@ -257,9 +257,16 @@ class CancelledCall(Exception):
 
 
 class Ticket:
-    """One request's instances at one step; complete when every instance has an outcome."""
+    """One request's instances at one step; complete when every instance has an outcome.
 
-    __slots__ = ("_callback", "_counter", "_done", "_pending", "_released", "outcomes")
+    Tickets completed by one batch are woken in a chain: the executor wakes the first, and
+    each waiter blocked in :meth:`wait` wakes the next as soon as it runs. Waking 64
+    blocked threads at once would make them all fight for the GIL and the CPU while the
+    next batch runs; a chain keeps one or two of them runnable at a time. A ticket whose
+    waiter is not blocked (a callback, a waiter that gave up) passes the chain on at once.
+    """
+
+    __slots__ = ("_callback", "_counter", "_done", "_next", "_pending", "_released", "_waiting", "outcomes")
 
     def __init__(self, count: int) -> None:
         self.outcomes: list[Outcome | None] = [None] * count
@@ -268,6 +275,8 @@ class Ticket:
         self._done = threading.Lock()
         self._done.acquire()
         self._released = False
+        self._waiting = False
+        self._next: Ticket | None = None
         self._callback: Callable[[], None] | None = None
         if count == 0:
             self.release()
@@ -280,24 +289,44 @@ class Ticket:
         self.outcomes[index] = outcome
         self.settled(1)
 
-    def settled(self, count: int) -> None:
-        """``count`` more outcomes have been written into ``outcomes``."""
+    def settled(self, count: int, wake: bool = True) -> bool:
+        """``count`` more outcomes have been written into ``outcomes``; return whether the
+        ticket is complete. ``wake=False`` leaves waking it to the caller (a chain)."""
         with self._counter:
             self._pending -= count
             finished = self._pending == 0
-        if finished:
+        if finished and wake:
             self.release()
+        return finished
+
+    @staticmethod
+    def wake_chain(tickets: list[Ticket]) -> None:
+        """Wake complete tickets one after another (see the class docstring)."""
+        for ticket, following in zip(tickets, tickets[1:]):
+            ticket._next = following
+        if tickets:
+            tickets[0].release()
 
     def release(self) -> None:
-        """Wake the waiter (once)."""
+        """Wake the waiter (once), and pass the chain on unless a blocked waiter will."""
+        ticket: Ticket | None = self
+        while ticket is not None:
+            ticket = ticket._release_one()
+
+    def _release_one(self) -> Ticket | None:
         with self._counter:
-            if self._released:
-                return
+            first = not self._released
             self._released = True
-            callback = self._callback
-        self._done.release()
-        if callback is not None:
-            _call_safely(callback)
+            callback = self._callback if first else None
+            if first and self._waiting:
+                following = None  # the woken waiter passes it on
+            else:
+                following, self._next = self._next, None
+        if first:
+            self._done.release()
+            if callback is not None:
+                _call_safely(callback)
+        return following
 
     def on_done(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (from any thread) when the waiter is woken; at once if it was."""
@@ -309,12 +338,23 @@ class Ticket:
             _call_safely(callback)
 
     def wait(self, timeout: float | None) -> None:
-        if self._pending == 0:
-            return
-        if timeout is None:
-            self._done.acquire()
-        elif timeout > 0:
-            self._done.acquire(timeout=timeout)
+        with self._counter:
+            if self._released or self._pending == 0:
+                return
+            self._waiting = True
+        try:
+            if timeout is None:
+                self._done.acquire()
+            elif timeout > 0:
+                self._done.acquire(timeout=timeout)
+        finally:
+            with self._counter:
+                self._waiting = False
+                following = None
+                if self._released:
+                    following, self._next = self._next, None
+            if following is not None:
+                following.release()
 
 
 def _call_safely(callback: Callable[[], None]) -> None:

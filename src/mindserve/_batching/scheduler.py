@@ -359,8 +359,7 @@ class Scheduler:
             item.ticket.outcomes[item.index] = outcome
             settled[item.ticket] = settled.get(item.ticket, 0) + 1
         self._last_size, self._last_calls, self._last_end = len(batch), len(settled), time.monotonic()
-        for ticket, count in settled.items():
-            ticket.settled(count)
+        Ticket.wake_chain([ticket for ticket, count in settled.items() if ticket.settled(count, wake=False)])
 
     def _count(
         self,

@@ -75,8 +75,9 @@ class LoadedServable:
                             observer=observer,
                         )
         self._state = threading.Lock()
-        self._inflight = 0
+        self._calls: set[Request] = set()
         self._retired = False
+        self._shut = False
         #: Called once, after the last call finished on a retired version.
         self.on_shutdown: Callable[[LoadedServable], None] | None = None
 
@@ -173,28 +174,37 @@ class LoadedServable:
 
     # -- lifecycle -----------------------------------------------------------------
 
-    def enter(self) -> None:
-        """A request starts running on this version."""
-        with self._state:
-            self._inflight += 1
+    def enter(self, request: Request) -> bool:
+        """A request starts running on this version; False (and not counted) if retired.
 
-    def leave(self) -> None:
+        No lock: set operations are atomic, and ``retire`` sets its flag before it looks at
+        the set, while ``enter`` adds to the set before it looks at the flag, so one of the
+        two always sees the other.
+        """
+        self._calls.add(request)
+        if self._retired:
+            self.leave(request)
+            return False
+        return True
+
+    def leave(self, request: Request) -> None:
         """A request finished; shut down if retired and it was the last."""
-        with self._state:
-            self._inflight -= 1
-            last = self._retired and self._inflight == 0
-        if last:
-            self._shutdown()
+        self._calls.discard(request)
+        if self._retired and not self._calls:
+            self._shutdown_once()
 
     def retire(self) -> None:
         """Take no new requests; shut down once the running ones have finished."""
+        self._retired = True
+        if not self._calls:
+            self._shutdown_once()
+
+    def _shutdown_once(self) -> None:
         with self._state:
-            if self._retired:
+            if self._shut:
                 return
-            self._retired = True
-            idle = self._inflight == 0
-        if idle:
-            self._shutdown()
+            self._shut = True
+        self._shutdown()
 
     def _shutdown(self) -> None:
         for model in self.models.values():

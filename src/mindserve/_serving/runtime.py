@@ -475,8 +475,11 @@ class Runtime:
         """Find the servable version and method, and count the call as running on it."""
         request = Request(timeout)
         self._check_open()
-        with self._lock:
-            loaded = self._lookup(_name(servable), version)
+        name = _name(servable)
+        if type(version) is not int or version < 0:
+            check_version_number(version)
+        while True:  # no lock: a version retired meanwhile turns the call away (enter)
+            loaded = self._find(name).pick(version)
             found = loaded.definition.methods.get(method)
             if found is None:
                 raise MethodNotFoundError(
@@ -493,16 +496,19 @@ class Runtime:
                     version=loaded.version,
                     method=method,
                 )
-            loaded.enter()
             self._active.add(request)
+            if loaded.enter(request):
+                break
+            self._active.discard(request)
+            self._check_open()
         return _Call(self, loaded, found, request, len(instances), return_exceptions)
 
     def _end(self, call: _Call, failed: int, error: BaseException | None) -> None:
         """A call is over: report it, let its version shut down if retired, let close() go on."""
-        call.loaded.leave()
-        with self._lock:
-            self._active.discard(call.request)
-            if not self._active:
+        call.loaded.leave(call.request)
+        self._active.discard(call.request)
+        if self._closed and not self._active:
+            with self._idle:
                 self._idle.notify_all()
         if self._observer.wants("on_call"):
             self._observer.on_call(
@@ -518,18 +524,15 @@ class Runtime:
             )
 
     def _find(self, name: str) -> Hosted:
-        with self._lock:
-            hosted = self._hosted.get(name)
-            if hosted is None:
-                raise ServableNotFoundError(
-                    f"no servable named {name!r} is running; running: {sorted(self._hosted)}. "
-                    f"Hint: start it with Runtime.start()."
-                )
-            return hosted
-
-    def _lookup(self, name: str, version: int) -> LoadedServable:
-        check_version_number(version)
-        return self._find(name).pick(version)
+        hosted = self._hosted.get(name)  # a dict read needs no lock
+        if hosted is None:
+            with self._lock:
+                running = sorted(self._hosted)
+            raise ServableNotFoundError(
+                f"no servable named {name!r} is running; running: {running}. "
+                f"Hint: start it with Runtime.start()."
+            )
+        return hosted
 
 
 class _Listener(Observer):

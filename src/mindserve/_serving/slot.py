@@ -1,8 +1,10 @@
 """One servable name inside a runtime: its running versions, its watcher, its last failure.
 
-Every change to the set of running versions happens under the runtime's lock, in one
-step, so a new call sees either the old default version or the new one, never a mix;
-a call keeps the version it started on for all its steps.
+Every change to the set of running versions happens under the runtime's lock; calls read
+it without a lock (each change publishes the new default before it removes the old one),
+so a new call sees either the old default version or the new one, never a mix. A call
+that picked a version retired meanwhile is turned away by :meth:`LoadedServable.enter`
+and looks again; a call keeps the version it started on for all its steps.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ class Hosted:
         self.servable = servable
         self.versions: dict[int, LoadedServable] = {}
         #: The version ``version=0`` calls go to: held, not derived, so that a rollback holds.
-        self.default_version: int | None = None
+        self._default: LoadedServable | None = None
         #: Held while a version loads, so that two updates of one name never interleave.
         self.update_lock = threading.Lock()
         self.watcher: Watcher | None = None
@@ -36,7 +38,12 @@ class Hosted:
 
     def default(self) -> LoadedServable | None:
         """The default version: the one ``version=0`` calls go to."""
-        return None if self.default_version is None else self.versions[self.default_version]
+        return self._default
+
+    @property
+    def default_version(self) -> int | None:
+        default = self._default
+        return None if default is None else default.version
 
     def running(self) -> list[LoadedServable]:
         """The running versions, oldest first."""
@@ -58,8 +65,8 @@ class Hosted:
     def replace_all(self, loaded: LoadedServable) -> list[LoadedServable]:
         """``start``: ``loaded`` becomes the only running version, and the default."""
         retired = list(self.versions.values())
+        self._default = loaded
         self.versions = {loaded.version: loaded}
-        self.default_version = loaded.version
         return retired
 
     def add(self, loaded: LoadedServable) -> list[LoadedServable]:
@@ -69,8 +76,8 @@ class Hosted:
         """
         previous = self.versions.get(loaded.version)
         self.versions[loaded.version] = loaded
-        if self.default_version is None or loaded.version > self.default_version:
-            self.default_version = loaded.version
+        if self._default is None or self._default is previous or loaded.version > self._default.version:
+            self._default = loaded
         return [previous] if previous is not None else []
 
     def promote(self, loaded: LoadedServable) -> list[LoadedServable]:
@@ -80,20 +87,21 @@ class Hosted:
         same = self.versions.get(loaded.version)
         if same is not None:
             retired.append(same)
-        previous = self.default()
+        previous = self._default
+        self.versions[loaded.version] = loaded
+        self._default = loaded
         if previous is not None and previous is not same:
             del self.versions[previous.version]
             retired.append(previous)
-        self.versions[loaded.version] = loaded
-        self.default_version = loaded.version
         return retired
 
     def remove(self, version: int) -> list[LoadedServable]:
         """``stop(version=N)``: stop one version; if it was the default, the newest left is."""
         stopped = self.pick(version)
+        if stopped is self._default:
+            rest = [v for v in self.versions if v != version]
+            self._default = self.versions[max(rest)] if rest else None
         del self.versions[version]
-        if version == self.default_version:
-            self.default_version = max(self.versions) if self.versions else None
         return [stopped]
 
     def failed(self, version: int | None, error: BaseException) -> None:
