@@ -89,7 +89,9 @@ class Scheduler:
         self._run_batch = run_batch
         self._observer = observer
         self._padded = padded
-        self._cond = threading.Condition()
+        # Hot paths take the lock itself (a C call); the condition shares it for waits.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._queue: deque[Item] = deque()
         self._free = capacity
         self._closed = False
@@ -138,7 +140,7 @@ class Scheduler:
         request.check(self.name)
         count = len(values)
         dead: list[Item] = []
-        with self._cond:
+        with self._lock:
             if self._closed:
                 raise RuntimeClosedError(f"{self.name} was stopped before this call reached it")
             if self._queue and len(self._queue) + count > self.max_queue:
@@ -168,7 +170,7 @@ class Scheduler:
 
     def close(self) -> None:
         """Stop after running what is queued; the executor threads then exit."""
-        with self._cond:
+        with self._lock:
             self._closed = True
             self._cond.notify_all()
 
@@ -211,7 +213,7 @@ class Scheduler:
                         ticket.resolve(i, _interrupted(interrupt))
                     break
                 if position + 1 < len(batches):
-                    with self._cond:
+                    with self._lock:
                         if self._queue:  # others wait: queue the rest behind them
                             rest = [i for later in batches[position + 1 :] for i in later]
                             now = time.monotonic()
@@ -234,7 +236,7 @@ class Scheduler:
 
     def _release(self) -> None:
         """A thread is done running a batch: free its slot, and wake an executor if needed."""
-        with self._cond:
+        with self._lock:
             self._free += 1
             if self._queue or self._closed:  # waking an idle executor costs ~60 us
                 self._cond.notify()
@@ -251,7 +253,7 @@ class Scheduler:
     def _serve_one(self) -> bool:
         """Wait for work, run one batch in a slot; False once closed and drained."""
         dead: list[Item] = []
-        with self._cond:
+        with self._lock:
             while self._free == 0 or (not self._queue and not self._closed):
                 self._cond.wait()
             if not self._queue:

@@ -25,7 +25,8 @@ class Dispatcher:
     def __init__(self, workers: int, name: str = "mindserve-async") -> None:
         self.workers = workers
         self.name = name
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._queue: deque[Callable[[], None]] = deque()
         self._threads = 0
         self._idle = 0
@@ -33,7 +34,7 @@ class Dispatcher:
 
     def submit(self, work: Callable[[], None]) -> None:
         """Run ``work`` soon on a worker; once closed, run it in this thread."""
-        with self._cond:
+        with self._lock:
             if not self._closed:
                 self._queue.append(work)
                 if self._idle:
@@ -48,7 +49,7 @@ class Dispatcher:
 
     def close(self) -> None:
         """Run what is queued, then let the workers exit; later work runs in its caller."""
-        with self._cond:
+        with self._lock:
             self._closed = True
             self._cond.notify_all()
 
@@ -56,7 +57,7 @@ class Dispatcher:
         mark_service_thread()
         queue = self._queue
         while True:
-            with self._cond:
+            with self._lock:
                 while not queue:
                     if self._closed:
                         self._threads -= 1

@@ -45,6 +45,7 @@ class LoadedModel:
         self.name = model.name
         self.backend = backend
         self.where = where
+        self._what = f"model '{model.name}'"
         specs = backend.input_specs
         self.n_inputs = len(specs) if specs is not None else model.inputs
         self._check_signature()
@@ -226,7 +227,9 @@ class LoadedModel:
             keys = [_batching.batch_key(a, self.unbatched) for a in arrays]
         assert self.scheduler is not None, "LoadedModel.start() was not called"
         ticket = self.scheduler.submit(request, arrays, keys, inline)
-        return Pending(ticket, f"model '{self.name}'", functools.partial(_merge, outcomes, ready))
+        if len(ready) == len(instances):  # nothing failed before queueing: outcomes as they come
+            return Pending(ticket, self._what)
+        return Pending(ticket, self._what, functools.partial(_merge, outcomes, ready))
 
     def _convert(
         self, values: tuple[Any, ...], labels: Sequence[str] | None

@@ -8,7 +8,6 @@ fails at any step drops out with its failure; the others carry on.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
@@ -110,32 +109,67 @@ def run_method_callback(
 ) -> None:
     """Run a method holding no thread while it waits; ``done(results, error)`` ends it.
 
-    Each stretch of work between two waits (checking instances, per-instance stages,
-    queueing on a model, building results) runs through ``submit`` (a bounded pool); a
-    step's wait is only a callback on its ticket, so a pending call costs a few objects.
+    Each stretch of work between two waits (per-instance stages, queueing on a model,
+    building results) runs through ``submit`` (a bounded pool); a step's wait is only a
+    callback on its ticket, so a pending call costs a few objects. The first stretch runs
+    in the calling thread when it holds no per-instance stage: it only checks the
+    instances and queues them, which is cheaper than a hand-off.
     """
-    steps = method_steps(loaded, method, instances, request, inline=False)
-
-    def advance(outcomes: list[Outcome] | None) -> None:
-        try:
-            pending = steps.send(outcomes)  # type: ignore[arg-type]
-        except StopIteration as stop:
-            done(stop.value, None)
-            return
-        except BaseException as exc:
-            done(None, exc)
-            return
-        request.ticket = pending.ticket
-        pending.ticket.on_done(functools.partial(submit, functools.partial(resume, pending)))
-
-    def resume(pending: Pending) -> None:
-        try:
-            outcomes = request.collect(pending)
-        except BaseException as exc:
-            steps.close()
-            done(None, exc)
-            return
-        advance(outcomes)
-
+    driver = _CallbackDriver(
+        method_steps(loaded, method, instances, request, inline=False), request, submit, done
+    )
     ALARM.watch(request)
-    submit(functools.partial(advance, None))
+    first = method.steps[0].callee if method.steps else None
+    if isinstance(first, Stage) and first.batch_size is None:
+        submit(driver.start)
+    else:
+        driver.start()
+
+
+class _CallbackDriver:
+    """Drives one call's steps from ticket callbacks (see :func:`run_method_callback`)."""
+
+    __slots__ = ("done", "pending", "request", "steps", "submit")
+
+    def __init__(
+        self,
+        steps: Steps,
+        request: Request,
+        submit: Callable[[Callable[[], None]], None],
+        done: Callable[[list[dict[str, Any] | InstanceError] | None, BaseException | None], None],
+    ) -> None:
+        self.steps = steps
+        self.request = request
+        self.submit = submit
+        self.done = done
+        self.pending: Pending | None = None
+
+    def start(self) -> None:
+        self._advance(None)
+
+    def _advance(self, outcomes: list[Outcome] | None) -> None:
+        try:
+            pending = self.steps.send(outcomes)  # type: ignore[arg-type]
+        except StopIteration as stop:
+            self.done(stop.value, None)
+            return
+        except BaseException as exc:
+            self.done(None, exc)
+            return
+        self.pending = pending
+        self.request.ticket = pending.ticket
+        pending.ticket.on_done(self._woken)
+
+    def _woken(self) -> None:
+        """The step's ticket was released (in a scheduler's thread): continue on the pool."""
+        self.submit(self._resume)
+
+    def _resume(self) -> None:
+        assert self.pending is not None
+        try:
+            outcomes = self.request.collect(self.pending)
+        except BaseException as exc:
+            self.steps.close()
+            self.done(None, exc)
+            return
+        self._advance(outcomes)

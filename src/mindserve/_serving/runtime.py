@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import functools
 import os
 import threading
 import time
@@ -419,8 +418,7 @@ class Runtime:
         are still queued.
         """
         call = self._begin(servable, method, instances, version, timeout, return_exceptions)
-        future: Future[list[Any]] = Future()
-        future.add_done_callback(functools.partial(_abandon_if_cancelled, call.request))
+        future: Future[list[Any]] = _CallFuture(call.request)
 
         def done(results: list[Any] | None, error: BaseException | None) -> None:
             if isinstance(error, CancelledCall):  # nobody waits for the result
@@ -580,9 +578,18 @@ def _settle(future: Future[Any], *, result: Any = None, exception: BaseException
         pass
 
 
-def _abandon_if_cancelled(request: Request, future: Future[Any]) -> None:
-    if future.cancelled():
-        request.abandon("cancelled")
+class _CallFuture(Future):  # type: ignore[type-arg]
+    """The future ``infer_async`` returns: cancelling it drops the call's queued instances."""
+
+    def __init__(self, request: Request) -> None:
+        super().__init__()
+        self._request = request
+
+    def cancel(self) -> bool:
+        cancelled = super().cancel()
+        if cancelled:
+            self._request.abandon("cancelled")
+        return cancelled
 
 
 _LOCATED = (DeadlineExceededError, OverloadedError, RuntimeClosedError)
