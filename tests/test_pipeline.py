@@ -381,3 +381,35 @@ def test_batched_stage_must_return_a_sequence(rt):
     results = rt.infer("s", "m", [{"x": 1}, {"x": 2}], return_exceptions=True)
     assert all(isinstance(r, StageError) for r in results)
     assert "must return or yield one result per instance; it returned int" in str(results[0])
+
+
+def test_a_large_request_with_one_odd_instance_is_checked_instance_by_instance(rt):
+    """Instances of one dtype and shape take a fast path; one odd instance fails alone."""
+    svc = mindserve.Servable("s")
+    m = svc.model(lambda x: x * 2, name="double")
+    svc.add_method(lambda x: m(x), name="m")
+    rt.start(svc)
+    xs = [np.full(3, k, np.float32) for k in range(100)]
+    results = rt.infer("s", "m", [{"x": x} for x in xs])
+    assert [r["output"].tolist() for r in results] == [(x * 2).tolist() for x in xs]
+    xs[50] = np.zeros(4, np.float32)  # another shape: batched apart, still answered
+    xs[70] = [1, 2, 3]  # not an array: fails alone
+    results = rt.infer("s", "m", [{"x": x} for x in xs], return_exceptions=True)
+    assert results[50]["output"].tolist() == [0.0] * 4
+    assert isinstance(results[70], mindserve.InvalidInputError)
+    assert all(results[k]["output"].tolist() == [2.0 * k] * 3 for k in range(100) if k not in (50, 70))
+
+
+def test_model_call_many_with_uneven_instances_fails_cleanly(rt):
+    svc = mindserve.Servable("s")
+    m = svc.model(lambda x: x, name="same")
+
+    @svc.stage
+    def uneven(x):
+        return m.call_many([(x,), (x, x)])
+
+    svc.add_method(lambda x: uneven(x), name="m")
+    rt.start(svc)
+    (result,) = rt.infer("s", "m", [{"x": np.ones(2, np.float32)}], return_exceptions=True)
+    assert isinstance(result, mindserve.StageError)
+    assert "model 'same' failed: TypeError" in str(result)

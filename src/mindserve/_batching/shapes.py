@@ -95,8 +95,13 @@ def stack(
         if i in unbatched:
             stacked.append(instances[0][i])
             continue
-        parts = [arrays[i] for arrays in instances] + [instances[0][i]] * extra
-        stacked.append(np.stack(parts))
+        first = instances[0][i]
+        out = np.empty((count + extra, *first.shape), first.dtype)
+        for row, arrays in enumerate(instances):
+            out[row] = arrays[i]  # instances of one batch share dtype and shape (batch_key)
+        if extra:
+            out[count:] = first
+        stacked.append(out)
     return tuple(stacked)
 
 

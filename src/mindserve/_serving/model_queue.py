@@ -212,6 +212,10 @@ class LoadedModel:
         inline: bool = True,
     ) -> Pending:
         """Check and queue instances; the pending step completes with one outcome each."""
+        assert self.scheduler is not None, "LoadedModel.start() was not called"
+        alike = self._alike(instances, labels)
+        if alike is not None:  # one check for many instances of one dtype and shape
+            return Pending(self.scheduler.submit(request, alike, None, inline), self._what)
         outcomes: list[Outcome | None] = [None] * len(instances)
         ready: list[int] = []
         arrays: list[tuple[np.ndarray, ...]] = []
@@ -225,11 +229,40 @@ class LoadedModel:
         keys = None
         if self.model.with_batch_dim:
             keys = [_batching.batch_key(a, self.unbatched) for a in arrays]
-        assert self.scheduler is not None, "LoadedModel.start() was not called"
         ticket = self.scheduler.submit(request, arrays, keys, inline)
         if len(ready) == len(instances):  # nothing failed before queueing: outcomes as they come
             return Pending(ticket, self._what)
         return Pending(ticket, self._what, functools.partial(_merge, outcomes, ready))
+
+    def _alike(
+        self, instances: Sequence[tuple[Any, ...]], labels: Sequence[str] | None
+    ) -> Sequence[tuple[np.ndarray, ...]] | None:
+        """The instances as they are, if the first passes every check unchanged and every
+        other has numpy arrays of the same dtypes and shapes (so all share one batch key);
+        else ``None``, and each instance is checked on its own."""
+        if len(instances) < 2 or not self.model.with_batch_dim or self.unbatched:
+            return None
+        first = self._convert(instances[0], labels)
+        if isinstance(first, Failure) or any(a is not v for a, v in zip(first, instances[0])):
+            return None
+        if len(first) == 1:
+            (array,) = first
+            dtype, shape = array.dtype, array.shape
+            for values in instances:
+                if len(values) != 1:
+                    return None
+                value = values[0]
+                if type(value) is not np.ndarray or value.shape != shape or value.dtype != dtype:
+                    return None
+            return instances
+        signature = [(a.dtype, a.shape) for a in first]
+        for values in instances:
+            if len(values) != len(signature):
+                return None
+            for value, (dtype, shape) in zip(values, signature):
+                if type(value) is not np.ndarray or value.shape != shape or value.dtype != dtype:
+                    return None
+        return instances
 
     def _convert(
         self, values: tuple[Any, ...], labels: Sequence[str] | None

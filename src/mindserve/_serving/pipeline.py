@@ -8,6 +8,7 @@ fails at any step drops out with its failure; the others carry on.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
@@ -30,15 +31,17 @@ def method_steps(
     its own error.
     """
     failures: list[Failure | None] = [check_instance(inst, method) for inst in instances]
-    values: list[dict[int, Any]] = [
-        {} if failures[i] else {ref: inst[name] for ref, name in enumerate(method.inputs)}
-        for i, inst in enumerate(instances)
+    # Each live instance's values as a row indexed by ref: inputs first, then step outputs.
+    names = method.inputs
+    pad = [None] * (len(method.labels) - len(names))
+    rows: list[list[Any]] = [
+        [] if failures[i] else [inst[name] for name in names] + pad for i, inst in enumerate(instances)
     ]
     for step in method.steps:
         live = [i for i, failure in enumerate(failures) if failure is None]
         if not live:
             break
-        args = [tuple(values[i][ref] for ref in step.args) for i in live]
+        args = _gather([rows[i] for i in live], step.args)
         if isinstance(step.callee, Stage):
             started = loaded.submit_stage(step.callee, args, request)
         else:
@@ -46,15 +49,23 @@ def method_steps(
             started = loaded.submit_model(step.callee, args, labels, request, inline)
         outcomes = (yield started) if isinstance(started, Pending) else started
         failed = False
+        outputs = step.outputs
+        single = outputs[0] if len(outputs) == 1 else None
         for i, outcome in zip(live, outcomes):
             if isinstance(outcome, Failure):
                 failures[i] = outcome
-                values[i] = {}
+                rows[i] = []
                 failed = True
+            elif single is not None:
+                rows[i][single] = outcome[0]
             else:
-                values[i].update(zip(step.outputs, outcome))
+                row = rows[i]
+                for ref, value in zip(outputs, outcome):
+                    row[ref] = value
         if failed:  # a stage's Model.call may have failed because the call timed out or was cancelled
             request.check(f"step '{step.callee.name}'")
+    output_names = method.outputs
+    picked = _gather(rows, method.output_refs)
     results: list[dict[str, Any] | InstanceError] = []
     for index, failure in enumerate(failures):
         if failure is not None:
@@ -64,10 +75,19 @@ def method_steps(
                 )
             )
         else:
-            results.append(
-                {name: values[index][ref] for name, ref in zip(method.outputs, method.output_refs)}
-            )
+            results.append(dict(zip(output_names, picked[index])))
     return results
+
+
+def _gather(rows: list[list[Any]], refs: tuple[int, ...]) -> list[tuple[Any, ...]]:
+    """The values at ``refs`` of each row (an empty row, a failed instance, gives ``()``)."""
+    if not refs:
+        return [()] * len(rows)
+    if len(refs) == 1:
+        (ref,) = refs
+        return [(row[ref],) if row else () for row in rows]
+    get = operator.itemgetter(*refs)
+    return [get(row) if row else () for row in rows]
 
 
 def run_method(
