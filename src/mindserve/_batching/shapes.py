@@ -95,13 +95,12 @@ def stack(
         if i in unbatched:
             stacked.append(instances[0][i])
             continue
-        first = instances[0][i]
-        out = np.empty((count + extra, *first.shape), first.dtype)
-        for row, arrays in enumerate(instances):
-            out[row] = arrays[i]  # instances of one batch share dtype and shape (batch_key)
+        parts = [arrays[i] for arrays in instances]
         if extra:
-            out[count:] = first
-        stacked.append(out)
+            parts += [parts[0]] * extra
+        # Instances of one batch share dtype and shape (batch_key); np.array stacks such a
+        # list about 3x faster than np.stack.
+        stacked.append(np.array(parts))
     return tuple(stacked)
 
 
