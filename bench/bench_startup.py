@@ -56,8 +56,13 @@ def export_cnn(directory: str) -> None:
         def __init__(self) -> None:
             super().__init__()
             self.body = nn.SequentialCell(
-                *block(3, 32), *block(32, 64), *block(64, 128),
-                nn.Flatten(), nn.Dense(128 * 12 * 12, 256), nn.ReLU(), nn.Dense(256, 10),
+                *block(3, 32),
+                *block(32, 64),
+                *block(64, 128),
+                nn.Flatten(),
+                nn.Dense(128 * 12 * 12, 256),
+                nn.ReLU(),
+                nn.Dense(256, 10),
             )
 
         def construct(self, x):
@@ -145,7 +150,7 @@ def spawn(mode: str, directory: str) -> dict:
     if proc.returncode != 0:
         sys.exit(f"worker {mode} failed with exit code {proc.returncode}:\n{proc.stdout}")
     (line,) = [x for x in proc.stdout.splitlines() if x.startswith(RESULT_PREFIX)]
-    return json.loads(line[len(RESULT_PREFIX):])
+    return json.loads(line[len(RESULT_PREFIX) :])
 
 
 def report(runs: dict[str, list[dict]], rounds: int) -> None:
@@ -164,7 +169,9 @@ def report(runs: dict[str, list[dict]], rounds: int) -> None:
 
     hand = runs["by_hand"]
     print("\nby hand, per step (median s; all rounds):")
-    print(f"- load (ms.load + GraphCell): {med(r['load'] for r in hand):.2f} ({bar((r['load'] for r in hand), '.2f')})")
+    print(
+        f"- load (ms.load + GraphCell): {med(r['load'] for r in hand):.2f} ({bar((r['load'] for r in hand), '.2f')})"
+    )
     for batch in BUCKETS:
         times = [r["buckets"][str(batch)] for r in hand]
         print(f"- batch {batch}: {med(times):.1f} ({bar(times)})")
