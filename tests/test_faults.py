@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 import mindserve
+from gated import Gate, gated_servable
 from mindserve import DeadlineExceededError, ModelError, RuntimeClosedError, StageError
+from test_pipeline import rejecting_negatives
 
 BASE_EXCEPTIONS = [SystemExit(3), KeyboardInterrupt(), asyncio.CancelledError(), GeneratorExit()]
 
@@ -99,16 +101,7 @@ def test_keyboard_interrupt_in_the_callers_own_thread_reaches_the_caller(rt, kin
 
 def test_a_batched_stage_failing_for_one_caller_spares_every_other_caller(rt):
     """Many callers share batches; only the instances that are bad fail."""
-    svc = mindserve.Servable("s")
-
-    @svc.stage(batch_size=8)
-    def check(xs):
-        if any(x < 0 for x in xs):
-            raise ValueError("negative")
-        return xs
-
-    svc.add_method(lambda x: check(x), name="m")
-    rt.start(svc)
+    rt.start(rejecting_negatives(batch_size=8))
     futures = [
         rt.infer_async("s", "m", [{"x": -k if k % 5 == 0 else k}], return_exceptions=True)
         for k in range(1, 101)
@@ -123,15 +116,9 @@ def test_a_batched_stage_failing_for_one_caller_spares_every_other_caller(rt):
 
 def test_model_call_inside_a_stage_keeps_the_callers_timeout(rt):
     """The model is busy; a stage's ``m.call`` waits for it no longer than the call may."""
-    gate, entered = threading.Event(), threading.Event()
-
-    def blocking(x):
-        entered.set()
-        gate.wait(10)
-        return x
-
+    gate = Gate()
     svc = mindserve.Servable("s")
-    m = svc.model(blocking, name="blocking")
+    m = svc.model(gate, name="blocking")
 
     @svc.stage
     def calls_model(x):
@@ -141,7 +128,7 @@ def test_model_call_inside_a_stage_keeps_the_callers_timeout(rt):
     svc.add_method(lambda x: calls_model(x), name="m")
     rt.start(svc)
     occupying = rt.infer_async("s", "occupy", [{"x": np.array([1.0])}])
-    assert entered.wait(10)
+    assert gate.entered.wait(10)
     errors = []
 
     def caller():
@@ -154,7 +141,7 @@ def test_model_call_inside_a_stage_keeps_the_callers_timeout(rt):
     thread.start()
     thread.join(5)
     alive = thread.is_alive()
-    gate.set()
+    gate.open()
     thread.join(10)
     occupying.result(10)
     assert not alive, "the call waited past its timeout for the busy model"
@@ -217,22 +204,13 @@ class BatchSizes(mindserve.Observer):
 
 def test_pending_infer_async_futures_hold_no_thread_and_batch_fully():
     """1,000 futures with a pool of 2 threads: all reach the model's queue, batches are full."""
-    gate, entered = threading.Event(), threading.Event()
-
-    def model(x):
-        entered.set()
-        gate.wait(30)
-        return x
-
+    gate = Gate()
     observer = BatchSizes()
     with mindserve.Runtime(async_workers=2, observers=[observer]) as rt:
-        svc = mindserve.Servable("s")
-        m = svc.model(model)
-        svc.add_method(lambda x: m(x), name="m")
-        rt.start(svc)
+        rt.start(gated_servable(gate))
         threads_before = threading.active_count()
         first = rt.infer_async("s", "m", [{"x": np.array([0.0])}])
-        assert entered.wait(10)
+        assert gate.entered.wait(10)
         futures = [rt.infer_async("s", "m", [{"x": np.array([float(k)])}]) for k in range(1, 1001)]
         scheduler = rt._hosted["s"].default().models["model"].scheduler
         deadline = threading.Event()
@@ -242,7 +220,7 @@ def test_pending_infer_async_futures_hold_no_thread_and_batch_fully():
             deadline.wait(0.01)
         assert scheduler.queued == 1000, "every pending call reached the model's queue"
         assert threading.active_count() <= threads_before + 3
-        gate.set()
+        gate.open()
         assert first.result(30)[0]["output"].tolist() == [0.0]
         for k, future in enumerate(futures, start=1):
             assert future.result(30)[0]["output"].tolist() == [float(k)]
@@ -251,24 +229,15 @@ def test_pending_infer_async_futures_hold_no_thread_and_batch_fully():
 
 
 def test_an_infer_async_timeout_fires_while_the_model_is_busy(rt):
-    gate, entered = threading.Event(), threading.Event()
-
-    def model(x):
-        entered.set()
-        gate.wait(30)
-        return x
-
-    svc = mindserve.Servable("s")
-    m = svc.model(model)
-    svc.add_method(lambda x: m(x), name="m")
-    rt.start(svc)
+    gate = Gate()
+    rt.start(gated_servable(gate))
     first = rt.infer_async("s", "m", [{"x": np.array([0.0])}])
-    assert entered.wait(10)
+    assert gate.entered.wait(10)
     late = rt.infer_async("s", "m", [{"x": np.array([1.0])}], timeout=0.1)
     with pytest.raises(
         DeadlineExceededError, match=r"servable 's' version 1, method 'm': .*timeout of 0\.1 s"
     ) as raised:
         late.result(5)
     assert (raised.value.servable, raised.value.version, raised.value.method) == ("s", 1, "m")
-    gate.set()
+    gate.open()
     first.result(10)

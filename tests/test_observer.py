@@ -1,11 +1,10 @@
 """The observer interface: what a runtime reports about batches, drops, calls and versions."""
 
-import threading
-
 import numpy as np
 import pytest
 
 import mindserve
+from gated import Gate, gated_servable
 from mindserve import BatchReason, DropReason, Observer
 from mindserve._observe.observer import ObserverHub
 from test_scheduler import wait_until
@@ -32,29 +31,16 @@ class Recorder(Observer):
         self.versions.append((event.kind, event.version))
 
 
-def gated_servable(gate, entered, **batching):
-    svc = mindserve.Servable("s")
-
-    def model(x):
-        entered.set()
-        gate.wait(10)
-        return x
-
-    m = svc.model(model, batching=mindserve.Batching(**batching) if batching else None)
-    svc.add_method(lambda x: m(x), name="m")
-    return svc
-
-
 def test_batches_say_why_they_formed_and_how_they_ran():
     recorder = Recorder()
-    gate, entered = threading.Event(), threading.Event()
+    gate = Gate()
     with mindserve.Runtime(observers=[recorder]) as rt:
-        rt.start(gated_servable(gate, entered, refill_wait=0))
+        rt.start(gated_servable(gate, refill_wait=0))
         first = rt.infer_async("s", "m", [{"x": np.array([0.0])}])
-        assert entered.wait(10)
+        assert gate.entered.wait(10)
         rest = [rt.infer_async("s", "m", [{"x": np.array([float(k)])}]) for k in range(1, 4)]
         wait_until(lambda: queued(rt) == 3)
-        gate.set()
+        gate.open()
         for future in [first, *rest]:
             future.result(10)
         rt.infer("s", "m", [{"x": np.array([9.0])}])  # idle: runs inline
@@ -68,11 +54,11 @@ def test_batches_say_why_they_formed_and_how_they_ran():
 
 def test_drops_and_refusals_are_reported_with_their_reason():
     recorder = Recorder()
-    gate, entered = threading.Event(), threading.Event()
+    gate = Gate()
     with mindserve.Runtime(observers=[recorder]) as rt:
-        rt.start(gated_servable(gate, entered, max_queue=2))
+        rt.start(gated_servable(gate, max_queue=2))
         first = rt.infer_async("s", "m", [{"x": np.array([0.0])}])
-        assert entered.wait(10)
+        assert gate.entered.wait(10)
         late = rt.infer_async("s", "m", [{"x": np.array([1.0])}], timeout=0.05)
         with pytest.raises(mindserve.DeadlineExceededError):
             late.result(10)
@@ -84,7 +70,7 @@ def test_drops_and_refusals_are_reported_with_their_reason():
         assert queued(rt) == 2
         with pytest.raises(mindserve.OverloadedError):
             rt.infer("s", "m", [{"x": np.array([5.0])}])
-        gate.set()
+        gate.open()
         first.result(10)
         full.result(10)
     reasons = sorted((d.reason, d.count) for d in recorder.drops)
@@ -100,7 +86,7 @@ def test_an_observer_that_raises_is_logged_and_serving_goes_on(caplog):
             raise RuntimeError("observer bug")
 
     with mindserve.Runtime(observers=[Broken()]) as rt:
-        rt.start(gated_servable(threading.Event(), threading.Event()))
+        rt.start(gated_servable(Gate()))
         rt.stop("s")
         svc = mindserve.Servable("t")
         m = svc.model(lambda x: x)

@@ -120,18 +120,23 @@ def test_stage_errors_fail_only_their_instances_and_serving_goes_on(rt):
     assert rt.infer("s", "m", [{"x": 0}]) == [{"a": 0, "b": 0}]
 
 
-def test_a_failing_batch_of_a_batched_stage_fails_only_the_bad_instance(rt):
-    """The batch [3, -4] raises; run again one instance at a time, only -4 fails."""
+def rejecting_negatives(batch_size):
+    """A servable whose batched stage 'check' raises for any batch holding a negative."""
     svc = mindserve.Servable("s")
 
-    @svc.stage(batch_size=2)
+    @svc.stage(batch_size=batch_size)
     def check(xs):
         if any(x < 0 for x in xs):
             raise ValueError("negative")
         return xs
 
     svc.add_method(lambda x: check(x), name="m")
-    rt.start(svc)
+    return svc
+
+
+def test_a_failing_batch_of_a_batched_stage_fails_only_the_bad_instance(rt):
+    """The batch [3, -4] raises; run again one instance at a time, only -4 fails."""
+    rt.start(rejecting_negatives(batch_size=2))
     results = rt.infer("s", "m", [{"x": v} for v in [1, 2, 3, -4, 5]], return_exceptions=True)
     assert [r if isinstance(r, dict) else "err" for r in results] == [
         {"output": 1},

@@ -62,6 +62,24 @@ def occupy(sched, model, value="first"):
     return caller
 
 
+def call_in_threads(call, sizes):
+    """``call(k, n)`` in a thread per request size; its answers by k, and any errors."""
+    answers, errors = {}, []
+
+    def caller(k, n):
+        try:
+            answers[k] = call(k, n)
+        except Exception as exc:  # pragma: no cover - reported by the caller's assertions
+            errors.append(exc)
+
+    threads = [threading.Thread(target=caller, args=(k, n)) for k, n in enumerate(sizes)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return answers, errors
+
+
 def run(sched, values, timeout=None, keys=None):
     request = Request(timeout)
     return request.wait(sched.submit(request, values, keys), "fake")
@@ -213,21 +231,11 @@ def test_every_request_is_answered_once_with_its_own_results(sizes, max_batch, s
     rng = random.Random(seed)
     model = FakeModel()
     sched = scheduler(model, max_batch_size=max_batch)
-    answers, errors = {}, []
 
-    def caller(k, n):
-        values = [(k, i) for i in range(n)]
-        keys = [rng.choice("ab") for _ in range(n)]
-        try:
-            answers[k] = run(sched, values, keys=keys)
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+    def call(k, n):
+        return run(sched, [(k, i) for i in range(n)], keys=[rng.choice("ab") for _ in range(n)])
 
-    threads = [threading.Thread(target=caller, args=(k, n)) for k, n in enumerate(sizes)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    answers, errors = call_in_threads(call, sizes)
     sched.close()
     assert not errors
     assert answers == {k: [("done", (k, i)) for i in range(n)] for k, n in enumerate(sizes)}
@@ -267,22 +275,12 @@ def test_with_n_slots_every_request_is_answered_once_and_at_most_n_batches_run(
 ):
     model = SlotModel()
     sched = scheduler(model, max_batch_size=max_batch, capacity=capacity)
-    answers, errors = {}, []
 
-    def caller(k, n):
+    def call(k, n):
         request = Request()
-        try:
-            answers[k] = request.wait(
-                sched.submit(request, [(k, i) for i in range(n)], inline=inline), "fake"
-            )
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        return request.wait(sched.submit(request, [(k, i) for i in range(n)], inline=inline), "fake")
 
-    threads = [threading.Thread(target=caller, args=(k, n)) for k, n in enumerate(sizes)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    answers, errors = call_in_threads(call, sizes)
     sched.close()
     sched.join(10)
     assert not errors and not sched.alive
