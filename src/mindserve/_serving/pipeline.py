@@ -126,30 +126,39 @@ def run_method_callback(
     request: Request,
     submit: Callable[[Callable[[], None]], None],
     done: Callable[[list[dict[str, Any] | InstanceError] | None, BaseException | None], None],
+    quiet_done: Callable[[], bool] = lambda: False,
 ) -> None:
     """Run a method holding no thread while it waits; ``done(results, error)`` ends it.
 
-    Each stretch of work between two waits (per-instance stages, queueing on a model,
-    building results) runs through ``submit`` (a bounded pool); a step's wait is only a
-    callback on its ticket, so a pending call costs a few objects. The first stretch runs
-    in the calling thread when it holds no per-instance stage: it only checks the
-    instances and queues them, which is cheaper than a hand-off.
+    A step's wait is only a callback on its ticket, so a pending call costs a few objects.
+    The stretches of work between two waits run where they cost least while staying safe:
+
+    * with a per-instance stage in the method, each runs through ``submit`` (a bounded
+      pool), so user code never runs in a scheduler's thread;
+    * without one, a stretch only checks and queues instances or builds results: the
+      first runs in the calling thread, the later ones in the scheduler's thread that
+      completed the step, right after its batch (no hand-off, and no Python thread
+      competing with the model while it runs), as long as ``quiet_done()`` says that
+      ending the call runs no user code (no callbacks on its future); else via ``submit``.
     """
-    driver = _CallbackDriver(
-        method_steps(loaded, method, instances, request, inline=False), request, submit, done
-    )
+    steps = method_steps(loaded, method, instances, request, inline=False)
+    user_code = any(isinstance(s.callee, Stage) and s.callee.batch_size is None for s in method.steps)
+    driver = _CallbackDriver(steps, request, submit, done, _never if user_code else quiet_done)
     ALARM.watch(request)
-    first = method.steps[0].callee if method.steps else None
-    if isinstance(first, Stage) and first.batch_size is None:
+    if user_code:
         submit(driver.start)
     else:
         driver.start()
 
 
+def _never() -> bool:
+    return False
+
+
 class _CallbackDriver:
     """Drives one call's steps from ticket callbacks (see :func:`run_method_callback`)."""
 
-    __slots__ = ("done", "pending", "request", "steps", "submit")
+    __slots__ = ("done", "here", "pending", "request", "steps", "submit")
 
     def __init__(
         self,
@@ -157,11 +166,13 @@ class _CallbackDriver:
         request: Request,
         submit: Callable[[Callable[[], None]], None],
         done: Callable[[list[dict[str, Any] | InstanceError] | None, BaseException | None], None],
+        here: Callable[[], bool],
     ) -> None:
         self.steps = steps
         self.request = request
         self.submit = submit
         self.done = done
+        self.here = here
         self.pending: Pending | None = None
 
     def start(self) -> None:
@@ -181,8 +192,12 @@ class _CallbackDriver:
         pending.ticket.on_done(self._woken)
 
     def _woken(self) -> None:
-        """The step's ticket was released (in a scheduler's thread): continue on the pool."""
-        self.submit(self._resume)
+        """The step's ticket was released (in a scheduler's thread): continue here when that
+        runs no user code, else on the pool."""
+        if self.here():
+            self._resume()
+        else:
+            self.submit(self._resume)
 
     def _resume(self) -> None:
         assert self.pending is not None

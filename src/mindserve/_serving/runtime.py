@@ -418,7 +418,7 @@ class Runtime:
         are still queued.
         """
         call = self._begin(servable, method, instances, version, timeout, return_exceptions)
-        future: Future[list[Any]] = _CallFuture(call.request)
+        future = _CallFuture(call.request)
 
         def done(results: list[Any] | None, error: BaseException | None) -> None:
             if isinstance(error, CancelledCall):  # nobody waits for the result
@@ -431,7 +431,7 @@ class Runtime:
 
         try:
             run_method_callback(
-                call.loaded, call.method, instances, call.request, self._dispatcher.submit, done
+                call.loaded, call.method, instances, call.request, self._dispatcher.submit, done, future.quiet
             )
         except BaseException:
             call.end(None)
@@ -579,11 +579,23 @@ def _settle(future: Future[Any], *, result: Any = None, exception: BaseException
 
 
 class _CallFuture(Future):  # type: ignore[type-arg]
-    """The future ``infer_async`` returns: cancelling it drops the call's queued instances."""
+    """The future ``infer_async`` returns: cancelling it drops the call's queued instances.
+
+    It knows whether anyone added a done-callback: user code that completing it would run.
+    """
 
     def __init__(self, request: Request) -> None:
         super().__init__()
         self._request = request
+        self._has_callbacks = False
+
+    def add_done_callback(self, fn: Callable[[Future[Any]], object]) -> None:
+        self._has_callbacks = True
+        super().add_done_callback(fn)
+
+    def quiet(self) -> bool:
+        """Whether completing it runs no user code."""
+        return not self._has_callbacks
 
     def cancel(self) -> bool:
         cancelled = super().cancel()

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from mindserve._serving.runtime import Runtime
+from mindserve import Runtime
 from mindserve.compat._loader import load_servable
 
 logger = logging.getLogger("mindserve.compat")
