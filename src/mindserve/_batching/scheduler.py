@@ -31,7 +31,7 @@ from typing import Any, Callable
 from mindserve._batching.shapes import split
 from mindserve._calls import Failure, Outcome, Request, Ticket, in_caller_thread, mark_service_thread
 from mindserve._errors import ModelError, OverloadedError, RuntimeClosedError
-from mindserve._observe.observer import BatchReason, BatchReport, DropReason, DropReport, Observer
+from mindserve._observe.observer import BatchReason, BatchReport, DropReason, DropReport, ObserverHub
 
 #: Stands for "no limit" as a batch size (a batched stage with batch_size=0).
 UNLIMITED = 1 << 62
@@ -73,7 +73,7 @@ class Scheduler:
         refill_wait: float = 0.0,
         max_queue: int = 4096,
         capacity: int = 1,
-        observer: Observer | None = None,
+        observer: ObserverHub | None = None,
         padded: Callable[[int], int] | None = None,
     ) -> None:
         if capacity < 1:
@@ -195,7 +195,7 @@ class Scheduler:
         ``KeyboardInterrupt`` raised here (the caller's own thread) still reaches the
         caller, once every instance has an outcome.
         """
-        batches = split(keys, len(values), self.max_batch_size)
+        batches = [[0]] if len(values) == 1 else split(keys, len(values), self.max_batch_size)
         interrupt: BaseException | None = None
         try:
             for position, indices in enumerate(batches):
@@ -375,7 +375,7 @@ class Scheduler:
         self.batches += 1
         self.instances += size
         observer = self._observer
-        if observer is None:
+        if observer is None or not observer.wants("on_batch"):
             return
         now = time.monotonic()
         observer.on_batch(
@@ -404,7 +404,7 @@ class Scheduler:
             self._report_drop(count, reason)
 
     def _report_drop(self, count: int, reason: DropReason) -> None:
-        if self._observer is not None:
+        if self._observer is not None and self._observer.wants("on_drop"):
             self._observer.on_drop(DropReport(self.name, count, reason))
 
 

@@ -28,7 +28,7 @@ from mindserve._define.model import Model
 from mindserve._errors import InvalidInputError, LoadError, ModelError
 from mindserve._execution.local import Backend
 from mindserve._execution.mindspore import first_line
-from mindserve._observe.observer import Observer
+from mindserve._observe.observer import ObserverHub
 from mindserve._values import TensorSpec, to_model_input
 
 logger = logging.getLogger("mindserve")
@@ -174,7 +174,7 @@ class LoadedModel:
         )
         return tuple(compiled)
 
-    def start(self, observer: Observer | None = None) -> None:
+    def start(self, observer: ObserverHub | None = None) -> None:
         """Start the scheduler that batches this model's instances across callers."""
         buckets = self.batching.buckets if self.model.with_batch_dim else None
         self.scheduler = Scheduler(
