@@ -239,5 +239,6 @@ def test_an_infer_async_timeout_fires_while_the_model_is_busy(rt):
     ) as raised:
         late.result(5)
     assert (raised.value.servable, raised.value.version, raised.value.method) == ("s", 1, "m")
+    assert str(raised.value).count("servable 's'") == 1, "the location is said once"
     gate.open()
     first.result(10)

@@ -75,10 +75,13 @@ class Scheduler:
         capacity: int = 1,
         observer: ObserverHub | None = None,
         padded: Callable[[int], int] | None = None,
+        what: str | None = None,
     ) -> None:
         if capacity < 1:
             raise ValueError(f"a scheduler needs a capacity >= 1; got {capacity}")
         self.name = name
+        #: How errors handed to callers name this step (they add the servable and version).
+        self.what = what or name
         self.max_batch_size = max_batch_size
         self.max_delay = max_delay
         self.refill_wait = refill_wait
@@ -137,12 +140,12 @@ class Scheduler:
         ticket = Ticket(len(values))
         if not values:
             return ticket
-        request.check(self.name)
+        request.check(self.what)
         count = len(values)
         dead: list[Item] = []
         with self._lock:
             if self._closed:
-                raise RuntimeClosedError(f"{self.name} was stopped before this call reached it")
+                raise RuntimeClosedError(f"{self.what} was stopped before this call reached it")
             if self._queue and len(self._queue) + count > self.max_queue:
                 self._purge(dead)
             if self._queue and len(self._queue) + count > self.max_queue:
@@ -150,7 +153,7 @@ class Scheduler:
                 self._drop(dead)
                 self._report_drop(count, DropReason.OVERLOADED)
                 raise OverloadedError(
-                    f"{self.name}: the queue is full ({waiting} instances waiting, "
+                    f"{self.what}: the queue is full ({waiting} instances waiting, "
                     f"max_queue={self.max_queue}; this call brings {count}). "
                     f"Hint: retry later, or raise Batching(max_queue=...)"
                 )
@@ -346,10 +349,10 @@ class Scheduler:
             outcomes = self._run_batch(values, requests)
             if len(outcomes) == len(values):
                 return outcomes, None
-            detail = f"{self.name} returned {len(outcomes)} outcomes for {len(values)} instances"
+            detail = f"{self.what} returned {len(outcomes)} outcomes for {len(values)} instances"
             return [Failure(ModelError, detail)] * len(values), None
         except BaseException as exc:  # run_batch should not raise; never lose an item
-            failure = Failure(ModelError, f"{self.name} failed: {type(exc).__name__}: {exc}", exc)
+            failure = Failure(ModelError, f"{self.what} failed: {type(exc).__name__}: {exc}", exc)
             return [failure] * len(values), exc if in_caller_thread(exc) else None
 
     def _execute(self, batch: list[Item], reason: BatchReason, queued: int) -> None:

@@ -22,7 +22,7 @@ class ModelInfo:
     fixed_batch_size: int | None
     #: Its input specs, when the model file records them.
     inputs: tuple[TensorSpec, ...] | None
-    #: The batching in effect: max batch size, buckets (after the warm-up pruned them), ...
+    #: The batching in effect: max batch size, buckets (after pruning, if asked for), ...
     batching: Batching
     #: The batch sizes run once at load (compiled before the first request).
     warmed_up: tuple[int, ...]

@@ -63,7 +63,7 @@ class LoadedModel:
                 batched = [s for i, s in enumerate(specs) if i not in self.unbatched]
                 if batched and batched[0].shape[0] is not None:
                     self.fixed_batch_size = batched[0].shape[0]
-        #: The effective batching options (buckets may be pruned by the warm-up).
+        #: The effective batching options (buckets may be pruned at warm-up, if asked).
         self.batching = self._resolve_batching()
         if self.fixed_batch_size == 1:
             logger.warning(
@@ -178,8 +178,9 @@ class LoadedModel:
         """Start the scheduler that batches this model's instances across callers."""
         buckets = self.batching.buckets if self.model.with_batch_dim else None
         self.scheduler = Scheduler(
-            f"{self.where}: model '{self.name}'",
+            f"{self.where}: {self._what}",
             self._run_isolating,
+            what=self._what,
             max_batch_size=self.batching.max_batch_size or 1,
             max_delay=self.batching.max_delay,
             refill_wait=self.batching.refill_wait,

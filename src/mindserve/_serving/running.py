@@ -71,6 +71,7 @@ class LoadedServable:
                         self.stage_schedulers[stage] = Scheduler(
                             f"{where}: stage '{stage.name}'",
                             functools.partial(self._run_stage_batch, stage),
+                            what=f"stage '{stage.name}'",
                             max_batch_size=stage.batch_size or UNLIMITED,
                             observer=observer,
                         )

@@ -173,8 +173,9 @@ class Runtime:
     def load(self, servable: Servable, *, version: int) -> ServableInfo:
         """Load one more version of a running servable, beside the versions already running.
 
-        The newest running version is the default (``version=0`` calls go to it); pin the
-        others with ``infer(..., version=N)``. Loading a version that already runs reloads it.
+        It becomes the default (the version ``version=0`` calls go to) when it is newer than
+        the default; pin the others with ``infer(..., version=N)``. Loading a version that
+        already runs reloads it.
         """
         self._check_open()
         if not isinstance(servable, Servable):
