@@ -33,6 +33,9 @@ from mindserve._values import TensorSpec, to_model_input
 
 logger = logging.getLogger("mindserve")
 
+#: Seconds the warm-up pauses between two compiles, for serving versions to take MindSpore.
+_PAUSE_BETWEEN_COMPILES = 0.01
+
 #: Largest batch fed to a model that accepts any batch size.
 DEFAULT_MAX_BATCH_SIZE = 64
 
@@ -151,6 +154,10 @@ class LoadedModel:
             if isinstance(outcome, Failure):
                 raise LoadError(f"{self.where}: model '{self.name}' failed its warm-up run: {outcome.detail}")
             compiled.append((size, took))
+            # MindSpore's lock is not fair: without a pause, the next compile takes it again
+            # at once, and versions serving beside this load (a hot update) starve.
+            if position < len(sizes):
+                time.sleep(_PAUSE_BETWEEN_COMPILES)
             logger.info(
                 "%s: model '%s' warmed up batch size %d in %.2f s (%d of %d)",
                 self.where,
