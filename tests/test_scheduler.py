@@ -340,3 +340,21 @@ def test_a_lone_caller_never_waits_for_a_refill():
         assert run(sched, [k]) == [("done", k)]
     assert model.threads == [threading.current_thread()] * 3, "each call ran inline at once"
     sched.close()
+
+
+def test_waiting_for_a_batch_to_fill_never_blocks_callers_of_another_kind():
+    """While the executor waits (max_delay) for instances of one kind, instances of another
+    kind still queue: the wait releases the queue's lock."""
+    model = FakeModel()
+    sched = scheduler(model, max_batch_size=4, max_delay=0.5)
+    first = sched.submit(Request(), ["a"], keys=["x"])
+    wait_until(lambda: sched.queued == 0)  # the executor took it and waits for more "x"
+    others = sched.submit(Request(), ["y1", "y2", "y3"], keys=["y"] * 3)  # enough to wake it, none fit
+    started = threading.Event()
+    other = threading.Thread(target=lambda: (sched.submit(Request(), ["b"], keys=["y"]), started.set()))
+    other.start()
+    assert started.wait(0.25), "a caller of another kind could not queue while the batch filled"
+    assert Request().wait(first, "fake") == [("done", "a")]
+    assert Request().wait(others, "fake") == [("done", "y1"), ("done", "y2"), ("done", "y3")]
+    other.join(10)
+    sched.close()

@@ -297,9 +297,10 @@ class Scheduler:
                 left = ready_by - time.monotonic()
                 if left <= 0:
                     return late
-                self._wake_at = target - len(batch)
-                if len(self._queue) < self._wake_at:
-                    self._cond.wait(left)
+                # What is queued now cannot join (another key, or nothing): wait for
+                # enough new arrivals. The wait releases the lock, so callers can queue.
+                self._wake_at = len(self._queue) + target - len(batch)
+                self._cond.wait(left)
                 batch += self._form(dead, batch[0].key if batch else None, len(batch))
         finally:
             self._wake_at = 1
