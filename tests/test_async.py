@@ -267,7 +267,7 @@ def test_bad_timeout(gated):
 def test_batching_options_are_checked():
     with pytest.raises(mindserve.DefinitionError, match="max_batch_size must be an int >= 1 or None"):
         Batching(max_batch_size=0)
-    with pytest.raises(mindserve.DefinitionError, match="max_delay must be a number of seconds >= 0"):
+    with pytest.raises(mindserve.DefinitionError, match="max_delay must be a finite number of seconds >= 0"):
         Batching(max_delay=-1)
     with pytest.raises(mindserve.DefinitionError, match="buckets must be batch sizes"):
         Batching(buckets=[0, 4])

@@ -1,9 +1,11 @@
 """Pure batching helpers: grouping, chunking, padding and slicing."""
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import mindserve
 from mindserve._batching import shapes as _batching
 
 
@@ -63,3 +65,31 @@ def test_chunks_stack_unstack_round_trip(n, size, fixed):
         assert stacked.shape[0] == (size if fixed else len(chunk))
         back += _batching.unstack([stacked * 10], stacked.shape[0], len(chunk))
     assert [b[0].tolist() for b in back] == [[10 * i, -10 * i] for i in range(n)]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"max_delay": float("inf")}, r"max_delay must be a finite number of seconds >= 0; got inf"),
+        ({"refill_wait": -1}, r"refill_wait must be a finite number of seconds >= 0; got -1"),
+        ({"warm_up": "no"}, r"warm_up must be True or False; got 'no'"),
+        ({"prune_buckets": 1}, r"prune_buckets must be True or False; got 1"),
+        (
+            {"max_batch_size": 8, "buckets": (1, 2, 128)},
+            r"buckets must end at max_batch_size, the largest batch; got buckets=\(1, 2, 128\) with max_batch_size=8",
+        ),
+    ],
+)
+def test_bad_batching_options_are_named(options, message):
+    with pytest.raises(mindserve.DefinitionError, match=message):
+        mindserve.Batching(**options)
+
+
+@pytest.mark.parametrize("timeout", [-1, float("nan")])
+def test_a_negative_or_nan_timeout_is_named(rt, timeout):
+    svc = mindserve.Servable("s")
+    stage = svc.add_stage(lambda x: x, name="same")
+    svc.add_method(lambda x: stage(x), name="m")
+    rt.start(svc)
+    with pytest.raises(ValueError, match=r"timeout must be a number of seconds >= 0 or None"):
+        rt.infer("s", "m", [{"x": 1}], timeout=timeout)

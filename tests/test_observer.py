@@ -105,3 +105,43 @@ def test_the_hub_only_calls_methods_an_observer_overrides():
     assert hub.wants("on_call") and not hub.wants("on_batch")
     with pytest.raises(TypeError, match=r"an observer must be a mindserve\.Observer; got function"):
         ObserverHub([lambda report: None])
+
+
+@pytest.mark.parametrize("exc", [SystemExit(1), KeyboardInterrupt()], ids=lambda e: type(e).__name__)
+def test_an_observer_raising_a_base_exception_never_stops_serving(caplog, exc):
+    class Exiting(Observer):
+        def on_batch(self, report):
+            raise exc
+
+    with mindserve.Runtime(observers=[Exiting()]) as rt:
+        svc = mindserve.Servable("t")
+        m = svc.model(lambda x: x)
+        svc.add_method(lambda x: m(x), name="m")
+        rt.start(svc)
+        assert rt.infer("t", "m", [{"x": np.array([1.0])}], timeout=10)[0]["output"].tolist() == [1.0]
+        future = rt.infer_async("t", "m", [{"x": np.array([2.0])}])
+        assert future.result(10)[0]["output"].tolist() == [2.0]
+    assert type(exc).__name__ in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("observers", "message"),
+    [
+        (
+            Observer(),
+            r"observers must be a list of mindserve\.Observer; got Observer\. Hint: observers=\[my_observer\]",
+        ),
+        (None, r"observers must be a list of mindserve\.Observer; got NoneType"),
+        ([object()], r"an observer must be a mindserve\.Observer; got object"),
+    ],
+)
+def test_bad_observers_are_named(observers, message):
+    with pytest.raises(TypeError, match=message):
+        mindserve.Runtime(observers=observers)
+
+
+def test_removing_what_was_never_added_is_named(rt):
+    with pytest.raises(ValueError, match="is not an observer of this runtime"):
+        rt.remove_observer(Observer())
+    with pytest.raises(ValueError, match="is not a listener of this runtime"):
+        rt.remove_listener(print)

@@ -100,6 +100,8 @@ class Request:
     def __init__(self, timeout: float | None = None) -> None:
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
             raise TypeError(f"timeout must be a number of seconds or None; got {timeout!r}")
+        if timeout is not None and not timeout >= 0:  # negative, or NaN
+            raise ValueError(f"timeout must be a number of seconds >= 0 or None; got {timeout!r}")
         self.timeout = timeout
         self.started = time.monotonic()
         self.deadline = None if timeout is None else self.started + timeout

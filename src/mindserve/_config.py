@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import attrs
@@ -23,10 +24,15 @@ def _positive(name: str, allow_none: bool = False):  # type: ignore[no-untyped-d
 
 def _non_negative_seconds(name: str):  # type: ignore[no-untyped-def]
     def check(instance: object, attribute: object, value: object) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise DefinitionError(f"Batching {name} must be a number of seconds >= 0; got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+            raise DefinitionError(f"Batching {name} must be a finite number of seconds >= 0; got {value!r}")
 
     return check
+
+
+def _flag(instance: object, attribute: attrs.Attribute, value: object) -> None:  # type: ignore[type-arg]
+    if not isinstance(value, bool):
+        raise DefinitionError(f"Batching {attribute.name} must be True or False; got {value!r}")
 
 
 def _buckets(value: Sequence[int] | None) -> tuple[int, ...] | None:
@@ -65,5 +71,17 @@ class Batching:
     refill_wait: float = attrs.field(default=0.002, validator=_non_negative_seconds("refill_wait"))
     max_queue: int = attrs.field(default=4096, validator=_positive("max_queue"))
     buckets: tuple[int, ...] | None = attrs.field(default=None, converter=_buckets)
-    warm_up: bool = True
-    prune_buckets: bool = False
+    warm_up: bool = attrs.field(default=True, validator=_flag)
+    prune_buckets: bool = attrs.field(default=False, validator=_flag)
+
+    def __attrs_post_init__(self) -> None:
+        if (
+            self.buckets is not None
+            and self.max_batch_size is not None
+            and self.buckets[-1] != self.max_batch_size
+        ):
+            raise DefinitionError(
+                f"Batching buckets must end at max_batch_size, the largest batch; got "
+                f"buckets={self.buckets} with max_batch_size={self.max_batch_size}. Hint: give "
+                f"one of the two, or make the largest bucket max_batch_size."
+            )

@@ -158,6 +158,11 @@ class ObserverHub(Observer):
     def __init__(self, observers: Iterable[Observer] = ()) -> None:
         self._observers: list[Observer] = []
         self._listening: dict[str, tuple[Observer, ...]] = {name: () for name in _METHODS}
+        if isinstance(observers, (Observer, str, bytes)) or not isinstance(observers, Iterable):
+            raise TypeError(
+                f"observers must be a list of mindserve.Observer; got {type(observers).__name__}. "
+                f"Hint: observers=[my_observer]"
+            )
         for observer in observers:
             self.add(observer)
 
@@ -168,6 +173,8 @@ class ObserverHub(Observer):
         self._refresh()
 
     def remove(self, observer: Observer) -> None:
+        if observer not in self._observers:
+            raise ValueError(f"{observer!r} is not an observer of this runtime")
         self._observers.remove(observer)
         self._refresh()
 
@@ -184,7 +191,7 @@ class ObserverHub(Observer):
         for observer in self._listening[name]:
             try:
                 getattr(observer, name)(record)
-            except Exception:
+            except BaseException:  # SystemExit included: an observer never stops serving
                 logger.exception("mindserve observer %r raised on %r", observer, record)
 
     def on_version(self, event: VersionEvent) -> None:

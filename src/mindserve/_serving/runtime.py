@@ -288,7 +288,9 @@ class Runtime:
 
     def remove_listener(self, listener: Callable[[VersionEvent], None]) -> None:
         with self._lock:
-            adapter = self._listeners.pop(listener)
+            adapter = self._listeners.pop(listener, None)
+        if adapter is None:
+            raise ValueError(f"{listener!r} is not a listener of this runtime")
         self._observer.remove(adapter)
 
     def add_observer(self, observer: Observer) -> None:
