@@ -13,6 +13,7 @@ import mindserve
 from gated import Gate, gated_servable
 from mindserve import DeadlineExceededError, ModelError, RuntimeClosedError, StageError
 from test_pipeline import rejecting_negatives
+from test_scheduler import wait_until
 
 BASE_EXCEPTIONS = [SystemExit(3), KeyboardInterrupt(), asyncio.CancelledError(), GeneratorExit()]
 
@@ -242,3 +243,112 @@ def test_an_infer_async_timeout_fires_while_the_model_is_busy(rt):
     assert str(raised.value).count("servable 's'") == 1, "the location is said once"
     gate.open()
     first.result(10)
+
+
+def test_close_without_grace_returns_when_a_call_was_turned_away_by_a_retired_version(monkeypatch):
+    """A call that found a version just as close() retired it must not keep close() waiting."""
+    from mindserve._serving import running
+
+    inside, go_on = threading.Event(), threading.Event()
+    original = running.LoadedServable.enter
+
+    def held_enter(self, request):
+        inside.set()
+        go_on.wait(10)
+        return original(self, request)
+
+    monkeypatch.setattr(running.LoadedServable, "enter", held_enter)
+    rt = mindserve.Runtime()
+    svc = mindserve.Servable("s")
+    stage = svc.add_stage(lambda x: x, name="same")
+    svc.add_method(lambda x: stage(x), name="m")
+    rt.start(svc)
+    errors = []
+
+    def caller():
+        try:
+            rt.infer("s", "m", [{"x": 1}])
+        except BaseException as exc:
+            errors.append(exc)
+
+    calling = threading.Thread(target=caller)
+    calling.start()
+    assert inside.wait(10)
+    closing = threading.Thread(target=rt.close, kwargs={"grace": None})
+    closing.start()
+    wait_until(lambda: rt._closed)
+    go_on.set()
+    closing.join(10)
+    calling.join(10)
+    assert not closing.is_alive(), "close(grace=None) waited for a call that never started"
+    assert len(errors) == 1 and isinstance(errors[0], RuntimeClosedError)
+
+
+def test_model_call_inside_a_batched_stage_keeps_the_callers_timeout(rt):
+    gate = Gate()
+    svc = mindserve.Servable("s")
+    m = svc.model(gate, name="blocking")
+
+    @svc.stage(batch_size=4)
+    def calls_model(xs):
+        return [m.call(x) for x in xs]
+
+    svc.add_method(lambda x: m(x), name="occupy")
+    svc.add_method(lambda x: calls_model(x), name="m")
+    rt.start(svc)
+    occupying = rt.infer_async("s", "occupy", [{"x": np.array([1.0])}])
+    assert gate.entered.wait(10)
+    late = rt.infer_async("s", "m", [{"x": np.array([2.0])}], timeout=0.2)
+    with pytest.raises(DeadlineExceededError):
+        late.result(5)
+    gate.open()
+    occupying.result(10)
+
+
+def test_ainfer_waiting_on_a_busy_model_fails_when_close_grace_passes():
+    gate = Gate()
+    rt = mindserve.Runtime()
+    rt.start(gated_servable(gate))
+    occupying = rt.infer_async("s", "m", [{"x": np.array([1.0])}])
+    assert gate.entered.wait(10)
+
+    async def waiting():
+        return await rt.ainfer("s", "m", [{"x": np.array([2.0])}])
+
+    outcome = []
+    loop_thread = threading.Thread(target=lambda: outcome.append(_run_catching(waiting)))
+    loop_thread.start()
+    wait_until(
+        lambda: (
+            rt._hosted.get("s") is not None
+            and rt._hosted["s"].default().models["model"].scheduler.queued == 1
+        )
+    )
+    rt.close(grace=0.1)
+    loop_thread.join(5)
+    alive = loop_thread.is_alive()
+    gate.open()
+    loop_thread.join(10)
+    with pytest.raises(RuntimeClosedError):
+        occupying.result(10)
+    assert not alive, "ainfer waited for the busy model past the grace period"
+    assert isinstance(outcome[0], RuntimeClosedError)
+
+
+def _run_catching(coroutine_function):
+    try:
+        return asyncio.run(coroutine_function())
+    except BaseException as exc:
+        return exc
+
+
+def test_done_callbacks_of_infer_async_never_run_in_a_scheduler_thread(rt):
+    gate = Gate()
+    rt.start(gated_servable(gate))
+    ran_in = []
+    done = threading.Event()
+    future = rt.infer_async("s", "m", [{"x": np.array([1.0])}])
+    future.add_done_callback(lambda f: (ran_in.append(threading.current_thread().name), done.set()))
+    gate.open()
+    assert done.wait(10)
+    assert not ran_in[0].startswith("mindserve:"), ran_in

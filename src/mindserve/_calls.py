@@ -60,6 +60,17 @@ def mark_service_thread() -> None:
     _service.active = True
 
 
+def mark_executor_thread() -> None:
+    """Mark this thread as one that must never run user code: a scheduler's executor, the
+    deadline alarm (a blocked executor stalls a model; a blocked alarm, every deadline)."""
+    _service.active = True
+    _service.executor = True
+
+
+def in_executor_thread() -> bool:
+    return getattr(_service, "executor", False)
+
+
 def in_caller_thread(exc: BaseException) -> bool:
     """Whether ``exc`` must reach the caller as it is: a ``KeyboardInterrupt`` in a caller's
     own thread. Anything else, and anything in mindserve's threads, becomes an instance
@@ -95,7 +106,7 @@ def running(loaded: LoadedServable, request: Request) -> Iterator[None]:
 class Request:
     """One call's deadline, and whether its caller has given up on it."""
 
-    __slots__ = ("abandoned", "deadline", "started", "ticket", "timeout")
+    __slots__ = ("_tickets", "abandoned", "deadline", "started", "timeout")
 
     def __init__(self, timeout: float | None = None) -> None:
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
@@ -107,8 +118,9 @@ class Request:
         self.deadline = None if timeout is None else self.started + timeout
         #: Why the call stopped waiting ("cancelled", "deadline" or "closed"), or None.
         self.abandoned: str | None = None
-        #: The ticket the caller waits on now, so that giving up can wake it.
-        self.ticket: Ticket | None = None
+        #: The tickets waited on for this call now (a stage's ``Model.call`` waits inside the
+        #: caller's wait), so that giving up can wake every one of them.
+        self._tickets: list[Ticket] = []
 
     @classmethod
     def covering(cls, requests: Sequence[Request]) -> Request:
@@ -124,9 +136,20 @@ class Request:
     def abandon(self, reason: str) -> None:
         """Give up: queued instances of this request will be dropped."""
         self.abandoned = reason
-        ticket = self.ticket
-        if ticket is not None:
+        for ticket in list(self._tickets):
             ticket.release()
+
+    def watch(self, ticket: Ticket) -> None:
+        """This call now waits on ``ticket``: giving up will wake it (at once if it gave up)."""
+        self._tickets.append(ticket)
+        if self.abandoned is not None:
+            ticket.release()
+
+    def unwatch(self, ticket: Ticket) -> None:
+        try:
+            self._tickets.remove(ticket)
+        except ValueError:
+            pass
 
     def expired(self, now: float) -> bool:
         return self.abandoned is not None or (self.deadline is not None and now >= self.deadline)
@@ -158,6 +181,7 @@ class Request:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         pending.ticket.on_done(functools.partial(_mailbox(loop).post, future))
+        self.watch(pending.ticket)
         try:
             await asyncio.wait_for(future, self.remaining())
         except asyncio.TimeoutError:
@@ -165,6 +189,8 @@ class Request:
         except asyncio.CancelledError:
             self.abandon("cancelled")
             raise
+        finally:
+            self.unwatch(pending.ticket)
         if not pending.ticket.done:
             self._give_up(pending.what)
         return pending.finish(pending.ticket.outcomes)  # type: ignore[arg-type]
@@ -172,19 +198,19 @@ class Request:
     def collect(self, pending: Pending) -> list[Outcome]:
         """The outcomes of a step whose ticket was released; raise if it was released because
         the deadline passed or the call was cancelled or closed."""
-        self.ticket = None
+        self.unwatch(pending.ticket)
         if not pending.ticket.done:
             self._give_up(pending.what)
         return pending.finish(pending.ticket.outcomes)  # type: ignore[arg-type]
 
     def wait(self, ticket: Ticket, what: str) -> list[Outcome]:
         """Wait for ``ticket``; raise if the deadline passes or the call is cancelled first."""
-        self.ticket = ticket
+        self.watch(ticket)
         try:
             if self.abandoned is None:
                 ticket.wait(self.remaining())
         finally:
-            self.ticket = None
+            self.unwatch(ticket)
         if not ticket.done:
             self._give_up(what)
         return ticket.outcomes  # type: ignore[return-value]
@@ -393,6 +419,7 @@ class Alarm:
                 self._cond.notify()
 
     def _run(self) -> None:
+        mark_executor_thread()
         while True:
             with self._cond:
                 while not self._heap:

@@ -29,7 +29,7 @@ from collections.abc import Hashable, Sequence
 from typing import Any, Callable
 
 from mindserve._batching.shapes import split
-from mindserve._calls import Failure, Outcome, Request, Ticket, in_caller_thread, mark_service_thread
+from mindserve._calls import Failure, Outcome, Request, Ticket, in_caller_thread, mark_executor_thread
 from mindserve._errors import ModelError, OverloadedError, RuntimeClosedError
 from mindserve._observe.observer import BatchReason, BatchReport, DropReason, DropReport, ObserverHub
 
@@ -143,6 +143,7 @@ class Scheduler:
         request.check(self.what)
         count = len(values)
         dead: list[Item] = []
+        waiting = 0  # instances that leave no room for this call
         with self._lock:
             if self._closed:
                 raise RuntimeClosedError(f"{self.what} was stopped before this call reached it")
@@ -150,23 +151,28 @@ class Scheduler:
                 self._purge(dead)
             if self._queue and len(self._queue) + count > self.max_queue:
                 waiting = len(self._queue)
-                self._drop(dead)
-                self._report_drop(count, DropReason.OVERLOADED)
-                raise OverloadedError(
-                    f"{self.what}: the queue is full ({waiting} instances waiting, "
-                    f"max_queue={self.max_queue}; this call brings {count}). "
-                    f"Hint: retry later, or raise Batching(max_queue=...)"
-                )
             inline = (
-                inline and self._free > 0 and not self._queue and self.max_delay == 0 and self._idle_enough()
+                not waiting
+                and inline
+                and self._free > 0
+                and not self._queue
+                and self.max_delay == 0
+                and self._idle_enough()
             )
             if inline:
                 self._free -= 1
-            else:
+            elif not waiting:
                 self._queue.extend(_items(request, ticket, values, keys, time.monotonic()))
                 if len(self._queue) >= self._wake_at:
                     self._cond.notify()
-        self._drop(dead)
+        self._drop(dead)  # outside the lock: waking a caller may run its next step here
+        if waiting:
+            self._report_drop(count, DropReason.OVERLOADED)
+            raise OverloadedError(
+                f"{self.what}: the queue is full ({waiting} instances waiting, "
+                f"max_queue={self.max_queue}; this call brings {count}). "
+                f"Hint: retry later, or raise Batching(max_queue=...)"
+            )
         if inline:
             self._run_inline(request, ticket, values, keys)
         return ticket
@@ -245,7 +251,7 @@ class Scheduler:
                 self._cond.notify()
 
     def _loop(self) -> None:
-        mark_service_thread()
+        mark_executor_thread()
         while True:
             try:
                 if not self._serve_one():

@@ -126,7 +126,6 @@ def run_method_callback(
     request: Request,
     submit: Callable[[Callable[[], None]], None],
     done: Callable[[list[dict[str, Any] | InstanceError] | None, BaseException | None], None],
-    quiet_done: Callable[[], bool] = lambda: False,
 ) -> None:
     """Run a method holding no thread while it waits; ``done(results, error)`` ends it.
 
@@ -138,21 +137,17 @@ def run_method_callback(
     * without one, a stretch only checks and queues instances or builds results: the
       first runs in the calling thread, the later ones in the scheduler's thread that
       completed the step, right after its batch (no hand-off, and no Python thread
-      competing with the model while it runs), as long as ``quiet_done()`` says that
-      ending the call runs no user code (no callbacks on its future); else via ``submit``.
+      competing with the model while it runs). ``done`` must then hand any user code it
+      triggers (a future's done-callbacks) to a pool itself.
     """
     steps = method_steps(loaded, method, instances, request, inline=False)
     user_code = any(isinstance(s.callee, Stage) and s.callee.batch_size is None for s in method.steps)
-    driver = _CallbackDriver(steps, request, submit, done, _never if user_code else quiet_done)
+    driver = _CallbackDriver(steps, request, submit, done, here=not user_code)
     ALARM.watch(request)
     if user_code:
         submit(driver.start)
     else:
         driver.start()
-
-
-def _never() -> bool:
-    return False
 
 
 class _CallbackDriver:
@@ -166,7 +161,7 @@ class _CallbackDriver:
         request: Request,
         submit: Callable[[Callable[[], None]], None],
         done: Callable[[list[dict[str, Any] | InstanceError] | None, BaseException | None], None],
-        here: Callable[[], bool],
+        here: bool,
     ) -> None:
         self.steps = steps
         self.request = request
@@ -188,13 +183,13 @@ class _CallbackDriver:
             self.done(None, exc)
             return
         self.pending = pending
-        self.request.ticket = pending.ticket
+        self.request.watch(pending.ticket)
         pending.ticket.on_done(self._woken)
 
     def _woken(self) -> None:
         """The step's ticket was released (in a scheduler's thread): continue here when that
         runs no user code, else on the pool."""
-        if self.here():
+        if self.here:
             self._resume()
         else:
             self.submit(self._resume)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 import threading
 import time
@@ -14,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from mindserve._calls import CancelledCall, Request
+from mindserve._calls import CancelledCall, Request, in_executor_thread
 from mindserve._define.method import Method
 from mindserve._define.servable import Servable
 from mindserve._errors import (
@@ -421,7 +422,7 @@ class Runtime:
         are still queued.
         """
         call = self._begin(servable, method, instances, version, timeout, return_exceptions)
-        future = _CallFuture(call.request)
+        future = _CallFuture(call.request, self._dispatcher.submit)
 
         def done(results: list[Any] | None, error: BaseException | None) -> None:
             if isinstance(error, CancelledCall):  # nobody waits for the result
@@ -434,7 +435,7 @@ class Runtime:
 
         try:
             run_method_callback(
-                call.loaded, call.method, instances, call.request, self._dispatcher.submit, done, future.quiet
+                call.loaded, call.method, instances, call.request, self._dispatcher.submit, done
             )
         except BaseException:
             call.end(None)
@@ -500,17 +501,21 @@ class Runtime:
             self._active.add(request)
             if loaded.enter(request):
                 break
-            self._active.discard(request)
+            self._forget(request)  # the version was retired meanwhile: look again
             self._check_open()
         return _Call(self, loaded, found, request, len(instances), return_exceptions)
+
+    def _forget(self, request: Request) -> None:
+        """The call no longer counts as accepted; tell a waiting close() when none is left."""
+        self._active.discard(request)
+        if self._closed and not self._active:
+            with self._idle:
+                self._idle.notify_all()
 
     def _end(self, call: _Call, failed: int, error: BaseException | None) -> None:
         """A call is over: report it, let its version shut down if retired, let close() go on."""
         call.loaded.leave(call.request)
-        self._active.discard(call.request)
-        if self._closed and not self._active:
-            with self._idle:
-                self._idle.notify_all()
+        self._forget(call.request)
         if self._observer.wants("on_call"):
             self._observer.on_call(
                 CallReport(
@@ -582,29 +587,31 @@ def _settle(future: Future[Any], *, result: Any = None, exception: BaseException
 
 
 class _CallFuture(Future):  # type: ignore[type-arg]
-    """The future ``infer_async`` returns: cancelling it drops the call's queued instances.
+    """The future ``infer_async`` returns: cancelling it drops the call's queued instances,
+    and its done-callbacks never run in a scheduler's thread (completed there, it hands
+    them to the runtime's pool), so a callback may block or even call the runtime."""
 
-    It knows whether anyone added a done-callback: user code that completing it would run.
-    """
-
-    def __init__(self, request: Request) -> None:
+    def __init__(self, request: Request, dispatch: Callable[[Callable[[], None]], None]) -> None:
         super().__init__()
         self._request = request
-        self._has_callbacks = False
-
-    def add_done_callback(self, fn: Callable[[Future[Any]], object]) -> None:
-        self._has_callbacks = True
-        super().add_done_callback(fn)
-
-    def quiet(self) -> bool:
-        """Whether completing it runs no user code."""
-        return not self._has_callbacks
+        self._dispatch = dispatch
 
     def cancel(self) -> bool:
         cancelled = super().cancel()
         if cancelled:
             self._request.abandon("cancelled")
         return cancelled
+
+    def add_done_callback(self, fn: Callable[[Future[Any]], object]) -> None:
+        dispatch = self._dispatch
+
+        def call(future: Future[Any]) -> None:
+            if in_executor_thread():
+                dispatch(functools.partial(fn, future))  # type: ignore[arg-type]
+            else:
+                fn(future)
+
+        super().add_done_callback(call)
 
 
 _LOCATED = (DeadlineExceededError, OverloadedError, RuntimeClosedError)

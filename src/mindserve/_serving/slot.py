@@ -54,8 +54,10 @@ class Hosted:
             chosen = self.default()
             if chosen is not None:
                 return chosen
-        elif version in self.versions:
-            return self.versions[version]
+        else:
+            found = self.versions.get(version)  # one read: stop() may change it meanwhile
+            if found is not None:
+                return found
         raise VersionNotFoundError(
             f"servable '{self.name}' is not running version {version}; running: {sorted(self.versions)}"
         )
