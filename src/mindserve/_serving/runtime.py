@@ -36,7 +36,7 @@ from mindserve._observe.status import ServableInfo, ServableStatus
 from mindserve._serving.dispatch import Dispatcher
 from mindserve._serving.pipeline import run_method, run_method_async, run_method_callback
 from mindserve._serving.running import WARM_UP_VARIABLE, LoadedServable, warm_up_from_environment
-from mindserve._serving.slot import Hosted
+from mindserve._serving.slot import ServableSlot
 from mindserve._serving.versions import Watcher, check_version_number
 
 
@@ -83,7 +83,7 @@ class Runtime:
         self._device = (normalize_device_target(device_target), device_id)
         self._warm_up = warm_up_from_environment() if warm_up is None else warm_up
         self._lock = threading.RLock()
-        self._hosted: dict[str, Hosted] = {}
+        self._hosted: dict[str, ServableSlot] = {}
         self._closed = False
         self._observer = ObserverHub(observers)
         self._listeners: dict[Callable[[VersionEvent], None], _Listener] = {}
@@ -152,7 +152,7 @@ class Runtime:
         if watch and (isinstance(poll_interval, bool) or not poll_interval > 0):
             raise ValueError(f"poll_interval must be a number of seconds > 0; got {poll_interval!r}")
         with self._lock:
-            hosted = self._hosted.get(servable.name) or Hosted(servable)
+            hosted = self._hosted.get(servable.name) or ServableSlot(servable)
         with hosted.update_lock:
             loaded = self._load(hosted, servable, version)
             with self._lock:
@@ -318,7 +318,7 @@ class Runtime:
 
     # -- loading helpers -------------------------------------------------------------
 
-    def _load(self, hosted: Hosted, servable: Servable, version: int) -> LoadedServable:
+    def _load(self, hosted: ServableSlot, servable: Servable, version: int) -> LoadedServable:
         """Load a version (outside the runtime lock); report a failure to listeners."""
         try:
             loaded = LoadedServable.load(
@@ -343,7 +343,7 @@ class Runtime:
             loaded.retire()
             self._check_open()
 
-    def _check_still_hosted(self, hosted: Hosted, loaded: LoadedServable) -> None:
+    def _check_still_hosted(self, hosted: ServableSlot, loaded: LoadedServable) -> None:
         """The servable may have been stopped (or restarted) while the version loaded."""
         self._check_open_or_discard(loaded)
         if self._hosted.get(hosted.name) is not hosted:
@@ -361,7 +361,7 @@ class Runtime:
     def _unloaded(self, loaded: LoadedServable) -> None:
         self._emit(EventKind.UNLOADED, loaded.name, loaded.version)
 
-    def _watch(self, hosted: Hosted, directory: str, poll_interval: float) -> Watcher:
+    def _watch(self, hosted: ServableSlot, directory: str, poll_interval: float) -> Watcher:
         def current() -> int | None:
             default = hosted.default()
             return default.version if default else None
@@ -529,7 +529,7 @@ class Runtime:
                 )
             )
 
-    def _find(self, name: str) -> Hosted:
+    def _find(self, name: str) -> ServableSlot:
         hosted = self._hosted.get(name)  # a dict read needs no lock
         if hosted is None:
             with self._lock:

@@ -19,7 +19,7 @@ from mindserve._serving.running import LoadedServable
 from mindserve._serving.versions import Watcher
 
 
-class Hosted:
+class ServableSlot:
     """The running versions of one servable name, and how it is kept up to date."""
 
     def __init__(self, servable: Servable) -> None:
