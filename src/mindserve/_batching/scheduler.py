@@ -22,6 +22,7 @@ is formed, before they reach the model.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -32,6 +33,8 @@ from mindserve._batching.shapes import split
 from mindserve._calls import Failure, Outcome, Request, Ticket, in_caller_thread, mark_executor_thread
 from mindserve._errors import ModelError, OverloadedError, RuntimeClosedError
 from mindserve._observe.observer import BatchReason, BatchReport, DropReason, DropReport, ObserverHub
+
+logger = logging.getLogger("mindserve")
 
 #: Stands for "no limit" as a batch size (a batched stage with batch_size=0).
 UNLIMITED = 1 << 62
@@ -76,6 +79,7 @@ class Scheduler:
         observer: ObserverHub | None = None,
         padded: Callable[[int], int] | None = None,
         what: str | None = None,
+        on_drained: Callable[[], None] | None = None,
     ) -> None:
         if capacity < 1:
             raise ValueError(f"a scheduler needs a capacity >= 1; got {capacity}")
@@ -105,10 +109,13 @@ class Scheduler:
         self._last_end = 0.0
         #: Wake a waiting executor once this many instances are queued (1: at any arrival).
         self._wake_at = 1
+        #: Called once, by the last executor thread to exit after close().
+        self._on_drained = on_drained
         self._threads = [
             threading.Thread(target=self._loop, name=f"mindserve:{name}#{n}", daemon=True)
             for n in range(capacity)
         ]
+        self._threads_left = capacity
         for thread in self._threads:
             thread.start()
 
@@ -255,9 +262,17 @@ class Scheduler:
         while True:
             try:
                 if not self._serve_one():
-                    return
+                    break
             except BaseException:  # pragma: no cover - _serve_one settles everything it takes
                 continue
+        with self._lock:
+            self._threads_left -= 1
+            last = self._threads_left == 0
+        if last and self._on_drained is not None:
+            try:
+                self._on_drained()
+            except BaseException:
+                logger.exception("mindserve: releasing %s after it drained failed", self.name)
 
     def _serve_one(self) -> bool:
         """Wait for work, run one batch in a slot; False once closed and drained."""

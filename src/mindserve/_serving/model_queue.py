@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -154,10 +153,6 @@ class LoadedModel:
             if isinstance(outcome, Failure):
                 raise LoadError(f"{self.where}: model '{self.name}' failed its warm-up run: {outcome.detail}")
             compiled.append((size, took))
-            # MindSpore's lock is not fair: without a pause, the next compile takes it again
-            # at once, and versions serving beside this load (a hot update) starve.
-            if position < len(sizes):
-                time.sleep(_PAUSE_BETWEEN_COMPILES)
             logger.info(
                 "%s: model '%s' warmed up batch size %d in %.2f s (%d of %d)",
                 self.where,
@@ -169,6 +164,10 @@ class LoadedModel:
             )
             if prune:  # only pruning needs the timings
                 seconds[size] = _median_seconds(functools.partial(self._run_batch, [instance] * size))
+            # MindSpore's lock is not fair: without a pause, the next compile takes it again
+            # at once, and versions serving beside this load (a hot update) starve.
+            if position < len(sizes):
+                time.sleep(_PAUSE_BETWEEN_COMPILES)
         if prune:
             self.batching = attrs.evolve(self.batching, buckets=_batching.prune_buckets(seconds))
         self.warmed_up = tuple(sizes)
@@ -195,20 +194,15 @@ class LoadedModel:
             capacity=self.backend.capacity,
             observer=observer,
             padded=functools.partial(_batching.bucket_for, buckets=buckets) if buckets else None,
+            on_drained=self.backend.close,
         )
 
     def close(self) -> None:
         """Stop taking instances; the backend is released once the queue has drained."""
         if self.scheduler is not None:
             self.scheduler.close()
-            threading.Thread(target=self._release_when_drained, name="mindserve:unload", daemon=True).start()
         else:
             self.backend.close()
-
-    def _release_when_drained(self) -> None:
-        assert self.scheduler is not None
-        self.scheduler.join()
-        self.backend.close()
 
     # -- running -------------------------------------------------------------------
 
@@ -253,16 +247,6 @@ class LoadedModel:
         first = self._convert(instances[0], labels)
         if isinstance(first, Failure) or any(a is not v for a, v in zip(first, instances[0])):
             return None
-        if len(first) == 1:
-            (array,) = first
-            dtype, shape = array.dtype, array.shape
-            for values in instances:
-                if len(values) != 1:
-                    return None
-                value = values[0]
-                if type(value) is not np.ndarray or value.shape != shape or value.dtype != dtype:
-                    return None
-            return instances
         signature = [(a.dtype, a.shape) for a in first]
         for values in instances:
             if len(values) != len(signature):

@@ -19,13 +19,12 @@ from mindserve._calls import CancelledCall, Request, in_executor_thread
 from mindserve._define.method import Method
 from mindserve._define.servable import Servable
 from mindserve._errors import (
-    DeadlineExceededError,
+    CallError,
     InferenceError,
     InstanceError,
     InvalidInputError,
     MethodNotFoundError,
     MindServeError,
-    OverloadedError,
     RuntimeClosedError,
     ServableNotFoundError,
     VersionNotFoundError,
@@ -362,15 +361,13 @@ class Runtime:
         self._emit(EventKind.UNLOADED, loaded.name, loaded.version)
 
     def _watch(self, hosted: ServableSlot, directory: str, poll_interval: float) -> Watcher:
-        def current() -> int | None:
-            default = hosted.default()
-            return default.version if default else None
-
         def load(version: int) -> None:
             if not self._closed:
                 self.update(hosted.name, version=version)
 
-        watcher = Watcher(directory, poll_interval, current, load, name=f"watch {hosted.name}")
+        watcher = Watcher(
+            directory, poll_interval, lambda: hosted.default_version, load, name=f"watch {hosted.name}"
+        )
         watcher.start()
         return watcher
 
@@ -614,14 +611,11 @@ class _CallFuture(Future):  # type: ignore[type-arg]
         super().add_done_callback(call)
 
 
-_LOCATED = (DeadlineExceededError, OverloadedError, RuntimeClosedError)
-
-
 def _located(exc: BaseException, loaded: LoadedServable, method: Method) -> BaseException:
     """The same error object, told where it happened: a whole-call error gets ``servable``,
     ``version`` and ``method`` attributes and its message prefixed with them."""
-    if isinstance(exc, _LOCATED) and getattr(exc, "servable", None) is None:
-        exc.servable, exc.version, exc.method = loaded.name, loaded.version, method.name  # type: ignore[union-attr]
+    if isinstance(exc, CallError) and exc.servable is None:
+        exc.servable, exc.version, exc.method = loaded.name, loaded.version, method.name
         where = f"servable '{loaded.name}' version {loaded.version}, method '{method.name}'"
         exc.args = (f"{where}: {exc}", *exc.args[1:])
     return exc

@@ -117,10 +117,9 @@ class ServableSlot:
             self.watcher = None
 
     def status(self, infos: list[ServableInfo]) -> ServableStatus:
-        default = self.default()
         return ServableStatus(
             name=self.name,
-            default_version=default.version if default else None,
+            default_version=self.default_version,
             versions=tuple(infos),
             watching=self.watcher is not None,
             last_error=self.last_error,
