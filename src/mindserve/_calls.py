@@ -63,7 +63,7 @@ def mark_service_thread() -> None:
 def mark_executor_thread() -> None:
     """Mark this thread as one that must never run user code: a scheduler's executor, the
     deadline alarm (a blocked executor stalls a model; a blocked alarm, every deadline)."""
-    _service.active = True
+    mark_service_thread()
     _service.executor = True
 
 
@@ -191,9 +191,7 @@ class Request:
             raise
         finally:
             self.unwatch(pending.ticket)
-        if not pending.ticket.done:
-            self._give_up(pending.what)
-        return pending.finish(pending.ticket.outcomes)  # type: ignore[arg-type]
+        return self.collect(pending)
 
     def collect(self, pending: Pending) -> list[Outcome]:
         """The outcomes of a step whose ticket was released; raise if it was released because
