@@ -34,10 +34,11 @@ setup(
         "numpy>=1.20",
         "attrs>=22.2",
         "typing-extensions>=4.0",
+        "cloudpickle>=2.2",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6"],
-        "dev": ["pytest>=7", "hypothesis>=6", "ruff", "mypy"],
+        "test": ["pytest>=7", "hypothesis>=6", "nbclient>=0.7", "nbformat>=5", "ipykernel>=6"],
+        "dev": ["pytest>=7", "hypothesis>=6", "nbclient>=0.7", "nbformat>=5", "ipykernel>=6", "ruff", "mypy"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

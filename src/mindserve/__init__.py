@@ -41,6 +41,7 @@ from mindserve._errors import (
     ServableNotFoundError,
     StageError,
     VersionNotFoundError,
+    WorkerError,
 )
 from mindserve._execution.mindspore import mindspore_lock
 from mindserve._observe.observer import (
@@ -54,7 +55,7 @@ from mindserve._observe.observer import (
     VersionEvent,
     WarmUpReport,
 )
-from mindserve._observe.status import MethodInfo, ModelInfo, ServableInfo, ServableStatus
+from mindserve._observe.status import MethodInfo, ModelInfo, ServableInfo, ServableStatus, WorkerInfo
 from mindserve._requirements import MINDSPORE_REQUIREMENT, TESTED_MINDSPORE_VERSIONS
 from mindserve._serving.runtime import Runtime
 from mindserve._values import TensorSpec
@@ -103,6 +104,8 @@ __all__ = [
     "VersionEvent",
     "VersionNotFoundError",
     "WarmUpReport",
+    "WorkerError",
+    "WorkerInfo",
     "__version__",
     "mindspore_lock",
 ]

@@ -12,6 +12,7 @@ Each error also derives from the builtin that fits it, so ``except ValueError`` 
     ├── MindSporeUnavailableError (ImportError)   MindSpore is missing or fails to import
     ├── DeviceError (RuntimeError)            the device cannot be used (already set to another one, ...)
     ├── LoadError (RuntimeError)              a model or a version failed to load; nothing running stops
+    ├── WorkerError (RuntimeError)            a worker process died under a batch, or none is left
     ├── CallError                             a whole call failed (.servable, .version, .method)
     │   ├── RuntimeClosedError (RuntimeError)     the runtime was closed (or inherited by fork())
     │   ├── OverloadedError (RuntimeError)        a model's queue is full; retry later
@@ -49,6 +50,7 @@ __all__ = [
     "ServableNotFoundError",
     "StageError",
     "VersionNotFoundError",
+    "WorkerError",
 ]
 
 
@@ -88,6 +90,15 @@ class LoadError(MindServeError, RuntimeError):
     """A model or a servable version failed to load.
 
     Whatever was running before keeps running.
+    """
+
+
+class WorkerError(MindServeError, RuntimeError):
+    """A worker process died under a batch more than once, or no worker process is left.
+
+    Instances reach their caller as :class:`ModelError` or :class:`StageError` with this
+    as their ``__cause__``; :meth:`Runtime.servable_status` says what happened to each
+    worker.
     """
 
 

@@ -46,6 +46,29 @@ class MethodInfo:
 
 
 @attrs.frozen
+class WorkerInfo:
+    """One worker process of a servable version (see :meth:`Runtime.servable_status`)."""
+
+    #: Its position in the pool (0, 1, ...): a restarted worker keeps it.
+    index: int
+    #: The current process id, or ``None`` while none runs.
+    pid: int | None
+    device_id: int
+    #: ``"starting"``, ``"ready"``, ``"restarting"``, ``"failed"`` (given up) or ``"stopped"``.
+    state: str
+    #: Whether it runs a batch now.
+    busy: bool
+    #: How many times it was restarted after dying.
+    restarts: int
+    #: Batches (of models and batched stages) it ran.
+    batches: int
+    #: Seconds spent moving batches to it and results back (round trip minus the run).
+    transfer_seconds: float
+    #: Why it last died or failed to start, or ``None``.
+    last_error: str | None
+
+
+@attrs.frozen
 class ServableInfo:
     """One running version of a servable."""
 
@@ -59,6 +82,8 @@ class ServableInfo:
     is_default: bool
     methods: tuple[MethodInfo, ...]
     models: tuple[ModelInfo, ...]
+    #: Its worker processes (empty when it runs in this process).
+    workers: tuple[WorkerInfo, ...] = ()
 
 
 @attrs.frozen
@@ -75,3 +100,11 @@ class ServableStatus:
     last_error: BaseException | None
     last_error_version: int | None
     last_error_at: datetime.datetime | None
+
+    @property
+    def workers(self) -> tuple[WorkerInfo, ...]:
+        """The worker processes of the default version (empty when it runs in this process)."""
+        for info in self.versions:
+            if info.is_default:
+                return info.workers
+        return ()

@@ -180,6 +180,12 @@ class LoadedModel:
         )
         return tuple(compiled)
 
+    def adopt(self, buckets: tuple[int, ...] | None, warmed_up: tuple[int, ...]) -> None:
+        """Take the buckets and warmed-up sizes of the same model loaded in a worker process
+        (which ran the warm-up, and pruned the buckets if asked)."""
+        self.batching = attrs.evolve(self.batching, buckets=buckets)
+        self.warmed_up = tuple(warmed_up)
+
     def start(self, observer: ObserverHub | None = None) -> None:
         """Start the scheduler that batches this model's instances across callers."""
         buckets = self.batching.buckets if self.model.with_batch_dim else None

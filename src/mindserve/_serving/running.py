@@ -11,11 +11,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from mindserve._batching.scheduler import UNLIMITED, Scheduler
-from mindserve._calls import Outcome, Pending, Request, running
+from mindserve._calls import Failure, Outcome, Pending, Request, running
 from mindserve._define.model import Model
 from mindserve._define.servable import ServableDefinition
 from mindserve._define.stage import Stage
-from mindserve._errors import LoadError, MindServeError
+from mindserve._errors import LoadError, MindServeError, StageError
 from mindserve._execution import mindspore as _mindspore
 from mindserve._execution.local import model_path, open_backend
 from mindserve._observe.observer import ObserverHub, WarmUpReport
@@ -23,6 +23,10 @@ from mindserve._observe.status import MethodInfo, ModelInfo, ServableInfo
 from mindserve._serving.model_queue import LoadedModel
 from mindserve._serving.stages import run_stage
 from mindserve._serving.versions import resolve_version
+from mindserve._workers.pool import WorkerBackend, WorkerPlan, WorkerPool
+
+#: True in a worker process (set by it before it loads its servable version).
+in_worker_process = False
 
 #: The environment variable that turns warm-up off for every runtime that does not say.
 WARM_UP_VARIABLE = "MINDSERVE_WARM_UP"
@@ -42,7 +46,8 @@ class LoadedServable:
     """One version of a servable, loaded and ready to serve.
 
     It counts the requests running on it: once retired (stopped or replaced), it shuts its
-    schedulers down when the last of them has finished.
+    schedulers down when the last of them has finished. With worker processes (``pool``),
+    its models and batched stages run there; its schedulers stay in this process.
     """
 
     def __init__(
@@ -53,8 +58,10 @@ class LoadedServable:
         models: dict[str, LoadedModel],
         device: str | None,
         observer: ObserverHub | None = None,
+        pool: WorkerPool | None = None,
     ) -> None:
         self.definition = definition
+        self.pool = pool
         self.name = definition.name
         self.version = version
         self.version_dir = version_dir
@@ -68,13 +75,7 @@ class LoadedServable:
                 stage = step.callee
                 if isinstance(stage, Stage) and stage.batch_size is not None:
                     if stage not in self.stage_schedulers:
-                        self.stage_schedulers[stage] = Scheduler(
-                            f"{where}: stage '{stage.name}'",
-                            functools.partial(self._run_stage_batch, stage),
-                            what=f"stage '{stage.name}'",
-                            max_batch_size=stage.batch_size or UNLIMITED,
-                            observer=observer,
-                        )
+                        self.stage_schedulers[stage] = self._stage_scheduler(where, stage, observer)
         self._state = threading.Lock()
         self._calls: set[Request] = set()
         self._retired = False
@@ -85,6 +86,21 @@ class LoadedServable:
     def __repr__(self) -> str:
         return f"<LoadedServable {self.name!r} version {self.version}>"
 
+    def _stage_scheduler(self, where: str, stage: Stage, observer: ObserverHub | None) -> Scheduler:
+        """The queue that batches a batched stage's instances across callers."""
+        pool = self.pool
+        if pool is not None:
+            pool.retain()
+        return Scheduler(
+            f"{where}: stage '{stage.name}'",
+            functools.partial(self._run_stage_batch if pool is None else self._run_stage_in_worker, stage),
+            what=f"stage '{stage.name}'",
+            max_batch_size=stage.batch_size or UNLIMITED,
+            capacity=1 if pool is None else pool.size,
+            observer=observer,
+            on_drained=None if pool is None else pool.release,
+        )
+
     @classmethod
     def load(
         cls,
@@ -93,8 +109,12 @@ class LoadedServable:
         device: tuple[str | None, int],
         observer: ObserverHub | None = None,
         warm_up: bool = True,
+        plan: WorkerPlan | None = None,
     ) -> LoadedServable:
-        """Resolve the version, load and warm up every model; raise :class:`LoadError` on failure."""
+        """Resolve the version, load and warm up every model (in this process, or in worker
+        processes as ``plan`` says); raise :class:`LoadError` on failure."""
+        if plan is not None:
+            return cls._load_in_workers(definition, version, device[0], observer, warm_up, plan)
         number, version_dir = resolve_version(definition, version)
         where = f"servable '{definition.name}' version {number}"
         models: dict[str, LoadedModel] = {}
@@ -125,6 +145,45 @@ class LoadedServable:
         device_name = f"{chosen[0]}:{chosen[1]}" if chosen else None
         return cls(definition, number, version_dir, models, device_name, observer)
 
+    @classmethod
+    def _load_in_workers(
+        cls,
+        definition: ServableDefinition,
+        version: int,
+        device_target: str | None,
+        observer: ObserverHub | None,
+        warm_up: bool,
+        plan: WorkerPlan,
+    ) -> LoadedServable:
+        """Start the worker processes, each loading and warming up the version; queue each
+        model here, in front of them."""
+        number, version_dir = resolve_version(definition, version)
+        where = f"servable '{definition.name}' version {number}"
+        pool = WorkerPool(definition, number, plan, device_target, where, warm_up)
+        ready = pool.start()
+        models: dict[str, LoadedModel] = {}
+        try:
+            for model in definition.models.values():
+                loaded_there = ready["models"][model.name]
+                backend = WorkerBackend(pool, model.name, loaded_there["input_specs"])
+                try:
+                    loaded = LoadedModel(model, backend, where)
+                except BaseException:
+                    backend.close()
+                    raise
+                loaded.adopt(loaded_there["buckets"], loaded_there["warmed_up"])
+                report = loaded_there["report"]
+                if observer is not None and report is not None and observer.wants("on_warm_up"):
+                    observer.on_warm_up(report)
+                loaded.start(observer)
+                models[model.name] = loaded
+        except BaseException:
+            for loaded in models.values():
+                loaded.close()
+            pool.close()
+            raise
+        return cls(definition, number, version_dir, models, ready["device"], observer, pool)
+
     def run_model(
         self, model: Model, instances: Sequence[tuple[Any, ...]], request: Request
     ) -> list[Outcome]:
@@ -142,7 +201,7 @@ class LoadedServable:
     ) -> Pending:
         """Queue instances on one of this version's models."""
         loaded = self.models.get(model.name)
-        if loaded is None or loaded.model is not model:
+        if loaded is None or not _same_model(loaded.model, model):
             raise MindServeError(
                 f"model '{model.name}' is not a model of servable '{self.name}' version {self.version}"
             )
@@ -172,6 +231,21 @@ class LoadedServable:
         """Run a batched stage over instances of several calls (``Model.call`` inside it is
         bounded by the latest of their deadlines)."""
         return self._run_stage(stage, instances, Request.covering(requests))
+
+    def _run_stage_in_worker(
+        self, stage: Stage, instances: list[tuple[Any, ...]], requests: list[Request]
+    ) -> list[Outcome]:
+        """Run a batched stage in a worker process. A batch that cannot be sent or whose
+        worker died runs again one instance at a time, so that only the instances that
+        fail alone fail."""
+        remaining = Request.covering(requests).remaining()
+        timeout = None if remaining is None else max(remaining, 0.0)
+        try:
+            return self.pool.call("stage", (stage.name, instances, timeout))  # type: ignore[union-attr,no-any-return]
+        except BaseException as exc:  # never an executor's death
+            if len(instances) > 1:
+                return [self._run_stage_in_worker(stage, [one], requests)[0] for one in instances]
+            return [Failure(StageError, f"stage '{stage.name}' failed: {type(exc).__name__}: {exc}", exc)]
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -212,6 +286,8 @@ class LoadedServable:
             model.close()
         for scheduler in self.stage_schedulers.values():
             scheduler.close()
+        if self.pool is not None:
+            self.pool.release()  # the workers stop once every queue has drained
         if self.on_shutdown is not None:
             self.on_shutdown(self)
 
@@ -246,4 +322,13 @@ class LoadedServable:
             is_default,
             methods,
             models,
+            self.pool.info() if self.pool is not None else (),
         )
+
+
+def _same_model(running_model: Model, model: Model) -> bool:
+    """Whether ``model`` is the running version's model: the same object, or, in a worker
+    process, the copy a stage's module made when it was imported there."""
+    return running_model is model or (
+        running_model.name == model.name and running_model.kind == model.kind and in_worker_process
+    )

@@ -37,6 +37,7 @@ from mindserve._serving.pipeline import run_method, run_method_async, run_method
 from mindserve._serving.running import WARM_UP_VARIABLE, LoadedServable, warm_up_from_environment
 from mindserve._serving.slot import ServableSlot
 from mindserve._serving.versions import Watcher, check_version_number
+from mindserve._workers.pool import WorkerPlan
 
 
 class Runtime:
@@ -130,9 +131,22 @@ class Runtime:
     # -- lifecycle -----------------------------------------------------------------
 
     def start(
-        self, servable: Servable, *, version: int = 0, watch: bool = False, poll_interval: float = 1.0
+        self,
+        servable: Servable,
+        *,
+        version: int = 0,
+        watch: bool = False,
+        poll_interval: float = 1.0,
+        workers: int | None = None,
+        device_ids: Sequence[int] | None = None,
     ) -> ServableInfo:
         """Load a version of ``servable`` (0: the newest) and serve it.
+
+        By default its models run in this process. ``workers=N`` runs them in N worker
+        processes on this runtime's device instead; ``device_ids=[0, 1]`` runs one worker
+        per device id (on ``device_target``). Batches are still formed here, across every
+        caller, and each goes to an idle worker; batched stages run in the workers too. See
+        docs/workers.md.
 
         Starting a name that is already running loads the new version first, then
         replaces every running version of that name in one step; calls already running on
@@ -150,10 +164,11 @@ class Runtime:
             raise ValueError(f"servable '{servable.name}' has no directory to watch")
         if watch and (isinstance(poll_interval, bool) or not poll_interval > 0):
             raise ValueError(f"poll_interval must be a number of seconds > 0; got {poll_interval!r}")
+        plan = WorkerPlan.from_arguments(workers, device_ids, self._device[1])
         with self._lock:
             hosted = self._hosted.get(servable.name) or ServableSlot(servable)
         with hosted.update_lock:
-            loaded = self._load(hosted, servable, version)
+            loaded = self._load(hosted, servable, version, plan)
             with self._lock:
                 self._check_open_or_discard(loaded)
                 retired: list[LoadedServable] = []
@@ -162,6 +177,7 @@ class Runtime:
                     retired += current.versions.values()
                     current.stop_watching()
                 hosted.servable = servable
+                hosted.plan = plan
                 retired += hosted.replace_all(loaded)
                 hosted.stop_watching()
                 if watch:
@@ -183,7 +199,7 @@ class Runtime:
         check_version_number(version)
         hosted = self._find(servable.name)
         with hosted.update_lock:
-            loaded = self._load(hosted, servable, version)
+            loaded = self._load(hosted, servable, version, hosted.plan)
             with self._lock:
                 self._check_still_hosted(hosted, loaded)
                 retired = hosted.add(loaded)
@@ -206,7 +222,7 @@ class Runtime:
         definition = servable if isinstance(servable, Servable) else hosted.servable
         check_version_number(version)
         with hosted.update_lock:
-            loaded = self._load(hosted, definition, version)
+            loaded = self._load(hosted, definition, version, hosted.plan)
             with self._lock:
                 self._check_still_hosted(hosted, loaded)
                 retired = hosted.promote(loaded)
@@ -265,6 +281,9 @@ class Runtime:
         for request in late:
             request.abandon("closed")
         self._dispatcher.close()
+        for loaded in stopped:  # worker processes stop once their queues have drained
+            if loaded.pool is not None:
+                loaded.pool.wait_closed(None if deadline is None else max(deadline - time.monotonic(), 5.0))
 
     def _unhost_all(self) -> list[LoadedServable]:
         """Forget every servable (under the lock) and stop its watcher; return its versions."""
@@ -317,11 +336,19 @@ class Runtime:
 
     # -- loading helpers -------------------------------------------------------------
 
-    def _load(self, hosted: ServableSlot, servable: Servable, version: int) -> LoadedServable:
-        """Load a version (outside the runtime lock); report a failure to listeners."""
+    def _load(
+        self, hosted: ServableSlot, servable: Servable, version: int, plan: WorkerPlan | None
+    ) -> LoadedServable:
+        """Load a version (outside the runtime lock) in this process, or in worker processes
+        as ``plan`` says; report a failure to listeners."""
         try:
             loaded = LoadedServable.load(
-                servable.definition(), version, self._device, self._observer, self._warm_up
+                servable.definition(),
+                version,
+                self._device,
+                self._observer,
+                self._warm_up,
+                plan,
             )
         except MindServeError as exc:
             hosted.failed(version or None, exc)

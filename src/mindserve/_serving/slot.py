@@ -17,6 +17,7 @@ from mindserve._errors import VersionNotFoundError
 from mindserve._observe.status import ServableInfo, ServableStatus
 from mindserve._serving.running import LoadedServable
 from mindserve._serving.versions import Watcher
+from mindserve._workers.pool import WorkerPlan
 
 
 class ServableSlot:
@@ -32,6 +33,8 @@ class ServableSlot:
         #: Held while a version loads, so that two updates of one name never interleave.
         self.update_lock = threading.Lock()
         self.watcher: Watcher | None = None
+        #: The worker processes its versions run in (``None``: this process), as started.
+        self.plan: WorkerPlan | None = None
         self.last_error: BaseException | None = None
         self.last_error_version: int | None = None
         self.last_error_at: datetime.datetime | None = None

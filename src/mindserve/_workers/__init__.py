@@ -1,0 +1,1 @@
+"""Worker processes: several per servable, one per device, fed from the main process."""

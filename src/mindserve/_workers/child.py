@@ -1,0 +1,252 @@
+"""A worker process: loads one servable version on its device and runs what it is sent.
+
+Started by :mod:`mindserve._workers.pool` as ``python -m mindserve._workers R W``, a
+fresh interpreter (never a fork: MindSpore is not fork-safe once initialised), with the
+read end of its command pipe and the write end of its reply pipe. The first message
+carries the main process's ``sys.path`` and the servable definition (cloudpickled, so
+that definitions made in ``__main__``, a notebook cell or a test function arrive too).
+
+It runs one command at a time and exits, removing its shared-memory segments, when the
+main process says stop, when its command pipe closes, or when its parent changes (the
+main process died while a command ran).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+#: How often a worker checks that its main process is still there, in seconds.
+PARENT_POLL = 0.2
+
+
+class _Collect(logging.Handler):
+    """Keeps the worker's log records, to travel to the main process with the next reply."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        record.msg, record.args, record.exc_info = record.getMessage(), None, None
+        self.records.append(record)
+
+    def take(self) -> list[logging.LogRecord]:
+        records, self.records = self.records, []
+        return records
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an error raised in a worker process (set as its ``__cause__``)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def portable_error(exc: BaseException) -> BaseException:
+    """``exc`` if it survives pickling, else a ``RuntimeError`` with its type and message.
+
+    Its traceback goes along as text (pickling keeps an exception's ``__dict__`` but not
+    its ``__cause__``); :func:`restore_traceback` makes it the cause again on arrival."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        copy = pickle.loads(pickle.dumps(exc))
+    except Exception:
+        copy = RuntimeError(f"{type(exc).__name__}: {exc}")
+    try:
+        copy.__dict__[_TRACEBACK] = text
+    except (AttributeError, TypeError):  # an exception type without a __dict__
+        pass
+    copy.__traceback__ = None
+    return copy
+
+
+def restore_traceback(exc: BaseException) -> BaseException:
+    """In the main process: the worker's traceback of ``exc`` becomes its ``__cause__``."""
+    text = getattr(exc, "__dict__", {}).pop(_TRACEBACK, None)
+    if text is not None:
+        exc.__cause__ = RemoteTraceback(f'\n"""\nIn the worker process:\n{text}"""')
+    return exc
+
+
+_TRACEBACK = "_mindserve_worker_traceback"
+
+
+class Worker:
+    """The loaded servable version and the loop serving the main process's commands."""
+
+    def __init__(self, commands: Any, replies: Any, boot: dict[str, Any], logs: _Collect) -> None:
+        self.commands = commands
+        self.replies = replies
+        self.boot = boot
+        self.logs = logs
+        self.loaded: Any = None
+        self.stages: dict[str, Any] = {}
+
+    def load(self) -> dict[str, Any]:
+        import cloudpickle
+
+        from mindserve._observe.observer import Observer, ObserverHub, WarmUpReport
+        from mindserve._serving import running
+        from mindserve._serving.running import LoadedServable
+
+        running.in_worker_process = True
+
+        reports: dict[str, WarmUpReport] = {}
+
+        class Record(Observer):
+            def on_warm_up(self, report: WarmUpReport) -> None:
+                reports[report.model] = report
+
+        definition = cloudpickle.loads(self.boot["definition"])
+        self.loaded = LoadedServable.load(
+            definition,
+            self.boot["version"],
+            self.boot["device"],
+            ObserverHub([Record()]),
+            self.boot["warm_up"],
+        )
+        for method in definition.methods.values():
+            for step in method.steps:
+                name = getattr(step.callee, "name", None)
+                if name is not None and getattr(step.callee, "batch_size", None) is not None:
+                    self.stages[name] = step.callee
+        models = {
+            name: {
+                "input_specs": model.backend.input_specs,
+                "buckets": model.batching.buckets,
+                "warmed_up": model.warmed_up,
+                "report": reports.get(name),
+            }
+            for name, model in self.loaded.models.items()
+        }
+        return {"models": models, "device": self.loaded.device, "pid": os.getpid()}
+
+    def serve(self) -> None:
+        while True:
+            try:
+                kind, value = self.commands.receive(copy=False)
+            except (EOFError, OSError):
+                return  # the main process closed the pipe (or died)
+            if kind == "stop":
+                return
+            started = time.perf_counter()
+            try:
+                result, reply = self._execute(kind, value), "done"
+            except BaseException as exc:  # nothing a model or stage raises ends the worker
+                result, reply = portable_error(exc), "raised"
+            value = None  # views of the command's segment: gone before the next command
+            self._reply(reply, result, time.perf_counter() - started)
+
+    def _execute(self, kind: str, value: Any) -> Any:
+        if kind == "model":
+            name, arrays = value
+            return self.loaded.models[name].backend.run(arrays)
+        if kind == "stage":
+            name, instances, timeout = value
+            return self._run_stage(name, instances, timeout)
+        raise RuntimeError(f"unknown command {kind!r}")
+
+    def _run_stage(self, name: str, instances: list[tuple[Any, ...]], timeout: float | None) -> list[Any]:
+        from mindserve._calls import Request
+
+        outcomes = self.loaded._run_stage(self.stages[name], instances, Request(timeout))
+        return [_portable_failure(o) for o in outcomes]
+
+    def _reply(self, kind: str, value: Any, seconds: float) -> None:
+        logs = self.logs.take()
+        try:
+            self.replies.send(kind, (value, logs, seconds))
+            return
+        except Exception as exc:  # a result that cannot be pickled
+            problem = f"{type(exc).__name__}: {exc}"
+        if kind == "done" and isinstance(value, list):  # a stage's outcomes: fail only the bad ones
+            self.replies.send(kind, ([_sendable(o) for o in value], logs, seconds))
+        else:
+            error = RuntimeError(f"the worker cannot send its result back: {problem}")
+            self.replies.send("raised", (error, logs, seconds))
+
+
+def _portable_failure(outcome: Any) -> Any:
+    """A stage outcome whose failure's cause can cross to the main process."""
+    from mindserve._calls import Failure
+
+    if isinstance(outcome, Failure) and outcome.cause is not None:
+        return Failure(outcome.error, outcome.detail, portable_error(outcome.cause))
+    return outcome
+
+
+def _sendable(outcome: Any) -> Any:
+    """The outcome, or its instance's failure when it cannot be pickled."""
+    from mindserve._calls import Failure
+    from mindserve._errors import StageError
+    from mindserve._workers.transfer import dumps
+
+    try:
+        dumps(outcome)
+    except Exception as exc:
+        return Failure(
+            StageError,
+            f"the stage's result cannot be sent from the worker process: {type(exc).__name__}: {exc}",
+        )
+    return outcome
+
+
+def _watch_parent(parent: int, on_gone: Any) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL)
+    on_gone()
+
+
+def main(argv: list[str]) -> None:
+    # The main process decides when a worker ends: Ctrl-C in a terminal reaches the whole
+    # process group, and must not kill the workers under the main process's feet.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from mindserve._calls import mark_service_thread
+    from mindserve._workers.transfer import Channel
+
+    read_fd, write_fd = int(argv[1]), int(argv[2])
+    commands_pipe = Connection(read_fd, writable=False)
+    replies_pipe = Connection(write_fd, readable=False)
+    boot = pickle.loads(commands_pipe.recv_bytes())
+    sys.path[:] = boot["sys_path"]
+    commands = Channel(commands_pipe, boot["prefix"] + "in")
+    replies = Channel(replies_pipe, boot["prefix"] + "out")
+
+    def gone() -> None:  # the main process died: leave nothing behind
+        commands.drop()
+        replies.drop()
+        os._exit(0)
+
+    threading.Thread(target=_watch_parent, args=(boot["parent"], gone), daemon=True).start()
+    logs = _Collect()
+    logger = logging.getLogger("mindserve")
+    logger.addHandler(logs)
+    logger.setLevel(boot["log_level"])
+    logger.propagate = False
+    mark_service_thread()
+    worker = Worker(commands, replies, boot, logs)
+    try:
+        ready = worker.load()
+    except BaseException as exc:
+        replies.send("failed", (portable_error(exc), logs.take(), 0.0))
+        replies.drop()
+        os._exit(1)
+    replies.send("ready", (ready, logs.take(), 0.0))
+    worker.serve()
+    commands.drop()
+    replies.drop()
+    # No interpreter teardown: MindSpore's can take seconds, and nothing is left to flush.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

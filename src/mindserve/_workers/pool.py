@@ -1,0 +1,553 @@
+"""Worker processes for one servable version, driven from the main process.
+
+The main process keeps every scheduler: it forms the batches and hands each to an idle
+worker (the one that has run the fewest batches first). A worker runs one command at a
+time: a model over a batch of arrays, or a batched stage over instances. Array data goes
+through shared memory (:mod:`~mindserve._workers.transfer`); the pipe carries only small
+messages.
+
+A worker that dies is seen at once (its reply pipe closes, and a thread waits on each
+process): the batch it was running goes to another worker, or to the same one once it
+has restarted. A batch is sent again only while it has killed fewer than
+:data:`DEATHS_PER_BATCH` workers; then it fails, and the model's queue runs its instances
+one at a time, so that a poison instance fails alone. A worker restarts with a growing
+delay; one that fails :data:`START_ATTEMPTS` starts in a row is given up, and when every
+worker is given up calls fail at once with a :class:`WorkerError`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import logging
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from typing import Any
+
+import attrs
+import numpy as np
+
+from mindserve._calls import Failure
+from mindserve._errors import LoadError, MindServeError, WorkerError
+from mindserve._observe.status import WorkerInfo
+from mindserve._values import TensorSpec
+from mindserve._workers.child import restore_traceback
+from mindserve._workers.transfer import PREFIX, Channel, sweep, sweep_orphans
+
+logger = logging.getLogger("mindserve")
+
+#: A batch is failed once it has killed this many workers (it is not sent again).
+DEATHS_PER_BATCH = 2
+#: A worker that fails this many starts in a row is not restarted again.
+START_ATTEMPTS = 3
+#: Restart delays: the first, and the longest (it doubles with each crash in a row).
+FIRST_DELAY = 0.1
+LONGEST_DELAY = 5.0
+#: Seconds a stopping worker gets to exit before it is killed.
+STOP_GRACE = 3.0
+
+_pool_ids = itertools.count(1)
+_pools: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
+
+
+@attrs.frozen
+class WorkerPlan:
+    """How many worker processes a servable runs in, and on which device ids."""
+
+    device_ids: tuple[int, ...]
+
+    @classmethod
+    def from_arguments(cls, workers: Any, device_ids: Any, default_device_id: int) -> WorkerPlan | None:
+        """The plan for ``start(workers=..., device_ids=...)``; ``None``: in this process."""
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+            raise ValueError(f"workers must be an int >= 0 (0 or None: in this process); got {workers!r}")
+        if device_ids is None:
+            return cls((default_device_id,) * workers) if workers else None
+        if isinstance(device_ids, int) and not isinstance(device_ids, bool):
+            device_ids = [device_ids]
+        if (
+            isinstance(device_ids, (str, bytes))
+            or not isinstance(device_ids, Sequence)
+            or not device_ids
+            or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in device_ids)
+        ):
+            raise ValueError(f"device_ids must be a non-empty list of ints >= 0; got {device_ids!r}")
+        if workers not in (None, 0, len(device_ids)):
+            raise ValueError(
+                f"workers={workers} and device_ids={list(device_ids)} disagree: one worker runs per "
+                f"device id. Hint: give one of the two."
+            )
+        return cls(tuple(device_ids))
+
+    @property
+    def size(self) -> int:
+        return len(self.device_ids)
+
+
+class _Slot:
+    """One worker's place in the pool: the process there now and its counters."""
+
+    def __init__(self, index: int, device_id: int) -> None:
+        self.index = index
+        self.device_id = device_id
+        self.state = "starting"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.commands: Channel | None = None
+        self.replies: Channel | None = None
+        self.prefix = ""
+        self.busy = False
+        self.restarts = 0
+        self.batches = 0
+        self.transfer_seconds = 0.0
+        self.crashes = 0  # deaths in a row without a batch run in between
+        self.last_error: str | None = None
+        #: The error the last start failed with, if the worker could say.
+        self.error: BaseException | None = None
+
+    def info(self) -> WorkerInfo:
+        process = self.process
+        alive = process is not None and process.returncode is None
+        return WorkerInfo(
+            index=self.index,
+            pid=process.pid if alive else None,  # type: ignore[union-attr]
+            device_id=self.device_id,
+            state=self.state,
+            busy=self.busy,
+            restarts=self.restarts,
+            batches=self.batches,
+            transfer_seconds=self.transfer_seconds,
+            last_error=self.last_error,
+        )
+
+
+class _Died(Exception):
+    """The worker running a command died (its pipe closed)."""
+
+
+class WorkerPool:
+    """The worker processes of one servable version."""
+
+    def __init__(
+        self,
+        definition: Any,
+        version: int,
+        plan: WorkerPlan,
+        device_target: str | None,
+        where: str,
+        warm_up: bool,
+    ) -> None:
+        self.where = where
+        self.plan = plan
+        self.size = plan.size
+        self.prefix = f"{PREFIX}{os.getpid()}-{next(_pool_ids)}-"
+        self._version = version
+        self._device_target = device_target
+        self._warm_up = warm_up
+        import cloudpickle  # only when workers are asked for: import mindserve stays light
+
+        try:
+            self._definition = cloudpickle.dumps(definition)
+        except Exception as exc:
+            raise LoadError(
+                f"{where}: the servable cannot be sent to worker processes: {type(exc).__name__}: {exc}. "
+                f"Hint: workers get the definition through cloudpickle, so every model source and "
+                f"stage must pickle; open files, locks and sessions inside the stage or model "
+                f"function instead of capturing them."
+            ) from exc
+        self._cond = threading.Condition()
+        self._closing = threading.Event()
+        self._closed = threading.Event()
+        self._slots = [_Slot(i, d) for i, d in enumerate(plan.device_ids)]
+        self._users = 1
+        self._generation = itertools.count()
+        #: What the first worker reported when it became ready: each model's specs, buckets...
+        self.ready: dict[str, Any] = {}
+        _pools.add(self)
+
+    def __repr__(self) -> str:
+        states = [s.state for s in self._slots]
+        return f"<WorkerPool {self.where} {states}>"
+
+    # -- starting --------------------------------------------------------------------
+
+    def start(self) -> dict[str, Any]:
+        """Start every worker and wait until each has loaded (and warmed up) the version.
+
+        Raises :class:`LoadError` (and leaves nothing running) if any fails."""
+        sweep_orphans()
+        try:
+            for slot in self._slots:
+                self._spawn(slot)
+            for slot in self._slots:
+                ready = self._await_ready(slot)
+                if ready is None:
+                    raise self._start_error(slot)
+                if not self.ready:
+                    self.ready = ready
+        except BaseException:
+            self.close()
+            raise
+        for slot in self._slots:
+            threading.Thread(
+                target=self._keep,
+                args=(slot,),
+                name=f"mindserve:{self.where}: worker {slot.index}",
+                daemon=True,
+            ).start()
+        return self.ready
+
+    def _spawn(self, slot: _Slot) -> None:
+        """Start a fresh interpreter for ``slot`` and send it the definition."""
+        command_read, command_write = os.pipe()
+        reply_read, reply_write = os.pipe()
+        package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        environment = dict(os.environ)
+        environment["PYTHONPATH"] = os.pathsep.join(
+            p for p in (package_root, environment.get("PYTHONPATH", "")) if p
+        )
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "mindserve._workers", str(command_read), str(reply_write)],
+                pass_fds=(command_read, reply_write),
+                stdin=subprocess.DEVNULL,
+                env=environment,
+            )
+        finally:
+            os.close(command_read)
+            os.close(reply_write)
+        slot.prefix = f"{self.prefix}{slot.index}-{next(self._generation)}-"
+        commands = Connection(command_write, readable=False)
+        slot.commands = Channel(commands, slot.prefix + "in")
+        slot.replies = Channel(Connection(reply_read, writable=False), slot.prefix + "out")
+        slot.process = process
+        slot.state = "starting"
+        boot = {
+            "sys_path": list(sys.path),
+            "parent": os.getpid(),
+            "prefix": slot.prefix,
+            "definition": self._definition,
+            "version": self._version,
+            "device": (self._device_target, slot.device_id),
+            "warm_up": self._warm_up,
+            "log_level": logger.getEffectiveLevel(),
+        }
+        try:
+            commands.send_bytes(pickle.dumps(boot, protocol=5))
+        except OSError:
+            pass  # it died at once: _await_ready reports how
+
+    def _await_ready(self, slot: _Slot) -> dict[str, Any] | None:
+        """Wait for the worker's first message; ``None`` (and ``slot.last_error`` set) if it
+        failed to load or died first."""
+        process = slot.process
+        assert process is not None and slot.replies is not None
+        try:
+            kind, (value, logs, _) = slot.replies.receive(copy=True)
+        except (EOFError, OSError):
+            slot.last_error = f"{_exit_reason(process)} while loading"
+            self._discard(slot)
+            return None
+        self._emit_logs(slot, logs)
+        if kind == "ready":
+            with self._cond:
+                slot.state = "ready"
+                self._cond.notify_all()
+            return value  # type: ignore[no-any-return]
+        slot.last_error = f"failed to load: {type(value).__name__}: {value}"
+        slot.error = value
+        _wait_quietly(process, STOP_GRACE)
+        self._discard(slot)
+        return None
+
+    def _start_error(self, slot: _Slot) -> LoadError:
+        error = slot.error
+        where = f"worker {slot.index} (device id {slot.device_id})"
+        if isinstance(error, MindServeError):
+            message = f"{error} (in {where})"
+        elif error is not None:
+            message = (
+                f"{self.where}: {where} cannot load the servable: {type(error).__name__}: {error}. "
+                f"Hint: the definition reaches workers through cloudpickle; modules it uses by "
+                f"name must be importable there (workers get this process's sys.path)."
+            )
+        else:
+            message = f"{self.where}: {where} {slot.last_error}"
+        exc = LoadError(message)
+        exc.__cause__ = error
+        return exc
+
+    # -- keeping workers alive -----------------------------------------------------
+
+    def _keep(self, slot: _Slot) -> None:
+        """Wait for the worker to exit; restart it (with a growing delay) unless closing."""
+        while True:
+            process = slot.process
+            if process is None:
+                return
+            process.wait()
+            reason = _exit_reason(process)
+            with self._cond:
+                if self._closing.is_set():
+                    slot.state = "stopped"
+                    self._cond.notify_all()
+                    return
+                slot.state = "restarting"
+                slot.crashes += 1
+                slot.last_error = reason
+                self._cond.notify_all()
+            logger.warning(
+                "%s: worker %d (pid %d) %s; restarting it", self.where, slot.index, process.pid, reason
+            )
+            self._discard(slot)
+            if not self._restart(slot):
+                return
+
+    def _restart(self, slot: _Slot) -> bool:
+        """Start a new worker in ``slot``; False when given up (or closing)."""
+        delay = min(FIRST_DELAY * 2 ** (slot.crashes - 1), LONGEST_DELAY)
+        for attempt in range(1, START_ATTEMPTS + 1):
+            if self._closing.wait(delay):
+                self._set_state(slot, "stopped")
+                return False
+            self._spawn(slot)
+            if self._await_ready(slot) is not None:
+                with self._cond:
+                    slot.restarts += 1
+                    self._cond.notify_all()
+                return True
+            delay = min(delay * 2, LONGEST_DELAY)
+            logger.warning(
+                "%s: worker %d failed to restart (attempt %d of %d): %s",
+                self.where,
+                slot.index,
+                attempt,
+                START_ATTEMPTS,
+                slot.last_error,
+            )
+        with self._cond:
+            slot.state = "failed"
+            slot.last_error = (
+                f"given up after {START_ATTEMPTS} failed starts in a row; the last: {slot.last_error}"
+            )
+            self._cond.notify_all()
+        logger.error("%s: worker %d %s", self.where, slot.index, slot.last_error)
+        return False
+
+    def _set_state(self, slot: _Slot, state: str) -> None:
+        with self._cond:
+            slot.state = state
+            self._cond.notify_all()
+
+    def _discard(self, slot: _Slot) -> None:
+        """Release what a dead worker leaves: its pipes and shared memory."""
+        for channel in (slot.commands, slot.replies):
+            if channel is not None:
+                channel.drop()
+                channel.connection.close()
+        slot.commands = slot.replies = None
+        sweep(slot.prefix)
+
+    # -- running ---------------------------------------------------------------------
+
+    def call(self, kind: str, value: Any) -> Any:
+        """Run one command on an idle worker and return its result (raise its error).
+
+        A worker that dies meanwhile is replaced: the command goes to another worker, until
+        it has killed :data:`DEATHS_PER_BATCH` of them."""
+        deaths: list[str] = []
+        while True:
+            slot, process = self._acquire()
+            try:
+                reply = self._run_on(slot, kind, value)
+            except _Died:
+                reason = _exit_reason(process, wait=0.5)
+                deaths.append(f"worker {slot.index} (pid {process.pid}) {reason}")
+                self._lost(slot, process)
+                if len(deaths) >= DEATHS_PER_BATCH:
+                    raise WorkerError(
+                        f"the worker processes running this batch died {len(deaths)} times "
+                        f"({'; '.join(deaths)}); it is not sent again"
+                    ) from None
+                continue
+            except BaseException:
+                self._release(slot)
+                raise
+            self._release(slot)
+            kind_back, result = reply
+            if kind_back == "raised":
+                raise restore_traceback(result)
+            if kind == "stage":
+                for outcome in result:
+                    if isinstance(outcome, Failure) and outcome.cause is not None:
+                        restore_traceback(outcome.cause)
+            return result
+
+    def _run_on(self, slot: _Slot, kind: str, value: Any) -> tuple[str, Any]:
+        commands, replies = slot.commands, slot.replies
+        if commands is None or replies is None:
+            raise _Died()
+        started = time.perf_counter()
+        try:
+            commands.send(kind, value)
+        except (BrokenPipeError, ConnectionError):
+            raise _Died() from None
+        try:
+            kind_back, (result, logs, seconds) = replies.receive(copy=True)
+        except (EOFError, OSError):
+            raise _Died() from None
+        slot.transfer_seconds += time.perf_counter() - started - seconds
+        slot.batches += 1
+        slot.crashes = 0
+        if logs:
+            self._emit_logs(slot, logs)
+        return kind_back, result
+
+    def _acquire(self) -> tuple[_Slot, subprocess.Popen[bytes]]:
+        """Take an idle worker (the one that ran fewest batches); wait while workers start
+        or restart; raise :class:`WorkerError` when none is left."""
+        with self._cond:
+            while True:
+                if self._closing.is_set():
+                    raise WorkerError(f"{self.where}: the worker processes are stopped")
+                idle = [s for s in self._slots if s.state == "ready" and not s.busy]
+                if idle:
+                    slot = min(idle, key=lambda s: s.batches)
+                    slot.busy = True
+                    return slot, slot.process  # type: ignore[return-value]
+                if all(s.state == "failed" for s in self._slots):
+                    reasons = "; ".join(f"worker {s.index}: {s.last_error}" for s in self._slots)
+                    raise WorkerError(f"{self.where}: no worker process is left ({reasons})")
+                self._cond.wait()
+
+    def _release(self, slot: _Slot) -> None:
+        with self._cond:
+            slot.busy = False
+            self._cond.notify()
+
+    def _lost(self, slot: _Slot, process: subprocess.Popen[bytes]) -> None:
+        """The worker died under a command: it takes no more until restarted."""
+        with self._cond:
+            slot.busy = False
+            if slot.process is process and slot.state == "ready":
+                slot.state = "restarting"
+
+    def _emit_logs(self, slot: _Slot, records: list[logging.LogRecord]) -> None:
+        for record in records:
+            record.msg = f"worker {slot.index}: {record.msg}"
+            logging.getLogger(record.name).handle(record)
+
+    # -- sharing and closing -----------------------------------------------------------
+
+    def retain(self) -> None:
+        """One more user (a model's queue, a batched stage's) until :meth:`release`."""
+        with self._cond:
+            self._users += 1
+
+    def release(self) -> None:
+        """A user is done; the last one closes the pool."""
+        with self._cond:
+            self._users -= 1
+            last = self._users == 0
+        if last:
+            self.close()
+
+    def close(self) -> None:
+        """Stop every worker (asking first, then killing) and remove its shared memory."""
+        with self._cond:
+            if self._closing.is_set():
+                return
+            self._closing.set()
+            self._cond.notify_all()
+            slots = list(self._slots)
+        for slot in slots:
+            if slot.commands is not None and not slot.busy:
+                try:
+                    slot.commands.send("stop", None)
+                except (OSError, ValueError):
+                    pass
+        deadline = time.monotonic() + STOP_GRACE
+        for slot in slots:
+            process = slot.process
+            if process is not None and not _wait_quietly(process, deadline - time.monotonic()):
+                process.kill()
+                _wait_quietly(process, STOP_GRACE)
+        for slot in slots:
+            if slot.state != "failed":
+                slot.state = "stopped"
+            if slot.commands is not None or slot.replies is not None:
+                self._discard(slot)
+        sweep(self.prefix)
+        self._closed.set()
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """Wait until every worker has exited (after the last user released the pool)."""
+        return self._closed.wait(timeout)
+
+    @property
+    def closed(self) -> bool:
+        return self._closing.is_set()
+
+    def info(self) -> tuple[WorkerInfo, ...]:
+        with self._cond:
+            return tuple(slot.info() for slot in self._slots)
+
+
+class WorkerBackend:
+    """A model of a servable version running in worker processes: the model's queue
+    (in this process) sends each batch to an idle worker; up to one batch per worker runs
+    at once."""
+
+    def __init__(self, pool: WorkerPool, model: str, input_specs: tuple[TensorSpec, ...] | None) -> None:
+        self.pool = pool
+        self.model = model
+        self.input_specs = input_specs
+        self.capacity = pool.size
+        pool.retain()
+
+    def run(self, arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+        return self.pool.call("model", (self.model, arrays))  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self.pool.release()
+
+
+def _wait_quietly(process: subprocess.Popen[bytes], seconds: float) -> bool:
+    """Wait up to ``seconds`` for ``process`` to exit; whether it did."""
+    try:
+        process.wait(max(seconds, 0.0))
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
+def _exit_reason(process: subprocess.Popen[bytes], wait: float = 5.0) -> str:
+    """How a worker ended: ``"was killed by SIGKILL"``, ``"exited with code 3"``."""
+    _wait_quietly(process, wait)
+    code = process.returncode
+    if code is None:
+        return "stopped answering (its pipe closed)"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"was killed by {name}"
+    return f"exited with code {code}"
+
+
+@atexit.register
+def _close_all() -> None:
+    """The program is exiting without closing its runtimes: leave no worker behind."""
+    for pool in list(_pools):
+        try:
+            pool.close()
+        except Exception:  # at exit, nothing may stop the others from closing
+            logger.exception("closing %r at exit failed", pool)

@@ -1,0 +1,512 @@
+"""Worker processes: real MindSpore in real child processes, real crashes, real cleanup."""
+
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import mindserve
+from conftest import run_net
+from mindserve._workers.transfer import PREFIX, SHM_DIR
+
+
+def mlp_servable(directory):
+    svc = mindserve.Servable("mlp", directory=directory)
+    mlp = svc.model("mlp.mindir")
+    svc.add_method(lambda x: mlp(x), name="predict", outputs="logits")
+    return svc
+
+
+def our_segments() -> list[str]:
+    return glob.glob(os.path.join(SHM_DIR, f"{PREFIX}{os.getpid()}-*"))
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not yet reaped by its parent) counts as gone
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_for(condition, seconds=30.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def worker_pids(rt, name):
+    return [w.pid for w in rt.servable_status(name).workers]
+
+
+@pytest.fixture(scope="module")
+def mlp_workers(exported):
+    """An MLP servable served by two worker processes, and the network for reference."""
+    with mindserve.Runtime() as runtime:
+        runtime.start(mlp_servable(os.path.join(exported["root"], "mlp")), version=1, workers=2)
+        yield runtime, exported["nets"]["mlp_v1"]
+
+
+# -- results and status -------------------------------------------------------------
+
+
+def test_results_from_workers_equal_in_process_results_bit_for_bit(mlp_workers, exported):
+    workers_rt, _ = mlp_workers
+    rng = np.random.default_rng(7)
+    calls = [[{"x": rng.normal(size=16).astype(np.float32)} for _ in range(n)] for n in (1, 7, 64, 100)]
+    with mindserve.Runtime() as local:
+        local.start(mlp_servable(os.path.join(exported["root"], "mlp")), version=1)
+        for instances in calls:
+            here = local.infer("mlp", "predict", instances)
+            there = workers_rt.infer("mlp", "predict", instances)
+            for a, b in zip(here, there):
+                assert a["logits"].dtype == b["logits"].dtype
+                assert np.array_equal(a["logits"], b["logits"])
+
+
+def test_status_lists_each_worker(mlp_workers):
+    rt, _ = mlp_workers
+    rt.infer("mlp", "predict", [{"x": np.zeros(16, np.float32)}])
+    status = rt.servable_status("mlp")
+    assert len(status.workers) == 2
+    assert [w.index for w in status.workers] == [0, 1]
+    for worker in status.workers:
+        assert worker.state == "ready" and worker.device_id == 0 and worker.restarts == 0
+        assert worker.pid is not None and worker.pid != os.getpid() and alive(worker.pid)
+    assert sum(w.batches for w in status.workers) >= 1
+    (info,) = rt.status()
+    assert info.workers == status.workers and info.device == "CPU:0"
+    assert info.models[0].warmed_up == (1, 2, 4, 8, 16, 32, 64)  # as the workers warmed up
+
+
+def test_many_threads_get_their_own_results(mlp_workers):
+    rt, net = mlp_workers
+    rng = np.random.default_rng(3)
+    inputs = rng.normal(size=(64, 16)).astype(np.float32)
+    expected = run_net(net, inputs)
+    got = [None] * 64
+
+    def call(i):
+        got[i] = rt.infer("mlp", "predict", [{"x": inputs[i]}])[0]["logits"]
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    np.testing.assert_allclose(np.stack(got), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_input_is_checked_in_the_main_process(mlp_workers):
+    rt, _ = mlp_workers
+    results = rt.infer(
+        "mlp",
+        "predict",
+        [{"x": np.zeros(16, np.float32)}, {"x": np.zeros(5, np.float32)}],
+        return_exceptions=True,
+    )
+    assert results[0]["logits"].shape == (10,)
+    assert isinstance(results[1], mindserve.InvalidInputError)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"workers": -1}, "workers must be an int >= 0"),
+        ({"workers": 1.5}, "workers must be an int >= 0"),
+        ({"device_ids": []}, "device_ids must be a non-empty list"),
+        ({"device_ids": [0, -1]}, "device_ids must be a non-empty list"),
+        ({"device_ids": "0"}, "device_ids must be a non-empty list"),
+        ({"workers": 2, "device_ids": [0]}, "disagree"),
+    ],
+)
+def test_bad_worker_arguments_are_refused(rt, arguments, message):
+    svc = mindserve.Servable("s")
+    svc.add_method(lambda x: x, name="same")
+    with pytest.raises(ValueError, match=message):
+        rt.start(svc, **arguments)
+
+
+# -- Python stages and callables in workers ------------------------------------------------
+
+
+def double(x):
+    return x * 2
+
+
+def test_batched_stages_and_callable_models_run_in_the_workers(rt):
+    """Defined inside a test function (closures, a local list): cloudpickle ships them."""
+    offset = 10
+    svc = mindserve.Servable("pids")
+    model = svc.model(double)
+
+    @svc.stage(batch_size=4, outputs=2)
+    def where(xs):
+        return [(x + offset, np.int64(os.getpid())) for x in xs]
+
+    @svc.stage(outputs=1)
+    def here(x):
+        return np.int64(os.getpid())
+
+    @svc.method(outputs=("y", "worker", "caller"))
+    def run(x):
+        y, pid = where(model(x))
+        return y, pid, here(x)
+
+    rt.start(svc, workers=2)
+    results = rt.infer("pids", "run", [{"x": np.float32(i)} for i in range(6)])
+    workers = set(worker_pids(rt, "pids"))
+    for i, result in enumerate(results):
+        assert result["y"] == 2 * i + offset
+        assert int(result["worker"]) in workers  # batched stage: in a worker
+        assert int(result["caller"]) == os.getpid()  # per-instance stage: in the caller's process
+
+
+def test_errors_raised_in_a_worker_reach_the_instance_with_the_same_message(rt):
+    svc = mindserve.Servable("fails")
+
+    def model(x):
+        if (x < 0).any():
+            raise ValueError("negative input")
+        return x
+
+    m = svc.model(model)
+
+    @svc.stage(batch_size=8)
+    def check(xs):
+        if any(x > 100 for x in xs):
+            raise OverflowError("too big")
+        return xs
+
+    svc.add_method(lambda x: check(m(x)), name="run")
+    rt.start(svc, workers=1)
+    results = rt.infer(
+        "fails",
+        "run",
+        [{"x": np.float32(1)}, {"x": np.float32(-1)}, {"x": np.float32(101)}],
+        return_exceptions=True,
+    )
+    assert results[0]["output"] == 1
+    assert isinstance(results[1], mindserve.ModelError)
+    assert "model 'model' failed: ValueError: negative input" in str(results[1])
+    assert isinstance(results[2], mindserve.StageError)
+    assert "OverflowError: too big" in str(results[2])
+    assert "In the worker process" in str(results[2].__cause__.__cause__)  # the worker's traceback
+
+
+def test_a_result_that_cannot_be_sent_back_fails_its_instance(rt):
+    svc = mindserve.Servable("unsendable")
+
+    @svc.stage(batch_size=4)
+    def make(xs):
+        return [threading.Lock() if x == 1 else x for x in xs]
+
+    svc.add_method(lambda x: make(x), name="run")
+    rt.start(svc, workers=1)
+    results = rt.infer("unsendable", "run", [{"x": 0}, {"x": 1}], return_exceptions=True)
+    assert results[0]["output"] == 0
+    assert isinstance(results[1], mindserve.StageError)
+    assert "cannot be sent from the worker process" in str(results[1])
+
+
+# -- crashes ------------------------------------------------------------------------------
+
+
+def test_a_worker_killed_under_load_loses_no_request(exported):
+    with mindserve.Runtime() as rt:
+        rt.start(mlp_servable(os.path.join(exported["root"], "mlp")), version=1, workers=2)
+        net = exported["nets"]["mlp_v1"]
+        rng = np.random.default_rng(11)
+        inputs = rng.normal(size=(64, 16)).astype(np.float32)
+        expected = run_net(net, inputs)
+        victim = worker_pids(rt, "mlp")[0]
+        stop = threading.Event()
+        problems: list[str] = []
+        counts = [0] * 64
+
+        def caller(i):
+            while not stop.is_set():
+                try:
+                    (out,) = rt.infer("mlp", "predict", [{"x": inputs[i]}], timeout=60)
+                except Exception as exc:
+                    problems.append(f"{i}: {type(exc).__name__}: {exc}")
+                    return
+                if not np.allclose(out["logits"], expected[i], rtol=1e-5, atol=1e-6):
+                    problems.append(f"{i}: wrong answer")
+                counts[i] += 1
+
+        threads = [threading.Thread(target=caller, args=(i,)) for i in range(64)]
+        for t in threads:
+            t.start()
+        assert wait_for(lambda: sum(counts) > 300)
+        os.kill(victim, signal.SIGKILL)
+        before = sum(counts)
+        assert wait_for(lambda: rt.servable_status("mlp").workers[0].restarts == 1, 60)
+        assert wait_for(lambda: sum(counts) > before + 300)
+        stop.set()
+        for t in threads:
+            t.join(60)
+        assert not problems, problems[:5]
+        assert all(counts), "every caller got answers"
+        (first, second) = rt.servable_status("mlp").workers
+        assert first.state == "ready" and first.pid != victim and "SIGKILL" in first.last_error
+        assert second.restarts == 0
+
+
+class DiesAtLoadWhenFlagged:
+    """A callable model that kills the worker loading it while ``flag`` exists."""
+
+    def __init__(self, flag):
+        self.flag = flag
+
+    def __call__(self, x):
+        return x * 2
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if os.path.exists(self.flag):
+            os._exit(3)
+
+
+def flagged_servable(flag):
+    svc = mindserve.Servable("flagged")
+    model = svc.model(DiesAtLoadWhenFlagged(str(flag)))
+    svc.add_method(lambda x: model(x), name="run")
+    return svc
+
+
+def test_a_worker_that_keeps_dying_at_start_is_given_up_and_calls_fail_fast(rt, tmp_path):
+    flag = tmp_path / "die"
+    rt.start(flagged_servable(flag), workers=1)
+    assert rt.infer("flagged", "run", [{"x": np.float32(2)}])[0]["output"] == 4
+    (pid,) = worker_pids(rt, "flagged")
+    flag.touch()
+    os.kill(pid, signal.SIGKILL)
+    assert wait_for(lambda: rt.servable_status("flagged").workers[0].state == "failed", 60)
+    (worker,) = rt.servable_status("flagged").workers
+    assert "given up after 3 failed starts" in worker.last_error
+    assert "exited with code 3" in worker.last_error
+    started = time.monotonic()
+    (result,) = rt.infer("flagged", "run", [{"x": np.float32(2)}], return_exceptions=True, timeout=60)
+    assert time.monotonic() - started < 10  # at once, not after the timeout
+    assert isinstance(result, mindserve.ModelError)
+    assert "no worker process is left" in str(result)
+    assert isinstance(result.__cause__, mindserve.WorkerError)
+
+
+def test_a_worker_that_dies_at_first_start_fails_the_start(rt, tmp_path):
+    flag = tmp_path / "die"
+    flag.touch()
+    before = set(our_segments())
+    with pytest.raises(
+        mindserve.LoadError, match=r"worker 0 \(device id 0\) exited with code 3 while loading"
+    ):
+        rt.start(flagged_servable(flag), workers=2)
+    assert rt.status() == []
+    assert set(our_segments()) <= before
+
+
+def test_a_worker_that_cannot_load_says_why(rt, tmp_path):
+    svc = mindserve.Servable("missing", directory=tmp_path)
+    (tmp_path / "1").mkdir()
+    svc.model("absent.mindir")
+    svc.add_method(lambda x: x, name="run")
+    with pytest.raises(mindserve.LoadError, match=r"absent.mindir.*does not exist.*\(in worker 0"):
+        rt.start(svc, workers=1)
+
+
+def segfaults_on_666(x):
+    if (x == 666).any():
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return x + 1
+
+
+def test_a_poison_instance_fails_alone_and_is_not_sent_for_ever(rt):
+    svc = mindserve.Servable("poison")
+    model = svc.model(segfaults_on_666, batching=mindserve.Batching(max_batch_size=8, max_delay=0.05))
+    svc.add_method(lambda x: model(x), name="run")
+    rt.start(svc, workers=2)
+    values = [1, 2, 666, 4, 5, 6]
+    results = rt.infer(
+        "poison", "run", [{"x": np.float32(v)} for v in values], return_exceptions=True, timeout=120
+    )
+    for value, result in zip(values, results):
+        if value == 666:
+            assert isinstance(result, mindserve.ModelError)
+            assert isinstance(result.__cause__, mindserve.WorkerError)
+            assert "SIGSEGV" in str(result) and "not sent again" in str(result)
+        else:
+            assert result["output"] == value + 1
+    assert wait_for(lambda: all(w.state == "ready" for w in rt.servable_status("poison").workers), 60)
+    assert rt.infer("poison", "run", [{"x": np.float32(1)}])[0]["output"] == 2
+
+
+# -- versions -------------------------------------------------------------------------------
+
+
+def test_hot_update_starts_new_workers_before_the_switch(exported):
+    directory = os.path.join(exported["root"], "mlp")
+    x = np.ones(16, np.float32)
+    with mindserve.Runtime() as rt:
+        rt.start(mlp_servable(directory), version=1, workers=1)
+        old = worker_pids(rt, "mlp")
+        v1 = rt.infer("mlp", "predict", [{"x": x}])[0]["logits"]
+        stop = threading.Event()
+        failures: list[BaseException] = []
+
+        def caller():
+            while not stop.is_set():
+                try:
+                    rt.infer("mlp", "predict", [{"x": x}])
+                except BaseException as exc:
+                    failures.append(exc)
+
+        threads = [threading.Thread(target=caller) for _ in range(4)]
+        for t in threads:
+            t.start()
+        info = rt.update("mlp", version=2)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        assert not failures
+        assert info.version == 2 and info.workers[0].state == "ready"
+        assert worker_pids(rt, "mlp") != old
+        v2 = rt.infer("mlp", "predict", [{"x": x}])[0]["logits"]
+        np.testing.assert_allclose(v2, run_net(exported["nets"]["mlp_v2"], x[None])[0], rtol=1e-5)
+        assert not np.allclose(v1, v2)
+        assert wait_for(lambda: not any(alive(p) for p in old))
+
+
+# -- no orphans -----------------------------------------------------------------------------
+
+
+def test_close_leaves_no_process_and_no_shared_memory(tmp_path):
+    rt = mindserve.Runtime()
+    svc = mindserve.Servable("s")
+    model = svc.model(double)
+    svc.add_method(lambda x: model(x), name="run")
+    rt.start(svc, workers=2)
+    rt.infer("s", "run", [{"x": np.ones(1000, np.float32)}])
+    pids = worker_pids(rt, "s")
+    (pool,) = [v.pool for v in rt._hosted["s"].versions.values()]
+    assert glob.glob(os.path.join(SHM_DIR, pool.prefix + "*"))
+    rt.close()
+    assert not any(alive(p) for p in pids)
+    assert not glob.glob(os.path.join(SHM_DIR, pool.prefix + "*"))
+
+
+def test_stop_ends_the_workers(rt):
+    svc = mindserve.Servable("s")
+    model = svc.model(double)
+    svc.add_method(lambda x: model(x), name="run")
+    rt.start(svc, workers=1)
+    rt.infer("s", "run", [{"x": np.ones(1000, np.float32)}])
+    pids = worker_pids(rt, "s")
+    (pool,) = [v.pool for v in rt._hosted["s"].versions.values()]
+    rt.stop("s")
+    assert wait_for(lambda: not any(alive(p) for p in pids))
+    assert wait_for(lambda: not glob.glob(os.path.join(SHM_DIR, pool.prefix + "*")))
+
+
+SCRIPT = """
+import os, sys, time
+import numpy as np
+import mindserve
+
+svc = mindserve.Servable("s")
+
+def triple(x):
+    return x * 3
+
+model = svc.model(triple)
+svc.add_method(lambda x: model(x), name="run")
+rt = mindserve.Runtime()
+rt.start(svc, workers=2)   # top level, no __main__ guard
+out = rt.infer("s", "run", [{"x": np.ones(10000, np.float32)}])
+assert out[0]["output"][0] == 3
+print(" ".join(str(w.pid) for w in rt.servable_status("s").workers), flush=True)
+if sys.argv[1] == "hang":
+    time.sleep(600)
+# "exit": leave without closing the runtime
+"""
+
+
+def run_script(tmp_path, mode):
+    script = tmp_path / "serve.py"
+    script.write_text(SCRIPT)
+    return subprocess.Popen(
+        [sys.executable, str(script), mode], stdout=subprocess.PIPE, cwd=tmp_path, text=True
+    )
+
+
+def segments_of(pid):
+    return glob.glob(os.path.join(SHM_DIR, f"{PREFIX}{pid}-*"))
+
+
+def test_a_script_that_exits_without_closing_leaves_nothing(tmp_path):
+    process = run_script(tmp_path, "exit")
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 0
+    pids = [int(p) for p in out.split()]
+    assert len(pids) == 2
+    assert wait_for(lambda: not any(alive(p) for p in pids), 10)
+    assert not segments_of(process.pid)
+
+
+def test_workers_of_a_killed_main_process_exit_and_clean_up(tmp_path):
+    process = run_script(tmp_path, "hang")
+    pids = [int(p) for p in process.stdout.readline().split()]
+    assert len(pids) == 2 and all(alive(p) for p in pids)
+    assert segments_of(process.pid)
+    process.kill()
+    process.wait()
+    assert wait_for(lambda: not any(alive(p) for p in pids), 10)
+    assert wait_for(lambda: not segments_of(process.pid), 10)
+
+
+def test_workers_start_from_a_notebook_kernel(tmp_path):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    cells = [
+        "import numpy as np, mindserve\nsvc = mindserve.Servable('nb')",
+        textwrap.dedent(
+            """
+            factor = 5
+            def scale(x):
+                return x * factor
+            model = svc.model(scale)
+
+            @svc.stage(batch_size=4)
+            def plus(xs):
+                return [x + 1 for x in xs]
+
+            svc.add_method(lambda x: plus(model(x)), name='run')
+            """
+        ),
+        "rt = mindserve.Runtime()\nrt.start(svc, workers=1)\n"
+        "print(rt.infer('nb', 'run', [{'x': np.float32(2)}])[0]['output'])\nrt.close()",
+    ]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    client = nbclient.NotebookClient(
+        notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
+    client.execute()
+    outputs = notebook.cells[2].outputs
+    assert outputs and outputs[0].get("text", "").strip() == "11.0", outputs
