@@ -259,3 +259,29 @@ def test_register_outside_a_load_is_a_clear_error():
         mindserve.DefinitionError, match=r"can only be used in a servable_config\.py loaded by"
     ):
         register.declare_model("a.mindir", "MindIR")
+
+
+def test_device_ids_and_parallel_workers_start_worker_processes(compat_root):
+    """MindSpore Serving's num_parallel_workers and several device_ids: worker processes."""
+    try:
+        server.start_servables(
+            server.ServableStartConfig(compat_root["root"], "batchfn", device_ids=0, num_parallel_workers=2)
+        )
+        (status,) = server.runtime().status()
+        assert [w.device_id for w in status.workers] == [0, 0]
+        assert all(w.state == "ready" and w.pid != os.getpid() for w in status.workers)
+        x1, x2 = floats(1, 2, 3), floats(10, 20, 30)
+        (result,) = Client("localhost:5500", "batchfn", "run").infer([{"x1": x1, "x2": x2}])
+        assert result["y"].tolist() == [22, 44, 66] and result["total"] == 132
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("device_ids", "parallel", "expected"),
+    [(0, 0, None), (0, 1, None), ([0], 0, None), ((0, 1), 0, [0, 1]), ([0, 1], 3, [0, 1, 0]), (None, 2, [0, 0])],
+)
+def test_worker_devices_follow_mindspore_serving(device_ids, parallel, expected):
+    from mindserve.compat.server import _worker_devices
+
+    assert _worker_devices(device_ids, parallel) == expected

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import signal
 import subprocess
@@ -510,3 +511,29 @@ def test_workers_start_from_a_notebook_kernel(tmp_path):
     client.execute()
     outputs = notebook.cells[2].outputs
     assert outputs and outputs[0].get("text", "").strip() == "11.0", outputs
+
+
+class WarmUps(mindserve.Observer):
+    def __init__(self):
+        self.reports = []
+
+    def on_warm_up(self, report):
+        self.reports.append(report)
+
+
+def test_workers_warm_up_and_their_logs_and_reports_reach_the_main_process(exported, caplog):
+    caplog.set_level(logging.INFO, logger="mindserve")
+    observer = WarmUps()
+    with mindserve.Runtime(observers=[observer]) as rt:
+        rt.start(mlp_servable(os.path.join(exported["root"], "mlp")), version=1, workers=1)
+        (pid,) = worker_pids(rt, "mlp")
+        os.kill(pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the workers too: ignored
+        assert rt.infer("mlp", "predict", [{"x": np.zeros(16, np.float32)}])[0]["logits"].shape == (10,)
+        assert worker_pids(rt, "mlp") == [pid]
+    (report,) = observer.reports
+    assert report.model == "mlp" and [size for size, _ in report.compiled] == [1, 2, 4, 8, 16, 32, 64]
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(
+        m.startswith("worker 0: servable 'mlp' version 1: model 'mlp' warmed up batch size 64")
+        for m in messages
+    )

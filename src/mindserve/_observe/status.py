@@ -62,6 +62,8 @@ class WorkerInfo:
     restarts: int
     #: Batches (of models and batched stages) it ran.
     batches: int
+    #: Seconds it spent running them.
+    run_seconds: float
     #: Seconds spent moving batches to it and results back (round trip minus the run).
     transfer_seconds: float
     #: Why it last died or failed to start, or ``None``.

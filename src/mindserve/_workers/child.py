@@ -220,6 +220,10 @@ def main(argv: list[str]) -> None:
     replies_pipe = Connection(write_fd, readable=False)
     boot = pickle.loads(commands_pipe.recv_bytes())
     sys.path[:] = boot["sys_path"]
+    if boot["cpus"] and hasattr(os, "sched_setaffinity"):
+        # Before MindSpore starts its threads: they inherit it. Unpinned, MindSpore's CPU
+        # kernels run several times slower whenever another process is runnable.
+        os.sched_setaffinity(0, boot["cpus"])
     commands = Channel(commands_pipe, boot["prefix"] + "in")
     replies = Channel(replies_pipe, boot["prefix"] + "out")
 
@@ -242,6 +246,7 @@ def main(argv: list[str]) -> None:
         replies.send("failed", (portable_error(exc), logs.take(), 0.0))
         replies.drop()
         os._exit(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # again: importing MindSpore installs its own
     replies.send("ready", (ready, logs.take(), 0.0))
     worker.serve()
     commands.drop()

@@ -54,6 +54,9 @@ LONGEST_DELAY = 5.0
 #: Seconds a stopping worker gets to exit before it is killed.
 STOP_GRACE = 3.0
 
+#: Set to 0 to leave CPU workers wherever the OS puts them (see :func:`cpu_sets`).
+PIN_VARIABLE = "MINDSERVE_PIN_WORKERS"
+
 _pool_ids = itertools.count(1)
 _pools: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
 
@@ -107,10 +110,13 @@ class _Slot:
         self.restarts = 0
         self.batches = 0
         self.transfer_seconds = 0.0
+        self.run_seconds = 0.0
         self.crashes = 0  # deaths in a row without a batch run in between
         self.last_error: str | None = None
         #: The error the last start failed with, if the worker could say.
         self.error: BaseException | None = None
+        #: The CPUs the worker runs on (``None``: wherever the OS puts it).
+        self.cpus: tuple[int, ...] | None = None
 
     def info(self) -> WorkerInfo:
         process = self.process
@@ -123,6 +129,7 @@ class _Slot:
             busy=self.busy,
             restarts=self.restarts,
             batches=self.batches,
+            run_seconds=self.run_seconds,
             transfer_seconds=self.transfer_seconds,
             last_error=self.last_error,
         )
@@ -166,6 +173,9 @@ class WorkerPool:
         self._closing = threading.Event()
         self._closed = threading.Event()
         self._slots = [_Slot(i, d) for i, d in enumerate(plan.device_ids)]
+        if _on_cpu(device_target) and os.environ.get(PIN_VARIABLE, "1").strip() != "0":
+            for slot, cpus in zip(self._slots, cpu_sets(self.size)):
+                slot.cpus = cpus
         self._users = 1
         self._generation = itertools.count()
         #: What the first worker reported when it became ready: each model's specs, buckets...
@@ -238,6 +248,7 @@ class WorkerPool:
             "device": (self._device_target, slot.device_id),
             "warm_up": self._warm_up,
             "log_level": logger.getEffectiveLevel(),
+            "cpus": slot.cpus,
         }
         try:
             commands.send_bytes(pickle.dumps(boot, protocol=5))
@@ -404,6 +415,7 @@ class WorkerPool:
         except (EOFError, OSError):
             raise _Died() from None
         slot.transfer_seconds += time.perf_counter() - started - seconds
+        slot.run_seconds += seconds
         slot.batches += 1
         slot.crashes = 0
         if logs:
@@ -517,6 +529,37 @@ class WorkerBackend:
 
     def close(self) -> None:
         self.pool.release()
+
+
+def cpu_sets(workers: int) -> list[tuple[int, ...] | None]:
+    """The CPUs of each CPU worker process.
+
+    MindSpore's CPU kernels run several times slower when their threads share cores with
+    any other busy thread (this process's callers included); on a core of their own they
+    keep their speed. So each worker gets its own CPUs, taken from those this process may
+    use, leaving the first to this process when there are more CPUs than workers, and
+    shared out in contiguous groups (round robin when there are more workers than CPUs).
+    """
+    if not hasattr(os, "sched_getaffinity"):
+        return [None] * workers
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) > workers:
+        cpus = cpus[1:]
+    if workers >= len(cpus):
+        return [(cpus[k % len(cpus)],) for k in range(workers)]
+    size, extra = divmod(len(cpus), workers)
+    groups, start = [], 0
+    for k in range(workers):
+        end = start + size + (1 if k < extra else 0)
+        groups.append(tuple(cpus[start:end]))
+        start = end
+    return groups  # type: ignore[return-value]
+
+
+def _on_cpu(device_target: str | None) -> bool:
+    from mindserve._execution.mindspore import ascend_present
+
+    return device_target == "CPU" or (device_target is None and not ascend_present())
 
 
 def _wait_quietly(process: subprocess.Popen[bytes], seconds: float) -> bool:

@@ -41,9 +41,11 @@ _runtime: Runtime | None = None
 class ServableStartConfig:
     """Which servable to start, as in MindSpore Serving.
 
-    ``device_ids`` and ``num_parallel_workers`` are accepted; the servable runs in this
-    process on the runtime's device (one worker), and more workers are not started.
-    ``device_type`` picks the device ("CPU", "Ascend", "GPU", or None for Ascend when
+    With one device id and ``num_parallel_workers`` of 0 or 1, the servable runs in this
+    process. Several ``device_ids`` start one worker process per id; a larger
+    ``num_parallel_workers`` starts that many worker processes, the ids shared out among
+    them in turn (as MindSpore Serving raises it to the number of devices when it is
+    smaller). See docs/workers.md. ``device_type`` picks the device ("CPU", "Ascend", "GPU", or None for Ascend when
     present, else the CPU); ``dec_key``/``dec_mode`` decrypt its MindIR files.
     """
 
@@ -89,18 +91,20 @@ def _start(config: ServableStartConfig) -> None:
         if _runtime is None:
             _runtime = Runtime(device_target=config.device_type)
         rt = _runtime
-    ids = config.device_ids
-    if (isinstance(ids, (list, tuple)) and len(ids) > 1) or config.num_parallel_workers > 1:
-        logger.warning(
-            "servable '%s': device_ids=%r, num_parallel_workers=%r: mindserve runs one worker in this process",
-            config.servable_name,
-            ids,
-            config.num_parallel_workers,
-        )
+    device_ids = _worker_devices(config.device_ids, config.num_parallel_workers)
     servable = load_servable(
         config.servable_directory, config.servable_name, dec_key=config.dec_key, dec_mode=config.dec_mode
     )
-    rt.start(servable, version=config.version_number)
+    rt.start(servable, version=config.version_number, device_ids=device_ids)
+
+
+def _worker_devices(ids: int | Sequence[int] | None, parallel: int) -> list[int] | None:
+    """The device id of each worker process, or ``None`` to run in this process."""
+    listed = [0] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+    count = max(len(listed), parallel or 0)
+    if count <= 1:
+        return None
+    return [listed[k % len(listed)] for k in range(count)]
 
 
 def start_servables(servable_configs: ServableStartConfig | Sequence[ServableStartConfig]) -> None:

@@ -1,0 +1,126 @@
+"""Moving values to and from worker processes: pipes for messages, shared memory for arrays."""
+
+from __future__ import annotations
+
+import glob
+import os
+import threading
+from multiprocessing.connection import Connection
+
+import numpy as np
+import pytest
+
+from mindserve._workers import transfer
+from mindserve._workers.pool import WorkerPlan, cpu_sets
+from mindserve._workers.transfer import PREFIX, SHM_DIR, Channel
+
+
+@pytest.fixture
+def channels():
+    """A writer and a reader channel over one pipe, as the main process and a worker hold them."""
+    read, write = os.pipe()
+    prefix = f"{PREFIX}{os.getpid()}-test-{threading.get_ident()}-"
+    writer = Channel(Connection(write, readable=False), prefix + "x")
+    reader = Channel(Connection(read, writable=False), prefix + "x")
+    yield writer, reader
+    writer.drop()
+    reader.drop()
+    writer.connection.close()
+    reader.connection.close()
+    transfer.sweep(prefix)
+
+
+def test_arrays_cross_through_shared_memory_and_the_pipe_carries_little(channels):
+    writer, reader = channels
+    arrays = (np.arange(100_000, dtype=np.float32).reshape(1000, 100), np.array([1, 2, 3], np.int64))
+    sent = writer.send("model", ("mlp", arrays))
+    assert sent >= arrays[0].nbytes + arrays[1].nbytes
+    kind, (name, got) = reader.receive(copy=True)
+    assert kind == "model" and name == "mlp"
+    for a, b in zip(arrays, got):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    assert got[0].flags.writeable and got[0].base is not None  # a copy, owned by the receiver
+
+
+def test_a_worker_reads_views_of_the_segment_valid_until_the_next_message(channels):
+    writer, reader = channels
+    writer.send("a", np.ones(10, np.float32))
+    _, view = reader.receive(copy=False)
+    kept = view.copy()
+    assert not view.flags.owndata
+    writer.send("b", np.full(10, 7, np.float32))  # same segment, same place
+    _, second = reader.receive(copy=True)
+    assert np.array_equal(second, np.full(10, 7))
+    assert np.array_equal(view, np.full(10, 7))  # the view saw the segment reused
+    assert np.array_equal(kept, np.ones(10))
+
+
+def test_a_message_larger_than_the_segment_grows_it_and_removes_the_old_one(channels):
+    writer, reader = channels
+    writer.send("small", np.ones(10, np.uint8))
+    reader.receive(copy=True)
+    first = writer.segment.name
+    big = np.arange(3 << 20, dtype=np.uint8)  # 3 MiB > the 1 MiB first segment
+    writer.send("big", big)
+    _, got = reader.receive(copy=True)
+    assert np.array_equal(got, big)
+    assert writer.segment.name != first and reader.segment.name == writer.segment.name
+    assert not os.path.exists(os.path.join(SHM_DIR, first))
+
+
+def test_messages_without_arrays_need_no_segment(channels):
+    writer, reader = channels
+    writer.send("stop", {"why": "done", "numbers": [1, 2]})
+    assert reader.receive(copy=True) == ("stop", {"why": "done", "numbers": [1, 2]})
+    assert writer.segment is None
+
+
+def test_a_value_that_cannot_be_pickled_raises_before_anything_is_sent(channels):
+    writer, reader = channels
+    with pytest.raises(TypeError):
+        writer.send("model", threading.Lock())
+    writer.send("ok", 1)
+    assert reader.receive(copy=True) == ("ok", 1)
+
+
+def test_functions_from_main_or_closures_go_by_value():
+    offset = 3
+    data, _ = transfer.dumps(lambda x: x + offset)
+    import pickle
+
+    assert pickle.loads(data)(1) == 4
+
+
+def test_segments_of_dead_main_processes_are_swept():
+    dead = 2**22 + 12345  # beyond the default pid_max: no such process
+    path = os.path.join(SHM_DIR, f"{PREFIX}{dead}-1-0-0-in-1")
+    mine = os.path.join(SHM_DIR, f"{PREFIX}{os.getpid()}-swept-test")
+    for p in (path, mine):
+        open(p, "wb").close()
+    try:
+        assert transfer.sweep_orphans() >= 1
+        assert not os.path.exists(path) and os.path.exists(mine)
+    finally:
+        for p in glob.glob(mine) + glob.glob(path):
+            os.unlink(p)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 5])
+def test_cpu_sets_give_each_worker_cpus_of_its_own_when_there_are_enough(workers, monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
+    sets = cpu_sets(workers)
+    assert len(sets) == workers
+    assert all(s for s in sets)
+    if workers < 4:  # CPU 0 stays with the main process, the rest are shared out
+        assert sorted(c for s in sets for c in s) == [1, 2, 3]
+    else:
+        assert {c for s in sets for c in s} == {0, 1, 2, 3}
+
+
+def test_worker_plans():
+    assert WorkerPlan.from_arguments(None, None, 0) is None
+    assert WorkerPlan.from_arguments(0, None, 0) is None
+    assert WorkerPlan.from_arguments(3, None, 2).device_ids == (2, 2, 2)
+    assert WorkerPlan.from_arguments(None, [1, 0], 0).device_ids == (1, 0)
+    assert WorkerPlan.from_arguments(2, (4, 5), 0).device_ids == (4, 5)
+    assert WorkerPlan.from_arguments(None, 3, 0).device_ids == (3,)
