@@ -56,6 +56,11 @@ def worker_pids(rt, name):
     return [w.pid for w in rt.servable_status(name).workers]
 
 
+def pool_of(rt, name):
+    """The worker pool of the default version (private: to look at its shared memory)."""
+    return rt._hosted[name].default().pool
+
+
 @pytest.fixture(scope="module")
 def mlp_workers(exported):
     """An MLP servable served by two worker processes, and the network for reference."""
@@ -268,6 +273,9 @@ def test_a_worker_killed_under_load_loses_no_request(exported):
         (first, second) = rt.servable_status("mlp").workers
         assert first.state == "ready" and first.pid != victim and "SIGKILL" in first.last_error
         assert second.restarts == 0
+        # The dead worker's shared memory went with it; the others' is still there.
+        segments = glob.glob(os.path.join(SHM_DIR, pool_of(rt, "mlp").prefix + "*"))
+        assert segments and not [s for s in segments if os.path.basename(s).startswith(f"{pool_of(rt, 'mlp').prefix}0-0-")]
 
 
 class DiesAtLoadWhenFlagged:
@@ -303,6 +311,8 @@ def test_a_worker_that_keeps_dying_at_start_is_given_up_and_calls_fail_fast(rt, 
     (worker,) = rt.servable_status("flagged").workers
     assert "given up after 3 failed starts" in worker.last_error
     assert "exited with code 3" in worker.last_error
+    assert worker.pid is None and worker.restarts == 0
+    assert not glob.glob(os.path.join(SHM_DIR, pool_of(rt, "flagged").prefix + "*"))
     started = time.monotonic()
     (result,) = rt.infer("flagged", "run", [{"x": np.float32(2)}], return_exceptions=True, timeout=60)
     assert time.monotonic() - started < 10  # at once, not after the timeout
@@ -405,7 +415,7 @@ def test_close_leaves_no_process_and_no_shared_memory(tmp_path):
     rt.start(svc, workers=2)
     rt.infer("s", "run", [{"x": np.ones(1000, np.float32)}])
     pids = worker_pids(rt, "s")
-    (pool,) = [v.pool for v in rt._hosted["s"].versions.values()]
+    pool = pool_of(rt, "s")
     assert glob.glob(os.path.join(SHM_DIR, pool.prefix + "*"))
     rt.close()
     assert not any(alive(p) for p in pids)
@@ -419,7 +429,7 @@ def test_stop_ends_the_workers(rt):
     rt.start(svc, workers=1)
     rt.infer("s", "run", [{"x": np.ones(1000, np.float32)}])
     pids = worker_pids(rt, "s")
-    (pool,) = [v.pool for v in rt._hosted["s"].versions.values()]
+    pool = pool_of(rt, "s")
     rt.stop("s")
     assert wait_for(lambda: not any(alive(p) for p in pids))
     assert wait_for(lambda: not glob.glob(os.path.join(SHM_DIR, pool.prefix + "*")))
@@ -537,3 +547,26 @@ def test_workers_warm_up_and_their_logs_and_reports_reach_the_main_process(expor
         m.startswith("worker 0: servable 'mlp' version 1: model 'mlp' warmed up batch size 64")
         for m in messages
     )
+
+
+def hangs_on_999(x):
+    if (x == 999).any():
+        time.sleep(3600)
+    return x + 1
+
+
+def test_a_hung_worker_is_stopped_once_every_caller_of_its_batch_gave_up(rt, monkeypatch):
+    from mindserve._workers import pool
+
+    monkeypatch.setattr(pool, "HUNG_AFTER", 1.0)
+    svc = mindserve.Servable("hangs")
+    model = svc.model(hangs_on_999)
+    svc.add_method(lambda x: model(x), name="run")
+    rt.start(svc, workers=1)
+    (pid,) = worker_pids(rt, "hangs")
+    with pytest.raises(mindserve.DeadlineExceededError):
+        rt.infer("hangs", "run", [{"x": np.float32(999)}], timeout=0.5)
+    assert wait_for(lambda: rt.servable_status("hangs").workers[0].restarts == 1, 30)
+    assert rt.infer("hangs", "run", [{"x": np.float32(1)}], timeout=30)[0]["output"] == 2
+    (worker,) = rt.servable_status("hangs").workers
+    assert worker.pid != pid and "SIGKILL" in worker.last_error

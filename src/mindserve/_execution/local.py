@@ -8,10 +8,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any, Callable, Protocol
 
 import numpy as np
 
+from mindserve._calls import Request
 from mindserve._define.model import Model
 from mindserve._errors import LoadError
 from mindserve._execution import mindspore as _mindspore
@@ -24,15 +26,17 @@ class Backend(Protocol):
     ``input_specs`` (with the batch dimension) is ``None`` when unknown. ``capacity``: how
     many batches it can run at once (the scheduler never runs more): 1 in this process,
     where MindSpore must not be entered twice; one per worker for a pool of processes.
-    ``run`` computes one batch and may raise anything: the model's queue turns it into
-    instance errors. ``close`` releases what it holds; it is called once, when the
-    version unloads.
+    ``run`` computes one batch for ``requests`` (the calls it serves) and may raise
+    anything: the model's queue turns it into instance errors. ``close`` releases what it
+    holds; it is called once, when the version unloads.
     """
 
     input_specs: tuple[TensorSpec, ...] | None
     capacity: int
 
-    def run(self, arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]: ...
+    def run(
+        self, arrays: tuple[np.ndarray, ...], requests: Sequence[Request] = ()
+    ) -> tuple[np.ndarray, ...]: ...
 
     def close(self) -> None: ...
 
@@ -46,7 +50,7 @@ class NetworkBackend:
         self.network: Any = network
         self.input_specs = input_specs
 
-    def run(self, arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    def run(self, arrays: tuple[np.ndarray, ...], requests: Sequence[Request] = ()) -> tuple[np.ndarray, ...]:
         return _mindspore.run_network(self.network, arrays)
 
     def close(self) -> None:
@@ -65,7 +69,7 @@ class CallableBackend:
     def close(self) -> None:
         pass
 
-    def run(self, arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    def run(self, arrays: tuple[np.ndarray, ...], requests: Sequence[Request] = ()) -> tuple[np.ndarray, ...]:
         outputs = self.function(*arrays)
         if not isinstance(outputs, (tuple, list)):
             outputs = (outputs,)

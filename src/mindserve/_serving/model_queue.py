@@ -281,22 +281,27 @@ class LoadedModel:
             converted.append(array)
         return tuple(converted)
 
-    def _run_isolating(self, batch: list[tuple[np.ndarray, ...]], requests: object = None) -> list[Outcome]:
-        results = self._run_batch(batch)
+    def _run_isolating(
+        self, batch: list[tuple[np.ndarray, ...]], requests: Sequence[Request] = ()
+    ) -> list[Outcome]:
+        results = self._run_batch(batch, requests)
         if isinstance(results, Failure) and isinstance(results.cause, KeyboardInterrupt):
             if in_caller_thread(results.cause):  # the caller's own thread: stop here
                 raise results.cause
         if isinstance(results, Failure) and len(batch) > 1:
-            return [self._run_one(arrays) for arrays in batch]
+            alone: Sequence[Request | None] = requests or [None] * len(batch)
+            return [self._run_one(arrays, request) for arrays, request in zip(batch, alone)]
         if isinstance(results, Failure):
             return [results]
         return results
 
-    def _run_one(self, arrays: tuple[np.ndarray, ...]) -> Outcome:
-        results = self._run_batch([arrays])
+    def _run_one(self, arrays: tuple[np.ndarray, ...], request: Request | None) -> Outcome:
+        results = self._run_batch([arrays], () if request is None else (request,))
         return results if isinstance(results, Failure) else results[0]
 
-    def _run_batch(self, batch: list[tuple[np.ndarray, ...]]) -> list[Outcome] | Failure:
+    def _run_batch(
+        self, batch: list[tuple[np.ndarray, ...]], requests: Sequence[Request] = ()
+    ) -> list[Outcome] | Failure:
         with_batch_dim = self.model.with_batch_dim
         try:
             if with_batch_dim:
@@ -305,7 +310,7 @@ class LoadedModel:
                 inputs = _batching.stack(batch, self.unbatched, pad_to)
             else:
                 inputs = batch[0]
-            outputs = self.backend.run(inputs)
+            outputs = self.backend.run(inputs, requests)
         except BaseException as exc:  # a callable model may raise anything; nothing escapes
             return Failure(
                 ModelError, f"model '{self.name}' failed: {type(exc).__name__}: {first_line(exc)}", exc

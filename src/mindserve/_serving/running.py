@@ -241,7 +241,7 @@ class LoadedServable:
         remaining = Request.covering(requests).remaining()
         timeout = None if remaining is None else max(remaining, 0.0)
         try:
-            return self.pool.call("stage", (stage.name, instances, timeout))  # type: ignore[union-attr,no-any-return]
+            return self.pool.call("stage", (stage.name, instances, timeout), requests)  # type: ignore[union-attr,no-any-return]
         except BaseException as exc:  # never an executor's death
             if len(instances) > 1:
                 return [self._run_stage_in_worker(stage, [one], requests)[0] for one in instances]

@@ -35,7 +35,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from mindserve._calls import Failure
+from mindserve._calls import Failure, Request
 from mindserve._errors import LoadError, MindServeError, WorkerError
 from mindserve._observe.status import WorkerInfo
 from mindserve._values import TensorSpec
@@ -53,6 +53,9 @@ FIRST_DELAY = 0.1
 LONGEST_DELAY = 5.0
 #: Seconds a stopping worker gets to exit before it is killed.
 STOP_GRACE = 3.0
+#: A worker still running a batch this long after every call in it gave up is killed.
+HUNG_AFTER = 10.0
+_HUNG_POLL = 0.5
 
 #: Set to 0 to leave CPU workers wherever the OS puts them (see :func:`cpu_sets`).
 PIN_VARIABLE = "MINDSERVE_PIN_WORKERS"
@@ -368,16 +371,18 @@ class WorkerPool:
 
     # -- running ---------------------------------------------------------------------
 
-    def call(self, kind: str, value: Any) -> Any:
-        """Run one command on an idle worker and return its result (raise its error).
+    def call(self, kind: str, value: Any, requests: Sequence[Request] = ()) -> Any:
+        """Run one command for ``requests`` on an idle worker; return its result (raise its error).
 
         A worker that dies meanwhile is replaced: the command goes to another worker, until
-        it has killed :data:`DEATHS_PER_BATCH` of them."""
+        it has killed :data:`DEATHS_PER_BATCH` of them. A worker still running a command
+        :data:`HUNG_AFTER` seconds after every one of ``requests`` gave up is killed (and
+        restarted)."""
         deaths: list[str] = []
         while True:
             slot, process = self._acquire()
             try:
-                reply = self._run_on(slot, kind, value)
+                reply = self._run_on(slot, process, kind, value, requests)
             except _Died:
                 reason = _exit_reason(process, wait=0.5)
                 deaths.append(f"worker {slot.index} (pid {process.pid}) {reason}")
@@ -401,7 +406,14 @@ class WorkerPool:
                         restore_traceback(outcome.cause)
             return result
 
-    def _run_on(self, slot: _Slot, kind: str, value: Any) -> tuple[str, Any]:
+    def _run_on(
+        self,
+        slot: _Slot,
+        process: subprocess.Popen[bytes],
+        kind: str,
+        value: Any,
+        requests: Sequence[Request],
+    ) -> tuple[str, Any]:
         commands, replies = slot.commands, slot.replies
         if commands is None or replies is None:
             raise _Died()
@@ -411,6 +423,14 @@ class WorkerPool:
         except (BrokenPipeError, ConnectionError):
             raise _Died() from None
         try:
+            while not replies.connection.poll(_HUNG_POLL):
+                if _given_up_long_ago(requests):
+                    process.kill()
+                    self._lost(slot, process)
+                    raise WorkerError(
+                        f"worker {slot.index} (pid {process.pid}) was still running a batch "
+                        f"{HUNG_AFTER:.0f} s after every call in it gave up; it was stopped and restarts"
+                    )
             kind_back, (result, logs, seconds) = replies.receive(copy=True)
         except (EOFError, OSError):
             raise _Died() from None
@@ -524,8 +544,8 @@ class WorkerBackend:
         self.capacity = pool.size
         pool.retain()
 
-    def run(self, arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
-        return self.pool.call("model", (self.model, arrays))  # type: ignore[no-any-return]
+    def run(self, arrays: tuple[np.ndarray, ...], requests: Sequence[Request] = ()) -> tuple[np.ndarray, ...]:
+        return self.pool.call("model", (self.model, arrays), requests)  # type: ignore[no-any-return]
 
     def close(self) -> None:
         self.pool.release()
@@ -560,6 +580,23 @@ def _on_cpu(device_target: str | None) -> bool:
     from mindserve._execution.mindspore import ascend_present
 
     return device_target == "CPU" or (device_target is None and not ascend_present())
+
+
+def _given_up_long_ago(requests: Sequence[Request]) -> bool:
+    """Whether every request gave up (deadline, cancelled, closed) at least
+    :data:`HUNG_AFTER` seconds ago."""
+    if not requests:
+        return False
+    now = time.monotonic()
+    latest = 0.0
+    for request in requests:
+        if request.abandoned is None and (request.deadline is None or now < request.deadline):
+            return False
+        if request.deadline is not None:
+            latest = max(latest, request.deadline)
+        else:
+            latest = max(latest, request.started)
+    return now - latest >= HUNG_AFTER
 
 
 def _wait_quietly(process: subprocess.Popen[bytes], seconds: float) -> bool:
