@@ -93,15 +93,17 @@ def test_functions_from_main_or_closures_go_by_value():
 
 def test_segments_of_dead_main_processes_are_swept():
     dead = 2**22 + 12345  # beyond the default pid_max: no such process
-    path = os.path.join(SHM_DIR, f"{PREFIX}{dead}-1-0-0-in-1")
-    mine = os.path.join(SHM_DIR, f"{PREFIX}{os.getpid()}-swept-test")
-    for p in (path, mine):
+    path = os.path.join(SHM_DIR, f"{transfer.owner_prefix(dead)}1-0-0-in-1")
+    mine = os.path.join(SHM_DIR, f"{transfer.owner_prefix()}swept-test")
+    # The same pid in another pid namespace (another container sharing /dev/shm): not judged.
+    elsewhere = os.path.join(SHM_DIR, f"{PREFIX}{dead}-1-1-0-0-in-1")
+    for p in (path, mine, elsewhere):
         open(p, "wb").close()
     try:
         assert transfer.sweep_orphans() >= 1
-        assert not os.path.exists(path) and os.path.exists(mine)
+        assert not os.path.exists(path) and os.path.exists(mine) and os.path.exists(elsewhere)
     finally:
-        for p in glob.glob(mine) + glob.glob(path):
+        for p in glob.glob(mine) + glob.glob(path) + glob.glob(elsewhere):
             os.unlink(p)
 
 

@@ -275,7 +275,9 @@ def test_a_worker_killed_under_load_loses_no_request(exported):
         assert second.restarts == 0
         # The dead worker's shared memory went with it; the others' is still there.
         segments = glob.glob(os.path.join(SHM_DIR, pool_of(rt, "mlp").prefix + "*"))
-        assert segments and not [s for s in segments if os.path.basename(s).startswith(f"{pool_of(rt, 'mlp').prefix}0-0-")]
+        assert segments and not [
+            s for s in segments if os.path.basename(s).startswith(f"{pool_of(rt, 'mlp').prefix}0-0-")
+        ]
 
 
 class DiesAtLoadWhenFlagged:
@@ -570,3 +572,181 @@ def test_a_hung_worker_is_stopped_once_every_caller_of_its_batch_gave_up(rt, mon
     assert rt.infer("hangs", "run", [{"x": np.float32(1)}], timeout=30)[0]["output"] == 2
     (worker,) = rt.servable_status("hangs").workers
     assert worker.pid != pid and "SIGKILL" in worker.last_error
+
+
+# -- defects found by attacking the first version ---------------------------------------------
+
+
+def test_a_batched_stage_may_keep_its_inputs(rt):
+    """Inputs reach a worker's stage as its own arrays, not views of reused shared memory."""
+    svc = mindserve.Servable("keeps")
+    kept = []
+
+    @svc.stage(batch_size=4)
+    def first_seen(xs):
+        kept.extend(xs)
+        return [kept[0] for _ in xs]
+
+    svc.add_method(lambda x: first_seen(x), name="run")
+    rt.start(svc, workers=1)
+    a = rt.infer("keeps", "run", [{"x": np.arange(4, dtype=np.float32)}])[0]["output"]
+    b = rt.infer("keeps", "run", [{"x": np.full(4, 9, np.float32)}])[0]["output"]
+    assert a.tolist() == b.tolist() == [0, 1, 2, 3]
+
+
+def _cannot_be_rebuilt():
+    raise AttributeError("Can't get attribute 'Point' on <module '__main__'>")
+
+
+class RebuiltNowhere:
+    """A value that pickles but cannot be unpickled in another process (as a class of the
+    caller's ``__main__`` pickled by name)."""
+
+    def __reduce__(self):
+        return (_cannot_be_rebuilt, ())
+
+
+def test_a_value_a_worker_cannot_unpickle_fails_its_instance_not_the_worker(rt):
+    svc = mindserve.Servable("unpicklable")
+
+    @svc.stage
+    def wrap(x):
+        return RebuiltNowhere() if x == 1 else x
+
+    @svc.stage(batch_size=4)
+    def use(xs):
+        return xs
+
+    svc.add_method(lambda x: use(wrap(x)), name="run")
+    rt.start(svc, workers=1)
+    results = rt.infer("unpicklable", "run", [{"x": 0}, {"x": 1}], return_exceptions=True)
+    assert results[0]["output"] == 0
+    assert isinstance(results[1], mindserve.StageError)
+    assert "Can't get attribute 'Point'" in str(results[1])
+    assert rt.servable_status("unpicklable").workers[0].restarts == 0
+
+
+def test_a_forked_child_leaves_its_parents_workers_alone(rt):
+    from mindserve._workers import pool as pool_module
+
+    svc = mindserve.Servable("forked")
+    model = svc.model(double)
+    svc.add_method(lambda x: model(x), name="run")
+    rt.start(svc, workers=1)
+    rt.infer("forked", "run", [{"x": np.ones(10, np.float32)}])
+    pids = worker_pids(rt, "forked")
+    prefix = pool_of(rt, "forked").prefix
+    segments = glob.glob(os.path.join(SHM_DIR, prefix + "*"))
+    child = os.fork()
+    if child == 0:  # what the child's interpreter does at exit
+        try:
+            pool_module._close_all()
+        finally:
+            os._exit(0)
+    os.waitpid(child, 0)
+    assert worker_pids(rt, "forked") == pids and all(alive(p) for p in pids)
+    assert glob.glob(os.path.join(SHM_DIR, prefix + "*")) == segments
+    assert rt.infer("forked", "run", [{"x": np.ones(10, np.float32)}])[0]["output"][0] == 2
+    assert rt.servable_status("forked").workers[0].restarts == 0
+
+
+def test_a_hung_batch_is_not_run_again_for_calls_that_gave_up(rt, monkeypatch):
+    from mindserve._workers import pool
+
+    monkeypatch.setattr(pool, "HUNG_AFTER", 1.0)
+    svc = mindserve.Servable("hangs")
+    model = svc.model(hangs_on_999)
+    svc.add_method(lambda x: model(x), name="run")
+    rt.start(svc, workers=1)
+    started = time.monotonic()
+    with pytest.raises(mindserve.DeadlineExceededError):
+        rt.infer("hangs", "run", [{"x": np.float32(999)}] * 4, timeout=1)
+    assert time.monotonic() - started < 5
+    assert wait_for(lambda: rt.servable_status("hangs").workers[0].restarts == 1, 30)
+    time.sleep(3)  # no instance of the dead batch runs again and hangs the new worker
+    assert rt.servable_status("hangs").workers[0].restarts == 1
+    assert rt.infer("hangs", "run", [{"x": np.float32(1)}], timeout=30)[0]["output"] == 2
+
+
+class SlowToLoadWhenFlagged(DiesAtLoadWhenFlagged):
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if os.path.exists(self.flag):
+            time.sleep(6)
+
+
+def test_a_call_waiting_for_a_restarting_worker_keeps_its_timeout(rt, tmp_path):
+    flag = tmp_path / "slow"
+    svc = mindserve.Servable("slow")
+    model = svc.model(SlowToLoadWhenFlagged(str(flag)))
+    svc.add_method(lambda x: model(x), name="run")
+    rt.start(svc, workers=1)
+    flag.touch()
+    os.kill(worker_pids(rt, "slow")[0], signal.SIGKILL)
+    assert wait_for(lambda: rt.servable_status("slow").workers[0].state == "restarting")
+    started = time.monotonic()
+    with pytest.raises(mindserve.DeadlineExceededError):
+        rt.infer("slow", "run", [{"x": np.float32(1)}], timeout=1)
+    assert time.monotonic() - started < 3
+    assert wait_for(lambda: rt.servable_status("slow").workers[0].state == "ready", 30)
+    assert rt.infer("slow", "run", [{"x": np.float32(1)}])[0]["output"] == 2
+
+
+def test_a_worker_that_cannot_even_be_spawned_is_given_up(rt, monkeypatch):
+    svc = mindserve.Servable("nospawn")
+    model = svc.model(double)
+    svc.add_method(lambda x: model(x), name="run")
+    rt.start(svc, workers=1)
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")  # a venv replaced by a deploy
+    os.kill(worker_pids(rt, "nospawn")[0], signal.SIGKILL)
+    assert wait_for(lambda: rt.servable_status("nospawn").workers[0].state == "failed", 30)
+    assert "/nonexistent/python" in rt.servable_status("nospawn").workers[0].last_error
+    (result,) = rt.infer("nospawn", "run", [{"x": np.float32(1)}], return_exceptions=True, timeout=30)
+    assert isinstance(result, mindserve.ModelError) and "no worker process is left" in str(result)
+
+
+def test_shared_memory_shrinks_back_after_a_big_batch(rt):
+    svc = mindserve.Servable("big")
+    model = svc.model(double)
+    svc.add_method(lambda x: model(x), name="run")
+    rt.start(svc, workers=1)
+    rt.infer("big", "run", [{"x": np.ones(5_000_000, np.float32)}])  # 20 MB each way
+    prefix = pool_of(rt, "big").prefix
+
+    def held() -> int:
+        return sum(os.path.getsize(p) for p in glob.glob(os.path.join(SHM_DIR, prefix + "*")))
+
+    assert held() >= 40_000_000
+    for _ in range(10):
+        rt.infer("big", "run", [{"x": np.ones(10, np.float32)}])
+    assert held() <= 4 << 20
+
+
+SMALL_SHM_SCRIPT = """
+import numpy as np, mindserve
+svc = mindserve.Servable("s")
+def double(x):
+    return x * 2
+model = svc.model(double)
+svc.add_method(lambda x: model(x), name="run")
+with mindserve.Runtime() as rt:
+    rt.start(svc, workers=1)
+    (result,) = rt.infer("s", "run", [{"x": np.ones(8_000_000, np.float32)}], return_exceptions=True)
+    print(type(result).__name__, result)
+    print(rt.infer("s", "run", [{"x": np.ones(4, np.float32)}])[0]["output"])
+"""
+
+
+def test_a_batch_larger_than_dev_shm_fails_clearly_and_the_process_lives(tmp_path):
+    """Docker gives containers a 64 MB /dev/shm; a bigger batch must not SIGBUS the caller."""
+    script = tmp_path / "small_shm.py"
+    script.write_text(SMALL_SHM_SCRIPT)
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("needs a private mount namespace (unshare -m) to mount a small /dev/shm")
+    command = f"mount -t tmpfs -o size=16m tmpfs /dev/shm && {sys.executable} {script}"
+    done = subprocess.run(["unshare", "-m", "sh", "-c", command], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("ModelError") and "/dev/shm" in lines[0], lines
+    assert lines[1] == "[2. 2. 2. 2.]"

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Callable, NamedTuple, Union
 
 import attrs
 
-from mindserve._errors import DeadlineExceededError, InstanceError, RuntimeClosedError
+from mindserve._errors import DeadlineExceededError, InstanceError, ModelError, RuntimeClosedError
 
 if TYPE_CHECKING:
     from mindserve._serving.running import LoadedServable
@@ -42,11 +42,20 @@ class Failure:
     error: type[InstanceError]
     detail: str
     cause: BaseException | None = None
+    #: Whether the instance never ran because its call gave up (deadline, cancel, close).
+    dropped: bool = False
 
     def to_exception(self, *, servable: str, version: int, method: str, index: int) -> InstanceError:
         exc = self.error(self.detail, servable=servable, version=version, method=method, index=index)
         exc.__cause__ = self.cause
         return exc
+
+
+def dropped(request: Request) -> Failure:
+    """The outcome of an instance not run because its call gave up."""
+    return Failure(
+        ModelError, f"dropped before running: the call was {request.abandoned or 'deadline'}", dropped=True
+    )
 
 
 #: What a stage or a model gives back for one instance: its outputs, or a failure.
@@ -106,7 +115,7 @@ def running(loaded: LoadedServable, request: Request) -> Iterator[None]:
 class Request:
     """One call's deadline, and whether its caller has given up on it."""
 
-    __slots__ = ("_tickets", "abandoned", "deadline", "started", "timeout")
+    __slots__ = ("_tickets", "abandoned", "abandoned_at", "deadline", "started", "timeout")
 
     def __init__(self, timeout: float | None = None) -> None:
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
@@ -116,8 +125,9 @@ class Request:
         self.timeout = timeout
         self.started = time.monotonic()
         self.deadline = None if timeout is None else self.started + timeout
-        #: Why the call stopped waiting ("cancelled", "deadline" or "closed"), or None.
+        #: Why the call stopped waiting ("cancelled", "deadline" or "closed"), or None; when.
         self.abandoned: str | None = None
+        self.abandoned_at: float | None = None
         #: The tickets waited on for this call now (a stage's ``Model.call`` waits inside the
         #: caller's wait), so that giving up can wake every one of them.
         self._tickets: list[Ticket] = []
@@ -135,6 +145,8 @@ class Request:
 
     def abandon(self, reason: str) -> None:
         """Give up: queued instances of this request will be dropped."""
+        if self.abandoned is None:
+            self.abandoned_at = time.monotonic()
         self.abandoned = reason
         for ticket in list(self._tickets):
             ticket.release()
@@ -197,7 +209,7 @@ class Request:
         """The outcomes of a step whose ticket was released; raise if it was released because
         the deadline passed or the call was cancelled or closed."""
         self.unwatch(pending.ticket)
-        if not pending.ticket.done:
+        if not pending.ticket.done or self._dropped(pending.ticket.outcomes):  # type: ignore[arg-type]
             self._give_up(pending.what)
         return pending.finish(pending.ticket.outcomes)  # type: ignore[arg-type]
 
@@ -209,9 +221,16 @@ class Request:
                 ticket.wait(self.remaining())
         finally:
             self.unwatch(ticket)
-        if not ticket.done:
+        if not ticket.done or self._dropped(ticket.outcomes):  # type: ignore[arg-type]
             self._give_up(what)
         return ticket.outcomes  # type: ignore[return-value]
+
+    def _dropped(self, outcomes: Sequence[Outcome]) -> bool:
+        """Whether this call gave up and some of its instances were dropped for it (the
+        call then ends with why it gave up, not with instance errors)."""
+        return (
+            self.abandoned is not None or (self.deadline is not None and time.monotonic() >= self.deadline)
+        ) and any(isinstance(o, Failure) and o.dropped for o in outcomes)
 
 
 class _Mailbox:

@@ -30,7 +30,15 @@ from collections.abc import Hashable, Sequence
 from typing import Any, Callable
 
 from mindserve._batching.shapes import split
-from mindserve._calls import Failure, Outcome, Request, Ticket, in_caller_thread, mark_executor_thread
+from mindserve._calls import (
+    Failure,
+    Outcome,
+    Request,
+    Ticket,
+    dropped,
+    in_caller_thread,
+    mark_executor_thread,
+)
 from mindserve._errors import ModelError, OverloadedError, RuntimeClosedError
 from mindserve._observe.observer import BatchReason, BatchReport, DropReason, DropReport, ObserverHub
 
@@ -57,10 +65,6 @@ class Item:
         self.value = value
         self.key = key
         self.queued_at = queued_at
-
-
-def _dropped(reason: DropReason) -> Failure:
-    return Failure(ModelError, f"dropped before running: the call was {reason.value}")
 
 
 class Scheduler:
@@ -423,7 +427,7 @@ class Scheduler:
         by_reason: dict[DropReason, int] = {}
         for item in dead:
             reason = DropReason(item.request.abandoned or "deadline")
-            item.ticket.resolve(item.index, _dropped(reason))
+            item.ticket.resolve(item.index, dropped(item.request))
             by_reason[reason] = by_reason.get(reason, 0) + 1
         for reason, count in by_reason.items():
             self._report_drop(count, reason)

@@ -33,6 +33,8 @@ class Backend(Protocol):
 
     input_specs: tuple[TensorSpec, ...] | None
     capacity: int
+    #: Whether a caller's thread may run a batch itself when the model is idle.
+    inline: bool
 
     def run(
         self, arrays: tuple[np.ndarray, ...], requests: Sequence[Request] = ()
@@ -45,6 +47,7 @@ class NetworkBackend:
     """A MindSpore network (``nn.GraphCell`` from MindIR, or an ``nn.Cell``)."""
 
     capacity = 1  # MindSpore crashes when one network is entered from two threads
+    inline = True
 
     def __init__(self, network: Any, input_specs: tuple[TensorSpec, ...] | None = None) -> None:
         self.network: Any = network
@@ -62,6 +65,7 @@ class CallableBackend:
 
     input_specs: tuple[TensorSpec, ...] | None = None
     capacity = 1  # a user's function is not assumed to be thread-safe
+    inline = True
 
     def __init__(self, function: Callable[..., Any]) -> None:
         self.function = function

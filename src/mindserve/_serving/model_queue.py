@@ -21,7 +21,7 @@ import numpy as np
 
 from mindserve._batching import shapes as _batching
 from mindserve._batching.scheduler import Scheduler
-from mindserve._calls import Failure, Outcome, Pending, Request, in_caller_thread
+from mindserve._calls import Failure, Outcome, Pending, Request, dropped, in_caller_thread
 from mindserve._config import Batching
 from mindserve._define.model import Model
 from mindserve._errors import InvalidInputError, LoadError, ModelError
@@ -223,7 +223,9 @@ class LoadedModel:
         assert self.scheduler is not None, "LoadedModel.start() was not called"
         alike = self._alike(instances, labels)
         if alike is not None:  # one check for many instances of one dtype and shape
-            return Pending(self.scheduler.submit(request, alike, None, inline), self._what)
+            return Pending(
+                self.scheduler.submit(request, alike, None, inline and self.backend.inline), self._what
+            )
         outcomes: list[Outcome | None] = [None] * len(instances)
         ready: list[int] = []
         arrays: list[tuple[np.ndarray, ...]] = []
@@ -237,7 +239,7 @@ class LoadedModel:
         keys = None
         if self.model.with_batch_dim:
             keys = [_batching.batch_key(a, self.unbatched) for a in arrays]
-        ticket = self.scheduler.submit(request, arrays, keys, inline)
+        ticket = self.scheduler.submit(request, arrays, keys, inline and self.backend.inline)
         if len(ready) == len(instances):  # nothing failed before queueing: outcomes as they come
             return Pending(ticket, self._what)
         return Pending(ticket, self._what, functools.partial(_merge, outcomes, ready))
@@ -290,7 +292,13 @@ class LoadedModel:
                 raise results.cause
         if isinstance(results, Failure) and len(batch) > 1:
             alone: Sequence[Request | None] = requests or [None] * len(batch)
-            return [self._run_one(arrays, request) for arrays, request in zip(batch, alone)]
+            now = time.monotonic()
+            return [  # instances of calls that gave up meanwhile are not run again
+                dropped(request)
+                if request is not None and request.expired(now)
+                else self._run_one(arrays, request)
+                for arrays, request in zip(batch, alone)
+            ]
         if isinstance(results, Failure):
             return [results]
         return results

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from mindserve._batching.scheduler import UNLIMITED, Scheduler
-from mindserve._calls import Failure, Outcome, Pending, Request, running
+from mindserve._calls import Failure, Outcome, Pending, Request, dropped, running
 from mindserve._define.model import Model
 from mindserve._define.servable import ServableDefinition
 from mindserve._define.stage import Stage
@@ -165,7 +165,10 @@ class LoadedServable:
         try:
             for model in definition.models.values():
                 loaded_there = ready["models"][model.name]
-                backend = WorkerBackend(pool, model.name, loaded_there["input_specs"])
+                # A MindSpore network keeps nothing of its inputs: it may run on views of
+                # shared memory. A Python callable might keep them: it gets copies.
+                lend = model.kind != "callable"
+                backend = WorkerBackend(pool, model.name, loaded_there["input_specs"], lend=lend)
                 try:
                     loaded = LoadedModel(model, backend, where)
                 except BaseException:
@@ -244,7 +247,13 @@ class LoadedServable:
             return self.pool.call("stage", (stage.name, instances, timeout), requests)  # type: ignore[union-attr,no-any-return]
         except BaseException as exc:  # never an executor's death
             if len(instances) > 1:
-                return [self._run_stage_in_worker(stage, [one], requests)[0] for one in instances]
+                now = time.monotonic()
+                return [  # instances of calls that gave up meanwhile are not run again
+                    dropped(request)
+                    if request.expired(now)
+                    else self._run_stage_in_worker(stage, [one], [request])[0]
+                    for one, request in zip(instances, requests)
+                ]
             return [Failure(StageError, f"stage '{stage.name}' failed: {type(exc).__name__}: {exc}", exc)]
 
     # -- lifecycle -----------------------------------------------------------------

@@ -135,13 +135,14 @@ class Worker:
     def serve(self) -> None:
         while True:
             try:
-                kind, value = self.commands.receive(copy=False)
+                raw = self.commands.read()
             except (EOFError, OSError):
                 return  # the main process closed the pipe (or died)
-            if kind == "stop":
-                return
             started = time.perf_counter()
             try:
+                kind, value = self.commands.decode(raw)  # views of the segment, if lent
+                if kind == "stop":
+                    return
                 result, reply = self._execute(kind, value), "done"
             except BaseException as exc:  # nothing a model or stage raises ends the worker
                 result, reply = portable_error(exc), "raised"

@@ -40,7 +40,7 @@ from mindserve._errors import LoadError, MindServeError, WorkerError
 from mindserve._observe.status import WorkerInfo
 from mindserve._values import TensorSpec
 from mindserve._workers.child import restore_traceback
-from mindserve._workers.transfer import PREFIX, Channel, sweep, sweep_orphans
+from mindserve._workers.transfer import Channel, Message, owner_prefix, prepare, sweep, sweep_orphans
 
 logger = logging.getLogger("mindserve")
 
@@ -56,6 +56,8 @@ STOP_GRACE = 3.0
 #: A worker still running a batch this long after every call in it gave up is killed.
 HUNG_AFTER = 10.0
 _HUNG_POLL = 0.5
+#: How often a batch waiting for a worker checks whether its calls gave up.
+_WAIT_POLL = 0.1
 
 #: Set to 0 to leave CPU workers wherever the OS puts them (see :func:`cpu_sets`).
 PIN_VARIABLE = "MINDSERVE_PIN_WORKERS"
@@ -139,7 +141,12 @@ class _Slot:
 
 
 class _Died(Exception):
-    """The worker running a command died (its pipe closed)."""
+    """The worker running a command died (its pipe closed); ``sent``: after the command
+    reached it."""
+
+    def __init__(self, *, sent: bool) -> None:
+        super().__init__()
+        self.sent = sent
 
 
 class WorkerPool:
@@ -157,7 +164,8 @@ class WorkerPool:
         self.where = where
         self.plan = plan
         self.size = plan.size
-        self.prefix = f"{PREFIX}{os.getpid()}-{next(_pool_ids)}-"
+        self.prefix = f"{owner_prefix()}{next(_pool_ids)}-"
+        self._owner = os.getpid()  # a child forked from this process does not own the workers
         self._version = version
         self._device_target = device_target
         self._warm_up = warm_up
@@ -181,6 +189,7 @@ class WorkerPool:
                 slot.cpus = cpus
         self._users = 1
         self._generation = itertools.count()
+        self._keepers: list[threading.Thread] = []
         #: What the first worker reported when it became ready: each model's specs, buckets...
         self.ready: dict[str, Any] = {}
         _pools.add(self)
@@ -198,7 +207,8 @@ class WorkerPool:
         sweep_orphans()
         try:
             for slot in self._slots:
-                self._spawn(slot)
+                if not self._spawn(slot):
+                    raise self._start_error(slot)
             for slot in self._slots:
                 ready = self._await_ready(slot)
                 if ready is None:
@@ -209,39 +219,58 @@ class WorkerPool:
             self.close()
             raise
         for slot in self._slots:
-            threading.Thread(
+            keeper = threading.Thread(
                 target=self._keep,
                 args=(slot,),
                 name=f"mindserve:{self.where}: worker {slot.index}",
                 daemon=True,
-            ).start()
+            )
+            self._keepers.append(keeper)
+            keeper.start()
         return self.ready
 
-    def _spawn(self, slot: _Slot) -> None:
-        """Start a fresh interpreter for ``slot`` and send it the definition."""
-        command_read, command_write = os.pipe()
-        reply_read, reply_write = os.pipe()
+    def _spawn(self, slot: _Slot) -> bool:
+        """Start a fresh interpreter for ``slot`` and send it the definition; False (and
+        ``slot.last_error`` set) when no process could be started, or the pool is closing."""
         package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         environment = dict(os.environ)
         environment["PYTHONPATH"] = os.pathsep.join(
             p for p in (package_root, environment.get("PYTHONPATH", "")) if p
         )
+        fds: list[int] = []
         try:
+            command_read, command_write = os.pipe()
+            fds += (command_read, command_write)
+            reply_read, reply_write = os.pipe()
+            fds += (reply_read, reply_write)
             process = subprocess.Popen(
                 [sys.executable, "-m", "mindserve._workers", str(command_read), str(reply_write)],
                 pass_fds=(command_read, reply_write),
                 stdin=subprocess.DEVNULL,
                 env=environment,
             )
-        finally:
-            os.close(command_read)
-            os.close(reply_write)
-        slot.prefix = f"{self.prefix}{slot.index}-{next(self._generation)}-"
+        except Exception as exc:  # no interpreter there, no file descriptors or memory left
+            for fd in fds:
+                os.close(fd)
+            slot.error = None
+            slot.last_error = f"could not be started: {type(exc).__name__}: {exc}"
+            return False
+        os.close(command_read)
+        os.close(reply_write)
         commands = Connection(command_write, readable=False)
-        slot.commands = Channel(commands, slot.prefix + "in")
-        slot.replies = Channel(Connection(reply_read, writable=False), slot.prefix + "out")
-        slot.process = process
-        slot.state = "starting"
+        with self._cond:
+            if self._closing.is_set():  # close() began while this one started: it must not stay
+                process.kill()
+                process.wait()
+                commands.close()
+                os.close(reply_read)
+                slot.last_error = "the pool closed while it started"
+                return False
+            slot.prefix = f"{self.prefix}{slot.index}-{next(self._generation)}-"
+            slot.commands = Channel(commands, slot.prefix + "in")
+            slot.replies = Channel(Connection(reply_read, writable=False), slot.prefix + "out")
+            slot.process = process
+            slot.state = "starting"
         boot = {
             "sys_path": list(sys.path),
             "parent": os.getpid(),
@@ -257,6 +286,7 @@ class WorkerPool:
             commands.send_bytes(pickle.dumps(boot, protocol=5))
         except OSError:
             pass  # it died at once: _await_ready reports how
+        return True
 
     def _await_ready(self, slot: _Slot) -> dict[str, Any] | None:
         """Wait for the worker's first message; ``None`` (and ``slot.last_error`` set) if it
@@ -331,8 +361,7 @@ class WorkerPool:
             if self._closing.wait(delay):
                 self._set_state(slot, "stopped")
                 return False
-            self._spawn(slot)
-            if self._await_ready(slot) is not None:
+            if self._spawn(slot) and self._await_ready(slot) is not None:
                 with self._cond:
                     slot.restarts += 1
                     self._cond.notify_all()
@@ -371,22 +400,25 @@ class WorkerPool:
 
     # -- running ---------------------------------------------------------------------
 
-    def call(self, kind: str, value: Any, requests: Sequence[Request] = ()) -> Any:
+    def call(self, kind: str, value: Any, requests: Sequence[Request] = (), *, lend: bool = False) -> Any:
         """Run one command for ``requests`` on an idle worker; return its result (raise its error).
 
-        A worker that dies meanwhile is replaced: the command goes to another worker, until
-        it has killed :data:`DEATHS_PER_BATCH` of them. A worker still running a command
-        :data:`HUNG_AFTER` seconds after every one of ``requests`` gave up is killed (and
-        restarted)."""
+        ``value`` is pickled once, here: what cannot be pickled raises before any worker is
+        involved. A worker that dies under the command is replaced: the command goes to
+        another worker, until it has killed :data:`DEATHS_PER_BATCH` of them. A worker
+        still running a command :data:`HUNG_AFTER` seconds after every one of ``requests``
+        gave up is killed (and restarted). ``lend``: see :func:`prepare`."""
+        message = prepare(kind, value, lend=lend)
         deaths: list[str] = []
         while True:
-            slot, process = self._acquire()
+            slot, process = self._acquire(requests)
             try:
-                reply = self._run_on(slot, process, kind, value, requests)
-            except _Died:
-                reason = _exit_reason(process, wait=0.5)
-                deaths.append(f"worker {slot.index} (pid {process.pid}) {reason}")
+                kind_back, result = self._run_on(slot, process, message, requests)
+            except _Died as died:
                 self._lost(slot, process)
+                if not died.sent:  # it died before the command reached it: not this batch's doing
+                    continue
+                deaths.append(f"worker {slot.index} (pid {process.pid}) {_exit_reason(process, wait=0.5)}")
                 if len(deaths) >= DEATHS_PER_BATCH:
                     raise WorkerError(
                         f"the worker processes running this batch died {len(deaths)} times "
@@ -397,7 +429,6 @@ class WorkerPool:
                 self._release(slot)
                 raise
             self._release(slot)
-            kind_back, result = reply
             if kind_back == "raised":
                 raise restore_traceback(result)
             if kind == "stage":
@@ -407,21 +438,18 @@ class WorkerPool:
             return result
 
     def _run_on(
-        self,
-        slot: _Slot,
-        process: subprocess.Popen[bytes],
-        kind: str,
-        value: Any,
-        requests: Sequence[Request],
+        self, slot: _Slot, process: subprocess.Popen[bytes], message: Message, requests: Sequence[Request]
     ) -> tuple[str, Any]:
         commands, replies = slot.commands, slot.replies
         if commands is None or replies is None:
-            raise _Died()
+            raise _Died(sent=False)
         started = time.perf_counter()
         try:
-            commands.send(kind, value)
-        except (BrokenPipeError, ConnectionError):
-            raise _Died() from None
+            commands.write(message)
+        except WorkerError:  # no room in shared memory: the worker is fine
+            raise
+        except (OSError, ValueError, AttributeError, TypeError, BufferError):  # a pipe or segment gone
+            raise _Died(sent=False) from None
         try:
             while not replies.connection.poll(_HUNG_POLL):
                 if _given_up_long_ago(requests):
@@ -431,9 +459,12 @@ class WorkerPool:
                         f"worker {slot.index} (pid {process.pid}) was still running a batch "
                         f"{HUNG_AFTER:.0f} s after every call in it gave up; it was stopped and restarts"
                     )
-            kind_back, (result, logs, seconds) = replies.receive(copy=True)
-        except (EOFError, OSError):
-            raise _Died() from None
+            raw = replies.read()
+        except WorkerError:
+            raise
+        except (EOFError, OSError, ValueError, AttributeError, TypeError):
+            raise _Died(sent=True) from None
+        kind_back, (result, logs, seconds) = replies.decode(raw, copy=True)
         slot.transfer_seconds += time.perf_counter() - started - seconds
         slot.run_seconds += seconds
         slot.batches += 1
@@ -442,9 +473,10 @@ class WorkerPool:
             self._emit_logs(slot, logs)
         return kind_back, result
 
-    def _acquire(self) -> tuple[_Slot, subprocess.Popen[bytes]]:
+    def _acquire(self, requests: Sequence[Request] = ()) -> tuple[_Slot, subprocess.Popen[bytes]]:
         """Take an idle worker (the one that ran fewest batches); wait while workers start
-        or restart; raise :class:`WorkerError` when none is left."""
+        or restart; raise :class:`WorkerError` when none is left, or when every one of
+        ``requests`` gave up meanwhile."""
         with self._cond:
             while True:
                 if self._closing.is_set():
@@ -457,7 +489,15 @@ class WorkerPool:
                 if all(s.state == "failed" for s in self._slots):
                     reasons = "; ".join(f"worker {s.index}: {s.last_error}" for s in self._slots)
                     raise WorkerError(f"{self.where}: no worker process is left ({reasons})")
-                self._cond.wait()
+                if requests:
+                    now = time.monotonic()
+                    if all(r.expired(now) for r in requests):
+                        raise WorkerError(
+                            f"{self.where}: every call of this batch gave up while it waited for a worker"
+                        )
+                    self._cond.wait(_WAIT_POLL)
+                else:
+                    self._cond.wait()
 
     def _release(self, slot: _Slot) -> None:
         with self._cond:
@@ -492,26 +532,37 @@ class WorkerPool:
             self.close()
 
     def close(self) -> None:
-        """Stop every worker (asking first, then killing) and remove its shared memory."""
+        """Stop every worker (asking first, then killing) and remove its shared memory.
+
+        In a child forked from the process that made the pool, it does nothing: the
+        workers, pipes and segments are the parent's."""
+        if os.getpid() != self._owner:
+            return
         with self._cond:
             if self._closing.is_set():
                 return
             self._closing.set()
             self._cond.notify_all()
-            slots = list(self._slots)
-        for slot in slots:
-            if slot.commands is not None and not slot.busy:
-                try:
-                    slot.commands.send("stop", None)
-                except (OSError, ValueError):
-                    pass
+            asking = [s.commands for s in self._slots if s.commands is not None and not s.busy]
+        for commands in asking:
+            try:
+                commands.send("stop", None)
+            except Exception:  # gone meanwhile: it is killed below if need be
+                pass
         deadline = time.monotonic() + STOP_GRACE
-        for slot in slots:
+        for slot in self._slots:
             process = slot.process
             if process is not None and not _wait_quietly(process, deadline - time.monotonic()):
                 process.kill()
                 _wait_quietly(process, STOP_GRACE)
-        for slot in slots:
+        for keeper in self._keepers:
+            if keeper is not threading.current_thread():
+                keeper.join(STOP_GRACE)
+        for slot in self._slots:
+            process = slot.process  # one restarted meanwhile, if any
+            if process is not None and process.poll() is None:
+                process.kill()
+                _wait_quietly(process, STOP_GRACE)
             if slot.state != "failed":
                 slot.state = "stopped"
             if slot.commands is not None or slot.replies is not None:
@@ -537,15 +588,22 @@ class WorkerBackend:
     (in this process) sends each batch to an idle worker; up to one batch per worker runs
     at once."""
 
-    def __init__(self, pool: WorkerPool, model: str, input_specs: tuple[TensorSpec, ...] | None) -> None:
+    #: Callers never run a batch in their own thread: they wait for it with their timeout,
+    #: which then holds even while a worker is slow, restarting or hung.
+    inline = False
+
+    def __init__(
+        self, pool: WorkerPool, model: str, input_specs: tuple[TensorSpec, ...] | None, *, lend: bool
+    ) -> None:
         self.pool = pool
         self.model = model
         self.input_specs = input_specs
         self.capacity = pool.size
+        self._lend = lend
         pool.retain()
 
     def run(self, arrays: tuple[np.ndarray, ...], requests: Sequence[Request] = ()) -> tuple[np.ndarray, ...]:
-        return self.pool.call("model", (self.model, arrays), requests)  # type: ignore[no-any-return]
+        return self.pool.call("model", (self.model, arrays), requests, lend=self._lend)  # type: ignore[no-any-return]
 
     def close(self) -> None:
         self.pool.release()
@@ -590,12 +648,10 @@ def _given_up_long_ago(requests: Sequence[Request]) -> bool:
     now = time.monotonic()
     latest = 0.0
     for request in requests:
-        if request.abandoned is None and (request.deadline is None or now < request.deadline):
+        if not request.expired(now):
             return False
-        if request.deadline is not None:
-            latest = max(latest, request.deadline)
-        else:
-            latest = max(latest, request.started)
+        gave_up = [t for t in (request.deadline, request.abandoned_at) if t is not None]
+        latest = max(latest, min(gave_up))
     return now - latest >= HUNG_AFTER
 
 

@@ -8,12 +8,14 @@ over views of the segment (a worker: no copy) or over copies of them (the main p
 results are copied out before the segment is written again).
 
 Segments are files in ``/dev/shm`` (a RAM file system on Linux; elsewhere the temporary
-directory) named ``mindserve-<pid>-...``, ``pid`` being the main process's, so that what a
-dead process left behind can be found and removed (:func:`sweep`).
+directory) named ``mindserve-<pid>-<namespace>-...``, ``pid`` being the main process's and
+``namespace`` its pid namespace, so that what a dead process left behind can be found and
+removed (:func:`sweep_orphans`).
 """
 
 from __future__ import annotations
 
+import errno
 import glob
 import mmap
 import os
@@ -23,17 +25,39 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
+from mindserve._errors import WorkerError
+
 #: Where segments live: a RAM file system when there is one.
 SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
 
-#: Every segment's name starts with this, then the main process's pid.
+#: Every segment's name starts with this, then the main process's pid and pid namespace.
 PREFIX = "mindserve-"
+
+
+def _pid_namespace() -> str:
+    """This process's pid namespace (containers sharing a /dev/shm each have their own)."""
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return "0"
+
+
+NAMESPACE = _pid_namespace()
+
+
+def owner_prefix(pid: int | None = None) -> str:
+    """The start of the names of the segments a main process owns."""
+    return f"{PREFIX}{os.getpid() if pid is None else pid}-{NAMESPACE}-"
+
 
 #: Buffers start at multiples of this (what numpy and SIMD kernels like).
 _ALIGN = 64
 
 #: The smallest segment made; segments grow to the next power of two that fits.
 _MIN_SIZE = 1 << 20
+
+#: A segment shrinks after this many messages in a row that fit in a quarter of it.
+_SHRINK_AFTER = 3
 
 
 class Segment:
@@ -47,6 +71,7 @@ class Segment:
         try:
             if create:
                 os.ftruncate(fd, size)
+                _reserve(fd, size, self.path)
             else:
                 size = os.fstat(fd).st_size
             self.size = size
@@ -75,6 +100,24 @@ class Segment:
             pass
 
 
+def _reserve(fd: int, size: int, path: str) -> None:
+    """Make sure the file system has room for the whole segment now: a RAM file system
+    (``/dev/shm``) reserves nothing for a sparse file, and writing past its room later
+    kills the process with SIGBUS instead of raising."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):  # a file system that cannot say
+            return
+        raise WorkerError(
+            f"shared memory has no room for {size / 2**20:.0f} MiB in {os.path.dirname(path)} "
+            f"({exc.strerror}). Hint: enlarge it (docker run --shm-size=1g, or a larger tmpfs), "
+            f"or send smaller batches (Batching(max_batch_size=...))."
+        ) from None
+
+
 def segment_size(needed: int) -> int:
     """A segment size that fits ``needed`` bytes: a power of two, at least 1 MiB."""
     size = _MIN_SIZE
@@ -100,8 +143,10 @@ def sweep_orphans() -> int:
     together with their workers); return how many."""
     removed = 0
     for path in glob.glob(os.path.join(SHM_DIR, PREFIX + "*")):
-        pid_text = os.path.basename(path)[len(PREFIX) :].split("-", 1)[0]
-        if pid_text.isascii() and pid_text.isdigit() and not _alive(int(pid_text)):
+        fields = os.path.basename(path)[len(PREFIX) :].split("-")
+        if len(fields) < 2 or fields[1] != NAMESPACE:  # another pid namespace: not ours to judge
+            continue
+        if fields[0].isascii() and fields[0].isdigit() and not _alive(int(fields[0])):
             try:
                 os.unlink(path)
                 removed += 1
@@ -134,13 +179,39 @@ def dumps(value: Any) -> tuple[bytes, list[pickle.PickleBuffer]]:
     return data, buffers
 
 
+#: A message ready to send: its pickled header, its arrays' buffers, where each goes in
+#: the segment, and the bytes they need.
+Message = tuple[bytes, list[Any], list[tuple[int, int]], int]
+
+
+def prepare(kind: str, value: Any, *, lend: bool = False) -> Message:
+    """Pickle a message once (raising what pickling raises), to write to any channel.
+
+    ``lend``: the reader may run on views of the segment (valid until the next message)
+    instead of copies; only for readers that keep nothing, such as MindSpore networks."""
+    data, buffers = dumps(value)
+    layout: list[tuple[int, int]] = []
+    raws = []
+    end = 0
+    for buffer in buffers:
+        raw = buffer.raw()
+        start = -(-end // _ALIGN) * _ALIGN
+        layout.append((start, raw.nbytes))
+        raws.append(raw)
+        end = start + raw.nbytes
+    header = pickle.dumps((kind, data, layout, lend), protocol=5)
+    return header, raws, layout, end
+
+
 class Channel:
     """One direction of messages to or from a worker: a pipe for the message, a segment
     for the data. Only one message is in flight on a channel at a time.
 
-    The writer owns the segment's growth: when a message does not fit, it makes a larger
+    The writer owns the segment's size: when a message does not fit, it makes a larger
     segment (named ``<prefix>-<n>``), removes the old name, and the message carries the
-    new name to the reader, which maps it.
+    new name to the reader, which maps it. After a few messages that would fit in a
+    quarter of it, it makes a smaller one, so that one huge batch does not hold its memory
+    for ever.
     """
 
     def __init__(self, connection: Connection, prefix: str, segment: Segment | None = None) -> None:
@@ -148,39 +219,41 @@ class Channel:
         self.prefix = prefix
         self.segment = segment
         self._generation = 0
+        self._small = 0  # messages in a row that would fit in a quarter of the segment
 
-    def send(self, kind: str, value: Any) -> int:
-        """Send ``value``; return the bytes of array data that went through shared memory.
+    def send(self, kind: str, value: Any, *, lend: bool = False) -> int:
+        """Send ``value`` (see :func:`prepare`); return the bytes of array data that went
+        through shared memory."""
+        return self.write(prepare(kind, value, lend=lend))
 
-        Raises what pickling raises when ``value`` cannot be sent; nothing is sent then."""
-        data, buffers = dumps(value)
-        layout: list[tuple[int, int]] = []
-        end = 0
-        raws = []
-        for buffer in buffers:
-            raw = buffer.raw()
-            start = -(-end // _ALIGN) * _ALIGN
-            layout.append((start, raw.nbytes))
-            raws.append(raw)
-            end = start + raw.nbytes
-        renamed = None
-        if raws and (self.segment is None or self.segment.size < end):
-            renamed = self._grow(end)
+    def write(self, message: Message) -> int:
+        """Copy a prepared message's arrays into the segment and send it. Raises
+        :class:`WorkerError` when shared memory has no room; ``OSError`` when the pipe is
+        broken."""
+        header, raws, layout, end = message
+        renamed = self._fit(end) if raws else None
         segment = self.segment
         for (start, size), raw in zip(layout, raws):
             segment.map[start : start + size] = raw  # type: ignore[union-attr]
-        self.connection.send_bytes(pickle.dumps((kind, data, layout, renamed), protocol=5))
+        self.connection.send_bytes(pickle.dumps((header, renamed), protocol=5))
         return end
 
-    def receive(self, *, copy: bool) -> tuple[str, Any]:
-        """Wait for the next message; ``copy``: its arrays own their data (else they are
-        views of the segment, valid until the next message). Raises ``EOFError`` when the
-        other side has gone."""
-        kind, data, layout, renamed = pickle.loads(self.connection.recv_bytes())
+    def read(self) -> bytes:
+        """Wait for the next message, undecoded. Raises ``EOFError`` or ``OSError`` when
+        the other side has gone."""
+        return self.connection.recv_bytes()
+
+    def decode(self, raw: bytes, *, copy: bool | None = None) -> tuple[str, Any]:
+        """A message read by :meth:`read`. ``copy``: its arrays own their data (``None``:
+        unless the writer lent the segment). Raises what unpickling raises."""
+        header, renamed = pickle.loads(raw)
         if renamed is not None:
             self._adopt(renamed)
+        kind, data, layout, lend = pickle.loads(header)
         if not layout:
             return kind, pickle.loads(data)
+        if copy is None:
+            copy = not lend
         view = memoryview(self.segment.map)  # type: ignore[union-attr]
         try:
             if copy:
@@ -192,7 +265,22 @@ class Channel:
             if copy:
                 view.release()
 
-    def _grow(self, needed: int) -> str:
+    def receive(self, *, copy: bool | None = None) -> tuple[str, Any]:
+        """:meth:`read`, then :meth:`decode`."""
+        return self.decode(self.read(), copy=copy)
+
+    def _fit(self, needed: int) -> str | None:
+        """Make the segment fit ``needed`` bytes (growing, or shrinking after a while);
+        the new segment's name, or ``None`` when it stays."""
+        segment = self.segment
+        if segment is not None and segment.size >= needed:
+            if segment.size <= _MIN_SIZE or segment.size < 4 * segment_size(needed):
+                self._small = 0
+                return None
+            self._small += 1
+            if self._small < _SHRINK_AFTER:
+                return None
+        self._small = 0
         self._generation += 1
         fresh = Segment(f"{self.prefix}-{self._generation}", segment_size(needed), create=True)
         self.drop()
