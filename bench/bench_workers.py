@@ -136,12 +136,28 @@ def threads_calling(
     )
 
 
-def ipc_cost(rt: mindserve.Runtime, name: str) -> tuple[float, float]:
-    """Mean IPC milliseconds per batch, and mean batch size, over the version's workers."""
+def counters(rt: mindserve.Runtime, name: str) -> tuple[int, float, int, int]:
+    """Worker batches and transfer seconds (all workers), model batches and instances."""
     workers = rt.servable_status(name).workers
-    batches = sum(w.batches for w in workers)
-    (model,) = next(m for m in rt.status() if m.name == name).models
-    return (sum(w.transfer_seconds for w in workers) / max(batches, 1) * 1e3, model.mean_batch_size)
+    model = next(m for m in rt.status() if m.name == name).models[-1]  # the MLP
+    return (
+        sum(w.batches for w in workers),
+        sum(w.transfer_seconds for w in workers),
+        model.batches,
+        model.instances,
+    )
+
+
+def measured(
+    rt: mindserve.Runtime, name: str, seconds: float, per_call: int
+) -> tuple[tuple[float, float, float], tuple[float, float]]:
+    """One measurement: throughput and latencies, then IPC ms per worker batch and the
+    MLP's mean batch size during it."""
+    before = counters(rt, name)
+    result = threads_calling(rt, name, seconds, per_call)
+    after = counters(rt, name)
+    batches, transfer, model_batches, instances = (a - b for a, b in zip(after, before))
+    return result, (transfer / max(batches, 1) * 1e3, instances / max(model_batches, 1))
 
 
 def main() -> None:
@@ -153,7 +169,7 @@ def main() -> None:
     args = parser.parse_args()
     print(describe())
     rows: dict[str, list[tuple[float, float, float]]] = {}
-    ipc: dict[str, list[tuple[float, float]]] = {}
+    ipc: dict[str, list[tuple[float, float]]] = {}  # per row: IPC ms per batch, mean MLP batch
     with tempfile.TemporaryDirectory() as root:
         directory = os.path.join(root, "mlp")
         path = export_mlp(directory)
@@ -169,9 +185,9 @@ def main() -> None:
             for name, per_call in (("mlp", 1), ("mlp", 16), ("heavy", 1)):
                 for label, rt in runtimes.items():
                     row = f"{name} {label}" if per_call == 1 else f"{name} x{per_call} {label}"
-                    rows.setdefault(row, []).append(threads_calling(rt, name, args.seconds, per_call))
-                    if label != "in-process":
-                        ipc.setdefault(row, []).append(ipc_cost(rt, name))
+                    result, costs = measured(rt, name, args.seconds, per_call)
+                    rows.setdefault(row, []).append(result)
+                    ipc.setdefault(row, []).append(costs)
             print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
         for rt in runtimes.values():
             rt.close()
@@ -190,7 +206,7 @@ def report(
         through = median([r[0] for r in results])
         p50 = median([r[1] for r in results])
         p99 = median([r[2] for r in results])
-        cost = f"{median([c[0] for c in ipc[row]]):.3f}" if row in ipc else ""
+        cost = f"{median([c[0] for c in ipc[row]]):.3f}" if row in ipc and "worker" in row else ""
         batch = f"{median([c[1] for c in ipc[row]]):.1f}" if row in ipc else ""
         latency = (f"{p50:8.2f} {p99:8.2f}") if p50 else f"{'':8} {'':8}"
         print(f"{row:22} {through:9.0f} {latency} {cost:>13} {batch:>11}")

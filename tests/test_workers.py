@@ -750,3 +750,21 @@ def test_a_batch_larger_than_dev_shm_fails_clearly_and_the_process_lives(tmp_pat
     lines = done.stdout.splitlines()
     assert lines[0].startswith("ModelError") and "/dev/shm" in lines[0], lines
     assert lines[1] == "[2. 2. 2. 2.]"
+
+
+def test_an_error_while_restarting_gives_the_worker_up_instead_of_leaving_it_restarting(rt, monkeypatch):
+    from mindserve._workers.pool import WorkerPool
+
+    def broken(self, slot):
+        raise RuntimeError("an internal error")
+
+    svc = mindserve.Servable("broken")
+    model = svc.model(double)
+    svc.add_method(lambda x: model(x), name="run")
+    rt.start(svc, workers=1)
+    monkeypatch.setattr(WorkerPool, "_restart", broken)
+    os.kill(worker_pids(rt, "broken")[0], signal.SIGKILL)
+    assert wait_for(lambda: rt.servable_status("broken").workers[0].state == "failed", 30)
+    assert "an internal error" in rt.servable_status("broken").workers[0].last_error
+    (result,) = rt.infer("broken", "run", [{"x": np.float32(1)}], return_exceptions=True, timeout=30)
+    assert isinstance(result, mindserve.ModelError) and "no worker process is left" in str(result)

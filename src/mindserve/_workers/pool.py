@@ -331,7 +331,21 @@ class WorkerPool:
     # -- keeping workers alive -----------------------------------------------------
 
     def _keep(self, slot: _Slot) -> None:
-        """Wait for the worker to exit; restart it (with a growing delay) unless closing."""
+        """Wait for the worker to exit; restart it (with a growing delay) unless closing.
+
+        Whatever goes wrong here gives the worker up (calls then fail fast or go to the
+        other workers): a slot must never stay "restarting" with nobody restarting it."""
+        try:
+            self._keep_alive(slot)
+        except BaseException as exc:
+            with self._cond:
+                if slot.state not in ("stopped", "failed"):
+                    slot.state = "failed"
+                    slot.last_error = f"given up: restarting it failed: {type(exc).__name__}: {exc}"
+                self._cond.notify_all()
+            logger.exception("%s: worker %d: restarting it failed", self.where, slot.index)
+
+    def _keep_alive(self, slot: _Slot) -> None:
         while True:
             process = slot.process
             if process is None:
