@@ -279,7 +279,14 @@ def test_device_ids_and_parallel_workers_start_worker_processes(compat_root):
 
 @pytest.mark.parametrize(
     ("device_ids", "parallel", "expected"),
-    [(0, 0, None), (0, 1, None), ([0], 0, None), ((0, 1), 0, [0, 1]), ([0, 1], 3, [0, 1, 0]), (None, 2, [0, 0])],
+    [
+        (0, 0, None),
+        (0, 1, None),
+        ([0], 0, None),
+        ((0, 1), 0, [0, 1]),
+        ([0, 1], 3, [0, 1, 0]),
+        (None, 2, [0, 0]),
+    ],
 )
 def test_worker_devices_follow_mindspore_serving(device_ids, parallel, expected):
     from mindserve.compat.server import _worker_devices

@@ -768,3 +768,54 @@ def test_an_error_while_restarting_gives_the_worker_up_instead_of_leaving_it_res
     assert "an internal error" in rt.servable_status("broken").workers[0].last_error
     (result,) = rt.infer("broken", "run", [{"x": np.float32(1)}], return_exceptions=True, timeout=30)
     assert isinstance(result, mindserve.ModelError) and "no worker process is left" in str(result)
+
+
+# -- nn.Cell models in workers ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("network", ["layers", "lenet"])
+def test_in_memory_cells_of_mindspores_own_layers_run_in_workers(rt, network):
+    """Built-in layers hold primitives (Reshape, MatMul...) that do not pickle: they are
+    rebuilt in the worker from their constructor arguments."""
+    import mindspore as ms
+
+    from models import LeNet
+
+    ms.set_seed(3)
+    net = (
+        ms.nn.SequentialCell(ms.nn.Dense(16, 8), ms.nn.ReLU(), ms.nn.Dense(8, 4))
+        if network == "layers"
+        else LeNet()
+    )
+    shape = (16,) if network == "layers" else (1, 32, 32)
+    svc = mindserve.Servable("cell")
+    model = svc.model(net)
+    svc.add_method(lambda x: model(x), name="run")
+    rng = np.random.default_rng(5)
+    instances = [{"x": rng.normal(size=shape).astype(np.float32)} for _ in range(5)]
+    with mindserve.Runtime() as local:
+        local.start(svc)
+        here = local.infer("cell", "run", instances)
+    rt.start(svc, workers=1)
+    there = rt.infer("cell", "run", instances)
+    for a, b in zip(here, there):
+        assert np.array_equal(a["output"], b["output"])
+
+
+def test_a_cell_that_cannot_be_sent_says_to_export_it(rt):
+    import mindspore as ms
+
+    class Tagged(ms.nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.relu = ms.ops.ReLU()
+            self.relu.add_prim_attr("tag", 1)  # set after construction: not rebuilt from arguments
+
+        def construct(self, x):
+            return self.relu(x)
+
+    svc = mindserve.Servable("tagged")
+    model = svc.model(Tagged())
+    svc.add_method(lambda x: model(x), name="run")
+    with pytest.raises(mindserve.LoadError, match=r"ReLU cannot be rebuilt.*export it with mindspore.export"):
+        rt.start(svc, workers=1)

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import glob
 import os
+import pickle
 import re
+import sys
 import threading
 import warnings
 from types import ModuleType
@@ -245,3 +247,32 @@ def _to_numpy(value: Any) -> np.ndarray:
     if hasattr(value, "asnumpy"):
         return value.asnumpy()
     return np.asarray(value)
+
+
+def primitive_reducer(obj: Any) -> tuple[Any, ...] | None:
+    """How to pickle ``obj`` if it is a MindSpore primitive (``None`` otherwise), for
+    sending an ``nn.Cell`` to worker processes.
+
+    Primitives (the operators inside MindSpore's layers, ``Reshape``, ``MatMul``...) do
+    not pickle; each is rebuilt from the arguments it was made with (``init_attrs``), once
+    the rebuilt one is checked to have the same attributes. Looks only when MindSpore is
+    already imported.
+    """
+    module = sys.modules.get("mindspore.ops.primitive")
+    primitive = getattr(module, "Primitive", None)
+    if primitive is None or not isinstance(obj, primitive):
+        return None
+    arguments = dict(getattr(obj, "init_attrs", None) or {})
+    try:
+        same = _rebuild_primitive(type(obj), arguments).attrs == obj.attrs
+    except Exception:
+        same = False
+    if not same:
+        raise pickle.PicklingError(
+            f"MindSpore primitive {type(obj).__name__} cannot be rebuilt from its constructor arguments"
+        )
+    return (_rebuild_primitive, (type(obj), arguments))
+
+
+def _rebuild_primitive(cls: type, arguments: dict[str, Any]) -> Any:
+    return cls(**arguments)

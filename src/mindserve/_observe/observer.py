@@ -196,9 +196,8 @@ class ObserverHub(Observer):
 
     def on_version(self, event: VersionEvent) -> None:
         if event.kind is EventKind.FAILED:
-            logger.error(
-                "servable '%s' version %s failed to load: %s", event.servable, event.version, event.error
-            )
+            which = "" if event.version is None else f" version {event.version}"  # None: the newest
+            logger.error("servable '%s'%s failed to load: %s", event.servable, which, event.error)
         else:
             logger.info("servable '%s' version %s %s", event.servable, event.version, event.kind.value)
         self._send("on_version", event)

@@ -18,6 +18,7 @@ worker is given up calls fail at once with a :class:`WorkerError`.
 from __future__ import annotations
 
 import atexit
+import io
 import itertools
 import logging
 import os
@@ -169,16 +170,22 @@ class WorkerPool:
         self._version = version
         self._device_target = device_target
         self._warm_up = warm_up
-        import cloudpickle  # only when workers are asked for: import mindserve stays light
-
         try:
-            self._definition = cloudpickle.dumps(definition)
+            self._definition = _pickle_definition(definition)
         except Exception as exc:
+            cells = [m.name for m in definition.models.values() if m.kind == "cell"]
+            hint = (
+                f"if it is the nn.Cell of model {cells}, export it with mindspore.export and serve the "
+                f"MindIR file; else open files, locks and sessions inside the stage or model "
+                f"function instead of capturing them"
+                if cells
+                else "open files, locks and sessions inside the stage or model function instead of "
+                "capturing them"
+            )
             raise LoadError(
                 f"{where}: the servable cannot be sent to worker processes: {type(exc).__name__}: {exc}. "
                 f"Hint: workers get the definition through cloudpickle, so every model source and "
-                f"stage must pickle; open files, locks and sessions inside the stage or model "
-                f"function instead of capturing them."
+                f"stage must pickle: {hint}."
             ) from exc
         self._cond = threading.Condition()
         self._closing = threading.Event()
@@ -621,6 +628,25 @@ class WorkerBackend:
 
     def close(self) -> None:
         self.pool.release()
+
+
+def _pickle_definition(definition: Any) -> bytes:
+    """The definition, cloudpickled; the MindSpore primitives inside ``nn.Cell`` models
+    (which do not pickle) rebuilt from their constructor arguments."""
+    import cloudpickle  # only when workers are asked for: import mindserve stays light
+
+    from mindserve._execution.mindspore import primitive_reducer
+
+    class Pickler(cloudpickle.CloudPickler):  # type: ignore[misc]
+        def reducer_override(self, obj: Any) -> Any:
+            reduced = primitive_reducer(obj)
+            if reduced is not None:
+                return reduced
+            return super().reducer_override(obj)
+
+    buffer = io.BytesIO()
+    Pickler(buffer, protocol=5).dump(definition)
+    return buffer.getvalue()
 
 
 def cpu_sets(workers: int) -> list[tuple[int, ...] | None]:
