@@ -44,3 +44,14 @@ def test_readme_gives_exactly_two_commands_and_ci_runs_the_second():
     with open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8") as handle:
         ci = handle.read()
     assert commands[1].strip() in ci
+
+
+def test_workers_example_serves_the_same_results_from_two_workers(tmp_path):
+    script = os.path.join(ROOT, "examples", "workers.py")
+    out = subprocess.run([sys.executable, script], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines[:2]] == ["worker 0", "worker 1"]
+    assert all(", ready, " in line for line in lines[:2])
+    assert lines[2] == "same results: True"
+    assert lines[3].startswith("in-process ")
