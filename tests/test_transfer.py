@@ -126,3 +126,14 @@ def test_worker_plans():
     assert WorkerPlan.from_arguments(None, [1, 0], 0).device_ids == (1, 0)
     assert WorkerPlan.from_arguments(2, (4, 5), 0).device_ids == (4, 5)
     assert WorkerPlan.from_arguments(None, 3, 0).device_ids == (3,)
+
+
+def test_strided_arrays_go_through_shared_memory_too(channels):
+    writer, reader = channels
+    image = np.arange(20000 * 3, dtype=np.float32).reshape(20000, 3)[:, 1]  # a strided view
+    message = transfer.prepare("stage", [(image, b"bytes", "text")])
+    header, _, _, end = message
+    assert len(header) < 1000 and end >= image.nbytes
+    writer.write(message)
+    _, [(got, blob, text)] = reader.receive(copy=True)
+    assert np.array_equal(got, image) and (blob, text) == (b"bytes", "text")

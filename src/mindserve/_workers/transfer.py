@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import glob
+import io
 import mmap
 import os
 import pickle
@@ -24,6 +25,8 @@ import tempfile
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
+
+import numpy as np
 
 from mindserve._errors import WorkerError
 
@@ -165,18 +168,42 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _out_of_band(obj: Any) -> Any:
+    """How to pickle ``obj`` so that its data goes out of band, or ``NotImplemented``: a
+    numpy array that is not contiguous is made contiguous (numpy pickles only contiguous
+    arrays out of band). (``bytes`` and ``str`` values go through the pipe: pickle gives no
+    hook for them.)"""
+    if type(obj) is np.ndarray and not obj.flags.c_contiguous and not obj.flags.f_contiguous:
+        if not obj.dtype.hasobject:
+            return np.ascontiguousarray(obj).__reduce_ex__(5)
+    return NotImplemented
+
+
+class _Pickler(pickle.Pickler):
+    def reducer_override(self, obj: Any) -> Any:
+        return _out_of_band(obj)
+
+
 def dumps(value: Any) -> tuple[bytes, list[pickle.PickleBuffer]]:
     """Pickle ``value`` with its arrays' data out of band; cloudpickle what pickle cannot
     (functions and classes defined in ``__main__`` or a notebook)."""
     buffers: list[pickle.PickleBuffer] = []
+    stream = io.BytesIO()
     try:
-        data = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+        _Pickler(stream, protocol=5, buffer_callback=buffers.append).dump(value)
+        return stream.getvalue(), buffers
     except Exception:
         import cloudpickle
 
+        class Pickler(cloudpickle.CloudPickler):  # type: ignore[misc]
+            def reducer_override(self, obj: Any) -> Any:
+                reduced = _out_of_band(obj)
+                return super().reducer_override(obj) if reduced is NotImplemented else reduced
+
         buffers = []
-        data = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
-    return data, buffers
+        stream = io.BytesIO()
+        Pickler(stream, protocol=5, buffer_callback=buffers.append).dump(value)
+    return stream.getvalue(), buffers
 
 
 #: A message ready to send: its pickled header, its arrays' buffers, where each goes in
