@@ -36,7 +36,7 @@ def compat_root(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("compat")
     shutil.copytree(os.path.join(HERE, "compat_servables"), root, dirs_exist_ok=True)
-    for name in ("add", "batchfn", "subgraphs", "legacy"):
+    for name in ("add", "batchfn", "subgraphs", "legacy", "values"):
         export(Add(), f"{root}/{name}/1/tensor_add.mindir", dynamic((3,)), dynamic((3,)))
     export(Mul(), f"{root}/subgraphs/1/tensor_mul.mindir", dynamic((3,)), dynamic((3,)))
     mlp = MLP(seed=5)
@@ -292,3 +292,62 @@ def test_worker_devices_follow_mindspore_serving(device_ids, parallel, expected)
     from mindserve.compat.server import _worker_devices
 
     assert _worker_devices(device_ids, parallel) == expected
+
+
+# -- values as MindSpore Serving's client and worker hand them over -------------------------
+
+
+def test_stages_get_numpy_arrays_as_mindspore_serving_hands_them(served):
+    """bytes arrive as a uint8 array, Python numbers as arrays of shape [1], str as str."""
+    served("values")
+    (result,) = Client("", "values", "values").infer(
+        [{"raw": b"\x01\x02\xff", "count": 3, "ratio": 0.5, "flag": True, "text": "hi"}]
+    )
+    assert result["raw"] == b"\x01\x02\xff" and type(result["raw"]) is bytes
+    assert result["doubled"].dtype == np.float32 and result["doubled"].tolist() == [6.0]
+    assert result["ratio2"].dtype == np.float64 and result["ratio2"].tolist() == [1.0]
+    assert result["negated"].dtype == np.bool_ and result["negated"].tolist() == [False]
+    assert result["text"] == "hi!"
+    assert isinstance(result["rank"], np.ndarray) and result["rank"].shape == () and result["rank"] == 1
+
+
+def test_the_client_rejects_what_mindspore_serving_rejects(served):
+    served("values")
+    client = Client("", "values", "values")
+    with pytest.raises(RuntimeError, match="Not support value type <class 'list'>"):
+        client.infer({"raw": [1, 2]})
+    with pytest.raises(RuntimeError, match="Unknown data type complex64"):
+        client.infer({"raw": np.zeros(2, np.complex64)})
+
+
+def test_a_stage_result_that_is_no_tensor_fails_its_instance(served):
+    served("values")
+    results = Client("", "values", "illegal").infer([{"x": np.array([i], np.float32)} for i in range(4)])
+    assert "Get illegal result data with type <class 'NoneType'>" in results[0]["error"]
+    # A list holds a stage's outputs, as in MindSpore Serving: two of them here, for one registered.
+    assert "The outputs number 2 of one instance returned by function 'illegal_result'" in results[1]["error"]
+    assert "Get illegal result data with type <class 'dict'>" in results[2]["error"]
+    assert results[3]["y"].shape == () and results[3]["y"] == 7
+
+
+def test_batch_functions_results_beyond_the_instances_are_ignored_and_too_few_fail(served):
+    served("values")
+    instances = [{"x": np.array([float(i)], np.float32)} for i in range(3)]
+    extra = Client("", "values", "extra").infer(instances)
+    assert [r["y"].tolist() for r in extra] == [[0.0], [2.0], [4.0]]
+    missing = Client("", "values", "missing").infer(instances)
+    errors = [missing["error"]] if isinstance(missing, dict) else [r["error"] for r in missing]
+    assert all("is not equal to the number 3 of instances provided" in e for e in errors)
+
+
+def test_an_image_sent_as_bytes_is_decoded_in_a_stage_with_pillow(served):
+    pil = pytest.importorskip("PIL.Image")
+    import io
+
+    served("values")
+    buffer = io.BytesIO()
+    pil.new("RGB", (4, 4), (255, 0, 51)).save(buffer, format="PNG")
+    result = Client("", "values", "image").infer([{"png": buffer.getvalue()}])
+    assert isinstance(result, list), result
+    (result,) = result
+    np.testing.assert_allclose(result["y"], [2.0, 1.0, 1.2], rtol=1e-6)

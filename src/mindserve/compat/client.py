@@ -13,6 +13,7 @@ from typing import Any
 
 from mindserve._errors import InstanceError, MindServeError
 from mindserve.compat import server
+from mindserve.compat._tensors import client_value
 
 __all__ = ["Client", "SSLConfig"]
 
@@ -27,11 +28,13 @@ class SSLConfig:
 
 
 def _as_instances(instances: Any) -> list[dict[str, Any]]:
+    """The instances with each value as MindSpore Serving's client sends it (Python
+    numbers as arrays of shape [1]); ``RuntimeError`` for what that client refuses."""
     items = list(instances) if isinstance(instances, (tuple, list)) else [instances]
     for item in items:
         if not isinstance(item, dict):
             raise RuntimeError("instance should be a map")
-    return items
+    return [{name: client_value(value) for name, value in item.items()} for item in items]
 
 
 def _shape(results: list[Any]) -> Any:

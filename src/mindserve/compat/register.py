@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import itertools
 import logging
 import textwrap
 import threading
@@ -27,6 +28,7 @@ from mindserve._define.servable import Servable
 from mindserve._define.stage import Stage
 from mindserve._define.tracing import Placeholder, active_trace
 from mindserve._errors import DefinitionError, MindServeError
+from mindserve.compat._tensors import stage_input, stage_outputs
 
 logger = logging.getLogger("mindserve.compat")
 
@@ -230,20 +232,50 @@ def declare_servable(
 # -- methods and stages ------------------------------------------------------------------
 
 
-def _batch_adapter(function: Callable[..., Any]) -> Callable[..., Any]:
+def _batch_adapter(function: Callable[..., Any], outputs: int, method: str) -> Callable[..., Any]:
     """A MindSpore Serving batch function (a list of instance tuples) as a native batched
-    stage (one list per input)."""
+    stage (one list per input), with its values as MindSpore Serving hands them over.
+
+    Results beyond the instances given are ignored; fewer fail the batch (its instances
+    then run alone, so only those that fail alone fail)."""
+    name = getattr(function, "__name__", "batch_function")
 
     def adapted(*columns: list[Any]) -> Any:
-        return function([tuple(values) for values in zip(*columns)])
+        instances = [tuple(stage_input(v) for v in values) for values in zip(*columns)]
+        returned = function(instances)
+        results = list(itertools.islice(iter(returned), len(instances)))
+        if len(results) < len(instances):
+            raise RuntimeError(
+                f"The number {len(results)} of instances returned by function '{name}' is not equal to "
+                f"the number {len(instances)} of instances provided to this function."
+            )
+        return [stage_outputs(r, outputs, name, method) for r in results]
 
-    adapted.__name__ = getattr(function, "__name__", "batch_function")
-    adapted.__qualname__ = getattr(function, "__qualname__", adapted.__name__)
+    adapted.__name__ = name
+    adapted.__qualname__ = getattr(function, "__qualname__", name)
+    return adapted
+
+
+def _instance_adapter(function: Callable[..., Any], outputs: int, method: str) -> Callable[..., Any]:
+    """A MindSpore Serving stage function run on one instance, with its values as
+    MindSpore Serving hands them over (see :mod:`mindserve.compat._tensors`)."""
+    name = getattr(function, "__name__", "function")
+
+    def adapted(*args: Any) -> Any:
+        return stage_outputs(function(*(stage_input(a) for a in args)), outputs, name, method)
+
+    adapted.__name__ = name
+    adapted.__qualname__ = getattr(function, "__qualname__", name)
     return adapted
 
 
 def _stage_for(
-    loading: _Loading, function: Callable[..., Any], inputs: int, outputs: int, batch_size: int | None
+    loading: _Loading,
+    function: Callable[..., Any],
+    inputs: int,
+    outputs: int,
+    batch_size: int | None,
+    method: str,
 ) -> Stage:
     key = (function, batch_size, outputs)
     stage = loading.stages.get(key)
@@ -259,9 +291,9 @@ def _stage_for(
                 f"function {getattr(function, '__name__', function)} input args count {count} not match the "
                 f"count {inputs} registered in method"
             )
-        body = function
+        body = _instance_adapter(function, outputs, method)
     else:
-        body = _batch_adapter(function)
+        body = _batch_adapter(function, outputs, method)
     base = getattr(function, "__name__", "stage")
     name, n = base, 1
     while name in loading.servable.stages:
@@ -310,7 +342,7 @@ def add_stage(
             isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0
         ):
             raise DefinitionError(f"batch_size must be None or an int >= 0; got {batch_size!r}")
-        return _stage_for(loading, function, len(args), outputs_count, batch_size)(*args)
+        return _stage_for(loading, function, len(args), outputs_count, batch_size, trace.method)(*args)
     raise DefinitionError(
         f"Check failed in method '{trace.method}', the parameter 'stage' of add_stage must be function or "
         f"Model returned by declare_model, now is {type(stage)}"
