@@ -39,10 +39,11 @@ def compat_root(tmp_path_factory):
     for name in ("add", "batchfn", "subgraphs", "legacy", "values"):
         export(Add(), f"{root}/{name}/1/tensor_add.mindir", dynamic((3,)), dynamic((3,)))
     export(Mul(), f"{root}/subgraphs/1/tensor_mul.mindir", dynamic((3,)), dynamic((3,)))
+    export(AddMul(), f"{root}/multi/1/addmul.mindir", dynamic((3,)), dynamic((3,)))
     mlp = MLP(seed=5)
     export(mlp, f"{root}/pipeline/1/mlp.mindir", dynamic((16,)))
     export(Add(), f"{root}/pipeline/1/add10.mindir", dynamic((10,)), dynamic((10,)))
-    del AddMul, ms
+    del ms
     return {"root": str(root), "mlp": mlp}
 
 
@@ -351,3 +352,15 @@ def test_an_image_sent_as_bytes_is_decoded_in_a_stage_with_pillow(served):
     assert isinstance(result, list), result
     (result,) = result
     np.testing.assert_allclose(result["y"], [2.0, 1.0, 1.2], rtol=1e-6)
+
+
+def test_a_model_with_several_outputs_used_through_model_call(served):
+    """Its output count comes from the model file, not from a declaration."""
+    served("multi")
+    x, y = floats(1, 2, 3), floats(10, 20, 30)
+    (result,) = Client("", "multi", "run").infer([{"x": x, "y": y}])
+    assert result["sum"].tolist() == [11, 22, 33] and result["product"].tolist() == [10, 40, 90]
+    (pair,) = Client("", "multi", "batch").infer([{"x": x, "y": y}])
+    assert pair["first"].tolist() == pair["second"].tolist() == [21, 62, 123]
+    empty = Client("", "multi", "empty").infer([{"x": x}])
+    assert "Input instances count is 0" in empty["error"]

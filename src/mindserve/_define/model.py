@@ -79,7 +79,9 @@ class Model:
             raise DefinitionError(
                 f"model '{self.name}': without_batch_dim_inputs only applies when with_batch_dim=True"
             )
-        self.outputs = check_outputs(outputs, f"model '{self.name}'")
+        #: How many outputs it returns (checked on every batch); ``None``: whatever the
+        #: model file gives (mindserve.compat, as MindSpore Serving).
+        self.outputs: int | None = check_outputs(outputs, f"model '{self.name}'")
         if dec_key is not None:
             if self.kind != "mindir":
                 raise DefinitionError(f"model '{self.name}': dec_key only applies to MindIR files")
@@ -117,6 +119,10 @@ class Model:
             raise DefinitionError(
                 f"method '{trace.method}' calls model '{self.name}' with {len(args)} inputs; "
                 f"it was called with {self.inputs} before"
+            )
+        if self.outputs is None:
+            raise DefinitionError(
+                f"method '{trace.method}' calls model '{self.name}', whose output count is not declared"
             )
         result = trace.record(self, "model", args, self.outputs)
         self.inputs = len(args)

@@ -323,7 +323,7 @@ class LoadedModel:
             return Failure(
                 ModelError, f"model '{self.name}' failed: {type(exc).__name__}: {first_line(exc)}", exc
             )
-        if len(outputs) != self.model.outputs:
+        if self.model.outputs is not None and len(outputs) != self.model.outputs:
             return Failure(
                 ModelError,
                 f"model '{self.name}' returned {len(outputs)} outputs; it is declared with "

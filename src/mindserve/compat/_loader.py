@@ -15,7 +15,12 @@ from mindserve._errors import DefinitionError, LoadError
 from mindserve.compat import register
 
 #: The module names a servable_config.py may import register through.
-_SHIMMED = ("mindspore_serving", "mindspore_serving.server", "mindspore_serving.server.register")
+_SHIMMED = (
+    "mindspore_serving",
+    "mindspore_serving.server",
+    "mindspore_serving.server.register",
+    "mindspore_serving.server.register.model",
+)
 _counter = itertools.count()
 
 
@@ -32,6 +37,7 @@ def _shim() -> Iterator[None]:
     package.server = server  # type: ignore[attr-defined]
     sys.modules.update({"mindspore_serving": package, "mindspore_serving.server": server})
     sys.modules["mindspore_serving.server.register"] = register
+    sys.modules["mindspore_serving.server.register.model"] = register.model
     try:
         yield
     finally:

@@ -19,6 +19,7 @@ import inspect
 import itertools
 import logging
 import textwrap
+import types
 import threading
 from collections.abc import Sequence
 from typing import Any, Callable
@@ -156,6 +157,8 @@ class Model:
                 f"for single instance or call([[x1, x2], [x1, x2]]) for multi instances."
             )
         if len(args) == 1 and isinstance(args[0], (tuple, list)):
+            if not args[0]:
+                raise MindServeError(f"Model({self.model_key}).call() failed: Input instances count is 0")
             instances = []
             for instance in args[0]:
                 if not isinstance(instance, (tuple, list)):
@@ -211,6 +214,9 @@ def declare_model(
             dec_mode=loading.dec_mode,
         )
         native.reshape_inputs = True
+        # As in MindSpore Serving, the output count comes from the model file; only a use
+        # through add_stage (which registers outputs_count) checks it.
+        native.outputs = None
         subgraphs.append(native)
     loading.files.update(files)
     model = Model(key, subgraphs)
@@ -437,3 +443,9 @@ def register_method(output_names: str | Sequence[str]) -> Callable[[Callable[...
         return function
 
     return register
+
+
+#: ``register.model``: MindSpore Serving's module of the ``Model`` class, for configs that
+#: name ``register.model.Model``.
+model = types.ModuleType("mindspore_serving.server.register.model")
+model.Model = Model  # type: ignore[attr-defined]
