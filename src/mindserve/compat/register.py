@@ -19,8 +19,8 @@ import inspect
 import itertools
 import logging
 import textwrap
-import types
 import threading
+import types
 from collections.abc import Sequence
 from typing import Any, Callable
 
