@@ -364,3 +364,19 @@ def test_a_model_with_several_outputs_used_through_model_call(served):
     assert pair["first"].tolist() == pair["second"].tolist() == [21, 62, 123]
     empty = Client("", "multi", "empty").infer([{"x": x}])
     assert "Input instances count is 0" in empty["error"]
+
+
+@pytest.mark.parametrize("name", ["..", ".", "../compat", "a/b", ""])
+def test_a_servable_name_cannot_leave_the_servable_directory(compat_root, name):
+    with pytest.raises(LoadError, match="must name a directory inside"):
+        load_servable(compat_root["root"], name)
+
+
+def test_a_model_file_cannot_leave_the_version_directory(tmp_path):
+    (tmp_path / "escape" / "1").mkdir(parents=True)
+    (tmp_path / "escape" / "servable_config.py").write_text(
+        "from mindspore_serving.server import register\n"
+        "model = register.declare_model(model_file='../../x.mindir', model_format='MindIR')\n"
+    )
+    with pytest.raises(LoadError, match="outside the servable's version directory"):
+        load_servable(str(tmp_path), "escape")

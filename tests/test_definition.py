@@ -317,3 +317,17 @@ def test_keyword_only_stage_arguments_are_refused(svc):
 
     with pytest.raises(DefinitionError, match=r"receives keyword-only arguments \['factor'\]"):
         svc.add_method(lambda x: scale(x, factor=x), name="m")
+
+
+@pytest.mark.parametrize("name", ["..", ".", "a\\b"])
+def test_servable_names_that_are_paths_are_refused(name):
+    with pytest.raises(mindserve.DefinitionError, match="servable name"):
+        mindserve.Servable(name)
+
+
+def test_a_relative_model_path_cannot_leave_the_version_directory():
+    svc = mindserve.Servable("s")
+    with pytest.raises(mindserve.DefinitionError, match="must stay inside the version directory"):
+        svc.model("../../elsewhere/x.mindir")
+    assert svc.model("/abs/x.mindir").source == "/abs/x.mindir"  # explicit absolute paths stay allowed
+    assert svc.model("sub/../y.mindir").name == "y"

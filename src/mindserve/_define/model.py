@@ -29,9 +29,13 @@ def is_cell(obj: object) -> bool:
 
 def _model_kind(source: object) -> str:
     if isinstance(source, (str, os.PathLike)):
-        if not os.fspath(source).endswith(".mindir"):
+        path = os.fspath(source)
+        if not path.endswith(".mindir"):
+            raise DefinitionError(f"a model file must be a MindIR file ending in '.mindir'; got {path!r}")
+        if not os.path.isabs(path) and os.path.normpath(path).split(os.sep)[0] == os.pardir:
             raise DefinitionError(
-                f"a model file must be a MindIR file ending in '.mindir'; got {os.fspath(source)!r}"
+                f"a relative model path must stay inside the version directory; got {path!r}. "
+                f"Hint: put the file in the version directory, or give an absolute path."
             )
         return "mindir"
     if is_cell(source):

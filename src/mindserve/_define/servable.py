@@ -41,8 +41,11 @@ class Servable:
     """
 
     def __init__(self, name: str, directory: str | os.PathLike[str] | None = None) -> None:
-        if not isinstance(name, str) or not name or "/" in name:
-            raise DefinitionError(f"a servable name must be a non-empty str without '/'; got {name!r}")
+        if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", ".."):
+            raise DefinitionError(
+                f"a servable name must be a non-empty str without '/' or '\\', and not '.' or '..'; "
+                f"got {name!r}"
+            )
         self.name = name
         self.directory = os.fspath(directory) if directory is not None else None
         self.models: dict[str, Model] = {}

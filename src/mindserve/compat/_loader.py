@@ -62,6 +62,17 @@ def load_servable(
     config are raised as :class:`~mindserve.LoadError` with MindSpore Serving's wording.
     """
     root = os.fspath(servable_directory)
+    if (
+        not isinstance(servable_name, str)
+        or not servable_name
+        or servable_name in (".", "..")
+        or "/" in servable_name
+        or "\\" in servable_name
+    ):
+        raise LoadError(
+            f"servable name {servable_name!r} must name a directory inside {root!r}: not empty, not "
+            f"'.' or '..', without '/' or '\\'"
+        )
     directory = os.path.join(root, servable_name)
     config = os.path.join(directory, "servable_config.py")
     if not os.path.isdir(directory):

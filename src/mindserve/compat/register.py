@@ -18,6 +18,7 @@ import ast
 import inspect
 import itertools
 import logging
+import os
 import textwrap
 import threading
 import types
@@ -197,6 +198,11 @@ def declare_model(
     for name in files:
         if name in loading.files:
             raise DefinitionError(f"The model file '{name}' has already been declared")
+        if os.path.isabs(name) or os.path.normpath(name).split(os.sep)[0] == os.pardir:
+            raise DefinitionError(
+                f"model file '{name}' is outside the servable's version directory; a model file is "
+                f"named relative to it and stays inside it"
+            )
     if options is not None or context is not None or config_file is not None:
         logger.info(
             "servable '%s': declare_model options, context and config_file do not apply in-process; ignored",
