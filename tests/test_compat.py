@@ -380,3 +380,60 @@ def test_a_model_file_cannot_leave_the_version_directory(tmp_path):
     )
     with pytest.raises(LoadError, match="outside the servable's version directory"):
         load_servable(str(tmp_path), "escape")
+
+
+STAGE_REUSE = """
+from mindspore_serving.server import register
+
+def batch(instances):
+    return [x for x, *_ in instances]
+
+def single(x):
+    return x
+
+@register.register_method(output_names=["y"])
+def first(x, y):
+    return register.add_stage({first})
+
+@register.register_method(output_names=["y"])
+def second(x, y):
+    return register.add_stage({second})
+"""
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "message"),
+    [
+        (
+            "batch, x, outputs_count=1, batch_size=2",
+            "batch, x, y, outputs_count=1, batch_size=2",
+            "Stage function 'reuse.batch' inputs count 2 not match last registered count 1, method name 'second'",
+        ),
+        (
+            "batch, x, outputs_count=1, batch_size=2",
+            "batch, x, outputs_count=2, batch_size=2",
+            "Stage function 'reuse.batch' outputs count 2 not match last registered count 1, method name 'second'",
+        ),
+        (
+            "single, x, outputs_count=1",
+            "single, x, outputs_count=1, batch_size=2",
+            "Failed to add stage function reuse.single: parameter 'batch_size' in multiple 'add_stage' should "
+            "be enabled or disabled consistently",
+        ),
+    ],
+)
+def test_one_stage_function_is_used_one_way(tmp_path, first, second, message):
+    (tmp_path / "reuse").mkdir()
+    (tmp_path / "reuse" / "servable_config.py").write_text(STAGE_REUSE.format(first=first, second=second))
+    with pytest.raises(LoadError) as raised:
+        load_servable(str(tmp_path), "reuse")
+    assert message in str(raised.value)
+
+
+def test_one_stage_function_used_the_same_way_twice_is_fine(tmp_path):
+    (tmp_path / "reuse").mkdir()
+    same = "batch, x, outputs_count=1, batch_size=2"
+    (tmp_path / "reuse" / "servable_config.py").write_text(
+        STAGE_REUSE.format(first=same, second=same.replace("2", "4"))
+    )
+    assert set(load_servable(str(tmp_path), "reuse").methods) == {"first", "second"}

@@ -64,6 +64,8 @@ class _Loading:
         self.models: list[Model] = []
         self.files: set[str] = set()
         self.stages: dict[tuple[Any, Any, int], Stage] = {}
+        #: Each stage function's first use: inputs count, outputs count, with batch_size.
+        self.uses: dict[Any, tuple[int, int, bool]] = {}
         #: For the legacy call_* functions: outputs counts read from the method's source.
         self.legacy: dict[str, int] = {}
         self.legacy_called: set[str] = set()
@@ -289,6 +291,7 @@ def _stage_for(
     batch_size: int | None,
     method: str,
 ) -> Stage:
+    _check_use(loading, function, inputs, outputs, batch_size is not None, method)
     key = (function, batch_size, outputs)
     stage = loading.stages.get(key)
     if stage is not None:
@@ -314,6 +317,26 @@ def _stage_for(
     stage = loading.servable.add_stage(body, name=name, batch_size=batch_size, outputs=outputs)
     loading.stages[key] = stage
     return stage
+
+
+def _check_use(
+    loading: _Loading, function: Callable[..., Any], inputs: int, outputs: int, sized: bool, method: str
+) -> None:
+    """MindSpore Serving's rule: one stage function is used with one inputs count, one
+    outputs count, and with or without batch_size, in every method."""
+    first = loading.uses.setdefault(function, (inputs, outputs, sized))
+    name = f"{loading.servable.name}.{getattr(function, '__name__', 'function')}"
+    if first[2] != sized:
+        raise DefinitionError(
+            f"Failed to add stage function {name}: parameter 'batch_size' in multiple 'add_stage' should be "
+            f"enabled or disabled consistently"
+        )
+    for what, count, last in (("inputs", inputs, first[0]), ("outputs", outputs, first[1])):
+        if count != last:
+            raise DefinitionError(
+                f"Stage function '{name}' {what} count {count} not match last registered count {last}, "
+                f"method name '{method}'"
+            )
 
 
 def add_stage(
