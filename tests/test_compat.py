@@ -437,3 +437,89 @@ def test_one_stage_function_used_the_same_way_twice_is_fine(tmp_path):
         STAGE_REUSE.format(first=same, second=same.replace("2", "4"))
     )
     assert set(load_servable(str(tmp_path), "reuse").methods) == {"first", "second"}
+
+
+# -- start configuration, as MindSpore Serving checks it --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"num_parallel_workers": 65}, "Parameter 'num_parallel_workers' should be in range [0,64]"),
+        (
+            {"num_parallel_workers": True},
+            "Parameter 'num_parallel_workers' should be int, but actually <class 'bool'>",
+        ),
+        ({"device_ids": [0, 0]}, "The item value '0' in parameter 'device_ids' should not be repeated"),
+        (
+            {"device_ids": "0"},
+            "Parameter 'device_ids' should be int or tuple/list of int, but actually <class 'str'>",
+        ),
+        ({"device_ids": [1, -1]}, "The item value '-1' in parameter 'device_ids' should be >= 0"),
+        (
+            {"device_type": "tpu"},
+            "Unsupported device type 'tpu', only support 'Ascend', 'GPU', 'CPU' and None, case ignored",
+        ),
+        ({"device_type": ""}, "Parameter 'device_type' should not be empty str"),
+        ({"version_number": -1}, "Parameter 'version_number' should be >= 0"),
+        ({"dec_key": b"abc"}, "Parameter 'dec_key' length 3 expected to be 16, 24 or 32"),
+        ({"dec_key": "0123456789ABCDEF"}, "Parameter 'dec_key' should be bytes, but actually <class 'str'>"),
+        ({"dec_mode": "AES-XTS"}, "Parameter 'dec_mode' expected to be 'AES-GCM' or 'AES-CBC'"),
+    ],
+)
+def test_start_config_parameters_are_checked_as_mindspore_serving_checks_them(compat_root, options, message):
+    with pytest.raises(RuntimeError) as raised:
+        server.ServableStartConfig(compat_root["root"], "add", **options)
+    assert message in str(raised.value)
+
+
+@pytest.mark.parametrize("directory", ["", 5])
+def test_start_config_servable_directory_is_a_non_empty_str(directory):
+    with pytest.raises(RuntimeError, match="Parameter 'servable_directory' should"):
+        server.ServableStartConfig(directory, "add")
+
+
+@pytest.mark.parametrize("device_type", ["None", "none", "NONE", None])
+def test_device_type_none_in_any_case_means_none(compat_root, device_type):
+    assert server.ServableStartConfig(compat_root["root"], "add", device_type=device_type).device_type is None
+
+
+def test_two_configs_of_one_servable_must_agree(compat_root, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(os.path.join(compat_root["root"], "add"), elsewhere / "add")
+    try:
+        with pytest.raises(
+            RuntimeError, match="The servable directory of servable name add is different in multiple"
+        ):
+            server.start_servables(
+                [
+                    server.ServableStartConfig(compat_root["root"], "add"),
+                    server.ServableStartConfig(str(elsewhere), "add"),
+                ]
+            )
+        key = b"0123456789ABCDEF"
+        with pytest.raises(
+            RuntimeError, match="The dec key or dec mode of servable name add is different in multiple"
+        ):
+            server.start_servables(
+                [
+                    server.ServableStartConfig(compat_root["root"], "add", version_number=1),
+                    server.ServableStartConfig(compat_root["root"], "add", version_number=1, dec_key=key),
+                ]
+            )
+        assert server.runtime().status() == []  # nothing started
+    finally:
+        server.stop()
+
+
+def test_a_missing_version_is_a_runtime_error(compat_root):
+    try:
+        with pytest.raises(RuntimeError, match="version 9"):
+            server.start_servables(server.ServableStartConfig(compat_root["root"], "add", version_number=9))
+    finally:
+        server.stop()
+
+
+def test_start_servables_takes_configs(compat_root):
+    with pytest.raises(RuntimeError, match="should be ServableStartConfig"):
+        server.start_servables(["add"])

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from mindserve import Runtime
+from mindserve import LoadError, Runtime, VersionNotFoundError
 from mindserve.compat._loader import load_servable
 
 logger = logging.getLogger("mindserve.compat")
@@ -38,37 +38,93 @@ _lock = threading.Lock()
 _runtime: Runtime | None = None
 
 
-class ServableStartConfig:
-    """Which servable to start, as in MindSpore Serving.
+def _check_str(name: str, value: Any) -> None:
+    if not isinstance(value, str):
+        raise RuntimeError(f"Parameter '{name}' should be str, but actually {type(value)}")
+    if not value:
+        raise RuntimeError(f"Parameter '{name}' should not be empty str")
 
-    With one device id and ``num_parallel_workers`` of 0 or 1, the servable runs in this
-    process. Several ``device_ids`` start one worker process per id; a larger
-    ``num_parallel_workers`` starts that many worker processes, the ids shared out among
-    them in turn (as MindSpore Serving raises it to the number of devices when it is
-    smaller). See docs/workers.md. ``device_type`` picks the device ("CPU", "Ascend", "GPU", or None for Ascend when
-    present, else the CPU); ``dec_key``/``dec_mode`` decrypt its MindIR files.
+
+def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None, item: bool = False) -> None:
+    prefix = f"The item value '{value}' in parameter '{name}'" if item else f"Parameter '{name}'"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RuntimeError(f"{prefix} should be int, but actually {type(value)}")
+    if value < minimum or (maximum is not None and value > maximum):
+        if maximum is not None:
+            raise RuntimeError(f"{prefix} should be in range [{minimum},{maximum}]")
+        raise RuntimeError(f"{prefix} should be >= {minimum}")
+
+
+def _check_ids(name: str, value: Any) -> tuple[int, ...]:
+    """An int or a tuple/list of distinct ints >= 0, as a tuple."""
+    if isinstance(value, int):
+        value = (value,)
+    if not isinstance(value, (tuple, list)):
+        raise RuntimeError(
+            f"Parameter '{name}' should be int or tuple/list of int, but actually {type(value)}"
+        )
+    ids: list[int] = []
+    for item in value:
+        if item in ids:
+            raise RuntimeError(f"The item value '{item}' in parameter '{name}' should not be repeated")
+        _check_int(name, item, 0, item=True)
+        ids.append(item)
+    return tuple(ids)
+
+
+class ServableStartConfig:
+    """Which servable to start, as in MindSpore Serving, with its parameter checks (each
+    bad parameter raises ``RuntimeError`` with MindSpore Serving's wording).
+
+    With at most one device id and ``num_parallel_workers`` of 0 or 1, the servable runs in
+    this process. Several ``device_ids`` start one worker process per id; a larger
+    ``num_parallel_workers`` (0 to 64) starts that many worker processes, the ids shared out
+    among them in turn (as MindSpore Serving raises it to the number of devices when it is
+    smaller). See docs/workers.md. ``device_type`` picks the device ("CPU", "Ascend", "GPU",
+    or None, also spelled "None" in any case: Ascend when present, else the CPU);
+    ``dec_key``/``dec_mode`` decrypt its MindIR files.
     """
 
     def __init__(
         self,
         servable_directory: str,
         servable_name: str,
-        device_ids: int | Sequence[int] | None = 0,
+        device_ids: int | Sequence[int] | None = None,
         version_number: int = 0,
         device_type: str | None = None,
         num_parallel_workers: int = 0,
         dec_key: bytes | None = None,
         dec_mode: str = "AES-GCM",
     ) -> None:
-        if not isinstance(servable_directory, (str, os.PathLike)):
-            raise RuntimeError(f"servable_directory must be a str; got {type(servable_directory).__name__}")
-        if not isinstance(servable_name, str) or not servable_name:
-            raise RuntimeError(f"servable_name must be a non-empty str; got {servable_name!r}")
-        if isinstance(version_number, bool) or not isinstance(version_number, int) or version_number < 0:
-            raise RuntimeError(f"version_number must be an int >= 0; got {version_number!r}")
-        self.servable_directory = os.fspath(servable_directory)
+        if isinstance(servable_directory, os.PathLike):
+            servable_directory = os.fspath(servable_directory)
+        _check_str("servable_directory", servable_directory)
+        _check_str("servable_name", servable_name)
+        _check_int("version_number", version_number, 0)
+        _check_int("num_parallel_workers", num_parallel_workers, 0, 64)
+        if dec_key is not None:
+            if not isinstance(dec_key, bytes):
+                raise RuntimeError(f"Parameter 'dec_key' should be bytes, but actually {type(dec_key)}")
+            if not dec_key:
+                raise RuntimeError("Parameter 'dec_key' should not be empty bytes")
+            if len(dec_key) not in (16, 24, 32):
+                raise RuntimeError(f"Parameter 'dec_key' length {len(dec_key)} expected to be 16, 24 or 32")
+        _check_str("dec_mode", dec_mode)
+        if dec_mode not in ("AES-GCM", "AES-CBC"):
+            raise RuntimeError("Parameter 'dec_mode' expected to be 'AES-GCM' or 'AES-CBC'")
+        ids = _check_ids("device_ids", [] if device_ids is None else device_ids)
+        if device_type is not None:
+            _check_str("device_type", device_type)
+            if device_type.lower() == "none":
+                device_type = None
+            elif device_type.lower() not in ("ascend", "gpu", "cpu"):
+                raise RuntimeError(
+                    f"Unsupported device type '{device_type}', only support 'Ascend', 'GPU', 'CPU' and None, "
+                    f"case ignored"
+                )
+        self.servable_directory = os.path.abspath(servable_directory)
         self.servable_name = servable_name
-        self.device_ids = device_ids
+        self.device_ids = ids
         self.version_number = version_number
         self.device_type = device_type
         self.num_parallel_workers = num_parallel_workers
@@ -85,7 +141,10 @@ def runtime() -> Runtime:
         return _runtime
 
 
-def _start(config: ServableStartConfig) -> None:
+def _start(config: ServableStartConfig, *, replace: bool) -> None:
+    """Start a config's version (``replace``: in place of what runs under its name; else
+    beside it). A version that does not exist is a ``RuntimeError``, as in MindSpore
+    Serving (a :class:`~mindserve.LoadError`)."""
     global _runtime
     with _lock:
         if _runtime is None:
@@ -95,12 +154,18 @@ def _start(config: ServableStartConfig) -> None:
     servable = load_servable(
         config.servable_directory, config.servable_name, dec_key=config.dec_key, dec_mode=config.dec_mode
     )
-    rt.start(servable, version=config.version_number, device_ids=device_ids)
+    try:
+        if replace:
+            rt.start(servable, version=config.version_number, device_ids=device_ids)
+        else:
+            rt.load(servable, version=config.version_number)
+    except VersionNotFoundError as exc:
+        raise LoadError(str(exc)) from exc
 
 
 def _worker_devices(ids: int | Sequence[int] | None, parallel: int) -> list[int] | None:
     """The device id of each worker process, or ``None`` to run in this process."""
-    listed = [0] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+    listed = [0] if ids is None else [ids] if isinstance(ids, int) else list(ids) or [0]
     count = max(len(listed), parallel or 0)
     if count <= 1:
         return None
@@ -108,16 +173,63 @@ def _worker_devices(ids: int | Sequence[int] | None, parallel: int) -> list[int]
 
 
 def start_servables(servable_configs: ServableStartConfig | Sequence[ServableStartConfig]) -> None:
-    """Start one or several servables (``ServableStartConfig``) in this process."""
-    configs = (
-        [servable_configs] if isinstance(servable_configs, ServableStartConfig) else list(servable_configs)
-    )
+    """Start one or several servables (``ServableStartConfig``) in this process.
+
+    As in MindSpore Serving, configs of one servable name must share its directory; configs
+    of one version are merged (device ids joined, the most workers kept) and must share
+    their decryption key and mode; several versions of one servable run side by side."""
+    configs = [servable_configs] if isinstance(servable_configs, ServableStartConfig) else servable_configs
+    if not isinstance(configs, (tuple, list)):
+        raise RuntimeError(
+            f"Parameter '{servable_configs}' should be ServableStartConfig, list or tuple of "
+            f"ServableStartConfig, but actually {type(servable_configs)}"
+        )
     for config in configs:
         if not isinstance(config, ServableStartConfig):
             raise RuntimeError(
-                f"servable_configs must be ServableStartConfig objects; got {type(config).__name__}"
+                f"The item of parameter '{servable_configs}' should be ServableStartConfig, but actually "
+                f"{type(config)}"
             )
-        _start(config)
+    for group in _merged(configs).values():
+        first = True
+        for config in group.values():
+            _start(config, replace=first)
+            first = False
+
+
+def _merged(configs: Sequence[ServableStartConfig]) -> dict[str, dict[int, ServableStartConfig]]:
+    """Configs by servable name, then by version: MindSpore Serving's merge and its checks."""
+    groups: dict[str, dict[int, ServableStartConfig]] = {}
+    directories: dict[str, str] = {}
+    for config in configs:
+        name = config.servable_name
+        known = directories.setdefault(name, config.servable_directory)
+        if known != config.servable_directory:
+            raise RuntimeError(
+                f"The servable directory of servable name {name} is different in multiple configurations, "
+                f"servable directory: {config.servable_directory} and {known}"
+            )
+        versions = groups.setdefault(name, {})
+        last = versions.get(config.version_number)
+        if last is None:
+            versions[config.version_number] = config
+            continue
+        if last.dec_key != config.dec_key or last.dec_mode != config.dec_mode:
+            raise RuntimeError(
+                f"The dec key or dec mode of servable name {name} is different in multiple configurations."
+            )
+        merged = ServableStartConfig(
+            last.servable_directory,
+            name,
+            tuple(dict.fromkeys(last.device_ids + config.device_ids)),
+            config.version_number,
+            last.device_type,
+            max(last.num_parallel_workers, config.num_parallel_workers),
+            last.dec_key,
+            last.dec_mode,
+        )
+        versions[config.version_number] = merged
+    return groups
 
 
 def start_servable_in_master(
@@ -128,7 +240,10 @@ def start_servable_in_master(
     device_id: int = 0,
 ) -> None:
     """MindSpore Serving 1.x's in-master start: same as ``start_servables`` with one config."""
-    _start(ServableStartConfig(servable_directory, servable_name, device_id, version_number, device_type))
+    _start(
+        ServableStartConfig(servable_directory, servable_name, device_id, version_number, device_type),
+        replace=True,
+    )
 
 
 def _no_network(kind: str, address: str) -> None:
