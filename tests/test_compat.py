@@ -337,8 +337,13 @@ def test_batch_functions_results_beyond_the_instances_are_ignored_and_too_few_fa
     extra = Client("", "values", "extra").infer(instances)
     assert [r["y"].tolist() for r in extra] == [[0.0], [2.0], [4.0]]
     missing = Client("", "values", "missing").infer(instances)
-    errors = [missing["error"]] if isinstance(missing, dict) else [r["error"] for r in missing]
-    assert all("is not equal to the number 3 of instances provided" in e for e in errors)
+    # The batch fails; as everywhere in mindserve, its instances then run alone (MindSpore
+    # Serving fails them all at once), and each reports its own run.
+    assert missing["error"].startswith("Call Function 'values.one_too_few' Failed, method: 'missing'")
+    assert (
+        "of instances returned by function 'one_too_few' is not equal to the number 1 of instances"
+        in missing["error"]
+    )
 
 
 def test_an_image_sent_as_bytes_is_decoded_in_a_stage_with_pillow(served):
@@ -523,3 +528,27 @@ def test_a_missing_version_is_a_runtime_error(compat_root):
 def test_start_servables_takes_configs(compat_root):
     with pytest.raises(RuntimeError, match="should be ServableStartConfig"):
         server.start_servables(["add"])
+
+
+# -- errors as MindSpore Serving words and shapes them -------------------------------------------
+
+
+def test_a_failing_stage_is_reported_in_mindspore_serving_words(served):
+    served("values")
+    results = Client("", "values", "failing").infer([{"x": floats(0)}, {"x": floats(1)}])
+    assert results[0]["y"].tolist() == [0.0]
+    assert results[1]["error"].startswith(
+        "Call Function 'values.fails' Failed, method: 'failing', stage index(begin with 1): 1, error msg: bad value"
+    )
+    tagged = Client("", "values", "failing_tagged").infer([{"x": floats(1, 2, 3)}])
+    assert tagged["error"].startswith(
+        "Call Check Failed, method: 'failing_tagged', stage index(begin with 1): 2, error msg: bad value"
+    )
+
+
+def test_when_every_instance_fails_the_same_way_the_reply_is_one_error(served):
+    served("values")
+    same = Client("", "values", "failing").infer([{"x": floats(1)}, {"x": floats(2)}])
+    assert isinstance(same, dict) and same["error"].endswith("error msg: bad value")
+    different = Client("", "values", "illegal").infer([{"x": floats(0)}, {"x": floats(2)}])
+    assert isinstance(different, list) and all("error" in r for r in different)

@@ -14,6 +14,7 @@ from typing import Any
 from mindserve._errors import InstanceError, MindServeError
 from mindserve.compat import server
 from mindserve.compat._tensors import client_value
+from mindserve.compat.register import StageCallFailed
 
 __all__ = ["Client", "SSLConfig"]
 
@@ -37,10 +38,23 @@ def _as_instances(instances: Any) -> list[dict[str, Any]]:
     return [{name: client_value(value) for name, value in item.items()} for item in items]
 
 
+def _message(error: InstanceError) -> str:
+    """An instance's error as MindSpore Serving words it: a failed stage function's own
+    message (``Call Function '...' Failed, ...``), else mindserve's."""
+    cause = error.__cause__
+    if isinstance(cause, StageCallFailed):
+        return str(cause)
+    return error.detail
+
+
 def _shape(results: list[Any]) -> Any:
-    converted = [{"error": r.detail} if isinstance(r, InstanceError) else r for r in results]
-    if len(converted) == 1 and "error" in converted[0] and isinstance(results[0], InstanceError):
-        return converted[0]
+    """MindSpore Serving's reply: one dict per instance, ``{"error": ...}`` for a failed one;
+    a single ``{"error": ...}`` when every instance failed the same way."""
+    converted = [{"error": _message(r)} if isinstance(r, InstanceError) else r for r in results]
+    if converted and all(isinstance(r, InstanceError) for r in results):
+        first = converted[0]["error"]
+        if all(c["error"] == first for c in converted):
+            return converted[0]
     return converted
 
 

@@ -63,7 +63,8 @@ class _Loading:
         self.dec_mode = dec_mode
         self.models: list[Model] = []
         self.files: set[str] = set()
-        self.stages: dict[tuple[Any, Any, int], Stage] = {}
+        #: Stages added so far in each method (MindSpore Serving numbers them from 1).
+        self.stage_counts: dict[str, int] = {}
         #: Each stage function's first use: inputs count, outputs count, with batch_size.
         self.uses: dict[Any, tuple[int, int, bool]] = {}
         #: For the legacy call_* functions: outputs counts read from the method's source.
@@ -246,6 +247,27 @@ def declare_servable(
 # -- methods and stages ------------------------------------------------------------------
 
 
+class StageCallFailed(RuntimeError):
+    """A stage function failed; the message is MindSpore Serving's: ``Call <tag> Failed,
+    method: '<method>', stage index(begin with 1): <n>, error msg: <error>``."""
+
+
+def _reported(call: Callable[..., Any], tag: str, method: str, index: int) -> Callable[..., Any]:
+    """``call``, whose failures are worded as MindSpore Serving words them."""
+
+    def reported(*args: Any) -> Any:
+        try:
+            return call(*args)
+        except Exception as exc:
+            raise StageCallFailed(
+                f"Call {tag} Failed, method: '{method}', stage index(begin with 1): {index}, error msg: {exc}"
+            ) from exc
+
+    reported.__name__ = getattr(call, "__name__", "stage")
+    reported.__qualname__ = getattr(call, "__qualname__", reported.__name__)
+    return reported
+
+
 def _batch_adapter(function: Callable[..., Any], outputs: int, method: str) -> Callable[..., Any]:
     """A MindSpore Serving batch function (a list of instance tuples) as a native batched
     stage (one list per input), with its values as MindSpore Serving hands them over.
@@ -290,12 +312,11 @@ def _stage_for(
     outputs: int,
     batch_size: int | None,
     method: str,
+    tag: str | None,
 ) -> Stage:
+    """A native stage for one use of a stage function (each use has its own stage index
+    and tag in MindSpore Serving's error messages)."""
     _check_use(loading, function, inputs, outputs, batch_size is not None, method)
-    key = (function, batch_size, outputs)
-    stage = loading.stages.get(key)
-    if stage is not None:
-        return stage
     if batch_size is None:
         try:
             count = len(inspect.signature(function).parameters)
@@ -310,13 +331,14 @@ def _stage_for(
     else:
         body = _batch_adapter(function, outputs, method)
     base = getattr(function, "__name__", "stage")
+    index = loading.stage_counts.get(method, 0)
+    label = tag if tag is not None else f"Function '{loading.servable.name}.{base}'"
+    body = _reported(body, label, method, index)
     name, n = base, 1
     while name in loading.servable.stages:
         n += 1
         name = f"{base}_{n}"
-    stage = loading.servable.add_stage(body, name=name, batch_size=batch_size, outputs=outputs)
-    loading.stages[key] = stage
-    return stage
+    return loading.servable.add_stage(body, name=name, batch_size=batch_size, outputs=outputs)
 
 
 def _check_use(
@@ -357,6 +379,9 @@ def add_stage(
             )
     if isinstance(outputs_count, bool) or not isinstance(outputs_count, int) or outputs_count < 1:
         raise DefinitionError(f"outputs_count must be an int >= 1; got {outputs_count!r}")
+    if tag is not None and (not isinstance(tag, str) or not tag):
+        raise DefinitionError(f"Parameter 'tag' should be a non-empty str, but actually {tag!r}")
+    loading.stage_counts[trace.method] = loading.stage_counts.get(trace.method, 0) + 1
     if isinstance(stage, Model):
         if stage not in loading.models:
             raise DefinitionError(
@@ -377,7 +402,7 @@ def add_stage(
             isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0
         ):
             raise DefinitionError(f"batch_size must be None or an int >= 0; got {batch_size!r}")
-        return _stage_for(loading, function, len(args), outputs_count, batch_size, trace.method)(*args)
+        return _stage_for(loading, function, len(args), outputs_count, batch_size, trace.method, tag)(*args)
     raise DefinitionError(
         f"Check failed in method '{trace.method}', the parameter 'stage' of add_stage must be function or "
         f"Model returned by declare_model, now is {type(stage)}"
@@ -425,10 +450,12 @@ def _legacy_outputs(loading: _Loading, name: str) -> int:
 
 
 def _legacy_stage(name: str, batch: bool) -> Callable[..., Any]:
+    tag = "Preprocess" if "preprocess" in name else "Postprocess"
+
     def call(function: Callable[..., Any], *args: Any) -> Any:
         loading = _loading(name)
         outputs = _legacy_outputs(loading, name)
-        return add_stage(function, *args, outputs_count=outputs, batch_size=1 if batch else None)
+        return add_stage(function, *args, outputs_count=outputs, batch_size=0 if batch else None, tag=tag)
 
     call.__name__ = name
     call.__doc__ = f"Deprecated MindSpore Serving interface; use add_stage. ({name})"

@@ -60,3 +60,20 @@ def image(png):
     mean = register.add_stage(decode, png, outputs_count=1)
     bias = register.add_stage(ones, mean, outputs_count=1)
     return register.add_stage(model, mean, bias, outputs_count=1)
+
+
+def fails(x):
+    if x[0] > 0:
+        raise ValueError("bad value")
+    return x
+
+
+@register.register_method(output_names=["y"])
+def failing(x):
+    return register.add_stage(fails, x, outputs_count=1)
+
+
+@register.register_method(output_names=["y"])
+def failing_tagged(x):
+    y = register.add_stage(model, x, x, outputs_count=1)
+    return register.add_stage(fails, y, outputs_count=1, tag="Check")
