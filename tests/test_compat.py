@@ -552,3 +552,47 @@ def test_when_every_instance_fails_the_same_way_the_reply_is_one_error(served):
     assert isinstance(same, dict) and same["error"].endswith("error msg: bad value")
     different = Client("", "values", "illegal").infer([{"x": floats(0)}, {"x": floats(2)}])
     assert isinstance(different, list) and all("error" in r for r in different)
+
+
+def test_set_max_enqueued_requests_limits_requests_in_flight(served):
+    import threading
+    import time
+
+    from mindserve.compat.server.master import context
+
+    gate = threading.Event()
+    svc = mindserve.Servable("gated")
+
+    @svc.stage
+    def held(x):
+        gate.wait(30)
+        return x
+
+    svc.add_method(lambda x: held(x), name="run")
+    server.runtime().start(svc)
+    client = Client("", "gated", "run")
+    context.set_max_enqueued_requests(1)
+    try:
+        first = client.infer_async({"x": floats(1)})
+        assert client.infer({"x": floats(2)}) == {
+            "error": "Serving Error: enqueued requests count exceeds the limit 1"
+        }
+        gate.set()
+        assert first.result()[0]["output"].tolist() == [1.0]
+        deadline = time.monotonic() + 10  # the first request leaves just after its result
+        while isinstance(client.infer({"x": floats(3)}), dict) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert client.infer({"x": floats(3)})[0]["output"].tolist() == [3.0]
+    finally:
+        context.set_max_enqueued_requests(10000)
+        gate.set()
+    for bad, message in ((0, "should be >= 1"), (True, "should be int"), ("5", "should be int")):
+        with pytest.raises(RuntimeError, match=message):
+            server.master.context.set_max_enqueued_requests(bad)
+
+
+def test_ssl_config_is_accepted_by_the_server_module():
+    config = server.SSLConfig(
+        certificate="cert.pem", private_key="key.pem", custom_ca=None, verify_client=False
+    )
+    server.start_grpc_server("127.0.0.1:5500", ssl_config=config)

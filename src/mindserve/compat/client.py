@@ -12,7 +12,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from mindserve._errors import InstanceError, MindServeError
-from mindserve.compat import server
+from mindserve.compat import _master_context, server
 from mindserve.compat._tensors import client_value
 from mindserve.compat.register import StageCallFailed
 
@@ -107,16 +107,34 @@ class Client:
 
     def _call(self, instances: Any, wait: bool) -> _AsyncResult:
         items = _as_instances(instances)
+        full = _master_context.enter()
+        if full is not None:
+            return _AsyncResult(None, {"error": full})
         rt = server.runtime()
-        call = rt.infer if wait else rt.infer_async
         try:
-            outcome = call(
-                self.servable_name,
-                self.method_name,
-                items,
-                version=self.version_number,
-                return_exceptions=True,
-            )
+            if wait:
+                outcome: Future[Any] | list[Any] = rt.infer(
+                    self.servable_name,
+                    self.method_name,
+                    items,
+                    version=self.version_number,
+                    return_exceptions=True,
+                )
+            else:
+                outcome = rt.infer_async(
+                    self.servable_name,
+                    self.method_name,
+                    items,
+                    version=self.version_number,
+                    return_exceptions=True,
+                )
+                outcome.add_done_callback(lambda _: _master_context.leave())
         except MindServeError as exc:
+            _master_context.leave()
             return _AsyncResult(None, {"error": str(exc)})
+        except BaseException:
+            _master_context.leave()
+            raise
+        if wait:
+            _master_context.leave()
         return _AsyncResult(outcome)

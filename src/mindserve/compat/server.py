@@ -15,17 +15,22 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
+import types
 from collections.abc import Sequence
 from typing import Any
 
 from mindserve import LoadError, Runtime, VersionNotFoundError
+from mindserve.compat import _master_context
 from mindserve.compat._loader import load_servable
 
 logger = logging.getLogger("mindserve.compat")
 
 __all__ = [
+    "SSLConfig",
     "ServableStartConfig",
+    "master",
     "runtime",
     "start_grpc_server",
     "start_restful_server",
@@ -272,3 +277,26 @@ def stop() -> None:
         rt, _runtime = _runtime, None
     if rt is not None:
         rt.close()
+
+
+class SSLConfig:
+    """Accepted for compatibility, as the servers are: there is no network to encrypt."""
+
+    def __init__(
+        self,
+        certificate: Any = None,
+        private_key: Any = None,
+        custom_ca: Any = None,
+        verify_client: bool = False,
+    ) -> None:
+        self.certificate = certificate
+        self.private_key = private_key
+        self.custom_ca = custom_ca
+        self.verify_client = verify_client
+
+
+#: ``server.master.context.set_max_enqueued_requests``, as in MindSpore Serving.
+master = types.ModuleType("mindserve.compat.server.master")
+master.context = _master_context  # type: ignore[attr-defined]
+sys.modules.setdefault(master.__name__, master)
+sys.modules.setdefault(f"{master.__name__}.context", _master_context)
