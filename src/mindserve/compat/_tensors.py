@@ -80,8 +80,8 @@ def stage_output(value: Any) -> Any:
         return np.array(value, np.float64)
     if isinstance(value, (np.ndarray, np.number)):
         array = np.asarray(value)
-        if array.dtype in TENSOR_DTYPES:
-            return np.ascontiguousarray(array)
+        if array.dtype in TENSOR_DTYPES:  # (ascontiguousarray would make a 0-d array 1-d)
+            return array if array.flags.c_contiguous else np.ascontiguousarray(array)
     raise RuntimeError(f"Get illegal result data with type {type(value)}")
 
 
