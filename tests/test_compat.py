@@ -597,3 +597,73 @@ def test_ssl_config_is_accepted_by_the_server_module():
         certificate="cert.pem", private_key="key.pem", custom_ca=None, verify_client=False
     )
     server.start_grpc_server("127.0.0.1:5500", ssl_config=config)
+
+
+# -- model contexts and device infos: readable, checked as MindSpore Serving checks them ----------
+
+
+def test_contexts_and_device_infos_are_readable():
+    from mindserve.compat import register
+
+    context = register.Context(thread_num=4, thread_affinity_core_list=[0, 1], enable_parallel=True)
+    cpu = register.CPUDeviceInfo(precision_mode="fp16")
+    ascend = register.AscendDeviceInfo(input_format="NCHW", precision_mode="allow_mix_precision")
+    context.append_device_info(cpu)
+    context.append_device_info(ascend)
+    assert (context.model_context.thread_num, context.model_context.enable_parallel) == (4, 1)
+    assert context.model_context.thread_affinity_core_list == [0, 1]
+    assert cpu.context_map == {"precision_mode": "fp16", "device_type": "cpu"}
+    assert ascend.context_map == {
+        "input_format": "NCHW",
+        "precision_mode": "allow_mix_precision",
+        "device_type": "ascend",
+    }
+    assert context.model_context.device_list == [cpu.context_map, ascend.context_map]
+    assert register.GpuOptions(precision_mode="origin").context.model_context.device_list == [
+        {"precision_mode": "origin", "device_type": "gpu"}
+    ]
+    assert register.AclOptions(op_select_impl_mode="high_precision").context.device_types == ["ascend"]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda r: r.Context(threads=2), "Set context failed, unsupported option threads"),
+        (lambda r: r.Context(thread_num=0), "Parameter 'thread_num' should be >= 1"),
+        (lambda r: r.Context(enable_parallel=1), "Parameter 'enable_parallel' should be bool"),
+        (
+            lambda r: r.Context(thread_affinity_core_list=[1, 1]),
+            "The item value '1' in parameter 'thread_affinity_core_list' should not be repeated",
+        ),
+        (
+            lambda r: r.CPUDeviceInfo(precision_mode="int8"),
+            "Cpu device info 'precision_mode' can only be 'origin', 'fp16'. given 'int8'",
+        ),
+        (lambda r: r.GPUDeviceInfo(mode="fp16"), "Set gpu device info failed, unsupported option mode"),
+        (
+            lambda r: r.AscendDeviceInfo(input_format="XY"),
+            "Ascend device info 'input_format' can only be 'ND', 'NCHW', 'NHWC', 'CHWN', 'NC1HWC0', or 'NHWC1C0', actually given 'XY'",
+        ),
+        (lambda r: r.AscendDeviceInfo(insert_op_cfg_path=3), "Parameter 'insert_op_cfg_path' should be str"),
+        (lambda r: r.AscendDeviceInfo(aipp="x"), "Set ascend device info failed, unsupported parameter aipp"),
+        (
+            lambda r: r.Context().append_device_info("cpu"),
+            "Parameter 'device_info' should instance of CPUDeviceInfo",
+        ),
+    ],
+)
+def test_bad_contexts_and_device_infos_are_refused_in_mindspore_serving_words(make, message):
+    from mindserve.compat import register
+
+    with pytest.raises(RuntimeError) as raised:
+        make(register)
+    assert message in str(raised.value)
+
+
+def test_a_device_type_is_appended_once():
+    from mindserve.compat import register
+
+    context = register.Context()
+    context.append_device_info(register.CPUDeviceInfo())
+    with pytest.raises(RuntimeError, match="Device info of type cpu has already been appended"):
+        context.append_device_info(register.CPUDeviceInfo(precision_mode="fp16"))

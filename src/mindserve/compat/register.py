@@ -30,6 +30,14 @@ from mindserve._define.servable import Servable
 from mindserve._define.stage import Stage
 from mindserve._define.tracing import Placeholder, active_trace
 from mindserve._errors import DefinitionError, MindServeError
+from mindserve.compat._device_context import (
+    AclOptions,
+    AscendDeviceInfo,
+    Context,
+    CPUDeviceInfo,
+    GPUDeviceInfo,
+    GpuOptions,
+)
 from mindserve.compat._tensors import stage_input, stage_outputs
 
 logger = logging.getLogger("mindserve.compat")
@@ -85,46 +93,7 @@ def _loading(what: str) -> _Loading:
     return _current
 
 
-# -- device contexts and options: accepted, and ignored where they do not apply here ------
-
-
-class _Accepted:
-    """Accepts any options; mindserve runs on the device the runtime chose."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.args = args
-        self.kwargs = kwargs
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.kwargs})"
-
-
-class Context(_Accepted):
-    """Accepted for compatibility; thread and affinity settings do not apply in-process."""
-
-    def append_device_info(self, device_info: Any) -> None:
-        self.kwargs.setdefault("device_info", []).append(device_info)
-
-
-class CPUDeviceInfo(_Accepted):
-    """Accepted for compatibility; ignored."""
-
-
-class GPUDeviceInfo(_Accepted):
-    """Accepted for compatibility; ignored."""
-
-
-class AscendDeviceInfo(_Accepted):
-    """Accepted for compatibility; ignored."""
-
-
-class AclOptions(_Accepted):
-    """Accepted for compatibility (deprecated in MindSpore Serving); ignored."""
-
-
-class GpuOptions(_Accepted):
-    """Accepted for compatibility (deprecated in MindSpore Serving); ignored."""
-
+# -- device contexts and options: readable, checked, not applied (see _device_context) ----
 
 # -- models ------------------------------------------------------------------------------
 
