@@ -667,3 +667,68 @@ def test_a_device_type_is_appended_once():
     context.append_device_info(register.CPUDeviceInfo())
     with pytest.raises(RuntimeError, match="Device info of type cpu has already been appended"):
         context.append_device_info(register.CPUDeviceInfo(precision_mode="fp16"))
+
+
+# -- the legacy call_preprocess / call_servable / call_postprocess rules ------------------------
+
+LEGACY = """
+import numpy as np
+from mindspore_serving.server import register
+
+model = register.declare_model(model_file="tensor_add.mindir", model_format="MindIR")
+
+def pre(x1, x2):
+    return x1, x2
+
+def post(y):
+    return y
+
+@register.register_method(output_names=["y"])
+def method(x1, x2):
+{body}
+"""
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            "    x1, x2 = register.call_preprocess(pre, x1, x2)\n    x1, x2 = register.call_preprocess_pipeline(pre, x1, x2)\n"
+            "    y = register.call_servable(x1, x2)\n    return y",
+            "Check failed in method 'method', call_preprocess or call_preprocess_pipeline should not be invoked more than once",
+        ),
+        (
+            "    y = register.call_servable(x1, x2)\n    x1, x2 = register.call_preprocess(pre, x1, x2)\n    return y",
+            "Check failed in method 'method', call_servable should be invoked after call_preprocess",
+        ),
+        (
+            "    y = register.call_servable(x1, x2)\n    y = register.call_postprocess(post, y)\n"
+            "    z = register.call_servable(x1, x2)\n    return y",
+            "Check failed in method 'method', call_servable should not be invoked more than once",
+        ),
+        (
+            "    y = register.call_servable(x1, x2)\n    y = register.call_postprocess(post, y)\n"
+            "    y = register.call_postprocess_pipeline(post, y)\n    return y",
+            "call_postprocess or call_postprocess_pipeline should not be invoked more than once",
+        ),
+        (
+            "    x1, x2 = register.call_preprocess(pre, x1, x2)\n    return x1",
+            "Not find the invoke of 'call_servable'",
+        ),
+        (
+            "    y = register.call_servable(x1, x2)\n    if True:\n        y = register.call_postprocess(post, y)\n    return y",
+            "Failed to parse method 'method', complex statements such as conditions and loops are not supported in "
+            "register_method when the interface 'call_servable' is used",
+        ),
+        (
+            "    y = register.call_servable(x1, x2)\n    z = np.add(y, 1)\n    return y",
+            "complex statements such as conditions and loops are not supported",
+        ),
+    ],
+)
+def test_legacy_calls_follow_mindspore_servings_rules(tmp_path, body, message):
+    (tmp_path / "legacy" / "1").mkdir(parents=True)
+    (tmp_path / "legacy" / "servable_config.py").write_text(LEGACY.format(body=body))
+    with pytest.raises(LoadError) as raised:
+        load_servable(str(tmp_path), "legacy")
+    assert message in str(raised.value)
