@@ -97,10 +97,20 @@ def test_errors_come_back_per_instance_and_per_request(served):
     )
     assert results[0]["y"].tolist() == [2, 4, 6]
     assert set(results[1]) == {"error"} and "expected 3 float32 elements" in results[1]["error"]
+    assert results[1]["error"].startswith("Given model input 0 size 8 not match the size 12 defined in model")
     single = client.infer({"x1": np.zeros(3, np.int32), "x2": np.zeros(3, np.int32)})
     assert set(single) == {"error"} and "float32" in single["error"]
-    assert "no method 'nope'" in Client("", "add", "nope").infer({"x1": 1})["error"]
-    assert "no servable named 'missing'" in Client("", "missing", "m").infer({"x1": 1})["error"]
+    assert single["error"].startswith("Given model input 0 data type int32 not match the data type float32")
+    nope = Client("", "add", "nope").infer({"x1": 1})["error"]
+    assert (
+        nope.startswith("Request servable(add) method(nope) , method is not available")
+        and "no method 'nope'" in nope
+    )
+    missing = Client("", "missing", "m").infer({"x1": 1})["error"]
+    assert missing.startswith("Request servable(missing) method(m) , servable is not available")
+    assert "no servable named 'missing'" in missing
+    old = Client("", "add", "add_common", version_number=7).infer({"x1": 1})["error"]
+    assert old.startswith("Request servable(add) method(add_common)  version(7) , servable is not available")
     with pytest.raises(RuntimeError, match="instance should be a map"):
         client.infer([[1, 2]])
 

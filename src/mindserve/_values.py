@@ -194,3 +194,23 @@ def check_instance(instance: Any, method: Method) -> Failure | None:
         if problem is not None:
             return Failure(InvalidInputError, f"input '{name}' must be {problem}")
     return None
+
+
+def serving_input_error(position: int, value: Any, spec: TensorSpec | None) -> str:
+    """How MindSpore Serving words a model input that does not fit: its byte size first,
+    then its data type (for ``mindserve.compat``)."""
+    try:
+        array = np.asarray(value)
+    except Exception:
+        array = None
+    if spec is None or spec.dtype is None or None in spec.shape or array is None or array.dtype == object:
+        return f"Given model input {position} does not match the input defined in model"
+    expected = int(np.prod(spec.shape, dtype=np.int64)) * spec.dtype.itemsize  # type: ignore[arg-type]
+    if array.nbytes != expected:
+        return (
+            f"Given model input {position} size {array.nbytes} not match the size {expected} defined in model"
+        )
+    return (
+        f"Given model input {position} data type {array.dtype} not match the data type {spec.dtype} "
+        f"defined in model"
+    )

@@ -28,7 +28,7 @@ from mindserve._errors import InvalidInputError, LoadError, ModelError
 from mindserve._execution.local import Backend
 from mindserve._execution.mindspore import first_line
 from mindserve._observe.observer import ObserverHub
-from mindserve._values import TensorSpec, to_model_input
+from mindserve._values import TensorSpec, serving_input_error, to_model_input
 
 logger = logging.getLogger("mindserve")
 
@@ -278,7 +278,10 @@ class LoadedModel:
             array, problem = to_model_input(value, spec, self.model.reshape_inputs)
             if problem is not None:
                 source = f" ({labels[position]})" if labels else ""
-                return Failure(InvalidInputError, f"model '{self.name}' input {position}{source}: {problem}")
+                detail = f"model '{self.name}' input {position}{source}: {problem}"
+                if self.model.reshape_inputs:  # mindserve.compat: MindSpore Serving's words first
+                    detail = f"{serving_input_error(position, value, spec)}. {detail}"
+                return Failure(InvalidInputError, detail)
             assert array is not None
             converted.append(array)
         return tuple(converted)

@@ -11,7 +11,13 @@ from __future__ import annotations
 from concurrent.futures import Future
 from typing import Any
 
-from mindserve._errors import InstanceError, MindServeError
+from mindserve._errors import (
+    InstanceError,
+    MethodNotFoundError,
+    MindServeError,
+    ServableNotFoundError,
+    VersionNotFoundError,
+)
 from mindserve.compat import _master_context, server
 from mindserve.compat._tensors import client_value
 from mindserve.compat.register import StageCallFailed
@@ -97,6 +103,17 @@ class Client:
         self.method_name = method_name
         self.version_number = version_number
 
+    def _request_error(self, exc: MindServeError) -> str:
+        """A whole request's error, MindSpore Serving's words first for a servable, version or
+        method that is not running."""
+        version = f" version({self.version_number}) " if self.version_number > 0 else ""
+        request = f"Request servable({self.servable_name}) method({self.method_name}) {version}"
+        if isinstance(exc, (ServableNotFoundError, VersionNotFoundError)):
+            return f"{request}, servable is not available. {exc}"
+        if isinstance(exc, MethodNotFoundError):
+            return f"{request}, method is not available. {exc}"
+        return str(exc)
+
     def infer(self, instances: Any) -> Any:
         """Run the method on one instance (a dict) or a list of them."""
         return self._call(instances, wait=True).result()
@@ -131,7 +148,7 @@ class Client:
                 outcome.add_done_callback(lambda _: _master_context.leave())
         except MindServeError as exc:
             _master_context.leave()
-            return _AsyncResult(None, {"error": str(exc)})
+            return _AsyncResult(None, {"error": self._request_error(exc)})
         except BaseException:
             _master_context.leave()
             raise
