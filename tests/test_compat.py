@@ -380,6 +380,8 @@ def test_a_model_with_several_outputs_used_through_model_call(served):
     assert pair["first"].tolist() == pair["second"].tolist() == [21, 62, 123]
     empty = Client("", "multi", "empty").infer([{"x": x}])
     assert "Input instances count is 0" in empty["error"]
+    short = Client("", "multi", "short").infer([{"x": x}])
+    assert "error msg: Given model inputs size 1 less than model inputs size 2" in short["error"]
 
 
 @pytest.mark.parametrize("name", ["..", ".", "../compat", "a/b", ""])

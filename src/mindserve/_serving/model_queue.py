@@ -268,10 +268,10 @@ class LoadedModel:
         self, values: tuple[Any, ...], labels: Sequence[str] | None
     ) -> tuple[np.ndarray, ...] | Failure:
         if self.n_inputs is not None and len(values) != self.n_inputs:
-            return Failure(
-                InvalidInputError,
-                f"model '{self.name}' takes {self.n_inputs} inputs; got {len(values)}",
-            )
+            detail = f"model '{self.name}' takes {self.n_inputs} inputs; got {len(values)}"
+            if self.model.reshape_inputs and len(values) < self.n_inputs:  # compat: MindSpore Serving's words
+                detail = f"Given model inputs size {len(values)} less than model inputs size {self.n_inputs}. {detail}"
+            return Failure(InvalidInputError, detail)
         converted: list[np.ndarray] = []
         for position, value in enumerate(values):
             spec = self.instance_specs[position] if self.instance_specs else None

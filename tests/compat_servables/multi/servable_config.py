@@ -31,3 +31,12 @@ def batch(x, y):
 @register.register_method(output_names=["y"])
 def empty(x):
     return register.add_stage(nothing, x, outputs_count=1)
+
+
+def too_few(x):
+    return model.call(x)
+
+
+@register.register_method(output_names=["y"])
+def short(x):
+    return register.add_stage(too_few, x, outputs_count=1)
