@@ -744,3 +744,43 @@ def test_legacy_calls_follow_mindspore_servings_rules(tmp_path, body, message):
     with pytest.raises(LoadError) as raised:
         load_servable(str(tmp_path), "legacy")
     assert message in str(raised.value)
+
+
+COUNTS = """
+from mindspore_serving.server import register
+
+model = register.declare_model(model_file="addmul.mindir", model_format="MindIR")
+
+@register.register_method(output_names=["y"])
+def method(x, y):
+{body}
+"""
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            "    return register.add_stage(model, x, y, outputs_count=1)",
+            "The outputs count 1 in register_method not equal to the count 2 defined in model, model info: "
+            "addmul.mindir, subgraph: 0",
+        ),
+        (
+            "    a, b = register.add_stage(model, x, outputs_count=2)\n    return a",
+            "The inputs count 1 in register_method not equal to the count 2 defined in model, model info: "
+            "addmul.mindir, subgraph: 0",
+        ),
+    ],
+)
+def test_model_input_and_output_counts_are_checked_at_start_in_mindspore_servings_words(
+    compat_root, tmp_path, body, message
+):
+    (tmp_path / "counts" / "1").mkdir(parents=True)
+    shutil.copy(os.path.join(compat_root["root"], "multi", "1", "addmul.mindir"), tmp_path / "counts" / "1")
+    (tmp_path / "counts" / "servable_config.py").write_text(COUNTS.format(body=body))
+    try:
+        with pytest.raises(LoadError) as raised:
+            server.start_servables(server.ServableStartConfig(str(tmp_path), "counts"))
+        assert message in str(raised.value)
+    finally:
+        server.stop()

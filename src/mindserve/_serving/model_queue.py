@@ -83,8 +83,8 @@ class LoadedModel:
         model, specs = self.model, self.backend.input_specs
         if specs is not None and model.inputs is not None and len(specs) != model.inputs:
             raise LoadError(
-                f"{self.where}: model '{model.name}' takes {len(specs)} inputs, but a method "
-                f"calls it with {model.inputs}"
+                f"{self._serving_count('inputs', model.inputs, len(specs))}{self.where}: model '{model.name}' "
+                f"takes {len(specs)} inputs, but a method calls it with {model.inputs}"
             )
         if model.with_batch_dim and specs is not None:
             bad = [i for i in model.without_batch_dim_inputs if i >= len(specs)]
@@ -99,6 +99,17 @@ class LoadedModel:
                     f"dimension. Hint: declare it with with_batch_dim=False or list the input "
                     f"in without_batch_dim_inputs."
                 )
+
+    def _serving_count(self, what: str, registered: int, actual: int) -> str:
+        """For mindserve.compat, MindSpore Serving's words for a count that differs from the
+        model's (a prefix; empty for native servables)."""
+        if not self.model.reshape_inputs:
+            return ""
+        key, _, subgraph = self.name.rpartition("#") if "#" in self.name else (self.name, "", "0")
+        return (
+            f"The {what} count {registered} in register_method not equal to the count {actual} defined in "
+            f"model, model info: {key}, subgraph: {subgraph}. "
+        )
 
     def _resolve_batching(self) -> Batching:
         """The effective batching: explicit options, else defaults from the batch dimension."""
@@ -329,8 +340,8 @@ class LoadedModel:
         if self.model.outputs is not None and len(outputs) != self.model.outputs:
             return Failure(
                 ModelError,
-                f"model '{self.name}' returned {len(outputs)} outputs; it is declared with "
-                f"outputs={self.model.outputs}",
+                f"{self._serving_count('outputs', self.model.outputs, len(outputs))}model '{self.name}' "
+                f"returned {len(outputs)} outputs; it is declared with outputs={self.model.outputs}",
             )
         if not with_batch_dim:
             return [tuple(np.asarray(o) for o in outputs)]
