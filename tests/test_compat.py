@@ -784,3 +784,51 @@ def test_model_input_and_output_counts_are_checked_at_start_in_mindspore_serving
         assert message in str(raised.value)
     finally:
         server.stop()
+
+
+DECLARE = """
+from mindspore_serving.server import register
+model = register.declare_model({arguments})
+"""
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (
+            "model_file=5, model_format='MindIR'",
+            "Parameter 'model_file' should be str or tuple/list of str, but actually <class 'int'>",
+        ),
+        (
+            "model_file=['a.mindir', ''], model_format='MindIR'",
+            "The item of parameter 'model_file' should not be empty str",
+        ),
+        (
+            "model_file=['a.mindir', 'a.mindir'], model_format='MindIR'",
+            "The item value 'a.mindir' in parameter 'model_file' should not be repeated",
+        ),
+        ("model_file=[], model_format='MindIR'", "Declare model failed, model files size cannot be 0"),
+        (
+            "model_file='a.mindir', model_format='onnx'",
+            "model format can only be OM, MindIR or MindIR_Lite, case ignored",
+        ),
+        (
+            "model_file='a.mindir', model_format='MindIR', with_batch_dim=1",
+            "Parameter 'with_batch_dim' should be bool, but actually <class 'int'>",
+        ),
+        (
+            "model_file='a.mindir', model_format='MindIR', context='cpu'",
+            "Parameter 'context' should be Context, but gotten <class 'str'>",
+        ),
+        (
+            "model_file='a.mindir', model_format='MindIR', options=1",
+            "Parameter 'options' should be None, GpuOptions or AclOptions, but gotten <class 'int'>",
+        ),
+    ],
+)
+def test_declare_model_checks_its_arguments_in_mindspore_servings_words(tmp_path, arguments, message):
+    (tmp_path / "declared").mkdir()
+    (tmp_path / "declared" / "servable_config.py").write_text(DECLARE.format(arguments=arguments))
+    with pytest.raises(LoadError) as raised:
+        load_servable(str(tmp_path), "declared")
+    assert message in str(raised.value)

@@ -144,6 +144,26 @@ class Model:
         return native.call(*args)
 
 
+def _str_list(name: str, value: Any) -> list[str]:
+    """A str or a tuple/list of distinct non-empty strs, as a list (MindSpore Serving's check)."""
+    if isinstance(value, str):
+        value = (value,)
+    if not isinstance(value, (tuple, list)):
+        raise DefinitionError(
+            f"Parameter '{name}' should be str or tuple/list of str, but actually {type(value)}"
+        )
+    items: list[str] = []
+    for item in value:
+        if not isinstance(item, str):
+            raise DefinitionError(f"The item of parameter '{name}' should be str, but actually {type(item)}")
+        if not item:
+            raise DefinitionError(f"The item of parameter '{name}' should not be empty str")
+        if item in items:
+            raise DefinitionError(f"The item value '{item}' in parameter '{name}' should not be repeated")
+        items.append(item)
+    return items
+
+
 def declare_model(
     model_file: str | Sequence[str],
     model_format: str,
@@ -155,18 +175,32 @@ def declare_model(
 ) -> Model:
     """Declare a model of the servable being loaded (a list of files: one model, several subgraphs)."""
     loading = _loading("declare_model")
-    files = [model_file] if isinstance(model_file, str) else list(model_file)
-    if not files or not all(isinstance(f, str) and f for f in files):
-        raise DefinitionError(f"model_file must be a file name or a list of them; got {model_file!r}")
-    if not isinstance(model_format, str) or model_format.lower() not in ("mindir", "om", "mindir_opt"):
-        raise DefinitionError("model format can only be OM, MindIR or MindIR_Opt, case ignored")
+    if not isinstance(with_batch_dim, bool):
+        raise DefinitionError(
+            f"Parameter 'with_batch_dim' should be bool, but actually {type(with_batch_dim)}"
+        )
+    files = _str_list("model_file", model_file)
+    if not files:
+        raise DefinitionError("Declare model failed, model files size cannot be 0")
+    if not isinstance(model_format, str):
+        raise DefinitionError(f"Parameter 'model_format' should be str, but actually {type(model_format)}")
+    if model_format.lower() not in ("om", "mindir", "mindir_opt", "mindir_lite"):
+        raise DefinitionError("model format can only be OM, MindIR or MindIR_Lite, case ignored")
     if model_format.lower() != "mindir":
         raise DefinitionError(
             f"model format {model_format} needs MindSpore Lite or Ascend ACL, which mindserve does not use; "
             f"export the model as MindIR"
         )
-    if not isinstance(with_batch_dim, bool):
-        raise DefinitionError(f"with_batch_dim must be a bool; got {with_batch_dim!r}")
+    if context is not None and not isinstance(context, Context):
+        raise DefinitionError(f"Parameter 'context' should be Context, but gotten {type(context)}")
+    if options is not None and not isinstance(options, (GpuOptions, AclOptions)):
+        raise DefinitionError(
+            f"Parameter 'options' should be None, GpuOptions or AclOptions, but gotten {type(options)}"
+        )
+    if config_file is not None and (not isinstance(config_file, str) or not config_file):
+        raise DefinitionError(
+            f"Parameter 'config_file' should be a non-empty str, but actually {config_file!r}"
+        )
     for name in files:
         if name in loading.files:
             raise DefinitionError(f"The model file '{name}' has already been declared")
