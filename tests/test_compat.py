@@ -832,3 +832,45 @@ def test_declare_model_checks_its_arguments_in_mindspore_servings_words(tmp_path
     with pytest.raises(LoadError) as raised:
         load_servable(str(tmp_path), "declared")
     assert message in str(raised.value)
+
+
+REGISTER = """
+from mindspore_serving.server import register
+
+def identity(x):
+    return x
+
+@register.register_method(output_names={names})
+def method({parameters}):
+    return {returned}
+"""
+
+
+@pytest.mark.parametrize(
+    ("names", "parameters", "returned", "message"),
+    [
+        ("['y', 'y']", "x", "x", "The item value 'y' in parameter 'output_names' should not be repeated"),
+        (
+            "5",
+            "x",
+            "x",
+            "Parameter 'output_names' should be str or tuple/list of str, but actually <class 'int'>",
+        ),
+        ("['y']", "*x", "x", "'method' input x cannot be VAR_POSITIONAL !"),
+        ("['y']", "**x", "x", "'method' input x cannot be VAR_KEYWORD !"),
+        (
+            "['y', 'z']",
+            "x",
+            "register.add_stage(identity, x, outputs_count=1)",
+            "Method return output size 1 not match registered 2",
+        ),
+    ],
+)
+def test_register_method_checks_in_mindspore_servings_words(tmp_path, names, parameters, returned, message):
+    (tmp_path / "registered").mkdir()
+    (tmp_path / "registered" / "servable_config.py").write_text(
+        REGISTER.format(names=names, parameters=parameters, returned=returned)
+    )
+    with pytest.raises(LoadError) as raised:
+        load_servable(str(tmp_path), "registered")
+    assert message in str(raised.value)

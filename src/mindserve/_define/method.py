@@ -83,10 +83,12 @@ def _returned_refs(
         if declared is None:
             declared = ("output",) if len(values) == 1 else tuple(f"output_{i}" for i in range(len(values)))
         if len(values) != len(declared):
-            raise DefinitionError(
+            error = DefinitionError(
                 f"method '{name}' returns {len(values)} values but declares "
                 f"{len(declared)} outputs {list(declared)}"
             )
+            error.returned = len(values)  # type: ignore[attr-defined]  # for mindserve.compat's wording
+            raise error
         names = declared
     for output, value in zip(names, values):
         if not isinstance(value, Placeholder) or value.trace is not record:

@@ -536,18 +536,33 @@ def call_servable(*args: Any) -> Any:
 
 def register_method(output_names: str | Sequence[str]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: define a method of the servable being loaded, with these output names."""
-    names = [output_names] if isinstance(output_names, str) else list(output_names)
+    names = _str_list("output_names", output_names)
+    kinds = {
+        inspect.Parameter.VAR_POSITIONAL: "VAR_POSITIONAL",
+        inspect.Parameter.VAR_KEYWORD: "VAR_KEYWORD",
+        inspect.Parameter.KEYWORD_ONLY: "KEYWORD_ONLY",
+    }
 
     def register(function: Callable[..., Any]) -> Callable[..., Any]:
         loading = _loading("register_method")
         for param in inspect.signature(function).parameters.values():
-            if param.kind == param.KEYWORD_ONLY:
-                raise DefinitionError(f"'{function.__name__}' input {param.name} cannot be KEYWORD_ONLY !")
+            if param.kind in kinds:
+                raise DefinitionError(
+                    f"'{function.__name__}' input {param.name} cannot be {kinds[param.kind]} !"
+                )
         if function.__name__ in loading.servable.methods:
             raise DefinitionError(f"Method {function.__name__} has been registered more than once.")
         loading.legacy = _legacy_meta(function)
         loading.legacy_called = set()
-        loading.servable.add_method(function, outputs=names)
+        try:
+            loading.servable.add_method(function, outputs=names)
+        except DefinitionError as exc:
+            returned = getattr(exc, "returned", None)  # set when the count differs
+            if returned is None:
+                raise
+            raise DefinitionError(
+                f"Method return output size {returned} not match registered {len(names)}. {exc}"
+            ) from exc
         return function
 
     return register
