@@ -100,7 +100,9 @@ def test_errors_come_back_per_instance_and_per_request(served):
     assert results[1]["error"].startswith("Given model input 0 size 8 not match the size 12 defined in model")
     single = client.infer({"x1": np.zeros(3, np.int32), "x2": np.zeros(3, np.int32)})
     assert set(single) == {"error"} and "float32" in single["error"]
-    assert single["error"].startswith("Given model input 0 data type int32 not match the data type float32")
+    assert single["error"].startswith(
+        "Given model input 0 data type kMSI_Int32 not match the data type kMSI_Float32"
+    )
     nope = Client("", "add", "nope").infer({"x1": 1})["error"]
     assert (
         nope.startswith("Request servable(add) method(nope) , method is not available")
@@ -241,10 +243,10 @@ def test_config_errors_are_load_errors(tmp_path, config, match):
 
 
 def test_missing_directory_config_version(tmp_path, rt):
-    with pytest.raises(LoadError, match=r"the directory .* does not exist"):
+    with pytest.raises(LoadError, match=r"directory '.*nothing' not exist"):
         load_servable(str(tmp_path), "nothing")
     (tmp_path / "noconfig").mkdir()
-    with pytest.raises(LoadError, match=r"servable_config\.py' does not exist"):
+    with pytest.raises(LoadError, match=r"servable_config\.py' not exist"):
         load_servable(str(tmp_path), "noconfig")
     config = (
         HEADER
@@ -381,7 +383,20 @@ def test_a_model_with_several_outputs_used_through_model_call(served):
     empty = Client("", "multi", "empty").infer([{"x": x}])
     assert "Input instances count is 0" in empty["error"]
     short = Client("", "multi", "short").infer([{"x": x}])
-    assert "error msg: Given model inputs size 1 less than model inputs size 2" in short["error"]
+    assert (
+        "error msg: Model(addmul.mindir).call() failed: The inputs count 1 of instance 0 is not equal to the "
+        "inputs count 2 of the model" in short["error"]
+    )
+    beyond = Client("", "multi", "beyond").infer([{"x": x, "y": y}])
+    assert (
+        "Model(addmul.mindir, subgraph=1).call() failed: The model does not have subgraph of index 1, the subgraph "
+        "count of the model is 1" in beyond["error"]
+    )
+    wrong = Client("", "multi", "wrong_size").infer([{"x": x, "y": y}])
+    assert (
+        "Model(addmul.mindir).call() failed: Given model input 0 size 8 not match the size 12"
+        in wrong["error"]
+    )
 
 
 @pytest.mark.parametrize("name", ["..", ".", "../compat", "a/b", ""])
@@ -874,3 +889,57 @@ def test_register_method_checks_in_mindspore_servings_words(tmp_path, names, par
     with pytest.raises(LoadError) as raised:
         load_servable(str(tmp_path), "registered")
     assert message in str(raised.value)
+
+
+def test_a_config_directory_or_file_that_is_missing_is_reported_in_mindspore_servings_words(tmp_path):
+    with pytest.raises(
+        LoadError, match=r"Check servable config failed, directory '.*nothing' not exist, servable "
+    ):
+        load_servable(str(tmp_path), "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(
+        LoadError, match=r"Check servable config failed, file '.*servable_config.py' not exist, "
+    ):
+        load_servable(str(tmp_path), "empty")
+
+
+def test_a_method_returning_something_else_than_placeholders_is_refused_in_mindspore_servings_words(tmp_path):
+    (tmp_path / "returns").mkdir()
+    (tmp_path / "returns" / "servable_config.py").write_text(
+        REGISTER.format(names="['y']", parameters="x", returned="1")
+    )
+    with pytest.raises(
+        LoadError, match="Each value returned is a placeholder for data and must come from the method"
+    ):
+        load_servable(str(tmp_path), "returns")
+
+
+def test_a_model_used_with_other_counts_is_refused_in_mindspore_servings_words(tmp_path, compat_root):
+    (tmp_path / "counts" / "1").mkdir(parents=True)
+    body = "    a = register.add_stage(model, x, y, outputs_count=2)\n    b = register.add_stage(model, x, outputs_count=2)\n    return a"
+    (tmp_path / "counts" / "servable_config.py").write_text(COUNTS.format(body=body))
+    with pytest.raises(
+        LoadError,
+        match="RegisterInputOutputInfo failed, inputs count 1 not match old count 2, model: addmul.mindir",
+    ):
+        load_servable(str(tmp_path), "counts")
+    body = "    a = register.add_stage(model, x, y, outputs_count=2)\n    b = register.add_stage(model, x, y, outputs_count=3)\n    return a"
+    (tmp_path / "counts" / "servable_config.py").write_text(COUNTS.format(body=body))
+    with pytest.raises(
+        LoadError,
+        match="RegisterInputOutputInfo failed, outputs count 3 not match old count 2, model: addmul.mindir",
+    ):
+        load_servable(str(tmp_path), "counts")
+
+
+def test_add_stage_batch_size_is_checked_in_mindspore_servings_words(tmp_path):
+    (tmp_path / "sized").mkdir()
+    (tmp_path / "sized" / "servable_config.py").write_text(
+        REGISTER.format(
+            names="['y']",
+            parameters="x",
+            returned="register.add_stage(identity, x, outputs_count=1, batch_size=-1)",
+        )
+    )
+    with pytest.raises(LoadError, match="Parameter 'batch_size' should be >= 0"):
+        load_servable(str(tmp_path), "sized")

@@ -211,6 +211,15 @@ def serving_input_error(position: int, value: Any, spec: TensorSpec | None) -> s
             f"Given model input {position} size {array.nbytes} not match the size {expected} defined in model"
         )
     return (
-        f"Given model input {position} data type {array.dtype} not match the data type {spec.dtype} "
-        f"defined in model"
+        f"Given model input {position} data type {_serving_type(array.dtype)} not match the data type "
+        f"{_serving_type(spec.dtype)} defined in model"
     )
+
+
+def _serving_type(dtype: np.dtype) -> str:
+    """MindSpore Serving's name of a data type: ``kMSI_Float32``."""
+    names = {"b": "Bool", "i": "Int", "u": "Uint", "f": "Float"}
+    if dtype.kind not in names:
+        return "kMSI_Unknown"
+    bits = "" if dtype.kind == "b" else str(dtype.itemsize * 8)
+    return f"kMSI_{names[dtype.kind]}{bits}"

@@ -92,10 +92,12 @@ def _returned_refs(
         names = declared
     for output, value in zip(names, values):
         if not isinstance(value, Placeholder) or value.trace is not record:
-            raise DefinitionError(
+            error = DefinitionError(
                 f"method '{name}' returns {_describe(value)} for output '{output}'; a method must "
                 f"return method inputs or outputs of its stages and models"
             )
+            error.not_placeholder = True  # type: ignore[attr-defined]  # for mindserve.compat's wording
+            raise error
     return names, tuple(v.ref for v in values)
 
 

@@ -76,9 +76,15 @@ def load_servable(
     directory = os.path.join(root, servable_name)
     config = os.path.join(directory, "servable_config.py")
     if not os.path.isdir(directory):
-        raise LoadError(f"Check servable directory failed: the directory {directory!r} does not exist")
+        raise LoadError(
+            f"Check servable config failed, directory '{directory}' not exist, servable directory '{root}', "
+            f"servable name '{servable_name}'"
+        )
     if not os.path.isfile(config):
-        raise LoadError(f"Check servable config failed: {config!r} does not exist")
+        raise LoadError(
+            f"Check servable config failed, file '{config}' not exist,  servable directory '{root}', "
+            f"servable name '{servable_name}'"
+        )
     servable = Servable(servable_name, directory=directory)
     spec = importlib.util.spec_from_file_location(
         f"mindserve_compat_{servable_name}_{next(_counter)}", config

@@ -25,6 +25,7 @@ import types
 from collections.abc import Sequence
 from typing import Any, Callable
 
+from mindserve._calls import current_step
 from mindserve._define.model import Model as NativeModel
 from mindserve._define.servable import Servable
 from mindserve._define.stage import Stage
@@ -108,40 +109,60 @@ class Model:
     def __repr__(self) -> str:
         return f"Model({self.model_key!r})"
 
-    def _subgraph(self, subgraph: int) -> NativeModel:
-        if (
-            isinstance(subgraph, bool)
-            or not isinstance(subgraph, int)
-            or not 0 <= subgraph < len(self.subgraphs)
-        ):
-            raise MindServeError(
-                f"Model({self.model_key}).call() failed: subgraph must be an int in "
-                f"[0, {len(self.subgraphs)}); got {subgraph!r}"
-            )
-        return self.subgraphs[subgraph]
-
     def call(self, *args: Any, subgraph: int = 0) -> Any:
         """Run the model from a stage: ``call(x1, x2)`` for one instance (its outputs),
-        ``call([[x1, x2], (x3, x4)])`` for several (a list of output tuples)."""
-        native = self._subgraph(subgraph)
+        ``call([[x1, x2], (x3, x4)])`` for several (a list of output tuples). Failures raise
+        ``RuntimeError`` in MindSpore Serving's words (``Model(<key>).call() failed: ...``)."""
+        if isinstance(subgraph, bool) or not isinstance(subgraph, int):
+            raise RuntimeError(f"Parameter 'subgraph' should be int, but actually {type(subgraph)}")
+        if subgraph < 0:
+            raise RuntimeError("Parameter 'subgraph' should be >= 0")
+        python_label = f"Model({self.model_key}{f' ,subgraph={subgraph}' if subgraph else ''}).call()"
+        label = f"Model({self.model_key}{f', subgraph={subgraph}' if subgraph else ''}).call()"
         if not args:
-            raise MindServeError(
-                f"Model({self.model_key}).call() failed: no inputs provided, the inputs can be call(x1, x2) "
-                f"for single instance or call([[x1, x2], [x1, x2]]) for multi instances."
+            raise RuntimeError(
+                f"{python_label} failed: no inputs provided, the inputs can be call(x1, x2) for single instance "
+                f"or call([[x1, x2], [x1, x2]]) for multi instances."
             )
-        if len(args) == 1 and isinstance(args[0], (tuple, list)):
-            if not args[0]:
-                raise MindServeError(f"Model({self.model_key}).call() failed: Input instances count is 0")
-            instances = []
-            for instance in args[0]:
-                if not isinstance(instance, (tuple, list)):
-                    raise MindServeError(
-                        f"Model({self.model_key}).call() failed: inputs format invalid, the inputs can be "
-                        f"call(x1, x2) for single instance or call([[x1, x2], [x1, x2]]) for multi instances."
-                    )
-                instances.append(tuple(instance))
-            return native.call_many(instances)
-        return native.call(*args)
+        several = len(args) == 1 and isinstance(args[0], (tuple, list))
+        if several:
+            if any(not isinstance(instance, (tuple, list)) for instance in args[0]):
+                raise RuntimeError(
+                    f"{python_label} failed: inputs format invalid, the inputs can be call(x1, x2) for single "
+                    f"instance or  call([[x1, x2], [x1, x2]]) for multi instances."
+                )
+            instances = [tuple(instance) for instance in args[0]]
+        else:
+            instances = [tuple(args)]
+        if subgraph >= len(self.subgraphs):
+            raise RuntimeError(
+                f"{label} failed: The model does not have subgraph of index {subgraph}, the subgraph count of the "
+                f"model is {len(self.subgraphs)}"
+            )
+        native = self.subgraphs[subgraph]
+        if not instances:
+            raise RuntimeError(f"{label} failed: Input instances count is 0")
+        expected = _inputs_count(native)
+        for index, instance in enumerate(instances):
+            if expected is not None and len(instance) != expected:
+                raise RuntimeError(
+                    f"{label} failed: The inputs count {len(instance)} of instance {index} is not equal to the "
+                    f"inputs count {expected} of the model"
+                )
+        try:
+            outputs = native.call_many(instances)
+        except MindServeError as exc:
+            raise RuntimeError(f"{label} failed: {getattr(exc, 'detail', exc)}") from exc
+        if several:
+            return outputs
+        return outputs[0][0] if len(outputs[0]) == 1 else outputs[0]
+
+
+def _inputs_count(native: NativeModel) -> int | None:
+    """How many inputs the running version's copy of ``native`` takes (None if unknown)."""
+    step = current_step()
+    loaded = step.loaded.models.get(native.name) if step is not None else None
+    return loaded.n_inputs if loaded is not None else native.inputs
 
 
 def _str_list(name: str, value: Any) -> list[str]:
@@ -392,19 +413,26 @@ def add_stage(
                 f"or Model returned by declare_model"
             )
         native = stage.subgraphs[0]
-        if native.inputs is not None and native.outputs != outputs_count:
-            raise DefinitionError(
-                f"model '{stage.model_key}' is used with outputs_count {outputs_count} here and "
-                f"{native.outputs} before"
-            )
+        for what, count, old in (
+            ("inputs", len(args), native.inputs),
+            ("outputs", outputs_count, native.outputs),
+        ):
+            if native.inputs is not None and old != count:  # used through add_stage before
+                raise DefinitionError(
+                    f"RegisterInputOutputInfo failed, {what} count {count} not match old count {old}, "
+                    f"model: {stage.model_key}"
+                )
         native.outputs = outputs_count
         return native(*args)
     if inspect.isfunction(stage) or inspect.ismethod(stage) or isinstance(stage, Stage):
         function = stage.function if isinstance(stage, Stage) else stage
-        if batch_size is not None and (
-            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0
-        ):
-            raise DefinitionError(f"batch_size must be None or an int >= 0; got {batch_size!r}")
+        if batch_size is not None:
+            if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+                raise DefinitionError(
+                    f"Parameter 'batch_size' should be int, but actually {type(batch_size)}"
+                )
+            if batch_size < 0:
+                raise DefinitionError("Parameter 'batch_size' should be >= 0")
         return _stage_for(loading, function, len(args), outputs_count, batch_size, trace.method, tag)(*args)
     raise DefinitionError(
         f"Check failed in method '{trace.method}', the parameter 'stage' of add_stage must be function or "
@@ -557,6 +585,11 @@ def register_method(output_names: str | Sequence[str]) -> Callable[[Callable[...
         try:
             loading.servable.add_method(function, outputs=names)
         except DefinitionError as exc:
+            if getattr(exc, "not_placeholder", False):
+                raise DefinitionError(
+                    f"Each value returned is a placeholder for data and must come from the method inputs or the "
+                    f"outputs of add_stage. {exc}"
+                ) from exc
             returned = getattr(exc, "returned", None)  # set when the count differs
             if returned is None:
                 raise

@@ -40,3 +40,21 @@ def too_few(x):
 @register.register_method(output_names=["y"])
 def short(x):
     return register.add_stage(too_few, x, outputs_count=1)
+
+
+def past_the_end(x, y):
+    return model.call(x, y, subgraph=1)
+
+
+@register.register_method(output_names=["y"])
+def beyond(x, y):
+    return register.add_stage(past_the_end, x, y, outputs_count=1)
+
+
+def too_short(x, y):
+    return model.call(x[:2], y)[0]
+
+
+@register.register_method(output_names=["y"])
+def wrong_size(x, y):
+    return register.add_stage(too_short, x, y, outputs_count=1)
