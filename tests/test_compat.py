@@ -920,14 +920,14 @@ def test_a_model_used_with_other_counts_is_refused_in_mindspore_servings_words(t
     (tmp_path / "counts" / "servable_config.py").write_text(COUNTS.format(body=body))
     with pytest.raises(
         LoadError,
-        match="RegisterInputOutputInfo failed, inputs count 1 not match old count 2, model: addmul.mindir",
+        match=r"RegisterInputOutputInfo failed, inputs count 1 not match old count 2, model: addmul\.mindir",
     ):
         load_servable(str(tmp_path), "counts")
     body = "    a = register.add_stage(model, x, y, outputs_count=2)\n    b = register.add_stage(model, x, y, outputs_count=3)\n    return a"
     (tmp_path / "counts" / "servable_config.py").write_text(COUNTS.format(body=body))
     with pytest.raises(
         LoadError,
-        match="RegisterInputOutputInfo failed, outputs count 3 not match old count 2, model: addmul.mindir",
+        match=r"RegisterInputOutputInfo failed, outputs count 3 not match old count 2, model: addmul\.mindir",
     ):
         load_servable(str(tmp_path), "counts")
 
