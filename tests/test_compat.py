@@ -943,3 +943,33 @@ def test_add_stage_batch_size_is_checked_in_mindspore_servings_words(tmp_path):
     )
     with pytest.raises(LoadError, match="Parameter 'batch_size' should be >= 0"):
         load_servable(str(tmp_path), "sized")
+
+
+def test_start_failures_are_worded_as_mindspore_serving_words_them(compat_root, tmp_path):
+    shutil.copytree(os.path.join(compat_root["root"], "add"), tmp_path / "add")
+    try:
+        with pytest.raises(LoadError) as raised:
+            server.start_servables(server.ServableStartConfig(str(tmp_path), "add", version_number=2))
+        assert "There is no specified version directory of models, specified version number: 2" in str(
+            raised.value
+        )
+        shutil.rmtree(tmp_path / "add" / "1")
+        with pytest.raises(LoadError) as raised:
+            server.start_servables(server.ServableStartConfig(str(tmp_path), "add"))
+        assert "There is no valid version directory of models" in str(raised.value)
+        (tmp_path / "add" / "1").mkdir()
+        with pytest.raises(LoadError) as raised:
+            server.start_servables(server.ServableStartConfig(str(tmp_path), "add"))
+        assert str(raised.value).startswith("Load model failed, servable directory: ")
+        assert "tensor_add.mindir" in str(raised.value)
+    finally:
+        server.stop()
+
+
+def test_a_config_without_methods_is_worded_as_mindspore_serving_words_it(tmp_path):
+    (tmp_path / "nomethod").mkdir()
+    (tmp_path / "nomethod" / "servable_config.py").write_text(
+        "from mindspore_serving.server import register\n"
+    )
+    with pytest.raises(LoadError, match="There is no method registered for servable"):
+        load_servable(str(tmp_path), "nomethod")

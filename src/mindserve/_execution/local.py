@@ -101,7 +101,9 @@ def open_backend(
         return NetworkBackend(model.source)
     path = model_path(model, version_dir)
     if not os.path.isfile(path):
-        raise LoadError(f"{where}: model '{model.name}': file {path!r} does not exist")
+        missing = LoadError(f"{where}: model '{model.name}': file {path!r} does not exist")
+        missing.model_file = path  # type: ignore[attr-defined]  # for mindserve.compat's wording
+        raise missing
     _mindspore.use_device(*device)
     try:
         network = _mindspore.load_mindir(path, model.dec_key, model.dec_mode)
@@ -111,9 +113,11 @@ def open_backend(
             if model.dec_key is not None
             else " Hint: is it a complete MindIR file, exported by mindspore.export?"
         )
-        raise LoadError(
+        failed = LoadError(
             f"{where}: model '{model.name}': MindSpore cannot load {path!r}: "
             f"{_mindspore.first_line(exc)}.{hint}"
-        ) from exc
+        )
+        failed.model_file = path  # type: ignore[attr-defined]  # for mindserve.compat's wording
+        raise failed from exc
     specs = _mindspore.read_mindir_signature(path, model.dec_key, model.dec_mode)
     return NetworkBackend(network, specs)

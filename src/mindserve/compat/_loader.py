@@ -109,6 +109,7 @@ def load_servable(
                 sys.path.remove(directory)
     if not servable.methods:
         raise LoadError(
-            f"servable '{servable_name}': {config} registers no method (register.register_method)"
+            f"There is no method registered for servable: servable '{servable_name}': {config} registers no "
+            f"method (register.register_method)"
         )
     return servable

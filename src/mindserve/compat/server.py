@@ -165,7 +165,36 @@ def _start(config: ServableStartConfig, *, replace: bool) -> None:
         else:
             rt.load(servable, version=config.version_number)
     except VersionNotFoundError as exc:
-        raise LoadError(str(exc)) from exc
+        raise LoadError(_version_words(config, exc)) from exc
+    except LoadError as exc:
+        model_file = getattr(exc, "model_file", None) or getattr(exc.__cause__, "model_file", None)
+        if model_file is None:
+            raise
+        raise LoadError(
+            f"Load model failed, servable directory: '{config.servable_directory}', servable name: "
+            f"'{config.servable_name}', model file: '{os.path.basename(model_file)}', version number "
+            f"{config.version_number}, load error details: {exc}"
+        ) from exc
+
+
+def _version_words(config: ServableStartConfig, exc: Exception) -> str:
+    """A missing version in MindSpore Serving's words, mindserve's detail after."""
+    where = os.path.join(config.servable_directory, config.servable_name)
+    has_versions = os.path.isdir(where) and any(
+        name.isascii() and name.isdigit() and os.path.isdir(os.path.join(where, name))
+        for name in os.listdir(where)
+    )
+    if not has_versions:
+        return (
+            f"There is no valid version directory of models while there are models declared in "
+            f"servable_config.py, servable directory: {config.servable_directory}, servable name: "
+            f"{config.servable_name}. {exc}"
+        )
+    return (
+        f"Start servable failed: There is no specified version directory of models, specified version number: "
+        f"{config.version_number}, servable directory: '{config.servable_directory}', servable name: "
+        f"'{config.servable_name}'. {exc}"
+    )
 
 
 def _worker_devices(ids: int | Sequence[int] | None, parallel: int) -> list[int] | None:
