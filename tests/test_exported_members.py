@@ -43,3 +43,14 @@ def test_import_does_not_import_mindspore():
     code = "import sys, mindserve; print('mindspore' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_exported_classes_show_their_public_home():
+    """Tracebacks and reprs say mindserve.InvalidInputError, not mindserve._errors...."""
+    for name in mindserve.__all__:
+        value = getattr(mindserve, name)
+        if isinstance(value, type):
+            assert value.__module__ == "mindserve", (name, value.__module__)
+    assert repr(mindserve.Batching()).startswith("Batching(")
+    error = mindserve.InvalidInputError("bad")
+    assert f"{type(error).__module__}.{type(error).__qualname__}" == "mindserve.InvalidInputError"

@@ -288,3 +288,56 @@ def _capture(call):
         return call()
     except Exception as exc:
         return exc
+
+
+# -- the watcher never dies ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("odd", ["²", "①", "٣", "03", "0", "-1", "1.5"])
+def test_only_ascii_digit_names_are_version_directories(tmp_path, odd):
+    """Python counts '²' as a digit and int() rejects it; '٣' is a digit int() accepts."""
+    from mindserve._serving.versions import list_versions
+
+    (tmp_path / "1").mkdir()
+    (tmp_path / odd).mkdir()
+    assert list_versions(str(tmp_path)) == [1]
+
+
+def test_start_and_watch_ignore_oddly_named_directories(rt, tmp_path):
+    root = tmp_path / "odd"
+    for name in ("1", "²", "①"):
+        (root / name).mkdir(parents=True)
+        (root / name / "weights.bin").write_bytes(b"1")
+    info = rt.start(versioned(str(root), name="odd"), watch=True, poll_interval=0.02)
+    assert info.version == 1
+    (root / "2").mkdir()
+    (root / "2" / "weights.bin").write_bytes(b"2")
+    wait_until(lambda: rt.servable_status("odd").default_version == 2)
+    assert rt.servable_status("odd").watching
+
+
+def test_the_watcher_survives_unexpected_errors_and_reports_them(tmp_path, caplog):
+    root = tmp_path / "svc"
+    (root / "2").mkdir(parents=True)
+    (root / "2" / "m.bin").write_bytes(b"x")
+    attempts, errors = [], []
+
+    def load(version):
+        attempts.append(version)
+        if len(attempts) == 1:
+            raise RuntimeError("something nobody expected")
+
+    watcher = Watcher(str(root), 0.02, lambda: 1, load, on_error=lambda v, e: errors.append((v, e)))
+    watcher.start()
+    try:
+        wait_until(lambda: errors)
+        assert errors[0][0] == 2 and "something nobody expected" in str(errors[0][1])
+        assert watcher.alive
+        (root / "2" / "m.bin").write_bytes(b"changed")  # tried again once it changes
+        wait_until(lambda: len(attempts) == 2)
+        assert watcher.alive
+    finally:
+        watcher.stop()
+        watcher.join(5)
+    assert not watcher.alive
+    assert any("something nobody expected" in r.getMessage() for r in caplog.records)

@@ -2,6 +2,7 @@
 
 import os
 import threading
+import time
 
 import pytest
 
@@ -187,3 +188,41 @@ def test_stop_lets_running_requests_finish(rt):
     assert results == [[{"output": 5}]]
     with pytest.raises(ServableNotFoundError):
         rt.infer("slow", "m", [{"x": 5}])
+
+
+def test_a_library_logs_nothing_unless_the_application_configures_logging(tmp_path):
+    """A NullHandler on the 'mindserve' logger: no last-resort printing of a failed load."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "quiet.py"
+    script.write_text(
+        "import mindserve\n"
+        f"svc = mindserve.Servable('s', directory=r'{tmp_path}')\n"
+        "svc.model('missing.mindir')\n"
+        "svc.add_method(lambda x: x, name='m')\n"
+        "try:\n"
+        "    mindserve.Runtime().start(svc)\n"
+        "except mindserve.MindServeError as exc:\n"
+        "    print('raised', type(exc).__name__)\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip().startswith("raised")
+    assert "failed to load" not in done.stderr, done.stderr
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")  # no thread may die
+@pytest.mark.parametrize("timeout", [float("inf"), 1e10, 1e300])
+def test_an_endless_timeout_means_no_deadline(rt, timeout):
+    import asyncio
+
+    svc = mindserve.Servable("forever")
+    svc.add_method(lambda x: x, name="same")
+    rt.start(svc)
+    assert rt.infer("forever", "same", [{"x": 1}], timeout=timeout) == [{"output": 1}]
+    assert rt.infer_async("forever", "same", [{"x": 2}], timeout=timeout).result(10) == [{"output": 2}]
+    assert asyncio.run(rt.ainfer("forever", "same", [{"x": 3}], timeout=timeout)) == [{"output": 3}]
+    from mindserve._calls import ALARM
+
+    time.sleep(0.2)  # the deadline thread has looked at the calls' deadlines by now
+    assert ALARM._thread is None or ALARM._thread.is_alive()

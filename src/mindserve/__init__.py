@@ -16,6 +16,8 @@ Define a servable with decorators, start it in a :class:`Runtime`, call its meth
 Importing mindserve does not import MindSpore; that happens when a model first loads.
 """
 
+import logging as _logging
+
 from mindserve._config import Batching
 from mindserve._define.method import Method
 from mindserve._define.model import Model
@@ -61,6 +63,10 @@ from mindserve._serving.runtime import Runtime
 from mindserve._values import TensorSpec
 
 __version__ = "0.1.0"
+
+# A library logs nothing unless the application configures logging (not even through
+# Python's last-resort handler, which would print a failed load on top of its exception).
+_logging.getLogger("mindserve").addHandler(_logging.NullHandler())
 
 __all__ = [
     "MINDSPORE_REQUIREMENT",
@@ -109,3 +115,12 @@ __all__ = [
     "__version__",
     "mindspore_lock",
 ]
+
+
+# Tracebacks and reprs name the public home of each class (mindserve.InvalidInputError),
+# not the private module that defines it.
+for _name in __all__:
+    _value = globals()[_name]
+    if isinstance(_value, type) and _value.__module__.startswith("mindserve._"):
+        _value.__module__ = __name__
+del _name, _value

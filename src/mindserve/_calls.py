@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("mindserve")
 
+#: A timeout this long or longer (``inf`` included) means no deadline: the platform's waits
+#: cannot wait longer (``threading.TIMEOUT_MAX``), and a year is already for ever.
+_ENDLESS = min(threading.TIMEOUT_MAX, 365 * 24 * 3600.0)
+
 
 @attrs.frozen
 class Failure:
@@ -124,6 +128,8 @@ class Request:
             raise ValueError(f"timeout must be a number of seconds >= 0 or None; got {timeout!r}")
         self.timeout = timeout
         self.started = time.monotonic()
+        if timeout is not None and timeout >= _ENDLESS:  # inf, or longer than a wait can be
+            timeout = None
         self.deadline = None if timeout is None else self.started + timeout
         #: Why the call stopped waiting ("cancelled", "deadline" or "closed"), or None; when.
         self.abandoned: str | None = None

@@ -392,8 +392,16 @@ class Runtime:
             if not self._closed:
                 self.update(hosted.name, version=version)
 
+        def failed(version: int | None, error: BaseException) -> None:
+            hosted.failed(version, error)
+
         watcher = Watcher(
-            directory, poll_interval, lambda: hosted.default_version, load, name=f"watch {hosted.name}"
+            directory,
+            poll_interval,
+            lambda: hosted.default_version,
+            load,
+            name=f"watch {hosted.name}",
+            on_error=failed,
         )
         watcher.start()
         return watcher

@@ -124,7 +124,7 @@ class ServableSlot:
             name=self.name,
             default_version=self.default_version,
             versions=tuple(infos),
-            watching=self.watcher is not None,
+            watching=self.watcher is not None and self.watcher.alive,
             last_error=self.last_error,
             last_error_version=self.last_error_version,
             last_error_at=self.last_error_at,

@@ -10,12 +10,15 @@ with another name and renaming it to its number when complete is always safe.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import Callable
 
 from mindserve._define.servable import ServableDefinition
 from mindserve._errors import LoadError, MindServeError, VersionNotFoundError
+
+logger = logging.getLogger("mindserve")
 
 
 def check_version_number(version: object) -> int:
@@ -34,7 +37,8 @@ def list_versions(directory: str) -> list[int]:
     return sorted(
         int(entry)
         for entry in entries
-        if entry.isdigit()
+        if entry.isascii()  # '²' and '①' are digits to Python, and int() refuses them
+        and entry.isdigit()
         and int(entry) > 0
         and str(int(entry)) == entry
         and os.path.isdir(os.path.join(directory, entry))
@@ -109,11 +113,13 @@ class Watcher:
         current: Callable[[], int | None],
         load: Callable[[int], object],
         name: str = "watcher",
+        on_error: Callable[[int | None, BaseException], object] | None = None,
     ) -> None:
         self.directory = directory
         self.poll_interval = poll_interval
         self._current = current
         self._load = load
+        self._on_error = on_error
         self._seen: dict[int, Fingerprint] = {}
         self._failed: dict[int, Fingerprint] = {}
         self._stop = threading.Event()
@@ -129,9 +135,28 @@ class Watcher:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
+    @property
+    def alive(self) -> bool:
+        """Whether the watcher's thread is polling."""
+        return self._thread.is_alive()
+
     def _run(self) -> None:
         while not self._stop.wait(self.poll_interval):
-            self.poll()
+            try:
+                self.poll()
+            except Exception as exc:  # never the watcher's end: log, report, poll again
+                self._report(None, exc)
+
+    def _report(self, version: int | None, exc: BaseException) -> None:
+        which = "" if version is None else f" (version {version})"
+        logger.error(
+            "watching %s%s failed: %s: %s", self.directory, which, type(exc).__name__, exc, exc_info=exc
+        )
+        if self._on_error is not None:
+            try:
+                self._on_error(version, exc)
+            except Exception:
+                logger.exception("reporting a watcher error failed")
 
     def poll(self) -> int | None:
         """Look once; load the newest settled new version. Returns the version loaded, if any."""
@@ -150,5 +175,9 @@ class Watcher:
             self._load(newest)
         except MindServeError:  # reported through events and status; retried when it changes
             self._failed[newest] = now
+            return None
+        except Exception as exc:  # unexpected: reported here; retried when it changes
+            self._failed[newest] = now
+            self._report(newest, exc)
             return None
         return newest
