@@ -226,3 +226,96 @@ def test_an_endless_timeout_means_no_deadline(rt, timeout):
 
     time.sleep(0.2)  # the deadline thread has looked at the calls' deadlines by now
     assert ALARM._thread is None or ALARM._thread.is_alive()
+
+
+class _ReprRaises:
+    def __repr__(self):
+        raise RuntimeError("repr is broken")
+
+
+class _HostileMapping(dict):
+    def keys(self):
+        raise RuntimeError("keys are broken")
+
+    def __iter__(self):
+        raise RuntimeError("iteration is broken")
+
+    def items(self):
+        raise RuntimeError("items are broken")
+
+
+class _HostileKey(str):
+    """Hashes as its text, and raises when compared (as a lookup of that text must)."""
+
+    def __hash__(self):
+        return str.__hash__(self)
+
+    def __eq__(self, other):
+        raise TypeError("no comparing")
+
+
+def _deeply_nested(depth):
+    value = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "value",
+    [_deeply_nested(100_000), _ReprRaises(), [_ReprRaises()], {"a": _ReprRaises()}],
+    ids=["deeply-nested", "repr-raises", "list-of-repr-raises", "dict-of-repr-raises"],
+)
+def test_hostile_values_fail_their_own_instance_only(rt, value):
+    svc = mindserve.Servable("hostile")
+    m = svc.model(lambda x: x * 2, name="double")
+    svc.add_method(lambda x: m(x), name="run")
+    rt.start(svc)
+    import numpy as np
+
+    results = rt.infer("hostile", "run", [{"x": np.float32(1)}, {"x": value}], return_exceptions=True)
+    assert results[0]["output"] == 2
+    assert isinstance(results[1], mindserve.InvalidInputError), results[1]
+
+
+@pytest.mark.parametrize(
+    "instance",
+    [_HostileMapping(x=1), {_HostileKey("x"): 1}],
+    ids=["hostile-mapping", "hostile-key"],
+)
+def test_hostile_instances_fail_alone_with_a_mindserve_error(rt, instance):
+    svc = mindserve.Servable("hostile")
+    svc.add_method(lambda x: x, name="same")
+    rt.start(svc)
+    results = rt.infer("hostile", "same", [{"x": 1}, instance], return_exceptions=True)
+    assert results[0] == {"output": 1}
+    assert isinstance(results[1], mindserve.InvalidInputError), results[1]
+
+
+@pytest.mark.parametrize(
+    ("call", "builtin"),
+    [
+        (lambda rt, svc: rt.infer("args", "same", [{"x": 1}], timeout="soon"), TypeError),
+        (lambda rt, svc: rt.infer("args", "same", [{"x": 1}], timeout=-1), ValueError),
+        (lambda rt, svc: rt.infer("args", "same", [{"x": 1}], timeout=float("nan")), ValueError),
+        (lambda rt, svc: rt.infer(5, "same", [{"x": 1}]), TypeError),
+        (lambda rt, svc: rt.start("args"), TypeError),
+        (lambda rt, svc: rt.start(svc, watch=True), ValueError),
+        (lambda rt, svc: rt.start(svc, workers=-2), ValueError),
+        (lambda rt, svc: rt.start(svc, device_ids="0"), ValueError),
+        (lambda rt, svc: rt.add_listener(5), TypeError),
+        (lambda rt, svc: rt.remove_listener(print), ValueError),
+        (lambda rt, svc: rt.add_observer(5), TypeError),
+        (lambda rt, svc: mindserve.Runtime(device_id=-1), ValueError),
+        (lambda rt, svc: mindserve.Runtime(async_workers=0), ValueError),
+        (lambda rt, svc: mindserve.Runtime(warm_up="yes"), ValueError),
+        (lambda rt, svc: mindserve.Runtime(observers=5), TypeError),
+    ],
+)
+def test_bad_arguments_get_mindserve_errors_that_are_also_the_fitting_builtin(rt, call, builtin):
+    svc = mindserve.Servable("args")
+    svc.add_method(lambda x: x, name="same")
+    rt.start(svc)
+    with pytest.raises(mindserve.MindServeError) as raised:
+        call(rt, svc)
+    assert isinstance(raised.value, builtin)

@@ -24,12 +24,14 @@ from mindserve._define.model import Model
 from mindserve._define.servable import Servable
 from mindserve._define.stage import Stage
 from mindserve._errors import (
+    ArgumentTypeError,
     CallError,
     DeadlineExceededError,
     DefinitionError,
     DeviceError,
     InferenceError,
     InstanceError,
+    InvalidArgumentError,
     InvalidInputError,
     LoadError,
     MethodNotFoundError,
@@ -71,6 +73,7 @@ _logging.getLogger("mindserve").addHandler(_logging.NullHandler())
 __all__ = [
     "MINDSPORE_REQUIREMENT",
     "TESTED_MINDSPORE_VERSIONS",
+    "ArgumentTypeError",
     "BatchReason",
     "BatchReport",
     "Batching",
@@ -84,6 +87,7 @@ __all__ = [
     "EventKind",
     "InferenceError",
     "InstanceError",
+    "InvalidArgumentError",
     "InvalidInputError",
     "LoadError",
     "Method",

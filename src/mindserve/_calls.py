@@ -27,7 +27,14 @@ from typing import TYPE_CHECKING, Callable, NamedTuple, Union
 
 import attrs
 
-from mindserve._errors import DeadlineExceededError, InstanceError, ModelError, RuntimeClosedError
+from mindserve._errors import (
+    ArgumentTypeError,
+    DeadlineExceededError,
+    InstanceError,
+    InvalidArgumentError,
+    ModelError,
+    RuntimeClosedError,
+)
 
 if TYPE_CHECKING:
     from mindserve._serving.running import LoadedServable
@@ -123,9 +130,9 @@ class Request:
 
     def __init__(self, timeout: float | None = None) -> None:
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
-            raise TypeError(f"timeout must be a number of seconds or None; got {timeout!r}")
+            raise ArgumentTypeError(f"timeout must be a number of seconds or None; got {timeout!r}")
         if timeout is not None and not timeout >= 0:  # negative, or NaN
-            raise ValueError(f"timeout must be a number of seconds >= 0 or None; got {timeout!r}")
+            raise InvalidArgumentError(f"timeout must be a number of seconds >= 0 or None; got {timeout!r}")
         self.timeout = timeout
         self.started = time.monotonic()
         if timeout is not None and timeout >= _ENDLESS:  # inf, or longer than a wait can be

@@ -5,6 +5,8 @@ Each error also derives from the builtin that fits it, so ``except ValueError`` 
 
     MindServeError
     ├── DefinitionError (ValueError)          a servable is defined wrongly (raised at decoration time)
+    ├── InvalidArgumentError (ValueError)     an argument of a runtime method has a wrong value
+    ├── ArgumentTypeError (TypeError)         an argument of a runtime method has a wrong type
     ├── NotFoundError (LookupError)           a name or version that is not running
     │   ├── ServableNotFoundError
     │   ├── MethodNotFoundError
@@ -31,12 +33,14 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "ArgumentTypeError",
     "CallError",
     "DeadlineExceededError",
     "DefinitionError",
     "DeviceError",
     "InferenceError",
     "InstanceError",
+    "InvalidArgumentError",
     "InvalidInputError",
     "LoadError",
     "MethodNotFoundError",
@@ -60,6 +64,14 @@ class MindServeError(Exception):
 
 class DefinitionError(MindServeError, ValueError):
     """A servable, model, stage or method is defined wrongly."""
+
+
+class InvalidArgumentError(MindServeError, ValueError):
+    """An argument of a runtime method has a wrong value (a negative timeout, ...)."""
+
+
+class ArgumentTypeError(MindServeError, TypeError):
+    """An argument of a runtime method has a wrong type (a str where a number goes, ...)."""
 
 
 class NotFoundError(MindServeError, LookupError):

@@ -68,7 +68,10 @@ def describe_value(value: Any) -> str:
 
 
 def _short_repr(value: Any) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except Exception as exc:  # a hostile __repr__, or a value nested too deep to show
+        return f"(whose repr raised {type(exc).__name__})"
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -157,6 +160,24 @@ def _shape_matches(actual: tuple[int, ...], expected: tuple[int | None, ...]) ->
 
 
 _MISSING = object()
+
+
+def read_instance(instance: Any, method: Method) -> tuple[list[Any] | None, Failure | None]:
+    """An instance's input values in the method's order, or why it cannot be served.
+
+    Nothing an instance does escapes as anything but its own failure: a mapping whose
+    iteration raises, a key that cannot be compared, a value whose repr raises."""
+    try:
+        failure = check_instance(instance, method)
+        if failure is not None:
+            return None, failure
+        return [instance[name] for name in method.inputs], None
+    except Exception as exc:
+        return None, Failure(
+            InvalidInputError,
+            f"the instance cannot be read as a dict of input name to value, with inputs "
+            f"{list(method.inputs)}: {type(exc).__name__}: {_short_repr(exc)}",
+        )
 
 
 def check_instance(instance: Any, method: Method) -> Failure | None:

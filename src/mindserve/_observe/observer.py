@@ -24,6 +24,8 @@ from collections.abc import Iterable
 
 import attrs
 
+from mindserve._errors import ArgumentTypeError, InvalidArgumentError
+
 logger = logging.getLogger("mindserve")
 
 
@@ -159,7 +161,7 @@ class ObserverHub(Observer):
         self._observers: list[Observer] = []
         self._listening: dict[str, tuple[Observer, ...]] = {name: () for name in _METHODS}
         if isinstance(observers, (Observer, str, bytes)) or not isinstance(observers, Iterable):
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"observers must be a list of mindserve.Observer; got {type(observers).__name__}. "
                 f"Hint: observers=[my_observer]"
             )
@@ -168,13 +170,15 @@ class ObserverHub(Observer):
 
     def add(self, observer: Observer) -> None:
         if not isinstance(observer, Observer):
-            raise TypeError(f"an observer must be a mindserve.Observer; got {type(observer).__name__}")
+            raise ArgumentTypeError(
+                f"an observer must be a mindserve.Observer; got {type(observer).__name__}"
+            )
         self._observers.append(observer)
         self._refresh()
 
     def remove(self, observer: Observer) -> None:
         if observer not in self._observers:
-            raise ValueError(f"{observer!r} is not an observer of this runtime")
+            raise InvalidArgumentError(f"{observer!r} is not an observer of this runtime")
         self._observers.remove(observer)
         self._refresh()
 

@@ -17,7 +17,7 @@ from mindserve._define.method import Method
 from mindserve._define.stage import Stage
 from mindserve._errors import InstanceError
 from mindserve._serving.running import LoadedServable
-from mindserve._values import check_instance
+from mindserve._values import read_instance
 
 Steps = Generator[Pending, "list[Outcome]", "list[dict[str, Any] | InstanceError]"]
 
@@ -30,13 +30,11 @@ def method_steps(
     The driver sends back the step's outcomes. Each instance ends with its output dict or
     its own error.
     """
-    failures: list[Failure | None] = [check_instance(inst, method) for inst in instances]
+    read = [read_instance(inst, method) for inst in instances]
+    failures: list[Failure | None] = [failure for _, failure in read]
     # Each live instance's values as a row indexed by ref: inputs first, then step outputs.
-    names = method.inputs
-    pad = [None] * (len(method.labels) - len(names))
-    rows: list[list[Any]] = [
-        [] if failures[i] else [inst[name] for name in names] + pad for i, inst in enumerate(instances)
-    ]
+    pad = [None] * (len(method.labels) - len(method.inputs))
+    rows: list[list[Any]] = [[] if values is None else values + pad for values, _ in read]
     for step in method.steps:
         live = [i for i, failure in enumerate(failures) if failure is None]
         if not live:

@@ -15,7 +15,7 @@ from mindserve._calls import Failure, Outcome, Pending, Request, dropped, runnin
 from mindserve._define.model import Model
 from mindserve._define.servable import ServableDefinition
 from mindserve._define.stage import Stage
-from mindserve._errors import LoadError, MindServeError, StageError
+from mindserve._errors import InvalidArgumentError, LoadError, MindServeError, StageError
 from mindserve._execution import mindspore as _mindspore
 from mindserve._execution.local import model_path, open_backend
 from mindserve._observe.observer import ObserverHub, WarmUpReport
@@ -39,7 +39,9 @@ def warm_up_from_environment() -> bool:
         return True
     if value in ("0", "false", "no", "off"):
         return False
-    raise ValueError(f"{WARM_UP_VARIABLE} must be 1 or 0 (or true/false, yes/no, on/off); got {value!r}")
+    raise InvalidArgumentError(
+        f"{WARM_UP_VARIABLE} must be 1 or 0 (or true/false, yes/no, on/off); got {value!r}"
+    )
 
 
 class LoadedServable:

@@ -19,9 +19,11 @@ from mindserve._calls import CancelledCall, Request, in_executor_thread
 from mindserve._define.method import Method
 from mindserve._define.servable import Servable
 from mindserve._errors import (
+    ArgumentTypeError,
     CallError,
     InferenceError,
     InstanceError,
+    InvalidArgumentError,
     InvalidInputError,
     MethodNotFoundError,
     MindServeError,
@@ -73,11 +75,11 @@ class Runtime:
         observers: Iterable[Observer] = (),
     ) -> None:
         if isinstance(device_id, bool) or not isinstance(device_id, int) or device_id < 0:
-            raise ValueError(f"device_id must be an int >= 0; got {device_id!r}")
+            raise InvalidArgumentError(f"device_id must be an int >= 0; got {device_id!r}")
         if isinstance(async_workers, bool) or not isinstance(async_workers, int) or async_workers < 1:
-            raise ValueError(f"async_workers must be an int >= 1; got {async_workers!r}")
+            raise InvalidArgumentError(f"async_workers must be an int >= 1; got {async_workers!r}")
         if warm_up is not None and not isinstance(warm_up, bool):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"warm_up must be True, False or None (from {WARM_UP_VARIABLE}); got {warm_up!r}"
             )
         self._device = (normalize_device_target(device_target), device_id)
@@ -158,12 +160,14 @@ class Runtime:
         """
         self._check_open()
         if not isinstance(servable, Servable):
-            raise TypeError(f"start() takes a mindserve.Servable; got {type(servable).__name__}")
+            raise ArgumentTypeError(f"start() takes a mindserve.Servable; got {type(servable).__name__}")
         check_version_number(version)
         if watch and servable.directory is None:
-            raise ValueError(f"servable '{servable.name}' has no directory to watch")
+            raise InvalidArgumentError(f"servable '{servable.name}' has no directory to watch")
         if watch and (isinstance(poll_interval, bool) or not poll_interval > 0):
-            raise ValueError(f"poll_interval must be a number of seconds > 0; got {poll_interval!r}")
+            raise InvalidArgumentError(
+                f"poll_interval must be a number of seconds > 0; got {poll_interval!r}"
+            )
         plan = WorkerPlan.from_arguments(workers, device_ids, self._device[1])
         with self._lock:
             hosted = self._hosted.get(servable.name) or ServableSlot(servable)
@@ -195,7 +199,7 @@ class Runtime:
         """
         self._check_open()
         if not isinstance(servable, Servable):
-            raise TypeError(f"load() takes a mindserve.Servable; got {type(servable).__name__}")
+            raise ArgumentTypeError(f"load() takes a mindserve.Servable; got {type(servable).__name__}")
         check_version_number(version)
         hosted = self._find(servable.name)
         with hosted.update_lock:
@@ -300,7 +304,7 @@ class Runtime:
         (Sugar for an :class:`Observer` overriding ``on_version``.)
         """
         if not callable(listener):
-            raise TypeError(f"a listener must be callable; got {listener!r}")
+            raise ArgumentTypeError(f"a listener must be callable; got {listener!r}")
         with self._lock:
             adapter = self._listeners[listener] = _Listener(listener)
         self._observer.add(adapter)
@@ -309,7 +313,7 @@ class Runtime:
         with self._lock:
             adapter = self._listeners.pop(listener, None)
         if adapter is None:
-            raise ValueError(f"{listener!r} is not a listener of this runtime")
+            raise InvalidArgumentError(f"{listener!r} is not a listener of this runtime")
         self._observer.remove(adapter)
 
     def add_observer(self, observer: Observer) -> None:
@@ -603,7 +607,7 @@ def _name(servable: str | Servable) -> str:
     if isinstance(servable, Servable):
         return servable.name
     if not isinstance(servable, str):
-        raise TypeError(f"a servable is named by a str or a Servable; got {type(servable).__name__}")
+        raise ArgumentTypeError(f"a servable is named by a str or a Servable; got {type(servable).__name__}")
     return servable
 
 

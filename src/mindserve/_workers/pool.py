@@ -37,7 +37,7 @@ import attrs
 import numpy as np
 
 from mindserve._calls import Failure, Request
-from mindserve._errors import LoadError, MindServeError, WorkerError
+from mindserve._errors import InvalidArgumentError, LoadError, MindServeError, WorkerError
 from mindserve._observe.status import WorkerInfo
 from mindserve._values import TensorSpec
 from mindserve._workers.child import restore_traceback
@@ -77,7 +77,9 @@ class WorkerPlan:
     def from_arguments(cls, workers: Any, device_ids: Any, default_device_id: int) -> WorkerPlan | None:
         """The plan for ``start(workers=..., device_ids=...)``; ``None``: in this process."""
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
-            raise ValueError(f"workers must be an int >= 0 (0 or None: in this process); got {workers!r}")
+            raise InvalidArgumentError(
+                f"workers must be an int >= 0 (0 or None: in this process); got {workers!r}"
+            )
         if device_ids is None:
             return cls((default_device_id,) * workers) if workers else None
         if isinstance(device_ids, int) and not isinstance(device_ids, bool):
@@ -88,9 +90,11 @@ class WorkerPlan:
             or not device_ids
             or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in device_ids)
         ):
-            raise ValueError(f"device_ids must be a non-empty list of ints >= 0; got {device_ids!r}")
+            raise InvalidArgumentError(
+                f"device_ids must be a non-empty list of ints >= 0; got {device_ids!r}"
+            )
         if workers not in (None, 0, len(device_ids)):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"workers={workers} and device_ids={list(device_ids)} disagree: one worker runs per "
                 f"device id. Hint: give one of the two."
             )
