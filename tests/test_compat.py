@@ -230,7 +230,7 @@ def f(x, z):
 def f(x):
     return register.add_stage(identity, x, outputs_count=1)
 """,
-            "returns 1 values but declares 2 outputs",
+            "returns 1 value but declares 2 outputs",
         ),
         (HEADER + "model = register.declare_model('a.om', 'OM')\n", "export the model as MindIR"),
         (HEADER + "raise ValueError('broken config')\n", "ValueError: broken config"),

@@ -127,7 +127,7 @@ def test_literal_passed_to_a_model(svc):
 
 def test_return_count_differs_from_outputs(svc):
     stage = svc.add_stage(lambda x: x, name="f")
-    with pytest.raises(DefinitionError, match=r"returns 1 values but declares 2 outputs \['a', 'b'\]"):
+    with pytest.raises(DefinitionError, match=r"returns 1 value but declares 2 outputs \['a', 'b'\]"):
         svc.add_method(lambda x: stage(x), name="m", outputs=["a", "b"])
 
 

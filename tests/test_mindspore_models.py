@@ -240,7 +240,7 @@ def test_wrong_input_count_fails_at_load(rt, exported):
     svc = mindserve.Servable("mlp", directory=os.path.join(exported["root"], "mlp"))
     mlp = svc.model("mlp.mindir")
     svc.add_method(lambda x, y: mlp(x, y), name="two")
-    with pytest.raises(LoadError, match="model 'mlp' takes 1 inputs, but a method calls it with 2"):
+    with pytest.raises(LoadError, match="model 'mlp' takes 1 input, but a method calls it with 2"):
         rt.start(svc)
 
 
@@ -248,7 +248,7 @@ def test_wrong_output_count_fails_at_load(rt, exported):
     svc = mindserve.Servable("mlp", directory=os.path.join(exported["root"], "mlp_fixed"))
     mlp = svc.model("mlp.mindir", outputs=2)
     svc.add_method(lambda x: mlp(x), name="two", outputs=["a", "b"])
-    with pytest.raises(LoadError, match="failed its warm-up run: model 'mlp' returned 1 outputs"):
+    with pytest.raises(LoadError, match="failed its warm-up run: model 'mlp' returned 1 output;"):
         rt.start(svc)
 
 

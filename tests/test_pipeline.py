@@ -116,7 +116,7 @@ def test_stage_errors_fail_only_their_instances_and_serving_goes_on(rt):
     results = rt.infer("s", "m", [{"x": i} for i in range(6)], return_exceptions=True)
     assert results[0] == {"a": 0, "b": 0} and results[2] == {"a": 2, "b": 2}
     assert "stage 'none_for_odd' returned None" in str(results[1])
-    assert "stage 'pair' must return 2 values (outputs=2); it returned 1 values" in str(results[4])
+    assert "stage 'pair' must return 2 values (outputs=2); it returned 1 value" in str(results[4])
     assert rt.infer("s", "m", [{"x": 0}]) == [{"a": 0, "b": 0}]
 
 
@@ -295,7 +295,7 @@ def test_model_call_failure_fails_the_stage(rt):
     assert isinstance(result, StageError)
     assert str(result) == (
         "servable 's' version 1, method 'm', instance 0: stage 'bad' raised InvalidInputError: "
-        "model 'identity' takes 1 inputs; got 2"
+        "model 'identity' takes 1 input; got 2"
     )
 
 

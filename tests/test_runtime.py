@@ -319,3 +319,23 @@ def test_bad_arguments_get_mindserve_errors_that_are_also_the_fitting_builtin(rt
     with pytest.raises(mindserve.MindServeError) as raised:
         call(rt, svc)
     assert isinstance(raised.value, builtin)
+
+
+def test_messages_count_in_good_english(rt):
+    svc = mindserve.Servable("english")
+
+    @svc.stage(outputs=2)
+    def one(x):
+        return (x,)
+
+    svc.add_method(lambda x: one(x), name="r", outputs=["a", "b"])
+    rt.start(svc)
+    (error,) = rt.infer("english", "r", [{"x": 1}], return_exceptions=True)
+    assert "it returned 1 value" in str(error) and "1 values" not in str(error)
+    from mindserve._errors import counted
+
+    assert (counted(1, "instance"), counted(2, "instance"), counted(0, "value")) == (
+        "1 instance",
+        "2 instances",
+        "0 values",
+    )

@@ -58,6 +58,11 @@ __all__ = [
 ]
 
 
+def counted(count: int, noun: str) -> str:
+    """``1 instance``, ``2 instances``: a count with its noun, for messages."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 class MindServeError(Exception):
     """Base class of every error raised by mindserve."""
 

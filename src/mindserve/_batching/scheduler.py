@@ -39,7 +39,7 @@ from mindserve._calls import (
     in_caller_thread,
     mark_executor_thread,
 )
-from mindserve._errors import ModelError, OverloadedError, RuntimeClosedError
+from mindserve._errors import ModelError, OverloadedError, RuntimeClosedError, counted
 from mindserve._observe.observer import BatchReason, BatchReport, DropReason, DropReport, ObserverHub
 
 logger = logging.getLogger("mindserve")
@@ -180,7 +180,7 @@ class Scheduler:
         if waiting:
             self._report_drop(count, DropReason.OVERLOADED)
             raise OverloadedError(
-                f"{self.what}: the queue is full ({waiting} instances waiting, "
+                f"{self.what}: the queue is full ({counted(waiting, 'instance')} waiting, "
                 f"max_queue={self.max_queue}; this call brings {count}). "
                 f"Hint: retry later, or raise Batching(max_queue=...)"
             )

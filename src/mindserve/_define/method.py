@@ -10,7 +10,7 @@ import attrs
 
 from mindserve._define.model import Model
 from mindserve._define.tracing import Placeholder, Step, Trace, trace
-from mindserve._errors import DefinitionError
+from mindserve._errors import DefinitionError, counted
 
 
 @attrs.frozen
@@ -84,7 +84,7 @@ def _returned_refs(
             declared = ("output",) if len(values) == 1 else tuple(f"output_{i}" for i in range(len(values)))
         if len(values) != len(declared):
             error = DefinitionError(
-                f"method '{name}' returns {len(values)} values but declares "
+                f"method '{name}' returns {counted(len(values), 'value')} but declares "
                 f"{len(declared)} outputs {list(declared)}"
             )
             error.returned = len(values)  # type: ignore[attr-defined]  # for mindserve.compat's wording

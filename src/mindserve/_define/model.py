@@ -16,7 +16,7 @@ from mindserve._calls import Failure, current_step
 from mindserve._config import Batching
 from mindserve._define.stage import check_outputs
 from mindserve._define.tracing import active_trace
-from mindserve._errors import DefinitionError, MindServeError
+from mindserve._errors import DefinitionError, MindServeError, counted
 
 #: Encryption modes MindSpore accepts for MindIR files.
 DEC_MODES = ("AES-GCM", "AES-CBC", "SM4-CBC")
@@ -121,7 +121,7 @@ class Model:
             return self.call(*args)
         if self.inputs is not None and len(args) != self.inputs:
             raise DefinitionError(
-                f"method '{trace.method}' calls model '{self.name}' with {len(args)} inputs; "
+                f"method '{trace.method}' calls model '{self.name}' with {counted(len(args), 'input')}; "
                 f"it was called with {self.inputs} before"
             )
         if self.outputs is None:

@@ -115,7 +115,7 @@ def open_backend(
         )
         failed = LoadError(
             f"{where}: model '{model.name}': MindSpore cannot load {path!r}: "
-            f"{_mindspore.first_line(exc)}.{hint}"
+            f"{_mindspore.first_line(exc).rstrip('.')}.{hint}"
         )
         failed.model_file = path  # type: ignore[attr-defined]  # for mindserve.compat's wording
         raise failed from exc

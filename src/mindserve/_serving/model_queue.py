@@ -24,7 +24,7 @@ from mindserve._batching.scheduler import Scheduler
 from mindserve._calls import Failure, Outcome, Pending, Request, dropped, in_caller_thread
 from mindserve._config import Batching
 from mindserve._define.model import Model
-from mindserve._errors import InvalidInputError, LoadError, ModelError
+from mindserve._errors import InvalidInputError, LoadError, ModelError, counted
 from mindserve._execution.local import Backend
 from mindserve._execution.mindspore import first_line
 from mindserve._observe.observer import ObserverHub
@@ -84,7 +84,7 @@ class LoadedModel:
         if specs is not None and model.inputs is not None and len(specs) != model.inputs:
             raise LoadError(
                 f"{self._serving_count('inputs', model.inputs, len(specs))}{self.where}: model '{model.name}' "
-                f"takes {len(specs)} inputs, but a method calls it with {model.inputs}"
+                f"takes {counted(len(specs), 'input')}, but a method calls it with {model.inputs}"
             )
         if model.with_batch_dim and specs is not None:
             bad = [i for i in model.without_batch_dim_inputs if i >= len(specs)]
@@ -279,7 +279,7 @@ class LoadedModel:
         self, values: tuple[Any, ...], labels: Sequence[str] | None
     ) -> tuple[np.ndarray, ...] | Failure:
         if self.n_inputs is not None and len(values) != self.n_inputs:
-            detail = f"model '{self.name}' takes {self.n_inputs} inputs; got {len(values)}"
+            detail = f"model '{self.name}' takes {counted(self.n_inputs, 'input')}; got {len(values)}"
             if self.model.reshape_inputs and len(values) < self.n_inputs:  # compat: MindSpore Serving's words
                 detail = f"Given model inputs size {len(values)} less than model inputs size {self.n_inputs}. {detail}"
             return Failure(InvalidInputError, detail)
@@ -341,7 +341,7 @@ class LoadedModel:
             return Failure(
                 ModelError,
                 f"{self._serving_count('outputs', self.model.outputs, len(outputs))}model '{self.name}' "
-                f"returned {len(outputs)} outputs; it is declared with outputs={self.model.outputs}",
+                f"returned {counted(len(outputs), 'output')}; it is declared with outputs={self.model.outputs}",
             )
         if not with_batch_dim:
             return [tuple(np.asarray(o) for o in outputs)]

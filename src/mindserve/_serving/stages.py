@@ -18,7 +18,7 @@ import attrs
 
 from mindserve._calls import Failure, Outcome, in_caller_thread
 from mindserve._define.stage import Stage
-from mindserve._errors import StageError
+from mindserve._errors import StageError, counted
 
 logger = logging.getLogger("mindserve")
 
@@ -90,7 +90,7 @@ def _run_batch(stage: Stage, instances: Sequence[tuple[Any, ...]]) -> list[Outco
         got = len(results) if len(results) <= len(instances) else f"more than {len(instances)}"
         return Failure(
             StageError,
-            f"batched stage '{stage.name}' was given {len(instances)} instances and returned "
+            f"batched stage '{stage.name}' was given {counted(len(instances), 'instance')} and returned "
             f"{got} results; it must return one result per instance",
         )
     return [_split(stage, r) for r in results]
@@ -107,7 +107,7 @@ def _split(stage: Stage, result: Any) -> Outcome:
         return (result,)
     if not isinstance(result, (tuple, list)) or len(result) != stage.outputs:
         got = (
-            f"{len(result)} values"
+            counted(len(result), "value")
             if isinstance(result, (tuple, list))
             else f"a single {type(result).__name__}"
         )
