@@ -28,7 +28,9 @@ setup(
     package_dir={"": "src"},
     packages=find_packages("src"),
     package_data={"mindserve": ["py.typed"]},
-    python_requires=">=3.9",
+    # The Pythons MindSpore 2.10 publishes wheels for (3.9 would get an untested MindSpore,
+    # 3.13 none at all).
+    python_requires=">=3.10,<3.13",
     install_requires=[
         _requirements(),
         "numpy>=1.20",
@@ -42,6 +44,9 @@ setup(
     },
     classifiers=[
         "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
         "Operating System :: POSIX :: Linux",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
     ],

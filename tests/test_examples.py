@@ -55,3 +55,13 @@ def test_workers_example_serves_the_same_results_from_two_workers(tmp_path):
     assert all(", ready, " in line for line in lines[:2])
     assert lines[2] == "same results: True"
     assert lines[3].startswith("in-process ")
+
+
+def test_the_pythons_promised_are_those_mindspore_has_wheels_for():
+    """MindSpore 2.10 publishes wheels for Python 3.10 to 3.12: setup.py and the README say so."""
+    with open(os.path.join(ROOT, "setup.py"), encoding="utf-8") as handle:
+        setup = handle.read()
+    assert 'python_requires=">=3.10,<3.13"' in setup
+    for minor in ("3.10", "3.11", "3.12"):
+        assert f'"Programming Language :: Python :: {minor}"' in setup
+    assert "Python 3.10, 3.11 or 3.12" in readme()
