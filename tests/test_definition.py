@@ -331,3 +331,26 @@ def test_a_relative_model_path_cannot_leave_the_version_directory():
         svc.model("../../elsewhere/x.mindir")
     assert svc.model("/abs/x.mindir").source == "/abs/x.mindir"  # explicit absolute paths stay allowed
     assert svc.model("sub/../y.mindir").name == "y"
+
+
+def test_async_def_stages_and_models_are_refused_when_defined():
+    svc = mindserve.Servable("async")
+
+    async def fetch(x):
+        return x
+
+    with pytest.raises(DefinitionError, match=r"stage 'fetch' is an async def function"):
+        svc.stage(fetch)
+    with pytest.raises(DefinitionError, match=r"stage 'fetch' is an async def function"):
+        svc.stage(batch_size=4)(fetch)
+    with pytest.raises(DefinitionError, match=r"model 'fetch' is an async def function"):
+        svc.model(fetch)
+
+
+def test_a_callable_object_with_an_async_call_is_refused_as_a_model():
+    class Fetcher:
+        async def __call__(self, x):
+            return x
+
+    with pytest.raises(DefinitionError, match="async def"):
+        mindserve.Servable("async").model(Fetcher(), name="fetcher")

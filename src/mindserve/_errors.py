@@ -58,6 +58,20 @@ __all__ = [
 ]
 
 
+def refuse_async(function: object, what: str) -> None:
+    """Raise :class:`DefinitionError` if ``function`` is an ``async def`` function: it would
+    return a coroutine object as its result."""
+    import inspect
+
+    method = type(function).__call__  # a callable object's own __call__ may be async too
+    if inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(method):
+        raise DefinitionError(
+            f"{what} is an async def function; stages and models run in mindserve's threads and "
+            f"must return their results. Hint: make it a plain def (run async I/O with "
+            f"asyncio.run inside it), or await it in your own code before calling the runtime."
+        )
+
+
 def counted(count: int, noun: str) -> str:
     """``1 instance``, ``2 instances``: a count with its noun, for messages."""
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

@@ -16,7 +16,7 @@ from mindserve._calls import Failure, current_step
 from mindserve._config import Batching
 from mindserve._define.stage import check_outputs
 from mindserve._define.tracing import active_trace
-from mindserve._errors import DefinitionError, MindServeError, counted
+from mindserve._errors import DefinitionError, MindServeError, counted, refuse_async
 
 #: Encryption modes MindSpore accepts for MindIR files.
 DEC_MODES = ("AES-GCM", "AES-CBC", "SM4-CBC")
@@ -77,6 +77,8 @@ class Model:
         self.source = os.fspath(source) if self.kind == "mindir" else source
         self.servable = servable
         self.name = name or _default_name(source, self.kind)
+        if self.kind == "callable":
+            refuse_async(source, f"model '{self.name}'")
         self.with_batch_dim = bool(with_batch_dim)
         self.without_batch_dim_inputs = _indices(without_batch_dim_inputs)
         if self.without_batch_dim_inputs and not self.with_batch_dim:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any, Callable
 
 from mindserve._define.tracing import active_trace
-from mindserve._errors import DefinitionError
+from mindserve._errors import DefinitionError, refuse_async
 
 
 def annotated_outputs(function: Callable[..., Any], batched: bool) -> int | None:
@@ -73,6 +73,7 @@ class Stage:
             )
         self.function = function
         self.name: str = name or str(getattr(function, "__name__", type(function).__name__))
+        refuse_async(function, f"stage '{self.name}'")
         self.batch_size = batch_size
         if outputs is None:
             outputs = annotated_outputs(function, batch_size is not None) or 1
