@@ -316,3 +316,25 @@ def test_ainfer_timeout_drops_queued_instances(gated):
     caller.join(30)
     rt.infer("g", "f", [{"x": np.float32(1)}])
     assert 8.0 not in model.seen
+
+
+def test_async_with_runtime_and_aclose():
+    import asyncio
+
+    svc = mindserve.Servable("async-close")
+    svc.add_method(lambda x: x, name="same")
+
+    async def main():
+        async with mindserve.Runtime() as rt:
+            rt.start(svc)
+            assert await rt.ainfer("async-close", "same", [{"x": 1}]) == [{"output": 1}]
+        with pytest.raises(mindserve.RuntimeClosedError):
+            rt.infer("async-close", "same", [{"x": 1}])
+        other = mindserve.Runtime()
+        other.start(svc)
+        await other.aclose(grace=5)
+        await other.aclose()  # twice is fine
+        with pytest.raises(mindserve.RuntimeClosedError):
+            other.infer("async-close", "same", [{"x": 1}])
+
+    asyncio.run(main())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import functools
 import os
@@ -114,6 +115,23 @@ class Runtime:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+    async def __aenter__(self) -> Runtime:
+        self._check_open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self, *, grace: float | None = 30.0) -> None:
+        """:meth:`close`, awaitable: the waiting for calls to finish happens in a thread, so
+        the event loop keeps running (calls awaited on it can finish)."""
+        await asyncio.to_thread(self.close, grace=grace)
 
     def _check_open(self) -> None:
         if self._forked_from is not None:
@@ -262,9 +280,10 @@ class Runtime:
     def close(self, *, grace: float | None = 30.0) -> None:
         """Stop every servable and wait for accepted calls to finish; closing twice is fine.
 
-        Calls still running after ``grace`` seconds (``None``: wait for ever) fail with
-        :class:`RuntimeClosedError`, and their queued instances are dropped. The runtime
-        cannot be used afterwards.
+        The grace period: calls still running ``grace`` seconds (default 30; ``None``: wait
+        for ever) after close began fail with :class:`RuntimeClosedError`, and their queued
+        instances are dropped. Worker processes then stop. The runtime cannot be used
+        afterwards. In async code, use ``await rt.aclose()`` or ``async with Runtime()``.
         """
         if self._forked_from is not None:  # the parent's threads and locks are not ours to use
             self._closed = True
