@@ -63,7 +63,12 @@ def define_servable(directory: str) -> mindserve.Servable:
 
 
 def main() -> None:
-    root = tempfile.mkdtemp(prefix="mindserve-quickstart-")
+    with tempfile.TemporaryDirectory(prefix="mindserve-quickstart-") as root:  # removed at the end
+        serve(root)
+
+
+def serve(root: str) -> None:
+    """Export the model under ``root``, serve it, print what it answers."""
     directory = os.path.join(root, "rows")
     export_model(directory)
     svc = define_servable(directory)

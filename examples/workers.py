@@ -8,6 +8,7 @@ results are the same, and the workers' status shows who ran what.
 """
 
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -17,7 +18,7 @@ import numpy as np
 
 import mindserve
 
-root = tempfile.mkdtemp()
+root = tempfile.mkdtemp(prefix="mindserve-workers-")
 os.makedirs(f"{root}/scorer/1")
 ms.set_seed(0)
 ms.export(
@@ -82,3 +83,4 @@ with mindserve.Runtime() as rt:
 
 print("same results:", all(np.array_equal(a, b) for a, b in zip(here, there)))
 print(f"in-process {seconds_here:.2f} s, two workers {seconds_there:.2f} s")
+shutil.rmtree(root)  # the exported model

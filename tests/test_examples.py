@@ -10,8 +10,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_quickstart_runs_and_classifies(tmp_path):
     script = os.path.join(ROOT, "examples", "quickstart.py")
-    out = subprocess.run([sys.executable, script], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    out = subprocess.run(
+        [sys.executable, script],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        env={**os.environ, "TMPDIR": str(temp)},
+    )
     assert out.returncode == 0, out.stderr
+    assert not list(temp.iterdir()), "the quickstart leaves nothing in the temporary directory"
     lines = out.stdout.splitlines()
     assert lines[0] == "serving rows version 1 on CPU:0"
     for line in lines[1:6]:
