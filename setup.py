@@ -1,5 +1,5 @@
-"""Packaging for mindserve (src layout). The supported MindSpore range lives in
-src/mindserve/_requirements.py, the one place that states it."""
+"""Packaging for mindserve (src layout). The version lives in src/mindserve/_version.py and
+the supported MindSpore range in src/mindserve/_requirements.py, the one place each is stated."""
 
 import os
 
@@ -8,11 +8,12 @@ from setuptools import find_packages, setup
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _requirements():
+def _read(module, name):
+    """A constant of one of the package's dependency-free modules."""
     namespace = {}
-    with open(os.path.join(HERE, "src", "mindserve", "_requirements.py")) as handle:
+    with open(os.path.join(HERE, "src", "mindserve", module)) as handle:
         exec(handle.read(), namespace)
-    return namespace["MINDSPORE_REQUIREMENT"]
+    return namespace[name]
 
 
 with open(os.path.join(HERE, "README.md"), encoding="utf-8") as handle:
@@ -20,7 +21,7 @@ with open(os.path.join(HERE, "README.md"), encoding="utf-8") as handle:
 
 setup(
     name="mindserve",
-    version="0.1.0",
+    version=_read("_version.py", "__version__"),
     description="Serve MindSpore models from inside a Python program: no server to deploy.",
     long_description=LONG_DESCRIPTION,
     long_description_content_type="text/markdown",
@@ -32,7 +33,7 @@ setup(
     # 3.13 none at all).
     python_requires=">=3.10,<3.13",
     install_requires=[
-        _requirements(),
+        _read("_requirements.py", "MINDSPORE_REQUIREMENT"),
         "numpy>=1.20",
         "attrs>=22.2",
         "typing-extensions>=4.0",
@@ -40,7 +41,16 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7.3", "hypothesis>=6", "nbclient>=0.7", "nbformat>=5", "ipykernel>=6", "pillow"],
-        "dev": ["pytest>=7.3", "hypothesis>=6", "nbclient>=0.7", "nbformat>=5", "ipykernel>=6", "pillow", "ruff", "mypy"],
+        "dev": [
+            "pytest>=7.3",
+            "hypothesis>=6",
+            "nbclient>=0.7",
+            "nbformat>=5",
+            "ipykernel>=6",
+            "pillow",
+            "ruff",
+            "mypy",
+        ],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -54,3 +54,13 @@ def test_exported_classes_show_their_public_home():
     assert repr(mindserve.Batching()).startswith("Batching(")
     error = mindserve.InvalidInputError("bad")
     assert f"{type(error).__module__}.{type(error).__qualname__}" == "mindserve.InvalidInputError"
+
+
+def test_the_version_is_written_in_one_place():
+    import importlib.metadata
+    import os
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "setup.py"), encoding="utf-8") as handle:
+        assert mindserve.__version__ not in handle.read()  # setup.py reads it from the package
+    assert importlib.metadata.version("mindserve") == mindserve.__version__

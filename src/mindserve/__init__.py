@@ -63,8 +63,7 @@ from mindserve._observe.status import MethodInfo, ModelInfo, ServableInfo, Serva
 from mindserve._requirements import MINDSPORE_REQUIREMENT, TESTED_MINDSPORE_VERSIONS
 from mindserve._serving.runtime import Runtime
 from mindserve._values import TensorSpec
-
-__version__ = "0.1.0"
+from mindserve._version import __version__
 
 # A library logs nothing unless the application configures logging (not even through
 # Python's last-resort handler, which would print a failed load on top of its exception).
