@@ -72,6 +72,7 @@ class Model:
         dec_key: bytes | None = None,
         dec_mode: str = "AES-GCM",
         batching: Batching | None = None,
+        sha256: str | None = None,
     ) -> None:
         self.kind = _model_kind(source)
         self.source = os.fspath(source) if self.kind == "mindir" else source
@@ -102,6 +103,19 @@ class Model:
             )
         self.dec_key = dec_key
         self.dec_mode = dec_mode
+        if sha256 is not None:
+            if self.kind != "mindir":
+                raise DefinitionError(f"model '{self.name}': sha256 only applies to MindIR files")
+            if (
+                not isinstance(sha256, str)
+                or len(sha256) != 64
+                or any(c not in "0123456789abcdefABCDEF" for c in sha256)
+            ):
+                raise DefinitionError(
+                    f"model '{self.name}': sha256 must be 64 hexadecimal digits (as sha256sum prints); got {sha256!r}"
+                )
+        #: The file's SHA-256, checked at every load when given.
+        self.sha256 = sha256
         if batching is not None and not isinstance(batching, Batching):
             raise DefinitionError(
                 f"model '{self.name}': batching must be a mindserve.Batching; got {type(batching).__name__}"

@@ -68,6 +68,7 @@ class Servable:
         dec_key: bytes | None = None,
         dec_mode: str = "AES-GCM",
         batching: Batching | None = None,
+        sha256: str | None = None,
     ) -> Model:
         """Declare a model: a MindIR path, an ``nn.Cell``, or a callable on numpy arrays.
 
@@ -78,6 +79,8 @@ class Servable:
         ``outputs``: how many outputs the model returns. ``dec_key``/``dec_mode``: the key
         and mode of an encrypted MindIR file. ``batching``: how instances from all callers
         are batched (a :class:`Batching`; defaults follow the model's batch dimension).
+        ``sha256``: the MindIR file's SHA-256, checked at every load (see also a version's
+        ``SHA256SUMS`` manifest in docs/versions.md).
         """
         model = Model(
             self.name,
@@ -89,6 +92,7 @@ class Servable:
             dec_key=dec_key,
             dec_mode=dec_mode,
             batching=batching,
+            sha256=sha256,
         )
         if model.name in self.models:
             raise DefinitionError(

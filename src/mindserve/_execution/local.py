@@ -17,6 +17,7 @@ from mindserve._calls import Request
 from mindserve._define.model import Model
 from mindserve._errors import LoadError
 from mindserve._execution import mindspore as _mindspore
+from mindserve._execution.integrity import check_model_file
 from mindserve._values import TensorSpec
 
 
@@ -104,6 +105,7 @@ def open_backend(
         missing = LoadError(f"{where}: model '{model.name}': file {path!r} does not exist")
         missing.model_file = path  # type: ignore[attr-defined]  # for mindserve.compat's wording
         raise missing
+    check_model_file(path, model.sha256, version_dir, f"{where}: model '{model.name}'")
     _mindspore.use_device(*device)
     try:
         network = _mindspore.load_mindir(path, model.dec_key, model.dec_mode)
