@@ -18,7 +18,6 @@ worker is given up calls fail at once with a :class:`WorkerError`.
 from __future__ import annotations
 
 import atexit
-import io
 import itertools
 import logging
 import os
@@ -41,7 +40,15 @@ from mindserve._errors import InvalidArgumentError, LoadError, MindServeError, W
 from mindserve._observe.status import WorkerInfo
 from mindserve._values import TensorSpec
 from mindserve._workers.child import restore_traceback
-from mindserve._workers.transfer import Channel, Message, owner_prefix, prepare, sweep, sweep_orphans
+from mindserve._workers.transfer import (
+    Channel,
+    Message,
+    cloudpickle_dumps,
+    owner_prefix,
+    prepare,
+    sweep,
+    sweep_orphans,
+)
 
 logger = logging.getLogger("mindserve")
 
@@ -175,7 +182,7 @@ class WorkerPool:
         self._device_target = device_target
         self._warm_up = warm_up
         try:
-            self._definition = _pickle_definition(definition)
+            self._definition = cloudpickle_dumps(definition)
         except Exception as exc:
             cells = [m.name for m in definition.models.values() if m.kind == "cell"]
             hint = (
@@ -632,25 +639,6 @@ class WorkerBackend:
 
     def close(self) -> None:
         self.pool.release()
-
-
-def _pickle_definition(definition: Any) -> bytes:
-    """The definition, cloudpickled; the MindSpore primitives inside ``nn.Cell`` models
-    (which do not pickle) rebuilt from their constructor arguments."""
-    import cloudpickle  # only when workers are asked for: import mindserve stays light
-
-    from mindserve._execution.mindspore import primitive_reducer
-
-    class Pickler(cloudpickle.CloudPickler):  # type: ignore[misc]
-        def reducer_override(self, obj: Any) -> Any:
-            reduced = primitive_reducer(obj)
-            if reduced is not None:
-                return reduced
-            return super().reducer_override(obj)
-
-    buffer = io.BytesIO()
-    Pickler(buffer, protocol=5).dump(definition)
-    return buffer.getvalue()
 
 
 def cpu_sets(workers: int) -> list[tuple[int, ...] | None]:

@@ -24,7 +24,7 @@ import pickle
 import tempfile
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -91,10 +91,7 @@ class Segment:
 
     def unlink(self) -> None:
         """Remove the name (mappings stay valid until closed)."""
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        _unlink(self.path)
 
     def close(self) -> None:
         try:
@@ -131,14 +128,7 @@ def segment_size(needed: int) -> int:
 
 def sweep(prefix: str) -> int:
     """Remove every segment whose name starts with ``prefix``; return how many."""
-    removed = 0
-    for path in glob.glob(os.path.join(SHM_DIR, glob.escape(prefix) + "*")):
-        try:
-            os.unlink(path)
-            removed += 1
-        except FileNotFoundError:
-            pass
-    return removed
+    return sum(_unlink(path) for path in glob.glob(os.path.join(SHM_DIR, glob.escape(prefix) + "*")))
 
 
 def sweep_orphans() -> int:
@@ -150,12 +140,17 @@ def sweep_orphans() -> int:
         if len(fields) < 2 or fields[1] != NAMESPACE:  # another pid namespace: not ours to judge
             continue
         if fields[0].isascii() and fields[0].isdigit() and not _alive(int(fields[0])):
-            try:
-                os.unlink(path)
-                removed += 1
-            except FileNotFoundError:
-                pass
+            removed += _unlink(path)
     return removed
+
+
+def _unlink(path: str) -> bool:
+    """Remove a file; whether it was there to remove."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _alive(pid: int) -> bool:
@@ -193,17 +188,39 @@ def dumps(value: Any) -> tuple[bytes, list[pickle.PickleBuffer]]:
         _Pickler(stream, protocol=5, buffer_callback=buffers.append).dump(value)
         return stream.getvalue(), buffers
     except Exception:
-        import cloudpickle
+        buffers = []
+        return cloudpickle_dumps(value, buffers.append), buffers
 
-        class Pickler(cloudpickle.CloudPickler):  # type: ignore[misc]
+
+_cloud_pickler: type[pickle.Pickler] | None = None
+
+
+def cloudpickle_dumps(
+    value: Any, buffer_callback: Callable[[pickle.PickleBuffer], object] | None = None
+) -> bytes:
+    """cloudpickle ``value`` (what is defined in ``__main__``, a notebook cell or a test
+    function travels by value), with strided arrays made contiguous (out of band with a
+    ``buffer_callback``) and MindSpore primitives, which do not pickle, rebuilt from the
+    arguments they were made with (for ``nn.Cell`` models)."""
+    global _cloud_pickler
+    if _cloud_pickler is None:
+        import cloudpickle  # only when workers are asked for: import mindserve stays light
+
+        from mindserve._execution.mindspore import primitive_reducer
+
+        class CloudPickler(cloudpickle.CloudPickler):  # type: ignore[misc]
             def reducer_override(self, obj: Any) -> Any:
                 reduced = _out_of_band(obj)
-                return super().reducer_override(obj) if reduced is NotImplemented else reduced
+                if reduced is NotImplemented:
+                    reduced = primitive_reducer(obj)
+                if reduced is None or reduced is NotImplemented:
+                    return super().reducer_override(obj)
+                return reduced
 
-        buffers = []
-        stream = io.BytesIO()
-        Pickler(stream, protocol=5, buffer_callback=buffers.append).dump(value)
-    return stream.getvalue(), buffers
+        _cloud_pickler = CloudPickler
+    stream = io.BytesIO()
+    _cloud_pickler(stream, protocol=5, buffer_callback=buffer_callback).dump(value)
+    return stream.getvalue()
 
 
 #: A message ready to send: its pickled header, its arrays' buffers, where each goes in

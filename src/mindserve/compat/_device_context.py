@@ -11,18 +11,13 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
+from mindserve.compat._checks import check_bool, check_int, check_str, int_tuple
+
 logger = logging.getLogger("mindserve.compat")
 
 
-def _check_str(name: str, value: Any) -> None:
-    if not isinstance(value, str):
-        raise RuntimeError(f"Parameter '{name}' should be str, but actually {type(value)}")
-    if not value:
-        raise RuntimeError(f"Parameter '{name}' should not be empty str")
-
-
 def _check_choice(name: str, value: Any, choices: tuple[str, ...], refusal: str) -> None:
-    _check_str(name, value)
+    check_str(name, value)
     if value not in choices:
         raise RuntimeError(f"{refusal}, actually given '{value}'" if "Ascend" in refusal else refusal)
 
@@ -91,31 +86,15 @@ class Context:
         self.model_context.append_device_info(info)
 
     def _set_thread_num(self, value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise RuntimeError(f"Parameter 'thread_num' should be int, but actually {type(value)}")
-        if value < 1:
-            raise RuntimeError("Parameter 'thread_num' should be >= 1")
+        check_int("thread_num", value, 1)
         self.model_context.thread_num = value
 
     def _set_thread_affinity_core_list(self, value: Any) -> None:
-        name = "thread_affinity_core_list"
-        if not isinstance(value, (tuple, list)):
-            raise RuntimeError(f"Parameter '{name}' should be tuple/list of int, but actually {type(value)}")
-        cores: list[int] = []
-        for item in value:
-            prefix = f"The item value '{item}' in parameter '{name}'"
-            if item in cores:
-                raise RuntimeError(f"{prefix} should not be repeated")
-            if isinstance(item, bool) or not isinstance(item, int):
-                raise RuntimeError(f"{prefix} should be int, but actually {type(item)}")
-            if item < 0:
-                raise RuntimeError(f"{prefix} should be >= 0")
-            cores.append(item)
-        self.model_context.thread_affinity_core_list = cores
+        cores = int_tuple("thread_affinity_core_list", value, 0, single=False)
+        self.model_context.thread_affinity_core_list = list(cores)
 
     def _set_enable_parallel(self, value: Any) -> None:
-        if not isinstance(value, bool):
-            raise RuntimeError(f"Parameter 'enable_parallel' should be bool, but actually {type(value)}")
+        check_bool("enable_parallel", value)
         self.model_context.enable_parallel = 1 if value else 0
 
     def __str__(self) -> str:
@@ -213,7 +192,7 @@ class AscendDeviceInfo(DeviceInfoContext):
                 choices, refusal = _ASCEND_CHOICES[key]
                 _check_choice(key, value, choices, refusal)
             else:
-                _check_str(key, value)
+                check_str(key, value)
             setattr(self, key, value)
         self.context_map = self._as_context_map()
 
@@ -223,25 +202,27 @@ class AscendDeviceInfo(DeviceInfoContext):
         return info
 
 
-class AclOptions:
+class _DeprecatedOptions:
+    """MindSpore Serving 1.5's options, deprecated in 1.6 for a device info: ``.context``."""
+
+    _info: type[DeviceInfoContext]
+
+    def __init__(self, **kwargs: Any) -> None:
+        logger.warning(
+            f"'{type(self).__name__}' is deprecated from version 1.6.0 and will be removed in a future version, "
+            f"use 'mindspore_serving.server.register.{self._info.__name__}' instead."
+        )
+        self.context = Context()
+        self.context.append_device_info(self._info(**kwargs))
+
+
+class AclOptions(_DeprecatedOptions):
     """Deprecated in MindSpore Serving 1.6 for :class:`AscendDeviceInfo`: ``.context``."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        logger.warning(
-            "'AclOptions' is deprecated from version 1.6.0 and will be removed in a future version, use "
-            "'mindspore_serving.server.register.AscendDeviceInfo' instead."
-        )
-        self.context = Context()
-        self.context.append_device_info(AscendDeviceInfo(**kwargs))
+    _info = AscendDeviceInfo
 
 
-class GpuOptions:
+class GpuOptions(_DeprecatedOptions):
     """Deprecated in MindSpore Serving 1.6 for :class:`GPUDeviceInfo`: ``.context``."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        logger.warning(
-            "'GpuOptions' is deprecated from version 1.6.0 and will be removed in a future version, use "
-            "'mindspore_serving.server.register.GPUDeviceInfo' instead."
-        )
-        self.context = Context()
-        self.context.append_device_info(GPUDeviceInfo(**kwargs))
+    _info = GPUDeviceInfo

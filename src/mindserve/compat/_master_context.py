@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import threading
 
+from mindserve.compat._checks import check_int
+
 __all__ = ["set_max_enqueued_requests"]
 
 _lock = threading.Lock()
@@ -19,12 +21,7 @@ def set_max_enqueued_requests(max_enqueued_requests: int) -> None:
     """Set how many requests may wait at once (default 10000); ``RuntimeError`` unless an
     int >= 1."""
     global _limit
-    if isinstance(max_enqueued_requests, bool) or not isinstance(max_enqueued_requests, int):
-        raise RuntimeError(
-            f"Parameter 'max_enqueued_requests' should be int, but actually {type(max_enqueued_requests)}"
-        )
-    if max_enqueued_requests < 1:
-        raise RuntimeError("Parameter 'max_enqueued_requests' should be >= 1")
+    check_int("max_enqueued_requests", max_enqueued_requests, 1)
     _limit = max_enqueued_requests
 
 

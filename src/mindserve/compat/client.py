@@ -128,30 +128,23 @@ class Client:
         if full is not None:
             return _AsyncResult(None, {"error": full})
         rt = server.runtime()
+        call = rt.infer if wait else rt.infer_async
         try:
-            if wait:
-                outcome: Future[Any] | list[Any] = rt.infer(
-                    self.servable_name,
-                    self.method_name,
-                    items,
-                    version=self.version_number,
-                    return_exceptions=True,
-                )
-            else:
-                outcome = rt.infer_async(
-                    self.servable_name,
-                    self.method_name,
-                    items,
-                    version=self.version_number,
-                    return_exceptions=True,
-                )
-                outcome.add_done_callback(lambda _: _master_context.leave())
+            outcome = call(
+                self.servable_name,
+                self.method_name,
+                items,
+                version=self.version_number,
+                return_exceptions=True,
+            )
         except MindServeError as exc:
             _master_context.leave()
             return _AsyncResult(None, {"error": self._request_error(exc)})
         except BaseException:
             _master_context.leave()
             raise
-        if wait:
+        if isinstance(outcome, Future):  # in flight until it completes
+            outcome.add_done_callback(lambda _: _master_context.leave())
+        else:
             _master_context.leave()
         return _AsyncResult(outcome)

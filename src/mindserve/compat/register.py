@@ -31,6 +31,7 @@ from mindserve._define.servable import Servable
 from mindserve._define.stage import Stage
 from mindserve._define.tracing import Placeholder, active_trace
 from mindserve._errors import DefinitionError, MindServeError
+from mindserve.compat._checks import str_list
 from mindserve.compat._device_context import (
     AclOptions,
     AscendDeviceInfo,
@@ -165,26 +166,6 @@ def _inputs_count(native: NativeModel) -> int | None:
     return loaded.n_inputs if loaded is not None else native.inputs
 
 
-def _str_list(name: str, value: Any) -> list[str]:
-    """A str or a tuple/list of distinct non-empty strs, as a list (MindSpore Serving's check)."""
-    if isinstance(value, str):
-        value = (value,)
-    if not isinstance(value, (tuple, list)):
-        raise DefinitionError(
-            f"Parameter '{name}' should be str or tuple/list of str, but actually {type(value)}"
-        )
-    items: list[str] = []
-    for item in value:
-        if not isinstance(item, str):
-            raise DefinitionError(f"The item of parameter '{name}' should be str, but actually {type(item)}")
-        if not item:
-            raise DefinitionError(f"The item of parameter '{name}' should not be empty str")
-        if item in items:
-            raise DefinitionError(f"The item value '{item}' in parameter '{name}' should not be repeated")
-        items.append(item)
-    return items
-
-
 def declare_model(
     model_file: str | Sequence[str],
     model_format: str,
@@ -200,7 +181,7 @@ def declare_model(
         raise DefinitionError(
             f"Parameter 'with_batch_dim' should be bool, but actually {type(with_batch_dim)}"
         )
-    files = _str_list("model_file", model_file)
+    files = str_list("model_file", model_file, DefinitionError)
     if not files:
         raise DefinitionError("Declare model failed, model files size cannot be 0")
     if not isinstance(model_format, str):
@@ -564,7 +545,7 @@ def call_servable(*args: Any) -> Any:
 
 def register_method(output_names: str | Sequence[str]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: define a method of the servable being loaded, with these output names."""
-    names = _str_list("output_names", output_names)
+    names = str_list("output_names", output_names, DefinitionError)
     kinds = {
         inspect.Parameter.VAR_POSITIONAL: "VAR_POSITIONAL",
         inspect.Parameter.VAR_KEYWORD: "VAR_KEYWORD",

@@ -23,6 +23,7 @@ from typing import Any
 
 from mindserve import LoadError, Runtime, VersionNotFoundError
 from mindserve.compat import _master_context
+from mindserve.compat._checks import check_int, check_str, int_tuple
 from mindserve.compat._loader import load_servable
 
 logger = logging.getLogger("mindserve.compat")
@@ -41,40 +42,6 @@ __all__ = [
 
 _lock = threading.Lock()
 _runtime: Runtime | None = None
-
-
-def _check_str(name: str, value: Any) -> None:
-    if not isinstance(value, str):
-        raise RuntimeError(f"Parameter '{name}' should be str, but actually {type(value)}")
-    if not value:
-        raise RuntimeError(f"Parameter '{name}' should not be empty str")
-
-
-def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None, item: bool = False) -> None:
-    prefix = f"The item value '{value}' in parameter '{name}'" if item else f"Parameter '{name}'"
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise RuntimeError(f"{prefix} should be int, but actually {type(value)}")
-    if value < minimum or (maximum is not None and value > maximum):
-        if maximum is not None:
-            raise RuntimeError(f"{prefix} should be in range [{minimum},{maximum}]")
-        raise RuntimeError(f"{prefix} should be >= {minimum}")
-
-
-def _check_ids(name: str, value: Any) -> tuple[int, ...]:
-    """An int or a tuple/list of distinct ints >= 0, as a tuple."""
-    if isinstance(value, int):
-        value = (value,)
-    if not isinstance(value, (tuple, list)):
-        raise RuntimeError(
-            f"Parameter '{name}' should be int or tuple/list of int, but actually {type(value)}"
-        )
-    ids: list[int] = []
-    for item in value:
-        if item in ids:
-            raise RuntimeError(f"The item value '{item}' in parameter '{name}' should not be repeated")
-        _check_int(name, item, 0, item=True)
-        ids.append(item)
-    return tuple(ids)
 
 
 class ServableStartConfig:
@@ -103,10 +70,10 @@ class ServableStartConfig:
     ) -> None:
         if isinstance(servable_directory, os.PathLike):
             servable_directory = os.fspath(servable_directory)
-        _check_str("servable_directory", servable_directory)
-        _check_str("servable_name", servable_name)
-        _check_int("version_number", version_number, 0)
-        _check_int("num_parallel_workers", num_parallel_workers, 0, 64)
+        check_str("servable_directory", servable_directory)
+        check_str("servable_name", servable_name)
+        check_int("version_number", version_number, 0)
+        check_int("num_parallel_workers", num_parallel_workers, 0, 64)
         if dec_key is not None:
             if not isinstance(dec_key, bytes):
                 raise RuntimeError(f"Parameter 'dec_key' should be bytes, but actually {type(dec_key)}")
@@ -114,12 +81,12 @@ class ServableStartConfig:
                 raise RuntimeError("Parameter 'dec_key' should not be empty bytes")
             if len(dec_key) not in (16, 24, 32):
                 raise RuntimeError(f"Parameter 'dec_key' length {len(dec_key)} expected to be 16, 24 or 32")
-        _check_str("dec_mode", dec_mode)
+        check_str("dec_mode", dec_mode)
         if dec_mode not in ("AES-GCM", "AES-CBC"):
             raise RuntimeError("Parameter 'dec_mode' expected to be 'AES-GCM' or 'AES-CBC'")
-        ids = _check_ids("device_ids", [] if device_ids is None else device_ids)
+        ids = int_tuple("device_ids", [] if device_ids is None else device_ids, 0, single=True)
         if device_type is not None:
-            _check_str("device_type", device_type)
+            check_str("device_type", device_type)
             if device_type.lower() == "none":
                 device_type = None
             elif device_type.lower() not in ("ascend", "gpu", "cpu"):
