@@ -406,10 +406,11 @@ def test_a_servable_name_cannot_leave_the_servable_directory(compat_root, name):
 
 
 def test_a_model_file_cannot_leave_the_version_directory(tmp_path):
-    (tmp_path / "escape" / "1").mkdir(parents=True)
-    (tmp_path / "escape" / "servable_config.py").write_text(
+    write_servable(
+        tmp_path,
+        "escape",
         "from mindspore_serving.server import register\n"
-        "model = register.declare_model(model_file='../../x.mindir', model_format='MindIR')\n"
+        "model = register.declare_model(model_file='../../x.mindir', model_format='MindIR')\n",
     )
     with pytest.raises(LoadError, match="outside the servable's version directory"):
         load_servable(str(tmp_path), "escape")
@@ -456,18 +457,16 @@ def second(x, y):
     ],
 )
 def test_one_stage_function_is_used_one_way(tmp_path, first, second, message):
-    (tmp_path / "reuse").mkdir()
-    (tmp_path / "reuse" / "servable_config.py").write_text(STAGE_REUSE.format(first=first, second=second))
+    write_servable(tmp_path, "reuse", STAGE_REUSE.format(first=first, second=second), versions=())
     with pytest.raises(LoadError) as raised:
         load_servable(str(tmp_path), "reuse")
     assert message in str(raised.value)
 
 
 def test_one_stage_function_used_the_same_way_twice_is_fine(tmp_path):
-    (tmp_path / "reuse").mkdir()
     same = "batch, x, outputs_count=1, batch_size=2"
-    (tmp_path / "reuse" / "servable_config.py").write_text(
-        STAGE_REUSE.format(first=same, second=same.replace("2", "4"))
+    write_servable(
+        tmp_path, "reuse", STAGE_REUSE.format(first=same, second=same.replace("2", "4")), versions=()
     )
     assert set(load_servable(str(tmp_path), "reuse").methods) == {"first", "second"}
 
@@ -754,8 +753,7 @@ def method(x1, x2):
     ],
 )
 def test_legacy_calls_follow_mindspore_servings_rules(tmp_path, body, message):
-    (tmp_path / "legacy" / "1").mkdir(parents=True)
-    (tmp_path / "legacy" / "servable_config.py").write_text(LEGACY.format(body=body))
+    write_servable(tmp_path, "legacy", LEGACY.format(body=body))
     with pytest.raises(LoadError) as raised:
         load_servable(str(tmp_path), "legacy")
     assert message in str(raised.value)
@@ -790,9 +788,8 @@ def method(x, y):
 def test_model_input_and_output_counts_are_checked_at_start_in_mindspore_servings_words(
     compat_root, tmp_path, body, message
 ):
-    (tmp_path / "counts" / "1").mkdir(parents=True)
+    write_servable(tmp_path, "counts", COUNTS.format(body=body))
     shutil.copy(os.path.join(compat_root["root"], "multi", "1", "addmul.mindir"), tmp_path / "counts" / "1")
-    (tmp_path / "counts" / "servable_config.py").write_text(COUNTS.format(body=body))
     try:
         with pytest.raises(LoadError) as raised:
             server.start_servables(server.ServableStartConfig(str(tmp_path), "counts"))
@@ -842,8 +839,7 @@ model = register.declare_model({arguments})
     ],
 )
 def test_declare_model_checks_its_arguments_in_mindspore_servings_words(tmp_path, arguments, message):
-    (tmp_path / "declared").mkdir()
-    (tmp_path / "declared" / "servable_config.py").write_text(DECLARE.format(arguments=arguments))
+    write_servable(tmp_path, "declared", DECLARE.format(arguments=arguments), versions=())
     with pytest.raises(LoadError) as raised:
         load_servable(str(tmp_path), "declared")
     assert message in str(raised.value)
@@ -882,9 +878,11 @@ def method({parameters}):
     ],
 )
 def test_register_method_checks_in_mindspore_servings_words(tmp_path, names, parameters, returned, message):
-    (tmp_path / "registered").mkdir()
-    (tmp_path / "registered" / "servable_config.py").write_text(
-        REGISTER.format(names=names, parameters=parameters, returned=returned)
+    write_servable(
+        tmp_path,
+        "registered",
+        REGISTER.format(names=names, parameters=parameters, returned=returned),
+        versions=(),
     )
     with pytest.raises(LoadError) as raised:
         load_servable(str(tmp_path), "registered")
@@ -904,9 +902,8 @@ def test_a_config_directory_or_file_that_is_missing_is_reported_in_mindspore_ser
 
 
 def test_a_method_returning_something_else_than_placeholders_is_refused_in_mindspore_servings_words(tmp_path):
-    (tmp_path / "returns").mkdir()
-    (tmp_path / "returns" / "servable_config.py").write_text(
-        REGISTER.format(names="['y']", parameters="x", returned="1")
+    write_servable(
+        tmp_path, "returns", REGISTER.format(names="['y']", parameters="x", returned="1"), versions=()
     )
     with pytest.raises(
         LoadError, match="Each value returned is a placeholder for data and must come from the method"
@@ -915,9 +912,8 @@ def test_a_method_returning_something_else_than_placeholders_is_refused_in_minds
 
 
 def test_a_model_used_with_other_counts_is_refused_in_mindspore_servings_words(tmp_path, compat_root):
-    (tmp_path / "counts" / "1").mkdir(parents=True)
     body = "    a = register.add_stage(model, x, y, outputs_count=2)\n    b = register.add_stage(model, x, outputs_count=2)\n    return a"
-    (tmp_path / "counts" / "servable_config.py").write_text(COUNTS.format(body=body))
+    write_servable(tmp_path, "counts", COUNTS.format(body=body))
     with pytest.raises(
         LoadError,
         match=r"RegisterInputOutputInfo failed, inputs count 1 not match old count 2, model: addmul\.mindir",
@@ -933,13 +929,9 @@ def test_a_model_used_with_other_counts_is_refused_in_mindspore_servings_words(t
 
 
 def test_add_stage_batch_size_is_checked_in_mindspore_servings_words(tmp_path):
-    (tmp_path / "sized").mkdir()
-    (tmp_path / "sized" / "servable_config.py").write_text(
-        REGISTER.format(
-            names="['y']",
-            parameters="x",
-            returned="register.add_stage(identity, x, outputs_count=1, batch_size=-1)",
-        )
+    returned = "register.add_stage(identity, x, outputs_count=1, batch_size=-1)"
+    write_servable(
+        tmp_path, "sized", REGISTER.format(names="['y']", parameters="x", returned=returned), versions=()
     )
     with pytest.raises(LoadError, match="Parameter 'batch_size' should be >= 0"):
         load_servable(str(tmp_path), "sized")
@@ -967,9 +959,6 @@ def test_start_failures_are_worded_as_mindspore_serving_words_them(compat_root, 
 
 
 def test_a_config_without_methods_is_worded_as_mindspore_serving_words_it(tmp_path):
-    (tmp_path / "nomethod").mkdir()
-    (tmp_path / "nomethod" / "servable_config.py").write_text(
-        "from mindspore_serving.server import register\n"
-    )
+    write_servable(tmp_path, "nomethod", "from mindspore_serving.server import register\n", versions=())
     with pytest.raises(LoadError, match="There is no method registered for servable"):
         load_servable(str(tmp_path), "nomethod")
