@@ -339,3 +339,81 @@ def test_messages_count_in_good_english(rt):
         "2 instances",
         "0 values",
     )
+
+
+def _batched_servable(directory):
+    """A servable with a batched callable model (a scheduler thread) in a version directory."""
+    os.makedirs(os.path.join(directory, "1"), exist_ok=True)
+    svc = mindserve.Servable("batched", directory=directory)
+    double = svc.model(lambda x: x * 2, name="double", batching=mindserve.Batching(max_batch_size=4))
+    svc.add_method(lambda x: double(x), name="run", outputs="y")
+    return svc
+
+
+def _wait_ended(threads, seconds=10.0):
+    deadline = time.monotonic() + seconds
+    for thread in threads:
+        thread.join(max(deadline - time.monotonic(), 0))
+    return [t.name for t in threads if t.is_alive()]
+
+
+def test_an_unreachable_runtime_is_closed_with_a_warning_naming_the_fix(tmp_path):
+    import gc
+    import weakref
+
+    import numpy as np
+
+    svc = _batched_servable(str(tmp_path))
+    before = set(threading.enumerate())
+    events = []
+    rt = mindserve.Runtime(warm_up=False)
+    rt.add_listener(events.append)
+    rt.start(svc, watch=True, poll_interval=0.05)
+    rt.infer_async("batched", "run", [{"x": np.ones(3)}]).result(10)
+    assert rt.infer("batched", "run", [{"x": np.ones(3)}])[0]["y"].tolist() == [2, 2, 2]
+    ref = weakref.ref(rt)
+    started = [t for t in threading.enumerate() if t not in before]
+    assert started  # a scheduler, a watcher and an async worker at least
+    with pytest.warns(mindserve.RuntimeNotClosedWarning, match=r"with mindserve.Runtime\(\)|close\(\)"):
+        del rt
+        gc.collect()
+    assert ref() is None
+    assert [e.kind for e in events].count(mindserve.EventKind.UNLOADED) == 1
+    assert _wait_ended(started) == []
+
+
+def test_rerunning_a_notebook_cell_leaves_one_runtime_running(tmp_path):
+    import gc
+    import warnings
+
+    svc = _batched_servable(str(tmp_path))
+    before = set(threading.enumerate())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mindserve.RuntimeNotClosedWarning)
+        for _ in range(5):  # the cell: rt = mindserve.Runtime(); rt.start(svc)
+            rt = mindserve.Runtime(warm_up=False)
+            rt.start(svc)
+            rt.infer("batched", "run", [{"x": 1}])
+        gc.collect()
+    try:
+        alive = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        schedulers = [t for t in alive if "double" in t.name]
+        assert len(schedulers) <= 1, [t.name for t in alive]
+    finally:
+        rt.close()
+
+
+def test_a_closed_runtime_left_unreachable_warns_nothing(tmp_path):
+    import gc
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mindserve.RuntimeNotClosedWarning)
+        with mindserve.Runtime(warm_up=False) as rt:
+            rt.start(_batched_servable(str(tmp_path)))
+        del rt
+        gc.collect()
+
+
+def test_close_documents_its_grace_period():
+    assert "grace" in mindserve.Runtime.close.__doc__ and "30" in mindserve.Runtime.close.__doc__

@@ -17,6 +17,8 @@ Importing mindserve does not import MindSpore; that happens when a model first l
 """
 
 import logging as _logging
+import sys as _sys
+import warnings as _warnings
 
 from mindserve._config import Batching
 from mindserve._define.method import Method
@@ -42,6 +44,7 @@ from mindserve._errors import (
     NotFoundError,
     OverloadedError,
     RuntimeClosedError,
+    RuntimeNotClosedWarning,
     ServableNotFoundError,
     StageError,
     VersionNotFoundError,
@@ -68,6 +71,11 @@ from mindserve._version import __version__
 # A library logs nothing unless the application configures logging (not even through
 # Python's last-resort handler, which would print a failed load on top of its exception).
 _logging.getLogger("mindserve").addHandler(_logging.NullHandler())
+# A runtime dropped without close() held threads and models: say so, though Python hides
+# other ResourceWarnings by default; unless the interpreter was given -W or PYTHONWARNINGS
+# (filters the application adds later take precedence anyway).
+if not _sys.warnoptions:
+    _warnings.filterwarnings("default", category=RuntimeNotClosedWarning)
 
 __all__ = [
     "MINDSPORE_REQUIREMENT",
@@ -103,6 +111,7 @@ __all__ = [
     "OverloadedError",
     "Runtime",
     "RuntimeClosedError",
+    "RuntimeNotClosedWarning",
     "Servable",
     "ServableInfo",
     "ServableNotFoundError",

@@ -26,6 +26,7 @@ Each error also derives from the builtin that fits it, so ``except ValueError`` 
     └── InferenceError                        a request in which some instances failed
 
     MindSporeVersionWarning (UserWarning)     MindSpore's version is outside the tested range
+    RuntimeNotClosedWarning (ResourceWarning) a Runtime was dropped without close(); mindserve closed it
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ __all__ = [
     "NotFoundError",
     "OverloadedError",
     "RuntimeClosedError",
+    "RuntimeNotClosedWarning",
     "ServableNotFoundError",
     "StageError",
     "VersionNotFoundError",
@@ -226,3 +228,11 @@ class InferenceError(MindServeError):
 
 class MindSporeVersionWarning(UserWarning):
     """The installed MindSpore is outside the range mindserve is tested with."""
+
+
+class RuntimeNotClosedWarning(ResourceWarning):
+    """A :class:`Runtime` became unreachable without ``close()``; mindserve closed it then.
+
+    Unlike other resource warnings it is shown by default (once per place), since the
+    runtime it reports held threads and models until then.
+    """

@@ -8,6 +8,7 @@ import functools
 import os
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, InvalidStateError
@@ -29,6 +30,7 @@ from mindserve._errors import (
     MethodNotFoundError,
     MindServeError,
     RuntimeClosedError,
+    RuntimeNotClosedWarning,
     ServableNotFoundError,
     VersionNotFoundError,
 )
@@ -97,6 +99,10 @@ class Runtime:
         #: The parent's pid once this process was forked from the one that made the runtime.
         self._forked_from: int | None = None
         _runtimes.add(self)
+        # Closes this runtime if it becomes unreachable unclosed (a notebook cell re-run).
+        # It holds the runtime's parts, never the runtime: no thread or callback does either.
+        self._finalizer = weakref.finalize(self, _close_unreachable, self._lock, self._hosted, self._dispatcher)
+        self._finalizer.atexit = False
 
     def __repr__(self) -> str:
         with self._lock:
@@ -284,7 +290,12 @@ class Runtime:
         for ever) after close began fail with :class:`RuntimeClosedError`, and their queued
         instances are dropped. Worker processes then stop. The runtime cannot be used
         afterwards. In async code, use ``await rt.aclose()`` or ``async with Runtime()``.
+
+        A runtime that becomes unreachable without ``close()`` (``rt = Runtime()`` run again
+        in a notebook) is closed when Python collects it, with a
+        :class:`RuntimeNotClosedWarning`; its calls had all ended by then.
         """
+        self._finalizer.detach()
         if self._forked_from is not None:  # the parent's threads and locks are not ours to use
             self._closed = True
             return
@@ -377,15 +388,14 @@ class Runtime:
             hosted.failed(version or None, exc)
             self._emit(EventKind.FAILED, hosted.name, version or None, exc)
             raise
-        loaded.on_shutdown = self._unloaded
+        loaded.on_shutdown = functools.partial(_report_unloaded, self._observer)
         self._emit(EventKind.LOADED, loaded.name, loaded.version)
         return loaded
 
     def _emit(
         self, kind: EventKind, servable: str, version: int | None, error: BaseException | None = None
     ) -> None:
-        now = datetime.datetime.now(datetime.timezone.utc)
-        self._observer.on_version(VersionEvent(kind, servable, version, now, error))
+        _emit(self._observer, kind, servable, version, error)
 
     def _check_open_or_discard(self, loaded: LoadedServable) -> None:
         if self._closed:
@@ -407,13 +417,13 @@ class Runtime:
         for old in retired:
             old.retire()
 
-    def _unloaded(self, loaded: LoadedServable) -> None:
-        self._emit(EventKind.UNLOADED, loaded.name, loaded.version)
-
     def _watch(self, hosted: ServableSlot, directory: str, poll_interval: float) -> Watcher:
+        runtime = weakref.ref(self)  # the watcher's thread must not keep the runtime reachable
+
         def load(version: int) -> None:
-            if not self._closed:
-                self.update(hosted.name, version=version)
+            current = runtime()
+            if current is not None and not current._closed:
+                current.update(hosted.name, version=version)
 
         def failed(version: int | None, error: BaseException) -> None:
             hosted.failed(version, error)
@@ -607,6 +617,50 @@ class _Listener(Observer):
 
 
 _runtimes: weakref.WeakSet[Runtime] = weakref.WeakSet()
+
+
+def _emit(
+    observer: ObserverHub,
+    kind: EventKind,
+    servable: str,
+    version: int | None,
+    error: BaseException | None = None,
+) -> None:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    observer.on_version(VersionEvent(kind, servable, version, now, error))
+
+
+def _report_unloaded(observer: ObserverHub, loaded: LoadedServable) -> None:
+    _emit(observer, EventKind.UNLOADED, loaded.name, loaded.version)
+
+
+def _close_unreachable(lock: threading.RLock, hosted: dict[str, ServableSlot], dispatcher: Dispatcher) -> None:
+    """Close a runtime Python collected unclosed. The closing happens on a thread of its
+    own: a collection may run in any thread, even one holding a scheduler's lock."""
+    running = sorted(f"{name} v{v}" for name, slot in list(hosted.items()) for v in slot.versions)
+
+    def close() -> None:
+        with lock:
+            slots = list(hosted.values())
+            hosted.clear()
+        for slot in slots:
+            slot.stop_watching()
+            for loaded in list(slot.versions.values()):
+                loaded.retire()
+        dispatcher.close()
+
+    try:
+        threading.Thread(target=close, name="mindserve-close-unreachable", daemon=True).start()
+    except RuntimeError:  # the interpreter is shutting down: its threads end with it
+        return
+    warnings.warn(
+        RuntimeNotClosedWarning(
+            f"a mindserve.Runtime running {running} was garbage-collected without close(); "
+            f"mindserve closed it now. Hint: use 'with mindserve.Runtime() as rt:', "
+            f"or call rt.close() when done with it."
+        ),
+        stacklevel=2,
+    )
 
 
 def _forked() -> None:
