@@ -26,6 +26,7 @@ setup(
     long_description=LONG_DESCRIPTION,
     long_description_content_type="text/markdown",
     license="Apache-2.0",
+    license_files=["LICENSE"],
     package_dir={"": "src"},
     packages=find_packages("src"),
     package_data={"mindserve": ["py.typed"]},
