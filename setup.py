@@ -41,7 +41,16 @@ setup(
         "cloudpickle>=2.2",
     ],
     extras_require={
-        "test": ["pytest>=7.3", "hypothesis>=6", "nbclient>=0.7", "nbformat>=5", "ipykernel>=6", "pillow"],
+        "prometheus": ["prometheus-client>=0.17"],
+        "test": [
+            "pytest>=7.3",
+            "hypothesis>=6",
+            "nbclient>=0.7",
+            "nbformat>=5",
+            "ipykernel>=6",
+            "pillow",
+            "prometheus-client>=0.17",
+        ],
         "dev": [
             "pytest>=7.3",
             "hypothesis>=6",

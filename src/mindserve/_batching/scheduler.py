@@ -40,7 +40,7 @@ from mindserve._calls import (
     mark_executor_thread,
 )
 from mindserve._errors import ModelError, OverloadedError, RuntimeClosedError, counted
-from mindserve._observe.observer import BatchReason, BatchReport, DropReason, DropReport, ObserverHub
+from mindserve._observe.observer import BatchReason, BatchReport, DropReason, DropReport, ObserverHub, Step
 
 logger = logging.getLogger("mindserve")
 
@@ -84,6 +84,7 @@ class Scheduler:
         padded: Callable[[int], int] | None = None,
         what: str | None = None,
         on_drained: Callable[[], None] | None = None,
+        step: Step | None = None,
     ) -> None:
         if capacity < 1:
             raise ValueError(f"a scheduler needs a capacity >= 1; got {capacity}")
@@ -99,6 +100,8 @@ class Scheduler:
         self.instances = 0
         self._run_batch = run_batch
         self._observer = observer
+        #: What observers' reports name as the place (servable, version, model or stage).
+        self.step = step
         self._padded = padded
         # Hot paths take the lock itself (a C call); the condition shares it for waits.
         self._lock = threading.Lock()
@@ -417,6 +420,8 @@ class Scheduler:
                 run_seconds=now - started,
                 queued=queued,
                 failed=sum(1 for o in outcomes if isinstance(o, Failure)),
+                step=self.step,
+                at=time.time(),
             )
         )
 
@@ -434,7 +439,7 @@ class Scheduler:
 
     def _report_drop(self, count: int, reason: DropReason) -> None:
         if self._observer is not None and self._observer.wants("on_drop"):
-            self._observer.on_drop(DropReport(self.name, count, reason))
+            self._observer.on_drop(DropReport(self.name, count, reason, self.step))
 
 
 def _interrupted(exc: BaseException) -> Failure:

@@ -17,6 +17,8 @@ so they must be quick. An exception an observer raises is logged and ignored.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import datetime
 import enum
 import logging
@@ -24,7 +26,17 @@ from collections.abc import Iterable
 
 import attrs
 
-from mindserve._errors import ArgumentTypeError, InvalidArgumentError
+from mindserve._calls import CancelledCall
+from mindserve._errors import (
+    ArgumentTypeError,
+    DeadlineExceededError,
+    InvalidArgumentError,
+    InvalidInputError,
+    ModelError,
+    OverloadedError,
+    RuntimeClosedError,
+    StageError,
+)
 
 logger = logging.getLogger("mindserve")
 
@@ -52,6 +64,59 @@ class VersionEvent:
     error: BaseException | None = None
 
 
+@attrs.frozen
+class Step:
+    """A queue that batches instances across callers: a version's model, or a batched stage.
+
+    ``kind`` is ``"model"`` or ``"stage"``; ``name`` the model's or stage's name.
+    """
+
+    servable: str
+    version: int
+    kind: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"servable '{self.servable}' version {self.version}: {self.kind} '{self.name}'"
+
+
+class Outcome(str, enum.Enum):
+    """How an instance, or a call, ended (a ``str``: ``outcome == "ok"`` works)."""
+
+    OK = "ok"
+    INVALID_INPUT = "invalid_input"  # InvalidInputError
+    STAGE_ERROR = "stage_error"  # StageError
+    MODEL_ERROR = "model_error"  # ModelError (WorkerError included)
+    TIMED_OUT = "timed_out"  # DeadlineExceededError
+    CANCELLED = "cancelled"  # the caller cancelled the future or the task
+    OVERLOADED = "overloaded"  # OverloadedError: a full queue refused it
+    CLOSED = "closed"  # RuntimeClosedError
+    ERROR = "error"  # any other error
+
+
+_OUTCOMES = (
+    (InvalidInputError, Outcome.INVALID_INPUT),
+    (StageError, Outcome.STAGE_ERROR),
+    (ModelError, Outcome.MODEL_ERROR),
+    (DeadlineExceededError, Outcome.TIMED_OUT),
+    (OverloadedError, Outcome.OVERLOADED),
+    (RuntimeClosedError, Outcome.CLOSED),
+    (asyncio.CancelledError, Outcome.CANCELLED),
+    (concurrent.futures.CancelledError, Outcome.CANCELLED),
+    (CancelledCall, Outcome.CANCELLED),  # the caller cancelled its future
+)
+
+
+def outcome_of(error: BaseException | None) -> Outcome:
+    """How an instance or a call that ended with ``error`` (``None``: none) ended."""
+    if error is None:
+        return Outcome.OK
+    for kind, outcome in _OUTCOMES:
+        if isinstance(error, kind):
+            return outcome
+    return Outcome.ERROR
+
+
 class BatchReason(str, enum.Enum):
     """Why a scheduler ran a batch when it did."""
 
@@ -71,7 +136,8 @@ class BatchReport:
     ``where`` names the servable, version and step. ``size`` instances ran, padded up to
     ``padded_to`` (equal to ``size`` when nothing was padded). ``queue_wait``: seconds the
     oldest instance waited in the queue; ``run_seconds``: the batch's run; ``queued``:
-    instances still waiting once the batch formed; ``failed``: instances that failed.
+    instances still waiting once the batch formed; ``failed``: instances that failed;
+    ``step``: the same place as ``where``, as fields; ``at``: when it ended (``time.time()``).
     """
 
     where: str
@@ -82,6 +148,8 @@ class BatchReport:
     run_seconds: float
     queued: int
     failed: int
+    step: Step | None = None
+    at: float = 0.0
 
 
 class DropReason(str, enum.Enum):
@@ -100,6 +168,7 @@ class DropReport:
     where: str
     count: int
     reason: DropReason
+    step: Step | None = None
 
 
 @attrs.frozen
@@ -117,7 +186,10 @@ class WarmUpReport:
 @attrs.frozen
 class CallReport:
     """One call of a method: ``instances`` in, ``failed`` of them failed; ``error`` names the
-    whole-call error class when the call raised one (``"DeadlineExceededError"``, ...)."""
+    whole-call error class when the call raised one (``"DeadlineExceededError"``, ...);
+    ``outcome`` is how the call ended (``"ok"`` when every instance succeeded; else the
+    whole-call error's kind, or the first failed instance's); ``outcomes`` counts its
+    instances by how each ended."""
 
     servable: str
     version: int
@@ -126,6 +198,8 @@ class CallReport:
     failed: int
     seconds: float
     error: str | None = None
+    outcome: Outcome = Outcome.OK
+    outcomes: tuple[tuple[Outcome, int], ...] = ()
 
 
 class Observer:

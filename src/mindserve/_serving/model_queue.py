@@ -27,7 +27,7 @@ from mindserve._define.model import Model
 from mindserve._errors import InvalidInputError, LoadError, ModelError, counted
 from mindserve._execution.local import Backend
 from mindserve._execution.mindspore import first_line
-from mindserve._observe.observer import ObserverHub
+from mindserve._observe.observer import ObserverHub, Step
 from mindserve._values import TensorSpec, serving_input_error, to_model_input
 
 logger = logging.getLogger("mindserve")
@@ -197,8 +197,9 @@ class LoadedModel:
         self.batching = attrs.evolve(self.batching, buckets=buckets)
         self.warmed_up = tuple(warmed_up)
 
-    def start(self, observer: ObserverHub | None = None) -> None:
-        """Start the scheduler that batches this model's instances across callers."""
+    def start(self, observer: ObserverHub | None = None, step: Step | None = None) -> None:
+        """Start the scheduler that batches this model's instances across callers
+        (``step`` names it in observers' reports)."""
         buckets = self.batching.buckets if self.model.with_batch_dim else None
         self.scheduler = Scheduler(
             f"{self.where}: {self._what}",
@@ -212,6 +213,7 @@ class LoadedModel:
             observer=observer,
             padded=functools.partial(_batching.bucket_for, buckets=buckets) if buckets else None,
             on_drained=self.backend.close,
+            step=step,
         )
 
     def close(self) -> None:

@@ -18,7 +18,7 @@ from mindserve._define.stage import Stage
 from mindserve._errors import InvalidArgumentError, LoadError, MindServeError, StageError
 from mindserve._execution import mindspore as _mindspore
 from mindserve._execution.local import model_path, open_backend
-from mindserve._observe.observer import ObserverHub, WarmUpReport
+from mindserve._observe.observer import ObserverHub, Step, WarmUpReport
 from mindserve._observe.status import MethodInfo, ModelInfo, ServableInfo
 from mindserve._serving.model_queue import LoadedModel
 from mindserve._serving.stages import run_stage
@@ -101,6 +101,7 @@ class LoadedServable:
             capacity=1 if pool is None else pool.size,
             observer=observer,
             on_drained=None if pool is None else pool.release,
+            step=Step(self.name, self.version, "stage", stage.name),
         )
 
     @classmethod
@@ -136,7 +137,7 @@ class LoadedServable:
                 if observer is not None and observer.wants("on_warm_up"):
                     seconds = time.perf_counter() - started
                     observer.on_warm_up(WarmUpReport(definition.name, number, model.name, compiled, seconds))
-                loaded.start(observer)
+                loaded.start(observer, Step(definition.name, number, "model", model.name))
                 used_mindspore = used_mindspore or model.kind != "callable"
                 models[model.name] = loaded
         except BaseException:
@@ -180,7 +181,7 @@ class LoadedServable:
                 report = loaded_there["report"]
                 if observer is not None and report is not None and observer.wants("on_warm_up"):
                     observer.on_warm_up(report)
-                loaded.start(observer)
+                loaded.start(observer, Step(definition.name, number, "model", model.name))
                 models[model.name] = loaded
         except BaseException:
             for loaded in models.values():
@@ -301,6 +302,17 @@ class LoadedServable:
             self.pool.release()  # the workers stop once every queue has drained
         if self.on_shutdown is not None:
             self.on_shutdown(self)
+
+    def queue_depths(self) -> dict[Step, int]:
+        """The instances queued now at each model and batched stage."""
+        depths = {
+            Step(self.name, self.version, "model", name): model.scheduler.queued if model.scheduler else 0
+            for name, model in self.models.items()
+        }
+        for scheduler in self.stage_schedulers.values():
+            if scheduler.step is not None:
+                depths[scheduler.step] = scheduler.queued
+        return depths
 
     def info(self, is_default: bool = True) -> ServableInfo:
         """A read-only description of this version."""

@@ -29,14 +29,26 @@ from mindserve._errors import (
     InvalidInputError,
     MethodNotFoundError,
     MindServeError,
+    NotFoundError,
     RuntimeClosedError,
     RuntimeNotClosedWarning,
     ServableNotFoundError,
     VersionNotFoundError,
 )
 from mindserve._execution.mindspore import normalize_device_target
-from mindserve._observe.observer import CallReport, EventKind, Observer, ObserverHub, VersionEvent
-from mindserve._observe.status import ServableInfo, ServableStatus
+from mindserve._observe.metrics import Metrics, MetricsCollector
+from mindserve._observe.observer import (
+    BatchReport,
+    CallReport,
+    EventKind,
+    Observer,
+    ObserverHub,
+    Outcome,
+    Step,
+    VersionEvent,
+    outcome_of,
+)
+from mindserve._observe.status import ServableInfo, ServableStatus, WorkerInfo
 from mindserve._serving.dispatch import Dispatcher
 from mindserve._serving.pipeline import run_method, run_method_async, run_method_callback
 from mindserve._serving.running import WARM_UP_VARIABLE, LoadedServable, warm_up_from_environment
@@ -57,7 +69,9 @@ class Runtime:
     models without running them (the first call at each batch size then compiles it), for
     tests and notebooks; ``None`` reads the ``MINDSERVE_WARM_UP`` environment variable
     (``0`` turns it off) and warms up otherwise. ``observers``: :class:`Observer` objects
-    told about every version event, warm-up, batch, drop and call.
+    told about every version event, warm-up, batch, drop and call. ``metrics``: gather
+    :meth:`metrics` and :meth:`batch_log` (on by default; the cost is measured in
+    docs/benchmarks.md).
 
     Use it as a context manager, or call :meth:`close` when done::
 
@@ -76,6 +90,7 @@ class Runtime:
         async_workers: int = 8,
         warm_up: bool | None = None,
         observers: Iterable[Observer] = (),
+        metrics: bool = True,
     ) -> None:
         if isinstance(device_id, bool) or not isinstance(device_id, int) or device_id < 0:
             raise InvalidArgumentError(f"device_id must be an int >= 0; got {device_id!r}")
@@ -85,12 +100,17 @@ class Runtime:
             raise InvalidArgumentError(
                 f"warm_up must be True, False or None (from {WARM_UP_VARIABLE}); got {warm_up!r}"
             )
+        if not isinstance(metrics, bool):
+            raise InvalidArgumentError(f"metrics must be True or False; got {metrics!r}")
         self._device = (normalize_device_target(device_target), device_id)
         self._warm_up = warm_up_from_environment() if warm_up is None else warm_up
         self._lock = threading.RLock()
         self._hosted: dict[str, ServableSlot] = {}
         self._closed = False
         self._observer = ObserverHub(observers)
+        self._metrics = MetricsCollector() if metrics else None
+        if self._metrics is not None:
+            self._observer.add(self._metrics)
         self._listeners: dict[Callable[[VersionEvent], None], _Listener] = {}
         #: The calls running now, so that close() can wait for them (or fail them).
         self._active: set[Request] = set()
@@ -101,7 +121,9 @@ class Runtime:
         _runtimes.add(self)
         # Closes this runtime if it becomes unreachable unclosed (a notebook cell re-run).
         # It holds the runtime's parts, never the runtime: no thread or callback does either.
-        self._finalizer = weakref.finalize(self, _close_unreachable, self._lock, self._hosted, self._dispatcher)
+        self._finalizer = weakref.finalize(
+            self, _close_unreachable, self._lock, self._hosted, self._dispatcher
+        )
         self._finalizer.atexit = False
 
     def __repr__(self) -> str:
@@ -368,6 +390,66 @@ class Runtime:
             versions = hosted.running()
         return hosted.status([v.info(v is default) for v in versions])
 
+    def metrics(self) -> Metrics:
+        """A snapshot of what this runtime did, per servable version, method, model and
+        batched stage: calls and instances by outcome, latency, queue wait, batch sizes and
+        why batches ran, run time, queue depth, drops, load and warm-up times, workers.
+
+        Counts start when a version loads; an unloaded version's counts stay (its last
+        16 per servable). See docs/metrics.md; :mod:`mindserve.prometheus` exports them.
+        """
+        if self._metrics is None:
+            raise InvalidArgumentError("this runtime gathers no metrics: it was made with metrics=False")
+        with self._lock:
+            running = [loaded for hosted in self._hosted.values() for loaded in hosted.running()]
+        depths: dict[Step, int] = {}
+        workers: dict[tuple[str, int], tuple[WorkerInfo, ...]] = {}
+        for loaded in running:
+            depths.update(loaded.queue_depths())
+            if loaded.pool is not None:
+                workers[(loaded.name, loaded.version)] = loaded.info().workers
+        return self._metrics.snapshot(depths, workers)
+
+    def batch_log(
+        self,
+        servable: str | Servable,
+        model: str | None = None,
+        *,
+        stage: str | None = None,
+        version: int = 0,
+    ) -> list[BatchReport]:
+        """The recent batches (the last 256 each) of a running version's models and batched
+        stages, oldest first: why each ran (``reason``), its size, padding, wait and run time.
+
+        ``model`` or ``stage`` picks one; with neither, every one of the version's.
+        ``version=0``: the default version. See "Why are my batches small?" in docs/metrics.md.
+        """
+        if self._metrics is None:
+            raise InvalidArgumentError("this runtime keeps no batch log: it was made with metrics=False")
+        if model is not None and stage is not None:
+            raise InvalidArgumentError("batch_log() takes a model or a stage, not both")
+        check_version_number(version)
+        loaded = self._find(_name(servable)).pick(version)
+        if model is not None:
+            if model not in loaded.models:
+                raise NotFoundError(
+                    f"servable '{loaded.name}' version {loaded.version} has no model {model!r}; "
+                    f"its models: {sorted(loaded.models)}"
+                )
+            steps = [("model", model)]
+        elif stage is not None:
+            batched = sorted(s.name for s in loaded.stage_schedulers)
+            if stage not in batched:
+                raise NotFoundError(
+                    f"servable '{loaded.name}' version {loaded.version} has no batched stage {stage!r}; "
+                    f"its batched stages: {batched}"
+                )
+            steps = [("stage", stage)]
+        else:
+            steps = [("model", name) for name in loaded.models]
+            steps += [("stage", s.name) for s in loaded.stage_schedulers]
+        return self._metrics.batch_log(loaded.name, loaded.version, steps)
+
     # -- loading helpers -------------------------------------------------------------
 
     def _load(
@@ -502,8 +584,8 @@ class Runtime:
             run_method_callback(
                 call.loaded, call.method, instances, call.request, self._dispatcher.submit, done
             )
-        except BaseException:
-            call.end(None)
+        except BaseException as exc:
+            call.end(exc)
             raise
         return future
 
@@ -577,22 +659,12 @@ class Runtime:
             with self._idle:
                 self._idle.notify_all()
 
-    def _end(self, call: _Call, failed: int, error: BaseException | None) -> None:
+    def _end(self, call: _Call, error: BaseException | None, results: list[Any] | None) -> None:
         """A call is over: report it, let its version shut down if retired, let close() go on."""
         call.loaded.leave(call.request)
         self._forget(call.request)
         if self._observer.wants("on_call"):
-            self._observer.on_call(
-                CallReport(
-                    servable=call.loaded.name,
-                    version=call.loaded.version,
-                    method=call.method.name,
-                    instances=call.count,
-                    failed=failed,
-                    seconds=time.monotonic() - call.request.started,
-                    error=None if error is None else type(error).__name__,
-                )
-            )
+            self._observer.on_call(_call_report(call, error, results))
 
     def _find(self, name: str) -> ServableSlot:
         hosted = self._hosted.get(name)  # a dict read needs no lock
@@ -634,7 +706,9 @@ def _report_unloaded(observer: ObserverHub, loaded: LoadedServable) -> None:
     _emit(observer, EventKind.UNLOADED, loaded.name, loaded.version)
 
 
-def _close_unreachable(lock: threading.RLock, hosted: dict[str, ServableSlot], dispatcher: Dispatcher) -> None:
+def _close_unreachable(
+    lock: threading.RLock, hosted: dict[str, ServableSlot], dispatcher: Dispatcher
+) -> None:
     """Close a runtime Python collected unclosed. The closing happens on a thread of its
     own: a collection may run in any thread, even one holding a scheduler's lock."""
     running = sorted(f"{name} v{v}" for name, slot in list(hosted.items()) for v in slot.versions)
@@ -754,8 +828,8 @@ class _Call:
         self.count = count
         self.return_exceptions = return_exceptions
 
-    def end(self, error: BaseException | None, failed: int = 0) -> None:
-        self.runtime._end(self, failed, error)
+    def end(self, error: BaseException | None, results: list[Any] | None = None) -> None:
+        self.runtime._end(self, error, results)
 
     def finish(self, results: list[Any] | None, error: BaseException | None) -> list[Any]:
         """End the call; return its results, or raise its error (located) or InferenceError."""
@@ -763,8 +837,40 @@ class _Call:
             self.end(error)
             raise _located(error, self.loaded, self.method)
         assert results is not None
-        failed = sum(1 for r in results if isinstance(r, InstanceError))
-        self.end(None, failed)
-        if failed and not self.return_exceptions:
+        self.end(None, results)
+        if not self.return_exceptions and any(isinstance(r, InstanceError) for r in results):
             raise InferenceError(results)
         return results
+
+
+def _call_report(call: _Call, error: BaseException | None, results: list[Any] | None) -> CallReport:
+    """What observers hear of a call: its outcome, and its instances' outcomes."""
+    if error is not None or results is None:
+        outcome = outcome_of(error)
+        outcomes: tuple[tuple[Outcome, int], ...] = ((outcome, call.count),) if call.count else ()
+        failed = call.count if error is not None else 0
+    else:
+        errors = [r for r in results if isinstance(r, InstanceError)]
+        failed = len(errors)
+        if not errors:
+            outcome, outcomes = Outcome.OK, ((Outcome.OK, call.count),) if call.count else ()
+        else:
+            counts: dict[Outcome, int] = {}
+            for exc in errors:
+                kind = outcome_of(exc)
+                counts[kind] = counts.get(kind, 0) + 1
+            outcome = outcome_of(errors[0])
+            if call.count > failed:
+                counts[Outcome.OK] = call.count - failed
+            outcomes = tuple(counts.items())
+    return CallReport(
+        servable=call.loaded.name,
+        version=call.loaded.version,
+        method=call.method.name,
+        instances=call.count,
+        failed=failed,
+        seconds=time.monotonic() - call.request.started,
+        error=None if error is None else type(error).__name__,
+        outcome=outcome,
+        outcomes=outcomes,
+    )

@@ -1,0 +1,398 @@
+"""Metrics: what a runtime did, counted from the reports its observers receive.
+
+A :class:`MetricsCollector` is an observer every runtime has (unless made with
+``metrics=False``). It counts calls and instances by outcome, keeps latency, queue-wait and
+run-time histograms, batch sizes, batching reasons, drops, load times, and the last batches
+of each model and batched stage; :meth:`Runtime.metrics` freezes it into a
+:class:`Metrics` snapshot, :meth:`Runtime.batch_log` returns the recent batches.
+
+The cost per call is one short lock and a few counter updates (measured in
+``bench/bench_metrics.py``).
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections import deque
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from mindserve._errors import NotFoundError
+from mindserve._observe.observer import (
+    BatchReport,
+    CallReport,
+    DropReport,
+    EventKind,
+    Observer,
+    Step,
+    VersionEvent,
+    WarmUpReport,
+)
+from mindserve._observe.status import WorkerInfo
+
+#: Upper bounds (seconds) of the buckets of every duration histogram; a last bucket holds
+#: what is slower than the last bound.
+SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+#: How many recent values the quantiles (p50, p90, p99) of a histogram are computed over.
+QUANTILE_WINDOW = 1024
+#: How many recent batches :meth:`Runtime.batch_log` keeps per model or batched stage.
+BATCH_LOG_SIZE = 256
+#: How many unloaded versions of each servable keep their (compacted) counts.
+UNLOADED_KEPT = 16
+
+
+@attrs.frozen
+class Histogram:
+    """A distribution of seconds since the version loaded.
+
+    ``counts[i]`` values were at most ``bounds[i]`` (and above the bound before); the last
+    count is of values above every bound. ``p50``, ``p90`` and ``p99`` are over the last
+    :data:`QUANTILE_WINDOW` values (``None`` before the first, or once the version unloaded).
+    """
+
+    bounds: tuple[float, ...]
+    counts: tuple[int, ...]
+    count: int
+    sum: float
+    p50: float | None = None
+    p90: float | None = None
+    p99: float | None = None
+
+    @property
+    def mean(self) -> float | None:
+        return self.sum / self.count if self.count else None
+
+
+@attrs.frozen
+class MethodMetrics:
+    """One method of one version: calls (``requests``) and instances by outcome (keys are
+    :class:`Outcome` values: ``"ok"``, ``"invalid_input"``, ``"timed_out"``, ...), and the
+    calls' latency."""
+
+    servable: str
+    version: int
+    method: str
+    requests: Mapping[str, int]
+    instances: Mapping[str, int]
+    latency: Histogram
+
+    @property
+    def request_count(self) -> int:
+        return sum(self.requests.values())
+
+    @property
+    def instance_count(self) -> int:
+        return sum(self.instances.values())
+
+
+@attrs.frozen
+class ModelMetrics:
+    """One model (``kind="model"``) or batched stage (``kind="stage"``) of one version.
+
+    ``batch_sizes`` maps each batch size run to how many batches had it; ``padding`` counts
+    the padding instances added to reach a bucket; ``reasons`` counts batches by why they
+    ran (:class:`BatchReason` values); ``queue_wait`` is the oldest instance's wait per
+    batch, ``run_time`` each batch's run; ``queue_depth`` the instances queued now;
+    ``dropped`` counts instances dropped or refused before running, by :class:`DropReason`
+    value; ``load_seconds`` and ``compiled`` come from its load and warm-up.
+    """
+
+    servable: str
+    version: int
+    kind: str
+    name: str
+    batches: int
+    instances: int
+    batch_sizes: Mapping[int, int]
+    padding: int
+    reasons: Mapping[str, int]
+    queue_wait: Histogram
+    run_time: Histogram
+    queue_depth: int
+    dropped: Mapping[str, int]
+    load_seconds: float | None
+    compiled: tuple[tuple[int, float], ...]
+
+    @property
+    def mean_batch_size(self) -> float:
+        return self.instances / self.batches if self.batches else 0.0
+
+
+@attrs.frozen
+class ServableMetrics:
+    """One version of a servable: its methods, models and batched stages, and workers.
+
+    ``running`` is ``False`` for a version that unloaded (its counts stay, for a while).
+    """
+
+    name: str
+    version: int
+    running: bool
+    methods: tuple[MethodMetrics, ...]
+    models: tuple[ModelMetrics, ...]
+    workers: tuple[WorkerInfo, ...] = ()
+
+
+@attrs.frozen
+class Metrics:
+    """A snapshot of a runtime's metrics (see :meth:`Runtime.metrics`), newest version last."""
+
+    servables: tuple[ServableMetrics, ...]
+
+    def servable(self, name: str, version: int = 0) -> ServableMetrics:
+        """One version of a servable (``version=0``: the newest with metrics)."""
+        found = [s for s in self.servables if s.name == name and version in (0, s.version)]
+        if not found:
+            have = sorted({f"{s.name} v{s.version}" for s in self.servables})
+            which = "" if not version else f" version {version}"
+            raise NotFoundError(f"no metrics for servable {name!r}{which}; there are metrics for {have}")
+        return max(found, key=lambda s: s.version)
+
+    def method(self, servable: str, method: str, version: int = 0) -> MethodMetrics:
+        """One method's metrics; a method never called yet has zero counts."""
+        found = self.servable(servable, version)
+        for entry in found.methods:
+            if entry.method == method:
+                return entry
+        return MethodMetrics(found.name, found.version, method, {}, {}, _empty_histogram())
+
+    def model(self, servable: str, name: str, version: int = 0, kind: str = "model") -> ModelMetrics:
+        """One model's (or with ``kind="stage"``, batched stage's) metrics."""
+        found = self.servable(servable, version)
+        for entry in found.models:
+            if entry.name == name and entry.kind == kind:
+                return entry
+        raise NotFoundError(
+            f"servable '{found.name}' version {found.version} has no {kind} {name!r} that batches; "
+            f"it has {sorted(f'{m.kind} {m.name}' for m in found.models)}"
+        )
+
+
+class _Series:
+    """A histogram being filled."""
+
+    __slots__ = ("count", "counts", "recent", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(SECONDS_BUCKETS) + 1)
+        self.count = 0
+        self.sum = 0.0
+        self.recent: deque[float] | None = deque(maxlen=QUANTILE_WINDOW)
+
+    def add(self, value: float) -> None:
+        self.counts[bisect.bisect_left(SECONDS_BUCKETS, value)] += 1
+        self.count += 1
+        self.sum += value
+        if self.recent is not None:
+            self.recent.append(value)
+
+    def freeze(self) -> Histogram:
+        recent = sorted(self.recent) if self.recent else None
+        return Histogram(
+            SECONDS_BUCKETS,
+            tuple(self.counts),
+            self.count,
+            self.sum,
+            *((_rank(recent, q) for q in (0.5, 0.9, 0.99)) if recent else ()),
+        )
+
+
+def _rank(ordered: list[float], q: float) -> float:
+    """The nearest-rank ``q`` quantile of sorted values."""
+    return ordered[min(len(ordered) - 1, max(0, int(q * len(ordered) + 0.5) - 1))]
+
+
+def _empty_histogram() -> Histogram:
+    return Histogram(SECONDS_BUCKETS, (0,) * (len(SECONDS_BUCKETS) + 1), 0, 0.0)
+
+
+def _bump(counts: dict[Any, int], key: Any, by: int = 1) -> None:
+    counts[key] = counts.get(key, 0) + by
+
+
+class _MethodStats:
+    __slots__ = ("instances", "latency", "requests")
+
+    def __init__(self) -> None:
+        self.requests: dict[str, int] = {}
+        self.instances: dict[str, int] = {}
+        self.latency = _Series()
+
+
+class _StepStats:
+    __slots__ = (
+        "batch_sizes",
+        "batches",
+        "dropped",
+        "instances",
+        "log",
+        "padding",
+        "queue_wait",
+        "reasons",
+        "run_time",
+    )
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.instances = 0
+        self.batch_sizes: dict[int, int] = {}
+        self.padding = 0
+        self.reasons: dict[str, int] = {}
+        self.queue_wait = _Series()
+        self.run_time = _Series()
+        self.dropped: dict[str, int] = {}
+        self.log: deque[BatchReport] | None = deque(maxlen=BATCH_LOG_SIZE)
+
+
+class _VersionStats:
+    __slots__ = ("loads", "methods", "running", "steps")
+
+    def __init__(self) -> None:
+        self.methods: dict[str, _MethodStats] = {}
+        self.steps: dict[tuple[str, str], _StepStats] = {}
+        self.loads: dict[str, WarmUpReport] = {}
+        self.running = True
+
+    def compact(self) -> None:
+        """The version unloaded: keep its counts, free its recent values."""
+        self.running = False
+        for method in self.methods.values():
+            method.latency.recent = None
+        for step in self.steps.values():
+            step.queue_wait.recent = step.run_time.recent = None
+            step.log = None
+
+
+class MetricsCollector(Observer):
+    """Gathers a runtime's metrics from its reports (thread-safe; see the module)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._versions: dict[tuple[str, int], _VersionStats] = {}
+
+    def _version(self, servable: str, version: int) -> _VersionStats:
+        found = self._versions.get((servable, version))
+        if found is None:
+            found = self._versions[(servable, version)] = _VersionStats()
+        return found
+
+    def _step(self, step: Step) -> _StepStats:
+        steps = self._version(step.servable, step.version).steps
+        found = steps.get((step.kind, step.name))
+        if found is None:
+            found = steps[(step.kind, step.name)] = _StepStats()
+        return found
+
+    # -- reports -------------------------------------------------------------------
+
+    def on_call(self, report: CallReport) -> None:
+        with self._lock:
+            methods = self._version(report.servable, report.version).methods
+            stats = methods.get(report.method)
+            if stats is None:
+                stats = methods[report.method] = _MethodStats()
+            _bump(stats.requests, report.outcome.value)
+            for outcome, count in report.outcomes:
+                _bump(stats.instances, outcome.value, count)
+            stats.latency.add(report.seconds)
+
+    def on_batch(self, report: BatchReport) -> None:
+        if report.step is None:
+            return
+        with self._lock:
+            stats = self._step(report.step)
+            stats.batches += 1
+            stats.instances += report.size
+            _bump(stats.batch_sizes, report.size)
+            stats.padding += report.padded_to - report.size
+            _bump(stats.reasons, report.reason.value)
+            stats.queue_wait.add(report.queue_wait)
+            stats.run_time.add(report.run_seconds)
+            if stats.log is not None:
+                stats.log.append(report)
+
+    def on_drop(self, report: DropReport) -> None:
+        if report.step is None:
+            return
+        with self._lock:
+            _bump(self._step(report.step).dropped, report.reason.value, report.count)
+
+    def on_warm_up(self, report: WarmUpReport) -> None:
+        with self._lock:
+            self._version(report.servable, report.version).loads[report.model] = report
+
+    def on_version(self, event: VersionEvent) -> None:
+        if event.kind is not EventKind.UNLOADED or event.version is None:
+            return
+        with self._lock:
+            found = self._versions.get((event.servable, event.version))
+            if found is not None:
+                found.compact()
+            unloaded = [k for k, v in self._versions.items() if k[0] == event.servable and not v.running]
+            for key in sorted(unloaded)[:-UNLOADED_KEPT]:
+                del self._versions[key]
+
+    # -- reading -------------------------------------------------------------------
+
+    def snapshot(
+        self, depths: Mapping[Step, int], workers: Mapping[tuple[str, int], tuple[WorkerInfo, ...]]
+    ) -> Metrics:
+        """Freeze the counts; ``depths`` and ``workers`` come from what is running now."""
+        with self._lock:
+            servables = [
+                self._freeze(name, version, stats, depths, workers.get((name, version), ()))
+                for (name, version), stats in sorted(self._versions.items())
+            ]
+        return Metrics(tuple(servables))
+
+    @staticmethod
+    def _freeze(
+        name: str,
+        version: int,
+        stats: _VersionStats,
+        depths: Mapping[Step, int],
+        workers: tuple[WorkerInfo, ...],
+    ) -> ServableMetrics:
+        methods = tuple(
+            MethodMetrics(name, version, method, dict(m.requests), dict(m.instances), m.latency.freeze())
+            for method, m in sorted(stats.methods.items())
+        )
+        keys = set(stats.steps) | {("model", model) for model in stats.loads}
+        keys |= {
+            (step.kind, step.name) for step in depths if (step.servable, step.version) == (name, version)
+        }
+        models = []
+        for kind, step_name in sorted(keys):
+            s = stats.steps.get((kind, step_name)) or _StepStats()
+            load = stats.loads.get(step_name) if kind == "model" else None
+            models.append(
+                ModelMetrics(
+                    servable=name,
+                    version=version,
+                    kind=kind,
+                    name=step_name,
+                    batches=s.batches,
+                    instances=s.instances,
+                    batch_sizes=dict(sorted(s.batch_sizes.items())),
+                    padding=s.padding,
+                    reasons=dict(s.reasons),
+                    queue_wait=s.queue_wait.freeze(),
+                    run_time=s.run_time.freeze(),
+                    queue_depth=depths.get(Step(name, version, kind, step_name), 0),
+                    dropped=dict(s.dropped),
+                    load_seconds=None if load is None else load.seconds,
+                    compiled=() if load is None else load.compiled,
+                )
+            )
+        return ServableMetrics(name, version, stats.running, methods, tuple(models), workers)
+
+    def batch_log(self, servable: str, version: int, steps: Iterable[tuple[str, str]]) -> list[BatchReport]:
+        """The recent batches of some steps of a version, oldest first."""
+        with self._lock:
+            stats = self._versions.get((servable, version))
+            logs = [] if stats is None else [stats.steps[key].log for key in steps if key in stats.steps]
+            batches = [report for log in logs if log for report in log]
+        return sorted(batches, key=lambda report: report.at)
