@@ -385,33 +385,20 @@ def generator_of(x):
 
 
 MODEL_RETURNS = {
-    "None": (lambda x: None, "NoneType"),
-    "object": (lambda x: object(), "object"),
-    "generator": (lambda x: generator_of(x), "generator"),
-    "dict with wrong keys": (lambda x: {"wrong": x}, "dict"),
-    "str": (lambda x: "text", "str"),
-    "scalar": (lambda x: 3.0, "float"),
+    "None": (lambda x: None, "output 0 is NoneType; a callable model must return a numpy array"),
+    "object": (lambda x: object(), "output 0 is object;"),
+    "generator": (lambda x: generator_of(x), "output 0 is generator;"),
+    "dict with wrong keys": (lambda x: {"wrong": x}, "output 0 is dict;"),
+    "str": (lambda x: "text", "has shape (), but its first dimension should be the batch size"),
+    "scalar": (lambda x: 3.0, "has shape (), but its first dimension should be the batch size"),
     "batch too long": (lambda x: np.concatenate([x, x]), "should be the batch size"),
     "batch too short": (lambda x: x[:0], "should be the batch size"),
     "three outputs": (lambda x: (x, x, x), "returned 3 outputs; it is declared with outputs=1"),
     "no output": (lambda x: (), "returned 0 outputs"),
 }
 
-CLEAR_MODEL_MESSAGE = (
-    "defect: a callable model returning a non-array (None, an object, a generator, a dict, a "
-    "str, a scalar) fails with 'model output 0 has shape ()', which does not say what it returned"
-)
 
-
-@pytest.mark.parametrize(
-    "returned",
-    [
-        pytest.param(k, marks=pytest.mark.xfail(strict=True, reason=CLEAR_MODEL_MESSAGE))
-        if MODEL_RETURNS[k][1] in ("NoneType", "object", "generator", "dict", "str", "float")
-        else k
-        for k in MODEL_RETURNS
-    ],
-)
+@pytest.mark.parametrize("returned", list(MODEL_RETURNS))
 def test_a_model_returning_wrong_things_fails_each_callers_instances_clearly(rt, returned):
     function, expected = MODEL_RETURNS[returned]
     svc = mindserve.Servable("s")
