@@ -74,6 +74,23 @@ def refuse_async(function: object, what: str) -> None:
         )
 
 
+def describe(exc: BaseException, *, first_line: bool = False) -> str:
+    """``ValueError: bad value``, for a message about an exception a user's code raised.
+
+    Never raises, even for an exception whose ``str()`` raises (it says so instead); the
+    type alone when the message is empty. ``first_line``: only the first line that is not
+    blank (MindSpore appends C++ stacks to its messages).
+    """
+    kind = type(exc).__name__
+    try:
+        text = str(exc)
+    except BaseException as problem:  # a user's __str__ may raise anything
+        return f"{kind} (its str() raised {type(problem).__name__})"
+    if first_line:
+        text = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"{kind}: {text}" if text else kind
+
+
 def counted(count: int, noun: str) -> str:
     """``1 instance``, ``2 instances``: a count with its noun, for messages."""
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

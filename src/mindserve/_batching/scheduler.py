@@ -39,7 +39,7 @@ from mindserve._calls import (
     in_caller_thread,
     mark_executor_thread,
 )
-from mindserve._errors import ModelError, OverloadedError, RuntimeClosedError, counted
+from mindserve._errors import ModelError, OverloadedError, RuntimeClosedError, counted, describe
 from mindserve._observe.observer import BatchReason, BatchReport, DropReason, DropReport, ObserverHub, Step
 
 logger = logging.getLogger("mindserve")
@@ -381,7 +381,7 @@ class Scheduler:
             detail = f"{self.what} returned {len(outcomes)} outcomes for {len(values)} instances"
             return [Failure(ModelError, detail)] * len(values), None
         except BaseException as exc:  # run_batch should not raise; never lose an item
-            failure = Failure(ModelError, f"{self.what} failed: {type(exc).__name__}: {exc}", exc)
+            failure = Failure(ModelError, f"{self.what} failed: {describe(exc)}", exc)
             return [failure] * len(values), exc if in_caller_thread(exc) else None
 
     def _execute(self, batch: list[Item], reason: BatchReason, queued: int) -> None:

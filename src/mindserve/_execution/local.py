@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Callable, Protocol
 
 import numpy as np
@@ -78,7 +78,23 @@ class CallableBackend:
         outputs = self.function(*arrays)
         if not isinstance(outputs, (tuple, list)):
             outputs = (outputs,)
-        return tuple(np.asarray(o) for o in outputs)
+        return tuple(_output_array(position, o) for position, o in enumerate(outputs))
+
+
+def _output_array(position: int, value: Any) -> np.ndarray:
+    """A callable model's output as an array; a TypeError naming what it returned when
+    that is no array at all (None, a dict, a generator, a lone object)."""
+    if isinstance(value, np.ndarray):
+        return value
+    array = (
+        None if value is None or isinstance(value, (Mapping, Iterator, set, frozenset)) else np.asarray(value)
+    )
+    if array is None or (array.dtype == object and array.ndim == 0):
+        raise TypeError(
+            f"output {position} is {type(value).__name__}; a callable model must return a numpy array "
+            f"(or a tuple or list of arrays, one per output)"
+        )
+    return array
 
 
 def model_path(model: Model, version_dir: str | None) -> str:

@@ -24,9 +24,8 @@ from mindserve._batching.scheduler import Scheduler
 from mindserve._calls import Failure, Outcome, Pending, Request, dropped, in_caller_thread
 from mindserve._config import Batching
 from mindserve._define.model import Model
-from mindserve._errors import InvalidInputError, LoadError, ModelError, counted
+from mindserve._errors import InvalidInputError, LoadError, ModelError, counted, describe
 from mindserve._execution.local import Backend
-from mindserve._execution.mindspore import first_line
 from mindserve._observe.observer import ObserverHub, Step
 from mindserve._values import TensorSpec, serving_input_error, to_model_input
 
@@ -336,9 +335,7 @@ class LoadedModel:
                 inputs = batch[0]
             outputs = self.backend.run(inputs, requests)
         except BaseException as exc:  # a callable model may raise anything; nothing escapes
-            return Failure(
-                ModelError, f"model '{self.name}' failed: {type(exc).__name__}: {first_line(exc)}", exc
-            )
+            return Failure(ModelError, f"model '{self.name}' failed: {describe(exc, first_line=True)}", exc)
         if self.model.outputs is not None and len(outputs) != self.model.outputs:
             return Failure(
                 ModelError,

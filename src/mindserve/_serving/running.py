@@ -15,7 +15,7 @@ from mindserve._calls import Failure, Outcome, Pending, Request, dropped, runnin
 from mindserve._define.model import Model
 from mindserve._define.servable import ServableDefinition
 from mindserve._define.stage import Stage
-from mindserve._errors import InvalidArgumentError, LoadError, MindServeError, StageError
+from mindserve._errors import InvalidArgumentError, LoadError, MindServeError, StageError, describe
 from mindserve._execution import mindspore as _mindspore
 from mindserve._execution.local import model_path, open_backend
 from mindserve._observe.observer import ObserverHub, Step, WarmUpReport
@@ -131,9 +131,7 @@ class LoadedServable:
                 except MindServeError:
                     raise
                 except Exception as exc:  # a load never takes the runtime down
-                    raise LoadError(
-                        f"{where}: model '{model.name}' failed to load: {type(exc).__name__}: {exc}"
-                    ) from exc
+                    raise LoadError(f"{where}: model '{model.name}' failed to load: {describe(exc)}") from exc
                 if observer is not None and observer.wants("on_warm_up"):
                     seconds = time.perf_counter() - started
                     observer.on_warm_up(WarmUpReport(definition.name, number, model.name, compiled, seconds))
@@ -257,7 +255,7 @@ class LoadedServable:
                     else self._run_stage_in_worker(stage, [one], [request])[0]
                     for one, request in zip(instances, requests)
                 ]
-            return [Failure(StageError, f"stage '{stage.name}' failed: {type(exc).__name__}: {exc}", exc)]
+            return [Failure(StageError, f"stage '{stage.name}' failed: {describe(exc)}", exc)]
 
     # -- lifecycle -----------------------------------------------------------------
 

@@ -18,7 +18,7 @@ import attrs
 
 from mindserve._calls import Failure, Outcome, in_caller_thread
 from mindserve._define.stage import Stage
-from mindserve._errors import StageError, counted
+from mindserve._errors import StageError, counted, describe
 
 logger = logging.getLogger("mindserve")
 
@@ -97,7 +97,7 @@ def _run_batch(stage: Stage, instances: Sequence[tuple[Any, ...]]) -> list[Outco
 
 
 def _raised(stage: Stage, exc: BaseException) -> Failure:
-    return Failure(StageError, f"stage '{stage.name}' raised {type(exc).__name__}: {exc}", exc)
+    return Failure(StageError, f"stage '{stage.name}' raised {describe(exc)}", exc)
 
 
 def _split(stage: Stage, result: Any) -> Outcome:

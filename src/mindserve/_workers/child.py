@@ -62,7 +62,9 @@ def portable_error(exc: BaseException) -> BaseException:
     try:
         copy = pickle.loads(pickle.dumps(exc))
     except Exception:
-        copy = RuntimeError(f"{type(exc).__name__}: {exc}")
+        from mindserve._errors import describe
+
+        copy = RuntimeError(describe(exc))
     try:
         copy.__dict__[_TRACEBACK] = text
     except (AttributeError, TypeError):  # an exception type without a __dict__
