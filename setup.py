@@ -19,6 +19,11 @@ def _read(module, name):
 with open(os.path.join(HERE, "README.md"), encoding="utf-8") as handle:
     LONG_DESCRIPTION = handle.read()
 
+TEST = ["pytest>=7.3", "hypothesis>=6", "nbclient>=0.7", "nbformat>=5", "ipykernel>=6", "pillow"]
+PROMETHEUS = ["prometheus-client>=0.17"]
+# The documentation site's build (mkdocs.yml); the tests build it too.
+DOCS = ["mkdocs>=1.6", "mkdocstrings[python]>=1.0", "mkdocstrings-python>=2.0"]
+
 setup(
     name="mindserve",
     version=_read("_version.py", "__version__"),
@@ -41,26 +46,10 @@ setup(
         "cloudpickle>=2.2",
     ],
     extras_require={
-        "prometheus": ["prometheus-client>=0.17"],
-        "test": [
-            "pytest>=7.3",
-            "hypothesis>=6",
-            "nbclient>=0.7",
-            "nbformat>=5",
-            "ipykernel>=6",
-            "pillow",
-            "prometheus-client>=0.17",
-        ],
-        "dev": [
-            "pytest>=7.3",
-            "hypothesis>=6",
-            "nbclient>=0.7",
-            "nbformat>=5",
-            "ipykernel>=6",
-            "pillow",
-            "ruff",
-            "mypy",
-        ],
+        "prometheus": PROMETHEUS,
+        "test": [*TEST, *DOCS, *PROMETHEUS],
+        "docs": DOCS,
+        "dev": [*TEST, *DOCS, *PROMETHEUS, "ruff", "mypy"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -1,9 +1,13 @@
-"""The quickstart and the README's code run as a new user would run them."""
+"""The examples (scripts and notebook) and the README's code run as a new user would run them."""
 
 import os
 import re
 import subprocess
 import sys
+
+import pytest
+
+import notebooks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -75,3 +79,37 @@ def test_the_pythons_promised_are_those_mindspore_has_wheels_for():
     for minor in ("3.10", "3.11", "3.12"):
         assert f'"Programming Language :: Python :: {minor}"' in setup
     assert "Python 3.10, 3.11 or 3.12" in readme()
+
+
+def test_the_notebook_is_stored_without_outputs():
+    nbformat = pytest.importorskip("nbformat")
+    notebook = nbformat.read(os.path.join(ROOT, "examples", "quickstart.ipynb"), as_version=4)
+    nbformat.validate(notebook)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert code and all(not cell.outputs and cell.execution_count is None for cell in code)
+
+
+def test_the_notebook_runs_cell_by_cell_and_leaves_nothing_behind(tmp_path):
+    """examples/quickstart.ipynb in a fresh kernel: every cell runs, and says what the text says."""
+    nbformat = pytest.importorskip("nbformat")
+    notebook = nbformat.read(os.path.join(ROOT, "examples", "quickstart.ipynb"), as_version=4)
+    cwd, temp = tmp_path / "cwd", tmp_path / "tmp"
+    cwd.mkdir()
+    temp.mkdir()
+    notebooks.execute(notebook, cwd, env={**os.environ, "TMPDIR": str(temp)})
+    said = {}
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            said[cell.source.splitlines()[0]] = notebooks.text(cell)
+    assert said["rt = mindserve.Runtime()"].startswith("serving weather version 1 on CPU:0")
+    assert "'label': 'rainy'" in said["rt = mindserve.Runtime()"]
+    assert said["import asyncio"].strip() == "['sunny', 'rainy', 'stormy']"  # top-level await
+    assert "model weather: " in said["for running in rt.status():"]
+    assert said["export_version(2, [[1.0, -1.0, -2.0, 2.0],"].strip() == "default version 2: sunny -> stormy"
+    mixed = said["mixed = [days[0], day(0.5, 1.7, 0.2, 0.5), days[2]]"].splitlines()
+    assert [line.split()[0] for line in mixed] == ["dict", "StageError", "dict"]
+    assert mixed[1].startswith("StageError servable 'weather' version 2, method 'predict', instance 1: ")
+    assert "failed instances: [1]" in said["try:"]
+    assert said["rt.close()"].strip() == "False"
+    assert not list(temp.iterdir()), "the notebook leaves nothing in the temporary directory"
+    assert not list(cwd.iterdir()), "the notebook leaves nothing in its working directory"

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import mindserve
+import notebooks
 from conftest import run_net
 from mindserve._workers.transfer import PREFIX, SHM_DIR
 
@@ -495,8 +496,6 @@ def test_workers_of_a_killed_main_process_exit_and_clean_up(tmp_path):
 
 def test_workers_start_from_a_notebook_kernel(tmp_path):
     nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    pytest.importorskip("ipykernel")
     cells = [
         "import numpy as np, mindserve\nsvc = mindserve.Servable('nb')",
         textwrap.dedent(
@@ -517,10 +516,7 @@ def test_workers_start_from_a_notebook_kernel(tmp_path):
         "print(rt.infer('nb', 'run', [{'x': np.float32(2)}])[0]['output'])\nrt.close()",
     ]
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
-    client = nbclient.NotebookClient(
-        notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-    )
-    client.execute()
+    notebooks.execute(notebook, tmp_path, timeout=120)
     outputs = notebook.cells[2].outputs
     assert outputs and outputs[0].get("text", "").strip() == "11.0", outputs
 

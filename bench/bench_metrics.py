@@ -1,0 +1,116 @@
+"""What metrics cost: the MLP under 64 caller threads, with metrics on and off, side by side.
+
+    python bench/bench_metrics.py [--rounds 5] [--calls 60] [--plot docs/images/metrics.svg]
+
+Each round runs both runtimes one after the other (alternating which goes first) and the
+report gives the medians and the ratio on/off. ``--plot`` draws the latency and batch-size
+histograms of the last round with metrics on, as an SVG (the picture in docs/metrics.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _machine import describe  # noqa: E402
+from bench_batching import CALLERS, export_mlp, in_threads  # noqa: E402
+
+import mindserve  # noqa: E402
+
+
+def throughput(directory: str, metrics: bool, calls: int) -> tuple[float, mindserve.Metrics | None]:
+    svc = mindserve.Servable("mlp", directory=directory)
+    mlp = svc.model("mlp.mindir", batching=mindserve.Batching(max_batch_size=64))
+    svc.add_method(lambda x: mlp(x), name="predict", outputs="logits")
+    x = np.random.default_rng(0).standard_normal(256).astype(np.float32)
+    with mindserve.Runtime(metrics=metrics) as rt:
+        rt.start(svc)
+        in_threads(lambda: rt.infer("mlp", "predict", [{"x": x}]), CALLERS, 5)  # settle
+        count, seconds, _ = in_threads(lambda: rt.infer("mlp", "predict", [{"x": x}]), CALLERS, calls)
+        return count / seconds, rt.metrics() if metrics else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=60, help="calls per caller thread per run")
+    parser.add_argument("--plot", help="write an SVG of the latency and batch-size histograms here")
+    args = parser.parse_args()
+    print(describe())
+    runs: dict[bool, list[float]] = {True: [], False: []}
+    last = None
+    with tempfile.TemporaryDirectory() as directory:
+        export_mlp(directory)
+        for n in range(args.rounds):
+            for metrics in (True, False) if n % 2 else (False, True):
+                rate, snapshot = throughput(directory, metrics, args.calls)
+                runs[metrics].append(rate)
+                last = snapshot or last
+            print(f"round {n + 1}: on {runs[True][-1]:.0f}/s, off {runs[False][-1]:.0f}/s")
+    on, off = statistics.median(runs[True]), statistics.median(runs[False])
+    ratios = [a / b for a, b in zip(runs[True], runs[False])]
+    print(f"\n{CALLERS} callers, MLP, medians of {args.rounds} rounds:")
+    print(f"  metrics on : {on:8.0f} instances/s")
+    print(f"  metrics off: {off:8.0f} instances/s")
+    print(f"  on/off     : {on / off:.3f} (median of per-round ratios {statistics.median(ratios):.3f})")
+    if args.plot and last is not None:
+        with open(args.plot, "w") as handle:
+            handle.write(svg(last))
+        print(f"wrote {args.plot}")
+
+
+def svg(snapshot: mindserve.Metrics) -> str:
+    """Two bar charts, Grafana-like: request latency and batch size."""
+    method = snapshot.method("mlp", "predict")
+    model = snapshot.model("mlp", "mlp")
+    labels = [f"≤{b * 1e3:g}" for b in method.latency.bounds] + ["more"]
+    counts = list(method.latency.counts)
+    while len(counts) > 1 and counts[-1] == 0:  # trim empty slow buckets
+        counts.pop(), labels.pop()
+    first = next((i for i, c in enumerate(counts) if c), 0)
+    latency = (labels[first:], counts[first:])
+    sizes = (
+        [str(s) for s in model.batch_sizes],
+        list(model.batch_sizes.values()),
+    )
+    width, height = 900, 330
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'font-family="sans-serif" font-size="11">',
+        f'<rect width="{width}" height="{height}" fill="#181b1f"/>',
+    ]
+    p50, p99 = (method.latency.p50 or 0) * 1e3, (method.latency.p99 or 0) * 1e3
+    parts += chart(20, "request latency (ms), p50 %.1f, p99 %.1f" % (p50, p99), *latency, "#73bf69")
+    parts += chart(
+        470, f"batch size (mean {model.mean_batch_size:.1f}; reasons {dict(model.reasons)})", *sizes, "#5794f2"
+    )
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def chart(left: int, title: str, labels: list[str], counts: list[int], color: str) -> list[str]:
+    top, plot_w, plot_h = 40, 410, 230
+    peak = max(counts) or 1
+    bar = plot_w / max(len(counts), 1)
+    out = [f'<text x="{left}" y="22" fill="#d8d9da" font-size="12">{title}</text>']
+    out.append(f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#444"/>')
+    for i, (label, count) in enumerate(zip(labels, counts)):
+        h = plot_h * count / peak
+        x = left + i * bar
+        out.append(
+            f'<rect x="{x + 2:.1f}" y="{top + plot_h - h:.1f}" width="{bar - 4:.1f}" height="{h:.1f}" fill="{color}"/>'
+        )
+        out.append(f'<text x="{x + bar / 2:.1f}" y="{top + plot_h + 14}" fill="#aaa" text-anchor="middle">{label}</text>')
+        out.append(f'<text x="{x + bar / 2:.1f}" y="{top + plot_h - h - 4:.1f}" fill="#ccc" text-anchor="middle">{count}</text>')
+    return out
+
+
+if __name__ == "__main__":
+    main()
