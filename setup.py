@@ -40,6 +40,8 @@ setup(
         "typing-extensions>=4.0",
         "cloudpickle>=2.2",
     ],
+    # pytest finds the mindserve_runtime fixture by itself (see docs/testing.md).
+    entry_points={"pytest11": ["mindserve = mindserve.testing.pytest_plugin"]},
     extras_require={
         "test": ["pytest>=7.3", "hypothesis>=6", "nbclient>=0.7", "nbformat>=5", "ipykernel>=6", "pillow"],
         "dev": [
