@@ -45,6 +45,8 @@ setup(
         "typing-extensions>=4.0",
         "cloudpickle>=2.2",
     ],
+    # pytest finds the mindserve_runtime fixture by itself (see docs/testing.md).
+    entry_points={"pytest11": ["mindserve = mindserve.testing.pytest_plugin"]},
     extras_require={
         "prometheus": PROMETHEUS,
         "test": [*TEST, *DOCS, *PROMETHEUS],

@@ -63,3 +63,7 @@ def run_net(net, *arrays):
         if isinstance(out, (tuple, list)):
             return tuple(o.asnumpy() for o in out)
         return out.asnumpy()
+
+
+# mindserve's pytest plugin, as installing the package registers it (entry point pytest11).
+from mindserve.testing.pytest_plugin import mindserve_runtime  # noqa: E402, F401

@@ -20,12 +20,16 @@ def test_all_names_exist_and_are_public():
 
 
 def test_public_subpackages():
-    """mindserve.compat is the one public subpackage; its modules say what they export."""
+    """mindserve.compat and mindserve.testing are the public subpackages; their modules say
+    what they export."""
     import mindserve.compat
+    import mindserve.testing
     from mindserve.compat import client, register, server
+    from mindserve.testing import pytest_plugin
 
     assert mindserve.compat.__all__ == ["load_servable"]
-    for module in (client, register, server):
+    assert pytest_plugin.__all__ == ["mindserve_runtime"]
+    for module in (client, register, server, mindserve.testing, pytest_plugin):
         for name in module.__all__:
             assert hasattr(module, name), (module.__name__, name)
 
@@ -39,10 +43,11 @@ def test_public_classes_say_they_are_from_mindserve():
 
 
 def test_import_does_not_import_mindspore():
-    """Importing mindserve must not import MindSpore (it is imported when a model loads)."""
-    code = "import sys, mindserve; print('mindspore' in sys.modules)"
+    """Importing mindserve must not import MindSpore (it is imported when a model loads),
+    nor the test kit and pytest."""
+    code = "import sys, mindserve; print([m in sys.modules for m in ('mindspore', 'mindserve.testing', 'pytest')])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "[False, False, False]"
 
 
 def test_exported_classes_show_their_public_home():

@@ -126,6 +126,9 @@ class Model:
         self.reshape_inputs = False
         #: How many inputs the methods call it with (set by the first traced call).
         self.inputs: int | None = None
+        #: The model this one stands in for in a test (``mindserve.testing.replace_models``),
+        #: so that ``Model.call`` on the original reaches it.
+        self.stands_in_for: Model | None = None
 
     def __repr__(self) -> str:
         source = self.source if self.kind == "mindir" else type(self.source).__name__

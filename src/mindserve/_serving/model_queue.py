@@ -196,11 +196,16 @@ class LoadedModel:
         self.batching = attrs.evolve(self.batching, buckets=buckets)
         self.warmed_up = tuple(warmed_up)
 
-    def start(self, observer: ObserverHub | None = None, step: Step | None = None) -> None:
+    def start(
+        self,
+        observer: ObserverHub | None = None,
+        step: Step | None = None,
+        scheduler: type[Scheduler] = Scheduler,
+    ) -> None:
         """Start the scheduler that batches this model's instances across callers
         (``step`` names it in observers' reports)."""
         buckets = self.batching.buckets if self.model.with_batch_dim else None
-        self.scheduler = Scheduler(
+        self.scheduler = scheduler(
             f"{self.where}: {self._what}",
             self._run_isolating,
             what=self._what,

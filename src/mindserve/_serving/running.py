@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from mindserve._batching.per_call import PerCallScheduler
 from mindserve._batching.scheduler import UNLIMITED, Scheduler
 from mindserve._calls import Failure, Outcome, Pending, Request, dropped, running
 from mindserve._define.model import Model
@@ -93,7 +94,7 @@ class LoadedServable:
         pool = self.pool
         if pool is not None:
             pool.retain()
-        return Scheduler(
+        return scheduler_for(self.definition)(
             f"{where}: stage '{stage.name}'",
             functools.partial(self._run_stage_batch if pool is None else self._run_stage_in_worker, stage),
             what=f"stage '{stage.name}'",
@@ -135,7 +136,9 @@ class LoadedServable:
                 if observer is not None and observer.wants("on_warm_up"):
                     seconds = time.perf_counter() - started
                     observer.on_warm_up(WarmUpReport(definition.name, number, model.name, compiled, seconds))
-                loaded.start(observer, Step(definition.name, number, "model", model.name))
+                loaded.start(
+                    observer, Step(definition.name, number, "model", model.name), scheduler_for(definition)
+                )
                 used_mindspore = used_mindspore or model.kind != "callable"
                 models[model.name] = loaded
         except BaseException:
@@ -179,7 +182,9 @@ class LoadedServable:
                 report = loaded_there["report"]
                 if observer is not None and report is not None and observer.wants("on_warm_up"):
                     observer.on_warm_up(report)
-                loaded.start(observer, Step(definition.name, number, "model", model.name))
+                loaded.start(
+                    observer, Step(definition.name, number, "model", model.name), scheduler_for(definition)
+                )
                 models[model.name] = loaded
         except BaseException:
             for loaded in models.values():
@@ -347,9 +352,18 @@ class LoadedServable:
         )
 
 
+def scheduler_for(definition: ServableDefinition) -> type[Scheduler]:
+    """The scheduler class a version's models and batched stages use."""
+    return PerCallScheduler if definition.deterministic else Scheduler
+
+
 def _same_model(running_model: Model, model: Model) -> bool:
-    """Whether ``model`` is the running version's model: the same object, or, in a worker
-    process, the copy a stage's module made when it was imported there."""
-    return running_model is model or (
-        running_model.name == model.name and running_model.kind == model.kind and in_worker_process
+    """Whether ``model`` is the running version's model: the same object, or the model a test
+    replaced by it, or, in a worker process, the copy a stage's module made when it was
+    imported there."""
+    declared = running_model.stands_in_for or running_model
+    return (
+        running_model is model
+        or declared is model
+        or (declared.name == model.name and declared.kind == model.kind and in_worker_process)
     )
