@@ -126,7 +126,7 @@ def running(loaded: LoadedServable, request: Request) -> Iterator[None]:
 class Request:
     """One call's deadline, and whether its caller has given up on it."""
 
-    __slots__ = ("_tickets", "abandoned", "abandoned_at", "deadline", "started", "timeout")
+    __slots__ = ("_tickets", "abandoned", "abandoned_at", "deadline", "on_abandon", "started", "timeout")
 
     def __init__(self, timeout: float | None = None) -> None:
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
@@ -144,6 +144,9 @@ class Request:
         #: The tickets waited on for this call now (a stage's ``Model.call`` waits inside the
         #: caller's wait), so that giving up can wake every one of them.
         self._tickets: list[Ticket] = []
+        #: Called (in the thread giving up) each time the call is abandoned: lets a call
+        #: whose work runs where no ticket waits (a per-instance stage on a pool) end at once.
+        self.on_abandon: Callable[[], None] | None = None
 
     @classmethod
     def covering(cls, requests: Sequence[Request]) -> Request:
@@ -163,6 +166,8 @@ class Request:
         self.abandoned = reason
         for ticket in list(self._tickets):
             ticket.release()
+        if self.on_abandon is not None:
+            self.on_abandon()
 
     def watch(self, ticket: Ticket) -> None:
         """This call now waits on ``ticket``: giving up will wake it (at once if it gave up)."""

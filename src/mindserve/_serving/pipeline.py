@@ -9,6 +9,7 @@ fails at any step drops out with its failure; the others carry on.
 from __future__ import annotations
 
 import operator
+import threading
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
@@ -151,7 +152,7 @@ def run_method_callback(
 class _CallbackDriver:
     """Drives one call's steps from ticket callbacks (see :func:`run_method_callback`)."""
 
-    __slots__ = ("done", "here", "pending", "request", "steps", "submit")
+    __slots__ = ("_ended", "done", "here", "pending", "request", "steps", "submit")
 
     def __init__(
         self,
@@ -167,18 +168,34 @@ class _CallbackDriver:
         self.done = done
         self.here = here
         self.pending: Pending | None = None
+        self._ended = threading.Lock()
+        if not here:  # its per-instance stages run on the pool, where no ticket waits
+            request.on_abandon = self._abandoned
 
     def start(self) -> None:
         self._advance(None)
+
+    def _end(self, results: list[dict[str, Any] | InstanceError] | None, error: BaseException | None) -> None:
+        """Call ``done`` once: the steps ending and the call being given up may race."""
+        if self._ended.acquire(blocking=False):
+            self.done(results, error)
+
+    def _abandoned(self) -> None:
+        """The call's deadline passed, or close() gave up on it, maybe while one of its
+        per-instance stages runs: end it now; whatever that stage returns is discarded."""
+        try:
+            self.request.check("a per-instance stage")
+        except BaseException as exc:
+            self._end(None, exc)
 
     def _advance(self, outcomes: list[Outcome] | None) -> None:
         try:
             pending = self.steps.send(outcomes)  # type: ignore[arg-type]
         except StopIteration as stop:
-            self.done(stop.value, None)
+            self._end(stop.value, None)
             return
         except BaseException as exc:
-            self.done(None, exc)
+            self._end(None, exc)
             return
         self.pending = pending
         self.request.watch(pending.ticket)
@@ -198,6 +215,6 @@ class _CallbackDriver:
             outcomes = self.request.collect(self.pending)
         except BaseException as exc:
             self.steps.close()
-            self.done(None, exc)
+            self._end(None, exc)
             return
         self._advance(outcomes)
