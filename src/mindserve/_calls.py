@@ -18,6 +18,7 @@ import contextlib
 import contextvars
 import functools
 import heapq
+import itertools
 import logging
 import threading
 import time
@@ -123,10 +124,22 @@ def running(loaded: LoadedServable, request: Request) -> Iterator[None]:
         _current.reset(token)
 
 
+_request_ids = itertools.count(1)
+
+
 class Request:
     """One call's deadline, and whether its caller has given up on it."""
 
-    __slots__ = ("_tickets", "abandoned", "abandoned_at", "deadline", "on_abandon", "started", "timeout")
+    __slots__ = (
+        "_tickets",
+        "abandoned",
+        "abandoned_at",
+        "deadline",
+        "id",
+        "on_abandon",
+        "started",
+        "timeout",
+    )
 
     def __init__(self, timeout: float | None = None) -> None:
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
@@ -135,6 +148,9 @@ class Request:
             raise InvalidArgumentError(f"timeout must be a number of seconds >= 0 or None; got {timeout!r}")
         self.timeout = timeout
         self.started = time.monotonic()
+        #: Unique in this process: names the call in observers' reports (``CallReport.call``,
+        #: ``BatchReport.calls``).
+        self.id = next(_request_ids)
         if timeout is not None and timeout >= _ENDLESS:  # inf, or longer than a wait can be
             timeout = None
         self.deadline = None if timeout is None else self.started + timeout

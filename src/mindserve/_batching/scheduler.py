@@ -225,7 +225,7 @@ class Scheduler:
                 batch = [values[i] for i in indices]
                 started = time.monotonic()
                 outcomes, interrupt = self._run_safely(batch, [request] * len(batch))
-                self._count(len(indices), BatchReason.INLINE, started, started, outcomes)
+                self._count(len(indices), BatchReason.INLINE, started, started, outcomes, 0, (request,))
                 self._last_size, self._last_calls, self._last_end = len(batch), 1, time.monotonic()
                 for i, outcome in zip(indices, outcomes):
                     ticket.outcomes[i] = outcome
@@ -386,8 +386,9 @@ class Scheduler:
 
     def _execute(self, batch: list[Item], reason: BatchReason, queued: int) -> None:
         started = time.monotonic()
-        outcomes, _ = self._run_safely([item.value for item in batch], [item.request for item in batch])
-        self._count(len(batch), reason, batch[0].queued_at, started, outcomes, queued)
+        requests = [item.request for item in batch]
+        outcomes, _ = self._run_safely([item.value for item in batch], requests)
+        self._count(len(batch), reason, batch[0].queued_at, started, outcomes, queued, requests)
         settled: dict[Ticket, int] = {}
         for item, outcome in zip(batch, outcomes):
             item.ticket.outcomes[item.index] = outcome
@@ -403,6 +404,7 @@ class Scheduler:
         started: float,
         outcomes: Sequence[Outcome],
         queued: int = 0,
+        requests: Sequence[Request] = (),
     ) -> None:
         self.batches += 1
         self.instances += size
@@ -422,6 +424,7 @@ class Scheduler:
                 failed=sum(1 for o in outcomes if isinstance(o, Failure)),
                 step=self.step,
                 at=time.time(),
+                calls=tuple(dict.fromkeys(r.id for r in requests)),
             )
         )
 

@@ -137,7 +137,8 @@ class BatchReport:
     ``padded_to`` (equal to ``size`` when nothing was padded). ``queue_wait``: seconds the
     oldest instance waited in the queue; ``run_seconds``: the batch's run; ``queued``:
     instances still waiting once the batch formed; ``failed``: instances that failed;
-    ``step``: the same place as ``where``, as fields; ``at``: when it ended (``time.time()``).
+    ``step``: the same place as ``where``, as fields; ``at``: when it ended (``time.time()``);
+    ``calls``: the calls whose instances it ran (their ``CallReport.call``).
     """
 
     where: str
@@ -150,6 +151,7 @@ class BatchReport:
     failed: int
     step: Step | None = None
     at: float = 0.0
+    calls: tuple[int, ...] = ()
 
 
 class DropReason(str, enum.Enum):
@@ -189,7 +191,8 @@ class CallReport:
     whole-call error class when the call raised one (``"DeadlineExceededError"``, ...);
     ``outcome`` is how the call ended (``"ok"`` when every instance succeeded; else the
     whole-call error's kind, or the first failed instance's); ``outcomes`` counts its
-    instances by how each ended."""
+    instances by how each ended; ``call`` numbers it (unique in the process), as the
+    ``calls`` of the batches that carried it do."""
 
     servable: str
     version: int
@@ -200,6 +203,7 @@ class CallReport:
     error: str | None = None
     outcome: Outcome = Outcome.OK
     outcomes: tuple[tuple[Outcome, int], ...] = ()
+    call: int = 0
 
 
 class Observer:

@@ -873,4 +873,5 @@ def _call_report(call: _Call, error: BaseException | None, results: list[Any] | 
         error=None if error is None else type(error).__name__,
         outcome=outcome,
         outcomes=outcomes,
+        call=call.request.id,
     )
