@@ -19,6 +19,18 @@ def _read(module, name):
 with open(os.path.join(HERE, "README.md"), encoding="utf-8") as handle:
     LONG_DESCRIPTION = handle.read()
 
+HTTP = ["starlette>=0.27", "uvicorn>=0.23"]
+TEST = [
+    "pytest>=7.3",
+    "hypothesis>=6",
+    "nbclient>=0.7",
+    "nbformat>=5",
+    "ipykernel>=6",
+    "pillow",
+    *HTTP,
+    "httpx",
+]
+
 setup(
     name="mindserve",
     version=_read("_version.py", "__version__"),
@@ -40,17 +52,10 @@ setup(
         "cloudpickle>=2.2",
     ],
     extras_require={
-        "test": ["pytest>=7.3", "hypothesis>=6", "nbclient>=0.7", "nbformat>=5", "ipykernel>=6", "pillow"],
-        "dev": [
-            "pytest>=7.3",
-            "hypothesis>=6",
-            "nbclient>=0.7",
-            "nbformat>=5",
-            "ipykernel>=6",
-            "pillow",
-            "ruff",
-            "mypy",
-        ],
+        # MindSpore Serving's RESTful protocol as an ASGI app (mindserve.http).
+        "http": HTTP,
+        "test": TEST,
+        "dev": [*TEST, "ruff", "mypy"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -109,14 +109,18 @@ def test_legacy_call_servable_interfaces(served):
     assert [r["total"] for r in piped] == [6.0, 6.0, 6.0]
 
 
-def test_start_servable_in_master_and_network_calls_are_accepted(compat_root, caplog):
+def test_start_servable_in_master_and_network_calls_are_accepted(compat_root, caplog, monkeypatch):
+    """Without the mindserve[http] extra, start_restful_server logs that it starts nothing
+    (tests/test_http.py serves it when the extra is installed)."""
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if the extra were not installed
     with caplog.at_level(logging.WARNING, logger="mindserve.compat"):
         server.start_servable_in_master(compat_root["root"], "add", version_number=1)
         server.start_grpc_server("127.0.0.1:5500")
         server.start_restful_server("127.0.0.1:1500")
     try:
         assert "has no network layer: start_grpc_server('127.0.0.1:5500') starts nothing" in caplog.text
-        assert "start_restful_server" in caplog.text
+        assert "start_restful_server('127.0.0.1:1500') starts nothing" in caplog.text
+        assert "pip install 'mindserve[http]'" in caplog.text
         assert Client("", "add", "add_common").infer({"x1": floats(1, 1, 1), "x2": floats(1, 1, 1)})[0][
             "y"
         ].tolist() == [2, 2, 2]

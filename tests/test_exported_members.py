@@ -20,12 +20,16 @@ def test_all_names_exist_and_are_public():
 
 
 def test_public_subpackages():
-    """mindserve.compat is the one public subpackage; its modules say what they export."""
+    """mindserve.compat and mindserve.http are the public subpackages; their modules say what
+    they export (mindserve.http imports without its extra: Starlette is needed once an app is
+    made)."""
     import mindserve.compat
+    import mindserve.http
     from mindserve.compat import client, register, server
 
     assert mindserve.compat.__all__ == ["load_servable"]
-    for module in (client, register, server):
+    assert mindserve.http.__all__ == ["BackgroundServer", "RestApp"]
+    for module in (client, register, server, mindserve.http):
         for name in module.__all__:
             assert hasattr(module, name), (module.__name__, name)
 
