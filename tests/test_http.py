@@ -15,6 +15,8 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("starlette", reason="the mindserve[http] extra (starlette) is not installed")
 pytest.importorskip("httpx", reason="Starlette's test client needs httpx (in the test extra)")
@@ -23,6 +25,7 @@ import mindserve
 from conftest import run_net
 from mindserve import Batching, ExtraUnavailableError
 from mindserve.http import BackgroundServer, RestApp
+from mindserve.http._protocol import Limits, Refused, parse_body
 
 with warnings.catch_warnings():  # Starlette announces a successor to httpx for its test client
     warnings.simplefilter("ignore")
@@ -625,3 +628,49 @@ def test_https_with_an_ssl_config(served, tmp_path):
     request = urllib.request.Request(f"https://{address}/model/add:add_common", data=body, method="POST")
     with urllib.request.urlopen(request, timeout=60, context=context) as reply:
         assert json.loads(reply.read()) == {"instances": [{"y": [2.0, 3.0, 4.0]}]}
+
+
+# -- hostile bodies ------------------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8)
+    | st.sampled_from(["b64", "type", "shape", "fp16", "str", "bytes", "AAAA", "AA==", "int8"]),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["b64", "type", "shape", "x", ""]) | st.text(max_size=4), inner, max_size=4
+        )
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(json_values, st.dictionaries(st.just("instances"), json_values)))
+def test_any_json_body_is_parsed_or_refused_with_a_message(body):
+    """Whatever JSON arrives, parsing returns instances of protocol values or a Refused
+    with a message: never another exception."""
+    try:
+        instances = parse_body(json.dumps(body).encode(), Limits(max_depth=4))
+    except Refused as exc:
+        assert exc.message
+        return
+    assert instances and all(isinstance(i, dict) and i for i in instances)
+    for instance in instances:
+        for value in instance.values():
+            assert isinstance(value, (str, bytes, np.ndarray)), value
+            if isinstance(value, np.ndarray):
+                assert value.dtype.kind in "biuf" and value.ndim <= 4
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=64))
+def test_any_bytes_as_a_body_are_parsed_or_refused(body):
+    try:
+        parse_body(body, Limits())
+    except Refused as exc:
+        assert exc.message
