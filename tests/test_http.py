@@ -102,6 +102,8 @@ NUMERIC += ["fp16", "fp32", "fp64", "float16", "float32", "float64"]
     [
         (7, "int32 ()", 7),
         (-2.5, "float32 ()", -2.5),
+        (1e300, "float32 ()", None),  # beyond float32: infinity (null in the reply), no warning
+        ([1e300, 1.0], "float32 (2,)", [None, 1.0]),
         (True, "bool ()", True),
         ("text", "str", "text"),
         ([[1, 2, 3], [4, 5, 6]], "int32 (2, 3)", [[1, 2, 3], [4, 5, 6]]),
@@ -119,6 +121,7 @@ NUMERIC += ["fp16", "fp32", "fp64", "float16", "float32", "float64"]
         ({"b64": "", "type": "float32", "shape": [2, 0]}, "float32 (2, 0)", [[], []]),
     ],
 )
+@pytest.mark.filterwarnings("error::RuntimeWarning")
 def test_every_value_type_arrives_as_mindspore_serving_builds_it_and_comes_back(client, value, kind, reply):
     assert echo(client, value) == (kind, reply)
 

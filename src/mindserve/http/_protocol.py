@@ -220,7 +220,8 @@ def _scalar(value: Any) -> Any:
             )
         return np.array(value, np.int32)
     if isinstance(value, float):
-        return np.array(value, np.float32)
+        with np.errstate(over="ignore"):  # beyond float32: infinity, as in MindSpore Serving
+            return np.array(value, np.float32)
     if isinstance(value, str):
         return value
     if value is None:
@@ -345,7 +346,8 @@ def _array(value: list[Any], limits: Limits) -> Any:
             raise Refused("json array, an integer is out of the range of int32 that JSON integers become")
         return array.astype(np.int32)
     if kind == "f":
-        return array.astype(np.float32)
+        with np.errstate(over="ignore"):  # beyond float32: infinity, as in MindSpore Serving
+            return array.astype(np.float32)
     return array
 
 
