@@ -19,7 +19,17 @@ def _read(module, name):
 with open(os.path.join(HERE, "README.md"), encoding="utf-8") as handle:
     LONG_DESCRIPTION = handle.read()
 
-TEST = ["pytest>=7.3", "hypothesis>=6", "nbclient>=0.7", "nbformat>=5", "ipykernel>=6", "pillow"]
+HTTP = ["starlette>=0.27", "uvicorn>=0.23"]
+TEST = [
+    "pytest>=7.3",
+    "hypothesis>=6",
+    "nbclient>=0.7",
+    "nbformat>=5",
+    "ipykernel>=6",
+    "pillow",
+    *HTTP,
+    "httpx",
+]
 PROMETHEUS = ["prometheus-client>=0.17"]
 OPENTELEMETRY = ["opentelemetry-api>=1.20"]
 # The documentation site's build (mkdocs.yml); the tests build it too.
@@ -49,6 +59,8 @@ setup(
     # pytest finds the mindserve_runtime fixture by itself (see docs/testing.md).
     entry_points={"pytest11": ["mindserve = mindserve.testing.pytest_plugin"]},
     extras_require={
+        # MindSpore Serving's RESTful protocol as an ASGI app (mindserve.http).
+        "http": HTTP,
         "prometheus": PROMETHEUS,
         "opentelemetry": OPENTELEMETRY,
         "test": [*TEST, *DOCS, *PROMETHEUS, *OPENTELEMETRY, "opentelemetry-sdk>=1.20"],

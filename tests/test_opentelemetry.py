@@ -99,7 +99,7 @@ def test_without_the_extra_the_error_says_how_to_install_it(tmp_path):
         f"import sys; sys.path.insert(0, {str(tmp_path)!r})\n"
         "import mindserve\n"
         "try:\n    import mindserve.opentelemetry\n"
-        "except mindserve.MindServeError as exc:\n    print(exc)\n"
+        "except mindserve.ExtraUnavailableError as exc:\n    print(exc)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "pip install 'mindserve[opentelemetry]'" in out.stdout

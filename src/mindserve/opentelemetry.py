@@ -21,7 +21,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from mindserve._errors import MindServeError
+from mindserve._errors import ExtraUnavailableError
 from mindserve._observe.observer import BatchReport, CallReport, Observer, Outcome
 from mindserve._version import __version__
 
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 try:
     from opentelemetry import trace
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
-    raise MindServeError(
+    raise ExtraUnavailableError(
         "mindserve.opentelemetry needs the opentelemetry-api package. "
         "Hint: pip install 'mindserve[opentelemetry]'"
     ) from exc

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from mindserve._errors import MindServeError
+from mindserve._errors import ExtraUnavailableError
 from mindserve._observe.metrics import Histogram, ModelMetrics
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ try:
     )
     from prometheus_client.registry import Collector
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
-    raise MindServeError(
+    raise ExtraUnavailableError(
         "mindserve.prometheus needs the prometheus-client package. Hint: pip install 'mindserve[prometheus]'"
     ) from exc
 
