@@ -1,5 +1,5 @@
 """Packaging for mindserve (src layout). The version lives in src/mindserve/_version.py and
-the supported MindSpore range in src/mindserve/_requirements.py, the one place each is stated."""
+the supported MindSpore and Python ranges in src/mindserve/_requirements.py, the one place each is stated."""
 
 import os
 
@@ -29,9 +29,7 @@ setup(
     package_dir={"": "src"},
     packages=find_packages("src"),
     package_data={"mindserve": ["py.typed"]},
-    # The Pythons MindSpore 2.10 publishes wheels for (3.9 would get an untested MindSpore,
-    # 3.13 none at all).
-    python_requires=">=3.10,<3.13",
+    python_requires=_read("_requirements.py", "PYTHON_REQUIREMENT"),
     install_requires=[
         _read("_requirements.py", "MINDSPORE_REQUIREMENT"),
         "numpy>=1.20",
@@ -39,6 +37,7 @@ setup(
         "typing-extensions>=4.0",
         "cloudpickle>=2.2",
     ],
+    entry_points={"console_scripts": ["mindserve = mindserve._cli.main:main"]},
     extras_require={
         "test": ["pytest>=7.3", "hypothesis>=6", "nbclient>=0.7", "nbformat>=5", "ipykernel>=6", "pillow"],
         "dev": [
