@@ -28,7 +28,7 @@ from mindserve._define.method import Method
 from mindserve._define.model import Model
 from mindserve._define.servable import Servable, ServableDefinition
 from mindserve._define.stage import Stage
-from mindserve._errors import MindServeError
+from mindserve._errors import MindServeError, counted
 from mindserve._execution.integrity import check_model_file
 from mindserve._execution.local import model_path
 from mindserve._serving.model_queue import LoadedModel
@@ -343,8 +343,8 @@ def _check_version(
             # The checks a load runs on a model's declaration against its file, without loading it.
             logging.getLogger("mindserve").disabled = True
             loaded[model.name] = LoadedModel(model, _Signature(inputs), where)
-        except MindServeError as exc:
-            report.add(section, "fail", f"version {number}: {exc}")
+        except MindServeError as exc:  # it names the servable, version and model
+            report.add(section, "fail", str(exc))
             ok = False
             continue
         finally:
@@ -353,7 +353,7 @@ def _check_version(
             report.add(
                 section,
                 "fail",
-                f"version {number}: model '{model.name}' returns {len(outputs)} outputs, but is declared with "
+                f"version {number}: model '{model.name}' returns {counted(len(outputs), 'output')}, but is declared with "
                 f"outputs={model.outputs}",
                 fix=f"svc.model(..., outputs={len(outputs)})",
             )

@@ -28,7 +28,7 @@ from mindserve._version import __version__
 
 PYTHON = "Python"
 MINDSPORE = "MindSpore"
-NATIVE = "MindSpore native library"
+NATIVE = MINDSPORE  # its native library is part of it
 DEVICES = "Devices"
 THREADS = "Threads"
 
@@ -43,10 +43,10 @@ def doctor(timeout: float) -> Report:
     _check_python(report)
     package = _find_mindspore(report)
     if package is not None:
-        imported = _check_import(report, package, timeout)
         loads = _check_native(report, package, timeout)
-        if imported and loads:
-            _check_devices(report, timeout)
+        devices = _check_import(report, package, timeout, devices=loads)
+        if devices is not None:
+            _check_devices(report, devices["found"], devices["stderr"])
     _check_threads(report)
     return report
 
@@ -103,6 +103,8 @@ def _find_mindspore(report: Report) -> str | None:
             fix=f"{_INSTALL} (mindserve supports {MINDSPORE_REQUIREMENT})",
         )
         return None
+    installed = f" (pip says {distribution})" if distribution else ""
+    report.add(MINDSPORE, "note", f"package at {location}{installed}")
     return location
 
 
@@ -125,29 +127,30 @@ def probe_import(payload: Any) -> dict[str, Any]:
         "version": version,
         "file": getattr(ms, "__file__", None),
         "supported": _mindspore.version_supported(version),
+        "devices": _devices(ms) if payload and payload.get("devices") else None,
     }
 
 
-def _check_import(report: Report, package: str, timeout: float) -> bool:
-    distribution = report.data["mindspore"]["distribution_version"]
-    installed = f" (pip says {distribution})" if distribution else ""
-    report.add(MINDSPORE, "note", f"package at {package}{installed}")
-    result = run_probe("mindserve._cli.doctor:probe_import", timeout=timeout, env={"GLOG_v": "3"})
+def _check_import(report: Report, package: str, timeout: float, devices: bool) -> dict[str, Any] | None:
+    """Import MindSpore in a child (and, with ``devices``, ask it for its devices there);
+    the child's findings about devices, or ``None`` when it did not import."""
+    result = run_probe("mindserve._cli.doctor:probe_import", {"devices": devices}, timeout=timeout)
     if not result.ok:
         report.add(
             MINDSPORE,
             "fail",
-            f"importing MindSpore failed: {result.failure}",
+            f"importing MindSpore{' and asking it for its devices' if devices else ''} failed: {result.failure}",
             fix=f"reinstall it: {_REINSTALL}; if that does not help, the output above names the part of "
             f"MindSpore that failed",
             detail=result.stderr_tail(),
         )
-        return False
-    value = result.value
+        return None
+    value = dict(result.value)
+    found = value.pop("devices", None)
     report.data["mindspore"].update(value)
     if not value["imported"]:
         report.add(MINDSPORE, "fail", value["error"].split(" Hint: ")[0], fix=_hint(value["error"]))
-        return False
+        return None
     version = value["version"]
     tested = ", ".join(TESTED_MINDSPORE_VERSIONS)
     if not value["supported"]:
@@ -167,7 +170,7 @@ def _check_import(report: Report, package: str, timeout: float) -> bool:
         )
     else:
         report.add(MINDSPORE, "ok", f"MindSpore {version} imports (supported: {MINDSPORE_REQUIREMENT}; tested)")
-    return True
+    return {"found": found, "stderr": result.stderr} if found is not None else None
 
 
 def _hint(message: str) -> str:
@@ -286,13 +289,13 @@ def gpu_present() -> bool:
     return bool(glob.glob("/dev/nvidia[0-9]*"))
 
 
-def probe_devices(payload: Any) -> dict[str, Any]:
-    """In the child: which device targets MindSpore can use, and one CPU kernel run."""
+def _devices(ms: Any) -> dict[str, Any]:
+    """In the child, once MindSpore imported: which device targets it can use, and one run
+    of a network on the CPU."""
     import numpy as np
 
     from mindserve._execution import mindspore as _mindspore
 
-    ms = _mindspore.import_mindspore()
     run: str | None = None
     try:  # the way a model runs: a network, on arrays, under mindserve's lock
         _mindspore.use_device("CPU", 0)
@@ -310,20 +313,9 @@ def probe_devices(payload: Any) -> dict[str, Any]:
     return {"available": targets, "cpu_run_error": run}
 
 
-def _check_devices(report: Report, timeout: float) -> None:
+def _check_devices(report: Report, value: dict[str, Any], stderr: str) -> None:
     from mindserve._execution.mindspore import ascend_present
 
-    result = run_probe("mindserve._cli.doctor:probe_devices", timeout=timeout)
-    if not result.ok:
-        report.add(
-            DEVICES,
-            "fail",
-            f"asking MindSpore for its devices failed: {result.failure}",
-            fix=_REINSTALL,
-            detail=result.stderr_tail(),
-        )
-        return
-    value = result.value
     present = {"CPU": True, "GPU": gpu_present(), "Ascend": ascend_present()}
     report.data["devices"] = {"present": present, **value}
     if value["cpu_run_error"] is None:
@@ -332,7 +324,7 @@ def _check_devices(report: Report, timeout: float) -> None:
         report.add(
             DEVICES, "fail", f"CPU: MindSpore cannot run a network: {value['cpu_run_error']}", fix=_REINSTALL
         )
-    reasons = [line.strip() for line in result.stderr.splitlines() if "cannot open shared object file" in line]
+    reasons = [line.strip() for line in stderr.splitlines() if "cannot open shared object file" in line]
     for target in ("GPU", "Ascend"):
         available = value["available"][target]
         if available is True:
