@@ -22,7 +22,7 @@ SRC = os.path.join(os.path.dirname(HERE), "src")
 def run_cli(*args, shadow=None, env=None, cwd=None):
     """Run ``python -m mindserve ARGS``; ``shadow`` is a directory put first on PYTHONPATH."""
     paths = [str(shadow)] if shadow is not None else []
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join(paths + [SRC]), **(env or {}))
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([*paths, SRC]), **(env or {}))
     return subprocess.run(
         [sys.executable, "-m", "mindserve", *map(str, args)],
         capture_output=True,
@@ -113,7 +113,9 @@ def test_doctor_names_the_shared_library_that_is_missing(tmp_path):
     (build / "needed.c").write_text("int needed(void) { return 1; }\n")
     (build / "fake.c").write_text("int needed(void);\nint fake(void) { return needed(); }\n")
     subprocess.run(["gcc", "-shared", "-fPIC", "-o", build / "libneeded.so", build / "needed.c"], check=True)
-    package = fake_mindspore(tmp_path / "shadow", "raise ImportError('libneeded.so: cannot open shared object file')")
+    package = fake_mindspore(
+        tmp_path / "shadow", "raise ImportError('libneeded.so: cannot open shared object file')"
+    )
     extension = package / "_c_expression.cpython-311-x86_64-linux-gnu.so"
     subprocess.run(
         ["gcc", "-shared", "-fPIC", "-o", extension, build / "fake.c", f"-L{build}", "-lneeded"], check=True
@@ -237,7 +239,8 @@ def test_check_and_load_a_good_servable(exported, tmp_path):
     for version in (1, 2):
         ran = texts(report, "ok", f"Servable 'mlp' version {version} (--load)")
         assert (
-            "method 'predict' ran on {'x': float32 array of shape (16,)}: logits: float32 array of shape (10,)" in ran
+            "method 'predict' ran on {'x': float32 array of shape (16,)}: logits: float32 array of shape (10,)"
+            in ran
         )
         skipped = texts(report, "warn", f"Servable 'mlp' version {version} (--load)")
         assert "method 'doubled' not run: input 'x' goes to stage 'double' first" in skipped
@@ -329,7 +332,9 @@ def test_check_reports_a_method_that_fails_and_a_crash(exported, tmp_path):
     ]
     crashed, failed = (f["text"] for f in findings(report, "fail"))
     assert crashed == "loading and running it in a child process failed: the process crashed (SIGSEGV)"
-    assert failed.startswith("method 'fails' failed on a generated instance ({'x': float32 array of shape (16,)})")
+    assert failed.startswith(
+        "method 'fails' failed on a generated instance ({'x': float32 array of shape (16,)})"
+    )
     assert "no good" in failed
 
 
@@ -363,7 +368,10 @@ def test_check_a_mindspore_serving_servable(tmp_path):
     assert code == 0, report
     assert "MindSpore Serving servable directory" in texts(report, "ok", "Target")
     ran = texts(report, "ok", "Servable 'add' version 1 (--load)")
-    assert "method 'add_common' ran on {'x1': float32 array of shape (3,), 'x2': float32 array of shape (3,)}" in ran
+    assert (
+        "method 'add_common' ran on {'x1': float32 array of shape (3,), 'x2': float32 array of shape (3,)}"
+        in ran
+    )
     assert "method 'add_cast' not run" in texts(report, "warn")
     (tmp_path / "add" / "1" / "tensor_add.mindir").unlink()
     code, report = run_json("check", tmp_path / "add")
@@ -387,5 +395,7 @@ def test_console_script_and_lazy_imports(capsys):
         main(["--version"])
     assert exit.value.code == 0 and capsys.readouterr().out == f"mindserve {mindserve.__version__}\n"
     code = "import sys, mindserve; print(sorted(m for m in sys.modules if m.startswith(('mindspore', 'mindserve._cli'))))"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=SRC))
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=SRC)
+    )
     assert done.stdout == "[]\n", done.stderr

@@ -65,7 +65,9 @@ def load_target(target: str, dec_key: bytes | None, dec_mode: str) -> tuple[str,
             ]
         if os.path.isfile(os.path.join(directory, "__init__.py")):
             sys.path.insert(0, os.path.dirname(directory))
-            return "Python package", _servables(_import(lambda: importlib.import_module(os.path.basename(directory))))
+            return "Python package", _servables(
+                _import(lambda: importlib.import_module(os.path.basename(directory)))
+            )
         raise TargetError(
             f"{target} holds no {CONFIG} (a MindSpore Serving servable), no servable directories with one, "
             f"and no __init__.py (a Python package)"
@@ -94,7 +96,9 @@ def _compat(directory: str, dec_key: bytes | None, dec_mode: str) -> Servable:
     from mindserve.compat._loader import load_servable
 
     return _import(
-        lambda: load_servable(os.path.dirname(directory), os.path.basename(directory), dec_key=dec_key, dec_mode=dec_mode)
+        lambda: load_servable(
+            os.path.dirname(directory), os.path.basename(directory), dec_key=dec_key, dec_mode=dec_mode
+        )
     )
 
 
@@ -105,7 +109,11 @@ def _import(load: Any) -> Any:
         raise TargetError(str(exc)) from exc
     except BaseException as exc:  # whatever the user's module raises, SystemExit included
         frames = traceback.extract_tb(exc.__traceback__)
-        user = [f for f in frames if "importlib" not in f.filename and f"{os.sep}mindserve{os.sep}" not in f.filename]
+        user = [
+            f
+            for f in frames
+            if "importlib" not in f.filename and f"{os.sep}mindserve{os.sep}" not in f.filename
+        ]
         where = [f"{f.filename}:{f.lineno}: {f.line}" for f in (user or frames)[-3:]]
         raise TargetError(f"importing it raised {type(exc).__name__}: {exc}", where) from exc
 
@@ -182,7 +190,9 @@ def _check_servable(report: Report, servable: Servable, timeout: float) -> dict[
         data["models"].append(_model_data(model))
         report.add(section, "note", f"model {_describe_model(model)}")
     for method in definition.methods.values():
-        data["methods"].append({"name": method.name, "inputs": list(method.inputs), "outputs": list(method.outputs)})
+        data["methods"].append(
+            {"name": method.name, "inputs": list(method.inputs), "outputs": list(method.outputs)}
+        )
         report.add(section, "note", f"method {_describe_method(method)}")
     versions = _versions(report, section, definition)
     if versions is None:
@@ -205,7 +215,11 @@ def _model_data(model: Model) -> dict[str, Any]:
 
 
 def _describe_model(model: Model) -> str:
-    source = model.source if model.kind == "mindir" else getattr(model.source, "__qualname__", type(model.source).__name__)
+    source = (
+        model.source
+        if model.kind == "mindir"
+        else getattr(model.source, "__qualname__", type(model.source).__name__)
+    )
     extras = []
     if not model.with_batch_dim:
         extras.append("with_batch_dim=False")
@@ -220,7 +234,8 @@ def _describe_model(model: Model) -> str:
 
 def _describe_method(method: Method) -> str:
     steps = " -> ".join(
-        f"{'stage' if isinstance(step.callee, Stage) else 'model'} '{step.callee.name}'" for step in method.steps
+        f"{'stage' if isinstance(step.callee, Stage) else 'model'} '{step.callee.name}'"
+        for step in method.steps
     )
     return f"'{method.name}'({', '.join(method.inputs)}) -> {', '.join(method.outputs)}" + (
         f": {steps}" if steps else ""
@@ -240,7 +255,11 @@ def _versions(
         report.add(section, "fail", str(exc), fix="put each version's model files in <directory>/<version>/")
         return None
     where = f" in {definition.directory}" if definition.directory else ""
-    report.add(section, "ok", f"version{'s' if len(versions) > 1 else ''} {', '.join(str(n) for n, _ in versions)}{where}")
+    report.add(
+        section,
+        "ok",
+        f"version{'s' if len(versions) > 1 else ''} {', '.join(str(n) for n, _ in versions)}{where}",
+    )
     return versions
 
 
@@ -261,7 +280,11 @@ class _Signature:
 
 
 def _check_files(
-    report: Report, section: str, definition: ServableDefinition, versions: list[tuple[int, str | None]], timeout: float
+    report: Report,
+    section: str,
+    definition: ServableDefinition,
+    versions: list[tuple[int, str | None]],
+    timeout: float,
 ) -> bool:
     """Check each version's model files and every method's calls against them."""
     ok = True
@@ -285,16 +308,20 @@ def _check_files(
             wanted.append((number, version_dir, model, path))
     facts: list[dict[str, Any]] = []
     if wanted:
-        read, failure, tail = read_mindir_files([(p, m.dec_key, m.dec_mode) for _, _, m, p in wanted], timeout)
+        read, failure, tail = read_mindir_files(
+            [(p, m.dec_key, m.dec_mode) for _, _, m, p in wanted], timeout
+        )
         if read is None:
             report.add(section, "fail", failure or "", fix="run `mindserve doctor`", detail=tail)
             return False
         facts = read
     specs: dict[tuple[int, str], tuple[tuple[TensorSpec, ...] | None, tuple[TensorSpec, ...] | None]] = {}
-    for (number, _, model, path), fact in zip(wanted, facts):
+    for (number, _, model, _path), fact in zip(wanted, facts):
         problem = _file_problem(model, fact)
         if problem is not None:
-            report.add(section, "fail", f"version {number}: model '{model.name}': {problem[0]}", fix=problem[1])
+            report.add(
+                section, "fail", f"version {number}: model '{model.name}': {problem[0]}", fix=problem[1]
+            )
             ok = False
             continue
         inputs = None if fact["inputs"] is None else tuple(spec_of(i) for i in fact["inputs"])
@@ -320,7 +347,9 @@ def _file_problem(model: Model, fact: dict[str, Any]) -> tuple[str, str | None] 
             return f"{fact['path']} is not encrypted, but the model declares a dec_key", "leave out dec_key"
         return (
             f"cannot read {fact['path']}: {fact['error']}",
-            "check dec_key and dec_mode" if model.dec_key is not None else "export it again with mindspore.export",
+            "check dec_key and dec_mode"
+            if model.dec_key is not None
+            else "export it again with mindspore.export",
         )
     return None
 
@@ -359,7 +388,9 @@ def _check_version(
             )
             ok = False
             continue
-        report.add(section, "ok", f"version {number}: model '{model.name}': {_batching_text(loaded[model.name])}")
+        report.add(
+            section, "ok", f"version {number}: model '{model.name}': {_batching_text(loaded[model.name])}"
+        )
         if loaded[model.name].fixed_batch_size == 1:
             report.add(
                 section,
@@ -377,8 +408,10 @@ def _check_version(
 
 def _batching_text(loaded: LoadedModel) -> str:
     specs = loaded.instance_specs
-    taken = "inputs not declared in the file" if specs is None else "one instance takes " + ", ".join(
-        "any value" if s is None else s.describe() for s in specs
+    taken = (
+        "inputs not declared in the file"
+        if specs is None
+        else "one instance takes " + ", ".join("any value" if s is None else s.describe() for s in specs)
     )
     batching = loaded.batching
     if loaded.fixed_batch_size is not None:
@@ -406,16 +439,17 @@ def _flow_problems(
             continue
         expected = loaded[model.name].instance_specs or ()
         for position, ref in enumerate(step.args):
-            if ref in known and position < len(expected) and expected[position] is not None:
+            wanted = expected[position] if position < len(expected) else None
+            if ref in known and wanted is not None:
                 given, label = known[ref]
-                if not _fits(given, expected[position]):
+                if not _fits(given, wanted):
                     problems.append(
                         f"{label} ({given.describe()}) goes to input {position} of model '{model.name}', which "
-                        f"takes {expected[position].describe()}"
+                        f"takes {wanted.describe()}"
                     )
         outputs = specs.get((number, model.name), (None, None))[1]
         if outputs is not None and len(outputs) == len(step.outputs):
-            for k, (ref, spec) in enumerate(zip(step.outputs, outputs)):
+            for _k, (ref, spec) in enumerate(zip(step.outputs, outputs)):
                 per_instance = spec.drop_batch_dim() if model.with_batch_dim and spec.shape else spec
                 known[ref] = (per_instance, method.labels[ref])
     return problems
@@ -468,7 +502,9 @@ def _load_version(
     for model in value["models"]:
         warmed = f", warmed up batch sizes {model['warmed_up']}" if model["warmed_up"] else ""
         report.add(section, "ok", f"model '{model['name']}' loaded{warmed}")
-    report.add(section, "note", f"loaded in {value['seconds']:.2f} s on {value['device'] or 'no MindSpore device'}")
+    report.add(
+        section, "note", f"loaded in {value['seconds']:.2f} s on {value['device'] or 'no MindSpore device'}"
+    )
     for method in value["methods"]:
         if method["skipped"]:
             report.add(section, "warn", f"method '{method['name']}' not run: {method['skipped']}")
@@ -512,7 +548,9 @@ def probe_load(payload: dict[str, Any]) -> dict[str, Any]:
             if instance is None:
                 outcome["skipped"] = why
                 continue
-            outcome["instance"] = "{" + ", ".join(f"{k!r}: {describe_value(v)}" for k, v in instance.items()) + "}"
+            outcome["instance"] = (
+                "{" + ", ".join(f"{k!r}: {describe_value(v)}" for k, v in instance.items()) + "}"
+            )
             try:
                 (outputs,) = rt.infer(servable.name, method.name, [instance], version=info.version)
             except Exception as exc:  # the report says what failed; nothing is raised
@@ -542,7 +580,10 @@ def generate_instance(
         specs = models[model.name].inputs
         position = step.args.index(ref)
         if specs is None:
-            return None, f"input '{name}' goes to model '{model.name}', whose file does not declare its inputs"
+            return (
+                None,
+                f"input '{name}' goes to model '{model.name}', whose file does not declare its inputs",
+            )
         spec = specs[position]
         if model.with_batch_dim and position not in model.without_batch_dim_inputs and spec.shape:
             spec = spec.drop_batch_dim()

@@ -56,7 +56,11 @@ def doctor(timeout: float) -> Report:
 
 def _check_python(report: Report) -> None:
     version = ".".join(map(str, sys.version_info[:3]))
-    report.data["python"] = {"version": version, "executable": sys.executable, "supported": PYTHON_REQUIREMENT}
+    report.data["python"] = {
+        "version": version,
+        "executable": sys.executable,
+        "supported": PYTHON_REQUIREMENT,
+    }
     report.data["mindserve"] = {"version": __version__, "location": _package_dir("mindserve")}
     text = f"Python {version} at {sys.executable}"
     if PYTHON_MIN <= sys.version_info[:2] < PYTHON_BELOW:
@@ -76,7 +80,7 @@ def _package_dir(name: str) -> str | None:
     if spec is None:
         return None
     if spec.submodule_search_locations:
-        return list(spec.submodule_search_locations)[0]
+        return next(iter(spec.submodule_search_locations))
     return os.path.dirname(spec.origin) if spec.origin else None
 
 
@@ -169,7 +173,9 @@ def _check_import(report: Report, package: str, timeout: float, devices: bool) -
             f"mindserve's tests ran with {tested}",
         )
     else:
-        report.add(MINDSPORE, "ok", f"MindSpore {version} imports (supported: {MINDSPORE_REQUIREMENT}; tested)")
+        report.add(
+            MINDSPORE, "ok", f"MindSpore {version} imports (supported: {MINDSPORE_REQUIREMENT}; tested)"
+        )
     return {"found": found, "stderr": result.stderr} if found is not None else None
 
 
@@ -194,7 +200,7 @@ def probe_native(payload: Any) -> dict[str, Any]:
     """In the child: dlopen each library as Python would, and say what failed."""
     import ctypes
 
-    results = {}
+    results: dict[str, str | None] = {}
     for path in payload["paths"]:
         try:
             ctypes.CDLL(path, mode=getattr(os, "RTLD_GLOBAL", 0))
@@ -207,7 +213,9 @@ def probe_native(payload: Any) -> dict[str, Any]:
 def missing_libraries(path: str, message: str = "") -> list[str]:
     """The shared libraries ``path`` needs that the dynamic linker cannot find (from the
     loader's message, and ``ldd`` where it exists), and the symbol versions it lacks."""
-    missing = _CANNOT_OPEN.findall(message) + [f"symbol version {v}" for v in _VERSION_NOT_FOUND.findall(message)]
+    missing = _CANNOT_OPEN.findall(message) + [
+        f"symbol version {v}" for v in _VERSION_NOT_FOUND.findall(message)
+    ]
     ldd = shutil.which("ldd")
     if ldd is not None:
         try:
@@ -224,13 +232,18 @@ def missing_libraries(path: str, message: str = "") -> list[str]:
 
 
 def _native_fix(missing: list[str]) -> str:
-    if any(name.startswith("symbol version GLIBCXX") or name.startswith("symbol version CXXABI") for name in missing):
+    if any(
+        name.startswith("symbol version GLIBCXX") or name.startswith("symbol version CXXABI")
+        for name in missing
+    ):
         return (
             "the C++ runtime (libstdc++) is older than MindSpore needs: install a newer one (a newer OS or "
             "compiler runtime, or `conda install -c conda-forge libstdcxx-ng` in a conda environment)"
         )
     if any(name.startswith("symbol version GLIBC") for name in missing):
-        return "the C library (glibc) is older than MindSpore needs: use a newer Linux distribution or container"
+        return (
+            "the C library (glibc) is older than MindSpore needs: use a newer Linux distribution or container"
+        )
     if any(name.startswith("libmindspore") or name.startswith("_c_") for name in missing):
         return f"MindSpore's own libraries are missing: reinstall it: {_REINSTALL}"
     if any(re.match(r"lib(ge_|ascend|acl|hccl|runtime|graph|register)", name) for name in missing):
@@ -303,7 +316,7 @@ def _devices(ms: Any) -> dict[str, Any]:
         run = None if value.tolist() == [0.0, 2.0] else f"relu([-1, 2]) gave {value.tolist()}"
     except Exception as exc:
         run = f"{type(exc).__name__}: {_mindspore.first_line(exc)}"
-    hal = getattr(ms, "hal", None)
+    hal: Any = getattr(ms, "hal", None)
     targets: dict[str, Any] = {}
     for target in ("CPU", "GPU", "Ascend"):
         try:
@@ -349,7 +362,9 @@ def _check_devices(report: Report, value: dict[str, Any], stderr: str) -> None:
         else:
             report.add(DEVICES, "note", f"{target}: none on this machine")
     default = "Ascend" if present["Ascend"] else "CPU"
-    report.add(DEVICES, "note", f"Runtime() uses {default}:0 unless given device_target=... and device_id=...")
+    report.add(
+        DEVICES, "note", f"Runtime() uses {default}:0 unless given device_target=... and device_id=..."
+    )
 
 
 # -- threads -------------------------------------------------------------------------
@@ -366,7 +381,9 @@ def _check_threads(report: Report) -> None:
         f"{cpus} CPUs, this process may run on {len(allowed)} of them ({_ranges(allowed)})",
     )
     if omp is None:
-        report.add(THREADS, "note", "OMP_NUM_THREADS is not set: OpenMP uses one thread per CPU it may run on")
+        report.add(
+            THREADS, "note", "OMP_NUM_THREADS is not set: OpenMP uses one thread per CPU it may run on"
+        )
         return
     try:
         threads = int(omp.split(",")[0])

@@ -141,14 +141,18 @@ def info(path: str, dec_key: bytes | None, dec_mode: str, timeout: float) -> Rep
     report = Report("info")
     report.data["path"] = os.path.abspath(path)
     if not os.path.isfile(path):
-        report.add(FILE, "fail", f"{path} does not exist or is not a file", fix="give the path of a .mindir file")
+        report.add(
+            FILE, "fail", f"{path} does not exist or is not a file", fix="give the path of a .mindir file"
+        )
         return report
     size = os.path.getsize(path)
     digest = file_sha256(path)
     report.data.update(size=size, sha256=digest)
     report.add(FILE, "note", f"{os.path.abspath(path)}: {size:,} bytes, sha256 {digest}")
     if not path.endswith(".mindir"):
-        report.add(FILE, "warn", "the name does not end in .mindir, which svc.model() requires of a model file")
+        report.add(
+            FILE, "warn", "the name does not end in .mindir, which svc.model() requires of a model file"
+        )
     facts, failure, tail = read_mindir_files([(path, dec_key, dec_mode)], timeout)
     if facts is None:
         report.add(FILE, "fail", failure or "", fix="run `mindserve doctor`", detail=tail)
@@ -156,7 +160,9 @@ def info(path: str, dec_key: bytes | None, dec_mode: str, timeout: float) -> Rep
     fact = facts[0]
     report.data.update(fact)
     if fact.get("unavailable"):
-        report.add(FILE, "fail", fact["error"].split(" Hint: ")[0], fix=fact["error"].partition(" Hint: ")[2] or None)
+        report.add(
+            FILE, "fail", fact["error"].split(" Hint: ")[0], fix=fact["error"].partition(" Hint: ")[2] or None
+        )
         return report
     if fact["encrypted"] and dec_key is None:
         report.add(
@@ -167,7 +173,11 @@ def info(path: str, dec_key: bytes | None, dec_mode: str, timeout: float) -> Rep
             "it, svc.model(..., dec_key=..., dec_mode=...)",
         )
         return report
-    report.add(FILE, "ok", f"encrypted ({dec_mode}), decrypted with the key given" if fact["encrypted"] else "not encrypted")
+    report.add(
+        FILE,
+        "ok",
+        f"encrypted ({dec_mode}), decrypted with the key given" if fact["encrypted"] else "not encrypted",
+    )
     if fact["error"] is not None:
         hint = (
             "check --dec-key and --dec-mode: the key and mode the file was exported with"
@@ -206,5 +216,5 @@ def _describe(report: Report, fact: MindirFacts) -> None:
     if fact["inputs"] is not None:
         kind, text, size, fix = batch_dimension(inputs, names)
         report.data["batch"] = {"kind": kind, "fixed_size": size}
-        status = "warn" if kind in ("mixed", "none") and inputs or size == 1 else "ok"
+        status = "warn" if (kind in ("mixed", "none") and inputs) or size == 1 else "ok"
         report.add(BATCHING, status, text, fix=fix)

@@ -73,8 +73,12 @@ def _key_arguments(parser: argparse.ArgumentParser, purpose: str = "for an encry
         metavar="KEY",
         help=f"the decryption key {purpose}: text (its UTF-8 bytes) or hex:<hex digits>",
     )
-    keys.add_argument("--dec-key-file", metavar="FILE", help="read the key's bytes from FILE (keeps it off ps)")
-    parser.add_argument("--dec-mode", default="AES-GCM", choices=DEC_MODES, help="the encryption mode (default AES-GCM)")
+    keys.add_argument(
+        "--dec-key-file", metavar="FILE", help="read the key's bytes from FILE (keeps it off ps)"
+    )
+    parser.add_argument(
+        "--dec-mode", default="AES-GCM", choices=DEC_MODES, help="the encryption mode (default AES-GCM)"
+    )
 
 
 def _key(parser: argparse.ArgumentParser, args: argparse.Namespace) -> bytes | None:

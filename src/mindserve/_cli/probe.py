@@ -69,7 +69,9 @@ def run_probe(
         )
     except subprocess.TimeoutExpired as exc:
         stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""
-        return ProbeResult(failure=f"did not finish within {timeout:g} s (the child was killed)", stderr=stderr)
+        return ProbeResult(
+            failure=f"did not finish within {timeout:g} s (the child was killed)", stderr=stderr
+        )
     except OSError as exc:
         return ProbeResult(failure=f"could not start {sys.executable}: {exc}")
     for line in reversed(done.stdout.splitlines()):

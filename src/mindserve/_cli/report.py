@@ -32,9 +32,7 @@ class Report:
         self.findings: list[Finding] = []
         self.data: dict[str, Any] = {}
 
-    def add(
-        self, section: str, status: str, text: str, fix: str | None = None, detail: Any = ()
-    ) -> Finding:
+    def add(self, section: str, status: str, text: str, fix: str | None = None, detail: Any = ()) -> Finding:
         lines = tuple(detail) if not isinstance(detail, str) else tuple(detail.splitlines())
         finding = Finding(section, status, text, fix, tuple(line for line in lines if line.strip()))
         self.findings.append(finding)

@@ -258,7 +258,9 @@ def read_mindir_io(
 
 def _tensor_spec(tensor: Any) -> TensorSpec:
     dtype = _MINDIR_DTYPES.get(tensor.data_type)
-    return TensorSpec(tuple(None if d < 0 else int(d) for d in tensor.dims), np.dtype(dtype) if dtype else None)
+    return TensorSpec(
+        tuple(None if d < 0 else int(d) for d in tensor.dims), np.dtype(dtype) if dtype else None
+    )
 
 
 def _attribute_tensors(attribute: Any) -> list[TensorSpec]:
