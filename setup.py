@@ -1,5 +1,5 @@
 """Packaging for mindserve (src layout). The version lives in src/mindserve/_version.py and
-the supported MindSpore range in src/mindserve/_requirements.py, the one place each is stated."""
+the supported MindSpore and Python ranges in src/mindserve/_requirements.py, the one place each is stated."""
 
 import os
 
@@ -46,9 +46,7 @@ setup(
     package_dir={"": "src"},
     packages=find_packages("src"),
     package_data={"mindserve": ["py.typed"]},
-    # The Pythons MindSpore 2.10 publishes wheels for (3.9 would get an untested MindSpore,
-    # 3.13 none at all).
-    python_requires=">=3.10,<3.13",
+    python_requires=_read("_requirements.py", "PYTHON_REQUIREMENT"),
     install_requires=[
         _read("_requirements.py", "MINDSPORE_REQUIREMENT"),
         "numpy>=1.20",
@@ -56,8 +54,11 @@ setup(
         "typing-extensions>=4.0",
         "cloudpickle>=2.2",
     ],
-    # pytest finds the mindserve_runtime fixture by itself (see docs/testing.md).
-    entry_points={"pytest11": ["mindserve = mindserve.testing.pytest_plugin"]},
+    entry_points={
+        "console_scripts": ["mindserve = mindserve._cli.main:main"],
+        # pytest finds the mindserve_runtime fixture by itself (see docs/testing.md).
+        "pytest11": ["mindserve = mindserve.testing.pytest_plugin"],
+    },
     extras_require={
         # MindSpore Serving's RESTful protocol as an ASGI app (mindserve.http).
         "http": HTTP,

@@ -30,6 +30,13 @@ class AddMul(nn.Cell):
         return x + y, x * y
 
 
+class Add(nn.Cell):
+    """x + y (MindSpore Serving's tensor_add example)."""
+
+    def construct(self, x, y):
+        return x + y
+
+
 class ScaleBy(nn.Cell):
     """x * scale, where ``scale`` has no batch dimension."""
 

@@ -72,10 +72,14 @@ def test_workers_example_serves_the_same_results_from_two_workers(tmp_path):
 
 
 def test_the_pythons_promised_are_those_mindspore_has_wheels_for():
-    """MindSpore 2.10 publishes wheels for Python 3.10 to 3.12: setup.py and the README say so."""
+    """MindSpore 2.10 publishes wheels for Python 3.10 to 3.12: _requirements.py (which setup.py
+    reads), setup.py's classifiers and the README say so."""
+    from mindserve._requirements import PYTHON_REQUIREMENT
+
     with open(os.path.join(ROOT, "setup.py"), encoding="utf-8") as handle:
         setup = handle.read()
-    assert 'python_requires=">=3.10,<3.13"' in setup
+    assert PYTHON_REQUIREMENT == ">=3.10,<3.13"
+    assert 'python_requires=_read("_requirements.py", "PYTHON_REQUIREMENT")' in setup
     for minor in ("3.10", "3.11", "3.12"):
         assert f'"Programming Language :: Python :: {minor}"' in setup
     assert "Python 3.10, 3.11 or 3.12" in readme()

@@ -109,13 +109,18 @@ def parse_version(text: str) -> tuple[int, ...] | None:
     return tuple(int(part) for part in match.group(0).split("."))
 
 
+def version_supported(text: str) -> bool:
+    """Whether MindSpore version ``text`` is inside the supported range (no warning)."""
+    version = parse_version(text)
+    return version is not None and MINDSPORE_MIN <= version[:2] < MINDSPORE_BELOW
+
+
 def check_version(text: str) -> bool:
     """Warn with :class:`MindSporeVersionWarning` when ``text`` is outside the supported range.
 
     Returns whether the version is supported.
     """
-    version = parse_version(text)
-    if version is not None and MINDSPORE_MIN <= version[:2] < MINDSPORE_BELOW:
+    if version_supported(text):
         return True
     warnings.warn(
         f"MindSpore {text} is outside the range mindserve supports ({MINDSPORE_REQUIREMENT}; "
@@ -198,28 +203,72 @@ def read_mindir_signature(path: str, dec_key: bytes | None, dec_mode: str) -> tu
     decrypted first. Call only after :func:`load_mindir` succeeded on the same file.
     """
     try:
-        from mindspore.train import mind_ir_pb2
-
-        if dec_key is not None:
-            import mindspore._c_expression as c_expression
-
-            data = c_expression._decrypt(path, dec_key, len(dec_key), dec_mode)
-        else:
-            with open(path, "rb") as handle:
-                data = handle.read()
-        proto = mind_ir_pb2.ModelProto()
-        proto.ParseFromString(data)
+        inputs, _ = read_mindir_io(path, dec_key, dec_mode)
     except Exception:
         return None
-    specs = []
+    if inputs is None:
+        return None
+    return tuple(spec for _, spec in inputs)
+
+
+def mindir_encrypted(path: str) -> bool:
+    """Whether a MindIR file is encrypted (MindSpore's own test; imports MindSpore)."""
+    import_mindspore()
+    from mindspore._c_expression import _is_cipher_file
+
+    return bool(_is_cipher_file(path))
+
+
+def read_mindir_io(
+    path: str, dec_key: bytes | None, dec_mode: str
+) -> tuple[tuple[tuple[str, TensorSpec], ...] | None, tuple[TensorSpec, ...] | None]:
+    """The named inputs and the outputs a MindIR file declares (each ``None`` when the file
+    does not say in a form mindserve reads); raises when the file cannot be parsed.
+
+    An encrypted file is decrypted with ``dec_key`` first (imports MindSpore).
+    """
+    from mindspore.train import mind_ir_pb2
+
+    if dec_key is not None:
+        import mindspore._c_expression as c_expression
+
+        data = c_expression._decrypt(path, dec_key, len(dec_key), dec_mode)
+        if data is None:
+            raise ValueError(f"cannot decrypt {path!r} with this key and mode {dec_mode!r}")
+    else:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    proto = mind_ir_pb2.ModelProto()
+    proto.ParseFromString(data)
+    inputs: tuple[tuple[str, TensorSpec], ...] | None = ()
     for value in proto.graph.input:
         if len(value.tensor) != 1:
-            return None
-        tensor = value.tensor[0]
-        dtype = _MINDIR_DTYPES.get(tensor.data_type)
-        shape = tuple(None if d < 0 else int(d) for d in tensor.dims)
-        specs.append(TensorSpec(shape, np.dtype(dtype) if dtype else None))
-    return tuple(specs)
+            inputs = None
+            break
+        inputs += ((value.name.rpartition(":")[2], _tensor_spec(value.tensor[0])),)  # type: ignore[operator]
+    outputs: list[TensorSpec] | None = []
+    for value in proto.graph.output:
+        found = [_tensor_spec(t) for t in value.tensor] or _attribute_tensors(value.attr_info)
+        if not found:
+            outputs = None
+            break
+        outputs += found  # type: ignore[operator]
+    return inputs, None if outputs is None else tuple(outputs)
+
+
+def _tensor_spec(tensor: Any) -> TensorSpec:
+    dtype = _MINDIR_DTYPES.get(tensor.data_type)
+    return TensorSpec(
+        tuple(None if d < 0 else int(d) for d in tensor.dims), np.dtype(dtype) if dtype else None
+    )
+
+
+def _attribute_tensors(attribute: Any) -> list[TensorSpec]:
+    """The tensors of an output written as an attribute (a tuple of tensors), in order."""
+    found = [_tensor_spec(t) for t in attribute.tensors]
+    for value in attribute.values:
+        found += _attribute_tensors(value)
+    return found
 
 
 def load_mindir(path: str, dec_key: bytes | None, dec_mode: str) -> Any:
