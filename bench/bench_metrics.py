@@ -19,10 +19,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _machine import describe  # noqa: E402
-from bench_batching import CALLERS, export_mlp, in_threads  # noqa: E402
+from _machine import describe
+from bench_batching import CALLERS, export_mlp, in_threads
 
-import mindserve  # noqa: E402
+import mindserve
 
 
 def throughput(directory: str, metrics: bool, calls: int) -> tuple[float, mindserve.Metrics | None]:
@@ -38,7 +38,9 @@ def throughput(directory: str, metrics: bool, calls: int) -> tuple[float, mindse
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calls", type=int, default=60, help="calls per caller thread per run")
     parser.add_argument("--plot", help="write an SVG of the latency and batch-size histograms here")
@@ -76,9 +78,12 @@ def svg(snapshot: mindserve.Metrics) -> str:
         counts.pop(), labels.pop()
     first = next((i for i, c in enumerate(counts) if c), 0)
     latency = (labels[first:], counts[first:])
+    bounds = [1]
+    while bounds[-1] < max(model.batch_sizes, default=1):
+        bounds.append(bounds[-1] * 2)
     sizes = (
-        [str(s) for s in model.batch_sizes],
-        list(model.batch_sizes.values()),
+        [str(b) if b < 4 else f"{b // 2 + 1}-{b}" for b in bounds],
+        [sum(n for size, n in model.batch_sizes.items() if b // 2 < size <= b) for b in bounds],
     )
     width, height = 900, 330
     parts = [
@@ -87,10 +92,12 @@ def svg(snapshot: mindserve.Metrics) -> str:
         f'<rect width="{width}" height="{height}" fill="#181b1f"/>',
     ]
     p50, p99 = (method.latency.p50 or 0) * 1e3, (method.latency.p99 or 0) * 1e3
-    parts += chart(20, "request latency (ms), p50 %.1f, p99 %.1f" % (p50, p99), *latency, "#73bf69")
-    parts += chart(
-        470, f"batch size (mean {model.mean_batch_size:.1f}; reasons {dict(model.reasons)})", *sizes, "#5794f2"
+    parts += chart(20, f"request latency (ms), p50 {p50:.1f}, p99 {p99:.1f}", *latency, "#73bf69")
+    parts += chart(470, f"batch sizes (mean {model.mean_batch_size:.1f})", *sizes, "#5794f2")
+    reasons = ", ".join(
+        f"{reason} {count}" for reason, count in sorted(model.reasons.items(), key=lambda r: -r[1])
     )
+    parts.append(f'<text x="470" y="318" fill="#aaa">why batches ran: {reasons}</text>')
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -100,15 +107,21 @@ def chart(left: int, title: str, labels: list[str], counts: list[int], color: st
     peak = max(counts) or 1
     bar = plot_w / max(len(counts), 1)
     out = [f'<text x="{left}" y="22" fill="#d8d9da" font-size="12">{title}</text>']
-    out.append(f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#444"/>')
+    out.append(
+        f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#444"/>'
+    )
     for i, (label, count) in enumerate(zip(labels, counts)):
         h = plot_h * count / peak
         x = left + i * bar
         out.append(
             f'<rect x="{x + 2:.1f}" y="{top + plot_h - h:.1f}" width="{bar - 4:.1f}" height="{h:.1f}" fill="{color}"/>'
         )
-        out.append(f'<text x="{x + bar / 2:.1f}" y="{top + plot_h + 14}" fill="#aaa" text-anchor="middle">{label}</text>')
-        out.append(f'<text x="{x + bar / 2:.1f}" y="{top + plot_h - h - 4:.1f}" fill="#ccc" text-anchor="middle">{count}</text>')
+        out.append(
+            f'<text x="{x + bar / 2:.1f}" y="{top + plot_h + 14}" fill="#aaa" text-anchor="middle">{label}</text>'
+        )
+        out.append(
+            f'<text x="{x + bar / 2:.1f}" y="{top + plot_h - h - 4:.1f}" fill="#ccc" text-anchor="middle">{count}</text>'
+        )
     return out
 
 
