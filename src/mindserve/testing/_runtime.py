@@ -48,6 +48,7 @@ class DeterministicRuntime(Runtime):
         device_id: int = 0,
         async_workers: int = 8,
         observers: Iterable[Observer] = (),
+        metrics: bool = True,
     ) -> None:
         super().__init__(
             device_target=device_target,
@@ -55,6 +56,7 @@ class DeterministicRuntime(Runtime):
             async_workers=async_workers,
             warm_up=False,
             observers=observers,
+            metrics=metrics,
         )
 
     def __repr__(self) -> str:
