@@ -87,6 +87,17 @@ def test_results_from_workers_equal_in_process_results_bit_for_bit(mlp_workers, 
                 assert np.array_equal(a["logits"], b["logits"])
 
 
+def test_metrics_count_batches_run_by_workers_and_list_the_workers(mlp_workers):
+    rt, _ = mlp_workers
+    before = rt.metrics().model("mlp", "mlp")
+    rt.infer("mlp", "predict", [{"x": np.zeros(16, np.float32)}] * 3)
+    snapshot = rt.metrics()
+    model = snapshot.model("mlp", "mlp")
+    assert model.instances - before.instances == 3 and model.load_seconds > 0
+    workers = snapshot.servable("mlp").workers
+    assert [(w.index, w.state) for w in workers] == [(0, "ready"), (1, "ready")]
+
+
 def test_status_lists_each_worker(mlp_workers):
     rt, _ = mlp_workers
     rt.infer("mlp", "predict", [{"x": np.zeros(16, np.float32)}])
