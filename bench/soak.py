@@ -224,8 +224,8 @@ class Caller(threading.Thread):
         versions = np.rint(offsets.mean(axis=1))
         for i, version in enumerate(versions):
             if answered[i] != numbers[i]:
-                if answered[i] in numbers:  # another instance of this call, answered twice
-                    self.duplicated += 1
+                if answered[i] in numbers and np.count_nonzero(answered == answered[i]) > 1:
+                    self.duplicated += 1  # another instance of this call, answered twice
                 else:
                     self.wrong += 1
                 soak.example(f"instance {numbers[i]} got the answer of instance {answered[i]:.0f}")
