@@ -349,7 +349,7 @@ def report(soak: Soak, seconds: float) -> bool:
     calls = sum(c.calls for c in callers)
     failed = sum(errors.values())
     rows: list[tuple[str, str, str, bool | None]] = []
-    mode = f"{soak.args.workers} worker processes" if soak.args.workers else "in-process"
+    mode = f"workers={soak.args.workers}" if soak.args.workers else "in-process"
     rows.append(("caller threads, duration, serving", f"{len(callers)}, {seconds:.0f} s, {mode}", "", None))
     rows.append(("calls / instances answered", f"{calls:,} / {instances:,}", "", None))
     rows.append(("throughput (instances/s)", f"{instances / seconds:,.0f}", "", None))
