@@ -18,6 +18,7 @@ from mindserve._define.model import Model
 from mindserve._errors import LoadError
 from mindserve._execution import mindspore as _mindspore
 from mindserve._execution.integrity import check_model_file
+from mindserve._execution.memory import release_free_memory
 from mindserve._values import TensorSpec
 
 
@@ -59,6 +60,7 @@ class NetworkBackend:
 
     def close(self) -> None:
         self.network = None  # the weights go with the last reference
+        release_free_memory()
 
 
 class CallableBackend:
