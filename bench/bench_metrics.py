@@ -3,7 +3,9 @@
     python bench/bench_metrics.py [--rounds 5] [--calls 60] [--plot docs/images/metrics.svg]
 
 Each round runs both runtimes one after the other (alternating which goes first) and the
-report gives the medians and the ratio on/off. ``--plot`` draws the latency and batch-size
+report gives the medians and the ratio on/off, of throughput and of this process's CPU time
+per instance (which other processes on a shared machine disturb less than throughput), and
+the collector's own cost per call and per batch, timed alone. ``--plot`` draws the latency and batch-size
 histograms of the last round with metrics on, as an SVG (the picture in docs/metrics.md).
 """
 
@@ -14,6 +16,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -25,7 +28,8 @@ from bench_batching import CALLERS, export_mlp, in_threads
 import mindserve
 
 
-def throughput(directory: str, metrics: bool, calls: int) -> tuple[float, mindserve.Metrics | None]:
+def throughput(directory: str, metrics: bool, calls: int) -> tuple[float, float, mindserve.Metrics | None]:
+    """Instances per second, CPU microseconds per instance, and the metrics when on."""
     svc = mindserve.Servable("mlp", directory=directory)
     mlp = svc.model("mlp.mindir", batching=mindserve.Batching(max_batch_size=64))
     svc.add_method(lambda x: mlp(x), name="predict", outputs="logits")
@@ -33,8 +37,31 @@ def throughput(directory: str, metrics: bool, calls: int) -> tuple[float, mindse
     with mindserve.Runtime(metrics=metrics) as rt:
         rt.start(svc)
         in_threads(lambda: rt.infer("mlp", "predict", [{"x": x}]), CALLERS, 5)  # settle
+        cpu = time.process_time()
         count, seconds, _ = in_threads(lambda: rt.infer("mlp", "predict", [{"x": x}]), CALLERS, calls)
-        return count / seconds, rt.metrics() if metrics else None
+        cpu = time.process_time() - cpu
+        return count / seconds, cpu / count * 1e6, rt.metrics() if metrics else None
+
+
+def collector_cost(mean_batch: float) -> tuple[float, float]:
+    """Microseconds the collector spends on one call's report and on one batch's, alone."""
+    from mindserve._observe.metrics import MetricsCollector
+
+    collector = MetricsCollector()
+    step = mindserve.Step("mlp", 1, "model", "mlp")
+    call = mindserve.CallReport("mlp", 1, "predict", 1, 0, 0.004, outcomes=((mindserve.Outcome.OK, 1),))
+    batch = mindserve.BatchReport(
+        "w", int(mean_batch), int(mean_batch), mindserve.BatchReason.FULL, 0.001, 0.003, 0, 0, step=step
+    )
+    n = 200_000
+    start = time.perf_counter()
+    for _ in range(n):
+        collector.on_call(call)
+    per_call = (time.perf_counter() - start) / n * 1e6
+    start = time.perf_counter()
+    for _ in range(n):
+        collector.on_batch(batch)
+    return per_call, (time.perf_counter() - start) / n * 1e6
 
 
 def main() -> None:
@@ -47,21 +74,38 @@ def main() -> None:
     args = parser.parse_args()
     print(describe())
     runs: dict[bool, list[float]] = {True: [], False: []}
+    cpus: dict[bool, list[float]] = {True: [], False: []}
     last = None
     with tempfile.TemporaryDirectory() as directory:
         export_mlp(directory)
         for n in range(args.rounds):
             for metrics in (True, False) if n % 2 else (False, True):
-                rate, snapshot = throughput(directory, metrics, args.calls)
+                rate, cpu, snapshot = throughput(directory, metrics, args.calls)
                 runs[metrics].append(rate)
+                cpus[metrics].append(cpu)
                 last = snapshot or last
-            print(f"round {n + 1}: on {runs[True][-1]:.0f}/s, off {runs[False][-1]:.0f}/s")
+            print(
+                f"round {n + 1}: on {runs[True][-1]:.0f}/s {cpus[True][-1]:.0f} us CPU/instance, "
+                f"off {runs[False][-1]:.0f}/s {cpus[False][-1]:.0f} us CPU/instance"
+            )
     on, off = statistics.median(runs[True]), statistics.median(runs[False])
     ratios = [a / b for a, b in zip(runs[True], runs[False])]
     print(f"\n{CALLERS} callers, MLP, medians of {args.rounds} rounds:")
     print(f"  metrics on : {on:8.0f} instances/s")
     print(f"  metrics off: {off:8.0f} instances/s")
     print(f"  on/off     : {on / off:.3f} (median of per-round ratios {statistics.median(ratios):.3f})")
+    cpu_ratios = [a / b for a, b in zip(cpus[True], cpus[False])]
+    print(
+        f"  CPU per instance: on {statistics.median(cpus[True]):.0f} us, off {statistics.median(cpus[False]):.0f} us, "
+        f"on/off {statistics.median(cpu_ratios):.3f} (median of per-round ratios)"
+    )
+    mean_batch = last.model("mlp", "mlp").mean_batch_size if last is not None else 32.0
+    per_call, per_batch = collector_cost(mean_batch)
+    share = (per_call + per_batch / mean_batch) / statistics.median(cpus[False])
+    print(
+        f"  collector alone: {per_call:.2f} us per call, {per_batch:.2f} us per batch "
+        f"(mean batch {mean_batch:.1f}): {share:.1%} of the CPU time per instance with metrics off"
+    )
     if args.plot and last is not None:
         with open(args.plot, "w") as handle:
             handle.write(svg(last))

@@ -328,7 +328,9 @@ class Soak:
             for c in stuck:
                 start, size = c.in_flight
                 c.lost += size
-                self.example(f"{c.name}: a call of {size} instances still running after {time.monotonic() - start:.0f} s")
+                self.example(
+                    f"{c.name}: a call of {size} instances still running after {time.monotonic() - start:.0f} s"
+                )
             self.counting = False  # a stuck call that close() ends is counted once, as lost
             for t in helpers:
                 t.join()
@@ -353,13 +355,15 @@ def report(soak: Soak, seconds: float) -> bool:
     rows.append(("caller threads, duration, serving", f"{len(callers)}, {seconds:.0f} s, {mode}", "", None))
     rows.append(("calls / instances answered", f"{calls:,} / {instances:,}", "", None))
     rows.append(("throughput (instances/s)", f"{instances / seconds:,.0f}", "", None))
-    rows.append((
-        "latency p50 / p99 / max (ms)",
-        f"{percentile(histogram, 0.5) * 1e3:.2f} / {percentile(histogram, 0.99) * 1e3:.2f} / "
-        f"{max(c.slowest for c in callers) * 1e3:.1f}",
-        "",
-        None,
-    ))
+    rows.append(
+        (
+            "latency p50 / p99 / max (ms)",
+            f"{percentile(histogram, 0.5) * 1e3:.2f} / {percentile(histogram, 0.99) * 1e3:.2f} / "
+            f"{max(c.slowest for c in callers) * 1e3:.1f}",
+            "",
+            None,
+        )
+    )
     rows.append(("wrong answers", str(wrong), "0", wrong == 0))
     rows.append((f"lost instances (no answer within {soak.lost_after:g} s)", str(lost), "0", lost == 0))
     rows.append(("duplicated answers", str(duplicated), "0", duplicated == 0))
@@ -369,35 +373,50 @@ def report(soak: Soak, seconds: float) -> bool:
         updates = sorted(soak.updates)
         failed_updates = sum(soak.update_errors.values())
         median = f", median {updates[len(updates) // 2]:.2f} s each" if updates else ""
-        rows.append((
-            "hot updates done / failed",
-            f"{len(updates)} / {failed_updates}{median}",
-            f"{soak.args.hot_updates} / 0",
-            len(updates) == soak.args.hot_updates and failed_updates == 0,
-        ))
+        rows.append(
+            (
+                "hot updates done / failed",
+                f"{len(updates)} / {failed_updates}{median}",
+                f"{soak.args.hot_updates} / 0",
+                len(updates) == soak.args.hot_updates and failed_updates == 0,
+            )
+        )
     samples = soak.samples
     span = samples[-1][0] - samples[0][0] if len(samples) >= 2 else 0
     if span > 0:
         xs = [s[0] for s in samples]
         judged = span >= PER_SLOPE
         slope = slope_per(xs, [s[1] for s in samples])
-        rows.append((
-            f"RssAnon slope, MB per 100,000 instances ({len(samples)} samples over {span:,.0f} "
-            f"instances after {soak.warm_up:g} s of warm-up)",
-            f"{slope:+.4f}",
-            f"< {SLOPE_TARGET_MB}",
-            (slope < SLOPE_TARGET_MB) if judged else None,
-        ))
-        rows.append(("RssAnon first / last sample (MB)", f"{samples[0][1]:.1f} / {samples[-1][1]:.1f}", "", None))
+        rows.append(
+            (
+                f"RssAnon slope, MB per 100,000 instances ({len(samples)} samples over {span:,.0f} "
+                f"instances after {soak.warm_up:g} s of warm-up)",
+                f"{slope:+.4f}",
+                f"< {SLOPE_TARGET_MB}",
+                (slope < SLOPE_TARGET_MB) if judged else None,
+            )
+        )
+        rows.append(
+            ("RssAnon first / last sample (MB)", f"{samples[0][1]:.1f} / {samples[-1][1]:.1f}", "", None)
+        )
         if soak.args.workers:
             wslope = slope_per(xs, [s[2] for s in samples])
-            rows.append((
-                "workers' RssAnon slope, MB per 100,000 instances",
-                f"{wslope:+.4f}",
-                f"< {SLOPE_TARGET_MB}",
-                (wslope < SLOPE_TARGET_MB) if judged else None,
-            ))
-            rows.append(("workers' RssAnon first / last sample (MB)", f"{samples[0][2]:.1f} / {samples[-1][2]:.1f}", "", None))
+            rows.append(
+                (
+                    "workers' RssAnon slope, MB per 100,000 instances",
+                    f"{wslope:+.4f}",
+                    f"< {SLOPE_TARGET_MB}",
+                    (wslope < SLOPE_TARGET_MB) if judged else None,
+                )
+            )
+            rows.append(
+                (
+                    "workers' RssAnon first / last sample (MB)",
+                    f"{samples[0][2]:.1f} / {samples[-1][2]:.1f}",
+                    "",
+                    None,
+                )
+            )
     else:
         rows.append(("RssAnon slope", "not measured (run too short for samples after the warm-up)", "", None))
     print("\n| figure | value | target | met? |")
@@ -425,7 +444,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="serve from N worker processes")
     parser.add_argument("--lost-after", type=float, default=60.0, help="seconds after which a call is lost")
     parser.add_argument(
-        "--warm-up", type=float, default=None, help="seconds before memory sampling (default: a fifth, at most 60)"
+        "--warm-up",
+        type=float,
+        default=None,
+        help="seconds before memory sampling (default: a fifth, at most 60)",
     )
     parser.add_argument("--sample-every", type=float, default=1.0, help="seconds between memory samples")
     args = parser.parse_args()

@@ -22,11 +22,14 @@ import attrs
 
 from mindserve._errors import NotFoundError
 from mindserve._observe.observer import (
+    BatchReason,
     BatchReport,
     CallReport,
+    DropReason,
     DropReport,
     EventKind,
     Observer,
+    Outcome,
     Step,
     VersionEvent,
     WarmUpReport,
@@ -209,6 +212,11 @@ def _empty_histogram() -> Histogram:
     return Histogram(SECONDS_BUCKETS, (0,) * (len(SECONDS_BUCKETS) + 1), 0, 0.0)
 
 
+def _values(counts: Mapping[Any, int]) -> dict[str, int]:
+    """Counts kept by enum member (the quickest key), as their string values."""
+    return {key.value: count for key, count in counts.items()}
+
+
 def _bump(counts: dict[Any, int], key: Any, by: int = 1) -> None:
     counts[key] = counts.get(key, 0) + by
 
@@ -217,8 +225,8 @@ class _MethodStats:
     __slots__ = ("instances", "latency", "requests")
 
     def __init__(self) -> None:
-        self.requests: dict[str, int] = {}
-        self.instances: dict[str, int] = {}
+        self.requests: dict[Outcome, int] = {}
+        self.instances: dict[Outcome, int] = {}
         self.latency = _Series()
 
 
@@ -240,10 +248,10 @@ class _StepStats:
         self.instances = 0
         self.batch_sizes: dict[int, int] = {}
         self.padding = 0
-        self.reasons: dict[str, int] = {}
+        self.reasons: dict[BatchReason, int] = {}
         self.queue_wait = _Series()
         self.run_time = _Series()
-        self.dropped: dict[str, int] = {}
+        self.dropped: dict[DropReason, int] = {}
         self.log: deque[BatchReport] | None = deque(maxlen=BATCH_LOG_SIZE)
 
 
@@ -272,6 +280,8 @@ class MetricsCollector(Observer):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._versions: dict[tuple[str, int], _VersionStats] = {}
+        #: The stats of each (servable, version, method), found with one dict read.
+        self._methods: dict[tuple[str, int, str], _MethodStats] = {}
 
     def _version(self, servable: str, version: int) -> _VersionStats:
         found = self._versions.get((servable, version))
@@ -289,15 +299,33 @@ class MetricsCollector(Observer):
     # -- reports -------------------------------------------------------------------
 
     def on_call(self, report: CallReport) -> None:
+        # The hot path of every call: one dict read and a few updates under the lock.
+        key = (report.servable, report.version, report.method)
+        stats = self._methods.get(key)
+        if stats is None:
+            stats = self._method(key)
+        seconds = report.seconds
+        latency = stats.latency
         with self._lock:
-            methods = self._version(report.servable, report.version).methods
-            stats = methods.get(report.method)
-            if stats is None:
-                stats = methods[report.method] = _MethodStats()
-            _bump(stats.requests, report.outcome.value)
+            requests = stats.requests
+            requests[report.outcome] = requests.get(report.outcome, 0) + 1
+            instances = stats.instances
             for outcome, count in report.outcomes:
-                _bump(stats.instances, outcome.value, count)
-            stats.latency.add(report.seconds)
+                instances[outcome] = instances.get(outcome, 0) + count
+            latency.counts[bisect.bisect_left(SECONDS_BUCKETS, seconds)] += 1
+            latency.count += 1
+            latency.sum += seconds
+            if latency.recent is not None:
+                latency.recent.append(seconds)
+
+    def _method(self, key: tuple[str, int, str]) -> _MethodStats:
+        with self._lock:
+            methods = self._version(key[0], key[1]).methods
+            stats = methods.get(key[2])
+            if stats is None:
+                stats = methods[key[2]] = _MethodStats()
+            self._methods[key] = stats
+            return stats
 
     def on_batch(self, report: BatchReport) -> None:
         if report.step is None:
@@ -308,7 +336,7 @@ class MetricsCollector(Observer):
             stats.instances += report.size
             _bump(stats.batch_sizes, report.size)
             stats.padding += report.padded_to - report.size
-            _bump(stats.reasons, report.reason.value)
+            _bump(stats.reasons, report.reason)
             stats.queue_wait.add(report.queue_wait)
             stats.run_time.add(report.run_seconds)
             if stats.log is not None:
@@ -318,7 +346,7 @@ class MetricsCollector(Observer):
         if report.step is None:
             return
         with self._lock:
-            _bump(self._step(report.step).dropped, report.reason.value, report.count)
+            _bump(self._step(report.step).dropped, report.reason, report.count)
 
     def on_warm_up(self, report: WarmUpReport) -> None:
         with self._lock:
@@ -334,6 +362,8 @@ class MetricsCollector(Observer):
             unloaded = [k for k, v in self._versions.items() if k[0] == event.servable and not v.running]
             for key in sorted(unloaded)[:-UNLOADED_KEPT]:
                 del self._versions[key]
+                for method in [m for m in self._methods if m[:2] == key]:
+                    del self._methods[method]
 
     # -- reading -------------------------------------------------------------------
 
@@ -357,7 +387,7 @@ class MetricsCollector(Observer):
         workers: tuple[WorkerInfo, ...],
     ) -> ServableMetrics:
         methods = tuple(
-            MethodMetrics(name, version, method, dict(m.requests), dict(m.instances), m.latency.freeze())
+            MethodMetrics(name, version, method, _values(m.requests), _values(m.instances), m.latency.freeze())
             for method, m in sorted(stats.methods.items())
         )
         keys = set(stats.steps) | {("model", model) for model in stats.loads}
@@ -378,11 +408,11 @@ class MetricsCollector(Observer):
                     instances=s.instances,
                     batch_sizes=dict(sorted(s.batch_sizes.items())),
                     padding=s.padding,
-                    reasons=dict(s.reasons),
+                    reasons=_values(s.reasons),
                     queue_wait=s.queue_wait.freeze(),
                     run_time=s.run_time.freeze(),
                     queue_depth=depths.get(Step(name, version, kind, step_name), 0),
-                    dropped=dict(s.dropped),
+                    dropped=_values(s.dropped),
                     load_seconds=None if load is None else load.seconds,
                     compiled=() if load is None else load.compiled,
                 )

@@ -261,8 +261,11 @@ class ObserverHub(Observer):
         self._refresh()
 
     def _refresh(self) -> None:
+        # Bound methods, looked up once: sending a record is a loop of plain calls.
         self._listening = {
-            name: tuple(o for o in self._observers if getattr(type(o), name) is not getattr(Observer, name))
+            name: tuple(
+                getattr(o, name) for o in self._observers if getattr(type(o), name) is not getattr(Observer, name)
+            )
             for name in _METHODS
         }
 
@@ -270,11 +273,11 @@ class ObserverHub(Observer):
         return bool(self._listening[name])
 
     def _send(self, name: str, record: object) -> None:
-        for observer in self._listening[name]:
+        for method in self._listening[name]:
             try:
-                getattr(observer, name)(record)
+                method(record)
             except BaseException:  # SystemExit included: an observer never stops serving
-                logger.exception("mindserve observer %r raised on %r", observer, record)
+                logger.exception("mindserve observer %r raised on %r", method.__self__, record)
 
     def on_version(self, event: VersionEvent) -> None:
         if event.kind is EventKind.FAILED:
