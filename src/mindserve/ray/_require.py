@@ -1,0 +1,14 @@
+"""Ray Serve, or a clear error saying how to install it."""
+
+from __future__ import annotations
+
+try:
+    import ray
+    from ray import serve
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        f"mindserve.ray needs Ray Serve, which is not installed ({exc}). "
+        f"Hint: pip install 'mindserve[ray]'"
+    ) from exc
+
+__all__ = ["ray", "serve"]
