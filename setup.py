@@ -21,6 +21,8 @@ with open(os.path.join(HERE, "README.md"), encoding="utf-8") as handle:
 
 TEST = ["pytest>=7.3", "hypothesis>=6", "nbclient>=0.7", "nbformat>=5", "ipykernel>=6", "pillow"]
 PROMETHEUS = ["prometheus-client>=0.17"]
+# mindserve.ray: a servable as a Ray Serve application (tested with Ray 2.60).
+RAY = ["ray[serve]>=2.40"]
 # The documentation site's build (mkdocs.yml); the tests build it too.
 DOCS = ["mkdocs>=1.6", "mkdocstrings[python]>=1.0", "mkdocstrings-python>=2.0"]
 
@@ -49,9 +51,10 @@ setup(
     entry_points={"pytest11": ["mindserve = mindserve.testing.pytest_plugin"]},
     extras_require={
         "prometheus": PROMETHEUS,
-        "test": [*TEST, *DOCS, *PROMETHEUS],
+        "ray": RAY,
+        "test": [*TEST, *DOCS, *PROMETHEUS, *RAY],
         "docs": DOCS,
-        "dev": [*TEST, *DOCS, *PROMETHEUS, "ruff", "mypy"],
+        "dev": [*TEST, *DOCS, *PROMETHEUS, *RAY, "ruff", "mypy"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -8,6 +8,7 @@ mindserve's scheduler.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
 from collections.abc import Mapping, Sequence
@@ -146,6 +147,11 @@ class Replica:
         except Exception as exc:  # the whole call failed: the caller gets the same error
             return Reply(error=portable_error(exc))
         return Reply(results=[portable_error(r) if isinstance(r, InstanceError) else r for r in results])
+
+    async def infer_many(self, calls: list[tuple[str, Any, int, float | None]]) -> list[Reply]:
+        """Several calls sent together by a Client; they run concurrently, so their instances
+        batch with each other and with every other call in this replica."""
+        return list(await asyncio.gather(*(self.infer(*call) for call in calls)))
 
     def status(self) -> ReplicaStatus:
         """This replica, and the servable in its runtime."""
