@@ -22,7 +22,7 @@ with open(os.path.join(HERE, "README.md"), encoding="utf-8") as handle:
 TEST = ["pytest>=7.3", "hypothesis>=6", "nbclient>=0.7", "nbformat>=5", "ipykernel>=6", "pillow"]
 PROMETHEUS = ["prometheus-client>=0.17"]
 # mindserve.ray: a servable as a Ray Serve application (tested with Ray 2.60).
-RAY = ["ray[serve]>=2.40"]
+RAY = ["ray[serve]>=2.60"]
 # The documentation site's build (mkdocs.yml); the tests build it too.
 DOCS = ["mkdocs>=1.6", "mkdocstrings[python]>=1.0", "mkdocstrings-python>=2.0"]
 

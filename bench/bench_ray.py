@@ -16,7 +16,9 @@ and no access log. 64 asyncio tasks in this process call with one instance each,
 ``--seconds`` per run; runs of the two are interleaved, ``--rounds`` times, after one
 warm-up run each; the table shows medians across rounds. Then (unless ``--no-update``) a
 version update under the same load: ``serve.run`` of the application at version 2 (a Ray
-Serve rolling update), counting failed calls and the latency while it ran.
+Serve rolling update) with Ray Serve's default ``max_surge_percent=0`` (the old replica
+stops before the new one starts), then back to version 1 with ``max_surge_percent=100``
+(the new replica starts first), counting failed calls and the latency while each ran.
 
 The machine may be shared: compare the ratio, measured in the same run.
 """
@@ -43,6 +45,8 @@ from bench_batching import CALLERS, Result, export_mlp  # noqa: E402
 
 MAX_ONGOING = 256
 NO_ACCESS_LOG = {"enable_access_log": False}
+#: Half a CPU each: a rolling update with max_surge_percent=100 needs room for a second replica.
+ACTOR = {"num_cpus": 0.5}
 
 
 def mlp_servable(directory: str):
@@ -78,20 +82,21 @@ def deploy(root: str, path: str):
     import mindserve.ray
 
     plain = serve.deployment(PlainMLP).options(
-        name="plain", max_ongoing_requests=MAX_ONGOING, logging_config=NO_ACCESS_LOG
+        name="plain", max_ongoing_requests=MAX_ONGOING, logging_config=NO_ACCESS_LOG, ray_actor_options=ACTOR
     )
     plain_handle = serve.run(plain.bind(path), name="plain", route_prefix="/plain")
     client = mindserve.ray.Client(serve.run(mindserve_app(root, version=1), name="mindserve", route_prefix="/ms"))
     return client, plain_handle
 
 
-def mindserve_app(root: str, version: int):
+def mindserve_app(root: str, version: int, **options):
     import mindserve.ray
 
     return mindserve.ray.application(
         "bench_ray:mlp_servable",
         factory_args=(root,),
         version=version,
+        **options,
         max_ongoing_requests=MAX_ONGOING,
         logging_config=NO_ACCESS_LOG,
     )
@@ -141,8 +146,8 @@ def run_plain(handle, x, seconds: float) -> Result:
     return Result(calls, elapsed, latencies, float("nan"))
 
 
-def update_under_load(client, root: str, x, seconds: float) -> None:
-    """Version 2 by a Ray Serve rolling update while 64 callers keep calling."""
+def update_under_load(client, root: str, x, seconds: float, version: int, surge: int) -> None:
+    """A Ray Serve rolling update to ``version`` while 64 callers keep calling."""
 
     async def main():
         before = await load(lambda: client.ainfer("predict", [{"x": x}]), seconds)
@@ -162,7 +167,8 @@ def update_under_load(client, root: str, x, seconds: float) -> None:
 
         callers = [asyncio.create_task(caller()) for _ in range(CALLERS)]
         t = time.perf_counter()
-        await asyncio.to_thread(serve.run, mindserve_app(root, version=2), name="mindserve", route_prefix="/ms")
+        app = mindserve_app(root, version=version, max_surge_percent=surge)
+        await asyncio.to_thread(serve.run, app, name="mindserve", route_prefix="/ms")
         took = time.perf_counter() - t
         done.set()
         await asyncio.gather(*callers)
@@ -171,14 +177,15 @@ def update_under_load(client, root: str, x, seconds: float) -> None:
     before, during, failures, took = asyncio.run(main())
     steady = Result(before[0], before[1], before[2], 0)
     updating = Result(len(during), took, during, 0)
-    version = client.status().servable.default_version
+    running = client.status().servable.default_version
     print(
-        f"\nversion update by a Ray Serve rolling update (serve.run at version 2) under {CALLERS} callers:\n"
+        f"\nversion update by a Ray Serve rolling update (serve.run at version {version}, "
+        f"max_surge_percent={surge}) under {CALLERS} callers:\n"
         f"- serve.run took {took:.1f} s; failed calls: {failures}; calls answered meanwhile: {len(during):,} "
         f"({updating.throughput:,.0f}/s, steady state {steady.throughput:,.0f}/s)\n"
         f"- latency p50/p99/max while updating: {updating.p50:.1f} / {updating.p99:.1f} / "
         f"{max(during) * 1e3:.0f} ms (steady state p50/p99: {steady.p50:.1f} / {steady.p99:.1f} ms)\n"
-        f"- the replica now runs version {version}"
+        f"- the replica now runs version {running}"
     )
 
 
@@ -212,7 +219,8 @@ def main() -> None:
                 print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
             report(runs, args.rounds)
             if not args.no_update:
-                update_under_load(client, root, x, args.seconds)
+                update_under_load(client, root, x, args.seconds, version=2, surge=0)  # Ray Serve's default
+                update_under_load(client, root, x, args.seconds, version=1, surge=100)
         finally:
             serve.shutdown()
             ray.shutdown()
