@@ -19,7 +19,17 @@ def _read(module, name):
 with open(os.path.join(HERE, "README.md"), encoding="utf-8") as handle:
     LONG_DESCRIPTION = handle.read()
 
-TEST = ["pytest>=7.3", "hypothesis>=6", "nbclient>=0.7", "nbformat>=5", "ipykernel>=6", "pillow"]
+HTTP = ["starlette>=0.27", "uvicorn>=0.23"]
+TEST = [
+    "pytest>=7.3",
+    "hypothesis>=6",
+    "nbclient>=0.7",
+    "nbformat>=5",
+    "ipykernel>=6",
+    "pillow",
+    *HTTP,
+    "httpx",
+]
 PROMETHEUS = ["prometheus-client>=0.17"]
 # mindserve.ray: a servable as a Ray Serve application (tested with Ray 2.60).
 RAY = ["ray[serve]>=2.60"]
@@ -51,6 +61,8 @@ setup(
     entry_points={"pytest11": ["mindserve = mindserve.testing.pytest_plugin"]},
     extras_require={
         "prometheus": PROMETHEUS,
+        # MindSpore Serving's RESTful protocol as an ASGI app (mindserve.http).
+        "http": HTTP,
         "ray": RAY,
         "test": [*TEST, *DOCS, *PROMETHEUS, *RAY],
         "docs": DOCS,

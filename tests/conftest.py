@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -13,6 +14,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import mindserve
 
 ENC_KEY = b"0123456789ABCDEF"
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 @pytest.fixture
@@ -52,6 +54,51 @@ def exported(tmp_path_factory):
         ),
     }
     return {"root": str(root), "nets": nets, "paths": paths}
+
+
+@pytest.fixture(scope="module")
+def compat_root(tmp_path_factory):
+    """The servables of tests/compat_servables, with their version 1 models exported."""
+    import mindspore as ms
+    from mindspore import nn, ops
+
+    from models import MLP, AddMul, dynamic, export
+
+    class Add(nn.Cell):
+        def construct(self, x, y):
+            return x + y
+
+    class Mul(nn.Cell):
+        def construct(self, x, y):
+            return ops.mul(x, y)
+
+    root = tmp_path_factory.mktemp("compat")
+    shutil.copytree(os.path.join(HERE, "compat_servables"), root, dirs_exist_ok=True)
+    for name in ("add", "batchfn", "subgraphs", "legacy", "values"):
+        export(Add(), f"{root}/{name}/1/tensor_add.mindir", dynamic((3,)), dynamic((3,)))
+    export(Mul(), f"{root}/subgraphs/1/tensor_mul.mindir", dynamic((3,)), dynamic((3,)))
+    export(AddMul(), f"{root}/multi/1/addmul.mindir", dynamic((3,)), dynamic((3,)))
+    mlp = MLP(seed=5)
+    export(mlp, f"{root}/pipeline/1/mlp.mindir", dynamic((16,)))
+    export(Add(), f"{root}/pipeline/1/add10.mindir", dynamic((10,)), dynamic((10,)))
+    del ms
+    return {"root": str(root), "mlp": mlp}
+
+
+@pytest.fixture
+def served(compat_root):
+    """Start servables of tests/compat_servables through the compat server; stop them (and
+    any RESTful server started meanwhile) afterwards."""
+    from mindserve.compat import server
+
+    started = []
+
+    def start(name, **options):
+        server.start_servables(server.ServableStartConfig(compat_root["root"], name, device_ids=0, **options))
+        started.append(name)
+
+    yield start
+    server.stop()
 
 
 def run_net(net, *arrays):

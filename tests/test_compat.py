@@ -15,50 +15,6 @@ from mindserve import LoadError
 from mindserve.compat import load_servable, server
 from mindserve.compat.client import Client
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-@pytest.fixture(scope="module")
-def compat_root(tmp_path_factory):
-    """The servables of tests/compat_servables, with their version 1 models exported."""
-    import mindspore as ms
-    from mindspore import nn, ops
-
-    from models import MLP, AddMul, dynamic, export
-
-    class Add(nn.Cell):
-        def construct(self, x, y):
-            return x + y
-
-    class Mul(nn.Cell):
-        def construct(self, x, y):
-            return ops.mul(x, y)
-
-    root = tmp_path_factory.mktemp("compat")
-    shutil.copytree(os.path.join(HERE, "compat_servables"), root, dirs_exist_ok=True)
-    for name in ("add", "batchfn", "subgraphs", "legacy", "values"):
-        export(Add(), f"{root}/{name}/1/tensor_add.mindir", dynamic((3,)), dynamic((3,)))
-    export(Mul(), f"{root}/subgraphs/1/tensor_mul.mindir", dynamic((3,)), dynamic((3,)))
-    export(AddMul(), f"{root}/multi/1/addmul.mindir", dynamic((3,)), dynamic((3,)))
-    mlp = MLP(seed=5)
-    export(mlp, f"{root}/pipeline/1/mlp.mindir", dynamic((16,)))
-    export(Add(), f"{root}/pipeline/1/add10.mindir", dynamic((10,)), dynamic((10,)))
-    del ms
-    return {"root": str(root), "mlp": mlp}
-
-
-@pytest.fixture
-def served(compat_root):
-    """Start servables through the compat server; stop them afterwards."""
-    started = []
-
-    def start(name, **options):
-        server.start_servables(server.ServableStartConfig(compat_root["root"], name, device_ids=0, **options))
-        started.append(name)
-
-    yield start
-    server.stop()
-
 
 def floats(*values):
     return np.array(values, np.float32)
@@ -153,14 +109,18 @@ def test_legacy_call_servable_interfaces(served):
     assert [r["total"] for r in piped] == [6.0, 6.0, 6.0]
 
 
-def test_start_servable_in_master_and_network_calls_are_accepted(compat_root, caplog):
+def test_start_servable_in_master_and_network_calls_are_accepted(compat_root, caplog, monkeypatch):
+    """Without the mindserve[http] extra, start_restful_server logs that it starts nothing
+    (tests/test_http.py serves it when the extra is installed)."""
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if the extra were not installed
     with caplog.at_level(logging.WARNING, logger="mindserve.compat"):
         server.start_servable_in_master(compat_root["root"], "add", version_number=1)
         server.start_grpc_server("127.0.0.1:5500")
         server.start_restful_server("127.0.0.1:1500")
     try:
         assert "has no network layer: start_grpc_server('127.0.0.1:5500') starts nothing" in caplog.text
-        assert "start_restful_server" in caplog.text
+        assert "start_restful_server('127.0.0.1:1500') starts nothing" in caplog.text
+        assert "pip install 'mindserve[http]'" in caplog.text
         assert Client("", "add", "add_common").infer({"x1": floats(1, 1, 1), "x2": floats(1, 1, 1)})[0][
             "y"
         ].tolist() == [2, 2, 2]
@@ -323,6 +283,16 @@ def test_stages_get_numpy_arrays_as_mindspore_serving_hands_them(served):
     assert result["text"] == "hi!"
     # A numpy scalar result (np.argmax) becomes an array of shape [], as in MindSpore Serving.
     assert isinstance(result["rank"], np.ndarray) and result["rank"].shape == () and result["rank"] == 0
+
+
+def test_a_numpy_bool_scalar_result_is_a_tensor(served):
+    """``~flag`` on a 0-d bool array is a numpy bool scalar, a tensor as any numpy scalar is."""
+    served("values")
+    (result,) = Client("", "values", "values").infer(
+        [{"raw": b"", "count": np.array(3), "ratio": np.array(0.5), "flag": np.array(True), "text": "x"}]
+    )
+    assert isinstance(result["negated"], np.ndarray) and result["negated"].shape == ()
+    assert result["negated"].dtype == np.bool_ and not result["negated"]
 
 
 def test_the_client_rejects_what_mindspore_serving_rejects(served):

@@ -20,16 +20,19 @@ def test_all_names_exist_and_are_public():
 
 
 def test_public_subpackages():
-    """mindserve.compat and mindserve.testing are the public subpackages; their modules say
-    what they export."""
+    """mindserve.compat, mindserve.testing and mindserve.http are the public subpackages;
+    their modules say what they export (mindserve.http imports without its extra: Starlette
+    is needed once an app is made)."""
     import mindserve.compat
+    import mindserve.http
     import mindserve.testing
     from mindserve.compat import client, register, server
     from mindserve.testing import pytest_plugin
 
     assert mindserve.compat.__all__ == ["load_servable"]
     assert pytest_plugin.__all__ == ["mindserve_runtime"]
-    for module in (client, register, server, mindserve.testing, pytest_plugin):
+    assert mindserve.http.__all__ == ["BackgroundServer", "RestApp"]
+    for module in (client, register, server, mindserve.testing, pytest_plugin, mindserve.http):
         for name in module.__all__:
             assert hasattr(module, name), (module.__name__, name)
 

@@ -12,6 +12,7 @@ Each error also derives from the builtin that fits it, so ``except ValueError`` 
     │   ├── MethodNotFoundError
     │   └── VersionNotFoundError
     ├── MindSporeUnavailableError (ImportError)   MindSpore is missing or fails to import
+    ├── ExtraUnavailableError (ImportError)   an optional extra (mindserve[http]) is not installed
     ├── DeviceError (RuntimeError)            the device cannot be used (already set to another one, ...)
     ├── LoadError (RuntimeError)              a model or a version failed to load; nothing running stops
     ├── WorkerError (RuntimeError)            a worker process died under a batch, or none is left
@@ -39,6 +40,7 @@ __all__ = [
     "DeadlineExceededError",
     "DefinitionError",
     "DeviceError",
+    "ExtraUnavailableError",
     "InferenceError",
     "InstanceError",
     "InvalidArgumentError",
@@ -130,6 +132,10 @@ class VersionNotFoundError(NotFoundError):
 
 class MindSporeUnavailableError(MindServeError, ImportError):
     """MindSpore is not installed, or is installed but fails to import."""
+
+
+class ExtraUnavailableError(MindServeError, ImportError):
+    """A feature needs an optional extra that is not installed (``pip install 'mindserve[http]'``)."""
 
 
 class DeviceError(MindServeError, RuntimeError):

@@ -78,7 +78,7 @@ def stage_output(value: Any) -> Any:
             raise RuntimeError(f"Get illegal result data with type {type(value)}") from None
     if isinstance(value, float):
         return np.array(value, np.float64)
-    if isinstance(value, (np.ndarray, np.number)):
+    if isinstance(value, (np.ndarray, np.generic)):  # np.generic: numpy bool scalars too
         array = np.asarray(value)
         if array.dtype in TENSOR_DTYPES:  # (ascontiguousarray would make a 0-d array 1-d)
             return array if array.flags.c_contiguous else np.ascontiguousarray(array)

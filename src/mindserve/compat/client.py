@@ -11,16 +11,10 @@ from __future__ import annotations
 from concurrent.futures import Future
 from typing import Any
 
-from mindserve._errors import (
-    InstanceError,
-    MethodNotFoundError,
-    MindServeError,
-    ServableNotFoundError,
-    VersionNotFoundError,
-)
+from mindserve._errors import InstanceError, MindServeError
 from mindserve.compat import _master_context, server
+from mindserve.compat._replies import instance_message, one_error, request_error
 from mindserve.compat._tensors import client_value
-from mindserve.compat.register import StageCallFailed
 
 __all__ = ["Client", "SSLConfig"]
 
@@ -44,24 +38,13 @@ def _as_instances(instances: Any) -> list[dict[str, Any]]:
     return [{name: client_value(value) for name, value in item.items()} for item in items]
 
 
-def _message(error: InstanceError) -> str:
-    """An instance's error as MindSpore Serving words it: a failed stage function's own
-    message (``Call Function '...' Failed, ...``), else mindserve's."""
-    cause = error.__cause__
-    if isinstance(cause, StageCallFailed):
-        return str(cause)
-    return error.detail
-
-
 def _shape(results: list[Any]) -> Any:
     """MindSpore Serving's reply: one dict per instance, ``{"error": ...}`` for a failed one;
     a single ``{"error": ...}`` when every instance failed the same way."""
-    converted = [{"error": _message(r)} if isinstance(r, InstanceError) else r for r in results]
-    if converted and all(isinstance(r, InstanceError) for r in results):
-        first = converted[0]["error"]
-        if all(c["error"] == first for c in converted):
-            return converted[0]
-    return converted
+    single = one_error(results)
+    if single is not None:
+        return {"error": single}
+    return [{"error": instance_message(r)} if isinstance(r, InstanceError) else r for r in results]
 
 
 class _AsyncResult:
@@ -104,15 +87,7 @@ class Client:
         self.version_number = version_number
 
     def _request_error(self, exc: MindServeError) -> str:
-        """A whole request's error, MindSpore Serving's words first for a servable, version or
-        method that is not running."""
-        version = f" version({self.version_number}) " if self.version_number > 0 else ""
-        request = f"Request servable({self.servable_name}) method({self.method_name}) {version}"
-        if isinstance(exc, (ServableNotFoundError, VersionNotFoundError)):
-            return f"{request}, servable is not available. {exc}"
-        if isinstance(exc, MethodNotFoundError):
-            return f"{request}, method is not available. {exc}"
-        return str(exc)
+        return request_error(self.servable_name, self.method_name, self.version_number, exc)
 
     def infer(self, instances: Any) -> Any:
         """Run the method on one instance (a dict) or a list of them."""

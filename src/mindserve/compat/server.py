@@ -8,20 +8,23 @@ Change only the import (``from mindserve.compat import server``) and keep the ca
     server.stop()
 
 The servables run in a :class:`mindserve.Runtime` of this process; call them with
-:class:`mindserve.compat.client.Client` (or with :func:`runtime` and the native API).
+:class:`mindserve.compat.client.Client` (or with :func:`runtime` and the native API), or,
+with the ``mindserve[http]`` extra installed, over HTTP: ``start_restful_server`` serves
+MindSpore Serving's RESTful protocol with uvicorn on a thread of this process.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import ssl
 import sys
 import threading
 import types
 from collections.abc import Sequence
 from typing import Any
 
-from mindserve import LoadError, Runtime, VersionNotFoundError
+from mindserve import ExtraUnavailableError, LoadError, Runtime, VersionNotFoundError
 from mindserve.compat import _master_context
 from mindserve.compat._checks import check_int, check_str, int_tuple
 from mindserve.compat._loader import load_servable
@@ -42,6 +45,8 @@ __all__ = [
 
 _lock = threading.Lock()
 _runtime: Runtime | None = None
+#: The RESTful server (a mindserve.http.BackgroundServer) while one runs.
+_restful: Any = None
 
 
 class ServableStartConfig:
@@ -247,28 +252,113 @@ def start_servable_in_master(
     )
 
 
-def _no_network(kind: str, address: str) -> None:
+def _no_network(kind: str, address: str, hint: str = "") -> None:
     logger.warning(
         "mindserve has no network layer: %s(%r) starts nothing. Call the servables in this process with "
-        "mindserve.compat.client.Client or mindserve.Runtime.infer.",
+        "mindserve.compat.client.Client or mindserve.Runtime.infer.%s",
         kind,
         address,
+        hint,
     )
 
 
 def start_grpc_server(address: str, max_msg_mb_size: int = 100, ssl_config: Any = None) -> None:
-    """Accepted, starts nothing (there is no network layer), and says so in the log."""
+    """Accepted, starts nothing (there is no gRPC layer), and says so in the log."""
     _no_network("start_grpc_server", address)
 
 
 def start_restful_server(address: str, max_msg_mb_size: int = 100, ssl_config: Any = None) -> None:
-    """Accepted, starts nothing (there is no network layer), and says so in the log."""
-    _no_network("start_restful_server", address)
+    """Serve the servables of this process over MindSpore Serving's RESTful protocol on
+    ``address`` (``"ip:port"``), with uvicorn on a background thread, until :func:`stop`.
+
+    ``max_msg_mb_size`` (1 to 512) bounds a request's body in megabytes; ``ssl_config`` (an
+    :class:`SSLConfig`) serves HTTPS. Bad parameters, an address in use or a server already
+    running raise ``RuntimeError`` in MindSpore Serving's words. Without the
+    ``mindserve[http]`` extra it starts nothing and says so in the log. See docs/http.md.
+    """
+    global _restful
+    check_str("address", address)
+    check_int("max_msg_mb_size", max_msg_mb_size, 1, 512)
+    if ssl_config is not None and not isinstance(ssl_config, SSLConfig):
+        raise RuntimeError("The type of ssl_config should be class of SSLConfig")
+    host, port = _socket_address(address)
+    try:
+        from mindserve.http._app import compat_app, require
+        from mindserve.http._protocol import Limits
+        from mindserve.http._server import BackgroundServer
+
+        require("starlette")
+        require("uvicorn")
+    except ExtraUnavailableError as exc:
+        _no_network(
+            "start_restful_server", address, f" Hint: pip install 'mindserve[http]' ({exc.__cause__})"
+        )
+        return
+    app = compat_app(
+        lambda: _runtime,
+        _master_context.enter,
+        _master_context.leave,
+        Limits(max_body_size=max_msg_mb_size * 2**20),
+    )
+    with _lock:
+        if _restful is not None:
+            raise RuntimeError("Serving Error: RESTful server is already running")
+        try:
+            _restful = BackgroundServer(app, host=host, port=port, **_ssl_options(ssl_config))
+        except ssl.SSLError as exc:
+            assert ssl_config is not None  # (only a certificate raises SSLError)
+            raise RuntimeError(
+                f"Serving Error: load certificate_chain from {ssl_config.certificate} or private_key from "
+                f"{ssl_config.private_key} failed: {exc}"
+            ) from exc
+        except OSError as exc:
+            if ssl_config is not None and exc.filename is not None:
+                raise RuntimeError(f"Serving Error: load {exc.filename} failed: {exc}") from exc
+            raise RuntimeError(
+                f"Serving Error: RESTful server start failed, bind to the socket address {address} failed: {exc}"
+            ) from exc
+    logger.info("Serving RESTful server start success, listening on %s", address)
+
+
+def _socket_address(address: str) -> tuple[str, int]:
+    """``ip:port`` checked as MindSpore Serving checks a RESTful server's address."""
+    where = f"RESTful server address '{address}'"
+    if address.startswith("unix:"):
+        raise RuntimeError("Serving Error: RESTful server does not support binding to unix domain socket")
+    position = address.rfind(":")
+    if position < 0:
+        raise RuntimeError(f"Serving Error: The format of the {where} is illegal")
+    if position == 0 or position == len(address) - 1:
+        raise RuntimeError(f"Serving Error: Missing ip or port of the {where}")
+    host, text = address[:position], address[position + 1 :]
+    if not (text.isascii() and text.isdigit()):
+        raise RuntimeError(f"Serving Error: The type of {where} port is not a number")
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise RuntimeError(f"Serving Error: The port of the {where} is out of legal range [1 ~ 65535]")
+    if host.startswith("[") and host.endswith("]"):  # an IPv6 address
+        host = host[1:-1]
+    return host, port
+
+
+def _ssl_options(config: SSLConfig | None) -> dict[str, Any]:
+    """An ``SSLConfig`` as uvicorn's options."""
+    if config is None:
+        return {}
+    options: dict[str, Any] = {"ssl_certfile": config.certificate, "ssl_keyfile": config.private_key}
+    if config.verify_client:
+        options.update(ssl_cert_reqs=ssl.CERT_REQUIRED, ssl_ca_certs=config.custom_ca)
+    return options
 
 
 def stop() -> None:
-    """Stop every servable started here (draining the calls in flight)."""
-    global _runtime
+    """Stop the RESTful server (answering the requests in flight), then every servable
+    started here (draining the calls in flight)."""
+    global _runtime, _restful
+    with _lock:
+        restful, _restful = _restful, None
+    if restful is not None:
+        restful.stop()
     with _lock:
         rt, _runtime = _runtime, None
     if rt is not None:
@@ -276,7 +366,8 @@ def stop() -> None:
 
 
 class SSLConfig:
-    """Accepted for compatibility, as the servers are: there is no network to encrypt."""
+    """The RESTful server's certificate, private key (PEM files) and, with
+    ``verify_client``, the CA its clients' certificates must be signed by."""
 
     def __init__(
         self,

@@ -1,0 +1,272 @@
+"""The ASGI application: MindSpore Serving's RESTful protocol over a runtime, on Starlette."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any, Callable
+
+import numpy as np
+
+from mindserve._errors import (
+    ArgumentTypeError,
+    DeadlineExceededError,
+    ExtraUnavailableError,
+    InstanceError,
+    InvalidInputError,
+    MindServeError,
+    NotFoundError,
+    OverloadedError,
+    RuntimeClosedError,
+    ServableNotFoundError,
+)
+from mindserve._serving.runtime import Runtime
+from mindserve.compat._replies import instance_message, one_error, request_error
+from mindserve.http._protocol import (
+    ERROR_MSG,
+    INSTANCES,
+    Limits,
+    Refused,
+    Target,
+    parse_body,
+    parse_target,
+    reply_json,
+)
+
+logger = logging.getLogger("mindserve.http")
+
+#: Bodies (and replies) larger than this are parsed (and written) in a thread, off the loop.
+_OFF_LOOP = 256 * 2**10
+#: How much of a too large body is still read (and dropped) so the client hears the reply.
+_DRAIN = 64 * 2**20
+
+
+def require(module: str) -> Any:
+    """Import an optional dependency of ``mindserve[http]``, or say how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ExtraUnavailableError(
+            f"mindserve.http needs {module.split('.')[0]}, which is not installed ({exc}). "
+            f"Hint: pip install 'mindserve[http]'"
+        ) from exc
+
+
+class RestApp:
+    """An ASGI application answering MindSpore Serving's RESTful requests
+    (``POST /model/<servable>[/version/<n>]:<method>``) with a runtime's servables.
+
+    Mount it in a Starlette or FastAPI app (``app.mount("/serving", RestApp(rt))``) or run it
+    with any ASGI server (``uvicorn.run(RestApp(rt))``, or :class:`BackgroundServer`). Each
+    request is one ``await runtime.ainfer(...)``, so requests of many HTTP callers are
+    batched together.
+
+    Limits (each refused with MindSpore Serving's error reply, never read into memory
+    beyond them): ``max_body_size`` bytes of body (checked against ``Content-Length`` and
+    while the body streams in), ``max_instances`` per request, ``max_depth`` dimensions of
+    an array. ``http_status``: ``False`` (MindSpore Serving's way) answers every request
+    with status 200 and the error in the JSON; ``True`` gives refused and failed requests a
+    4xx or 5xx status as well (the body is the same).
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        max_body_size: int = 16 * 2**20,
+        max_instances: int = 1024,
+        max_depth: int = 32,
+        http_status: bool = False,
+    ) -> None:
+        if not isinstance(runtime, Runtime):
+            raise ArgumentTypeError(f"runtime must be a mindserve.Runtime; got {type(runtime).__name__}")
+        self._setup(lambda: runtime, Limits(max_body_size, max_instances, max_depth), http_status)
+
+    def _setup(self, runtime_of: Callable[[], Runtime | None], limits: Limits, http_status: bool) -> None:
+        requests = require("starlette.requests")
+        self._Request = requests.Request
+        self._ClientDisconnect = requests.ClientDisconnect
+        self._Response = require("starlette.responses").Response
+        if not isinstance(http_status, bool):
+            raise ArgumentTypeError(f"http_status must be True or False; got {http_status!r}")
+        self._runtime_of = runtime_of
+        self.limits = limits
+        self._http_status = http_status
+        #: Called before and after each call to a servable (compat: the queue limit).
+        self._admit: Callable[[], str | None] = lambda: None
+        self._release: Callable[[], None] = lambda: None
+
+    def __repr__(self) -> str:
+        return f"<mindserve.http.RestApp {self.limits}>"
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1003})
+            return
+        try:
+            answer = await self._answer(scope, receive)
+        except Exception as exc:  # never a crashed request: a reply that says what happened
+            logger.exception("mindserve.http: request to %s failed", scope.get("path"))
+            answer = self._reply({ERROR_MSG: f"Serving Error: {type(exc).__name__}: {exc}"}, 500)
+        if answer is None:  # the client went away before its body arrived
+            return
+        body, status = answer
+        response = self._Response(body, status_code=status, media_type="application/json")
+        await response(scope, receive, send)
+
+    async def _answer(self, scope: dict[str, Any], receive: Any) -> tuple[bytes, int] | None:
+        try:
+            if scope.get("method") != "POST":
+                raise Refused("http message only support POST right now", 405)
+            target = parse_target(_route_path(scope))
+            body = await self._read(scope, receive)
+            if body is None:
+                return None
+            if len(body) > _OFF_LOOP:
+                instances = await asyncio.to_thread(parse_body, body, self.limits)
+            else:
+                instances = parse_body(body, self.limits)
+        except Refused as exc:
+            return self._reply({ERROR_MSG: exc.message}, exc.status)
+        return await self._call(target, instances)
+
+    async def _read(self, scope: dict[str, Any], receive: Any) -> bytes | None:
+        """The body, or ``None`` when the client disconnected; ``Refused`` past the limit,
+        having read no more of it than the limit (dropping what follows, within bounds)."""
+        limit = self.limits.max_body_size
+        too_big = Refused(f"http message is bigger than {limit}", 413)
+        declared = _content_length(scope)
+        request = self._Request(scope, receive)
+        try:
+            if declared is not None and declared > limit:
+                if declared <= limit + _DRAIN:
+                    async for _ in request.stream():
+                        pass
+                raise too_big
+            body = bytearray()
+            dropped = 0
+            async for chunk in request.stream():
+                if dropped:
+                    dropped += len(chunk)
+                    if dropped > limit + _DRAIN:
+                        break
+                    continue
+                body += chunk
+                if len(body) > limit:
+                    dropped, body = len(body), bytearray()
+        except self._ClientDisconnect:
+            return None
+        if dropped:
+            raise too_big
+        return bytes(body)
+
+    async def _call(self, target: Target, instances: list[dict[str, Any]]) -> tuple[bytes, int]:
+        full = self._admit()
+        if full is not None:
+            return self._reply({ERROR_MSG: full}, 503)
+        try:
+            runtime = self._runtime_of()
+            if runtime is None:
+                raise ServableNotFoundError(f"no servable named {target.servable!r} is running")
+            results = await runtime.ainfer(
+                target.servable, target.method, instances, version=target.version, return_exceptions=True
+            )
+        except MindServeError as exc:
+            message = request_error(target.servable, target.method, target.version, exc)
+            return self._reply({ERROR_MSG: message}, _status(exc))
+        finally:
+            self._release()
+        single = one_error(results)
+        if single is not None:
+            return self._reply({ERROR_MSG: single}, _status(results[0]))
+        size = sum(
+            v.nbytes for r in results if isinstance(r, dict) for v in r.values() if isinstance(v, np.ndarray)
+        )
+        if size > _OFF_LOOP:
+            return await asyncio.to_thread(self._instances_reply, results)
+        return self._instances_reply(results)
+
+    def _instances_reply(self, results: list[Any]) -> tuple[bytes, int]:
+        return self._reply({INSTANCES: [_instance_reply(r) for r in results]}, 200)
+
+    def _reply(self, reply: dict[str, Any], status: int) -> tuple[bytes, int]:
+        text = json.dumps(reply, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return text.encode("utf-8"), status if self._http_status else 200
+
+
+def _instance_reply(result: Any) -> dict[str, Any]:
+    if isinstance(result, InstanceError):
+        return {ERROR_MSG: instance_message(result)}
+    outputs = {}
+    for name, value in result.items():
+        try:
+            outputs[name] = reply_json(value)
+        except RuntimeError as exc:
+            return {ERROR_MSG: f"Failed to construct the response: output '{name}': {exc}"}
+    return outputs
+
+
+def _status(error: BaseException) -> int:
+    """The HTTP status a failed request gets with ``http_status=True``."""
+    if isinstance(error, NotFoundError):
+        return 404
+    if isinstance(error, (InvalidInputError, ArgumentTypeError, ValueError)):
+        return 400
+    if isinstance(error, (OverloadedError, RuntimeClosedError)):
+        return 503
+    if isinstance(error, DeadlineExceededError):
+        return 504
+    return 500
+
+
+def _route_path(scope: dict[str, Any]) -> str:
+    """The request's path below where the app is mounted."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
+        return path[len(root) :]
+    return path
+
+
+def _content_length(scope: dict[str, Any]) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _lifespan(receive: Any, send: Any) -> None:
+    """Nothing to start or stop: the runtime belongs to the caller."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def compat_app(
+    runtime_of: Callable[[], Runtime | None],
+    admit: Callable[[], str | None],
+    release: Callable[[], None],
+    limits: Limits,
+) -> RestApp:
+    """The app ``mindserve.compat.server.start_restful_server`` serves: the runtime is looked
+    up at each request (servables may start after the server), and MindSpore Serving's
+    queue limit applies."""
+    app = RestApp.__new__(RestApp)
+    app._setup(runtime_of, limits, http_status=False)
+    app._admit = admit
+    app._release = release
+    return app

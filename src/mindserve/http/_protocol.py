@@ -1,0 +1,391 @@
+"""MindSpore Serving's RESTful protocol, with no web framework: the URL, the request's JSON,
+the reply's JSON.
+
+The URL is ``/model/<servable>[/version/<n>]:<method>``; the body is
+``{"instances": [{"<input>": value, ...}, ...]}`` (or one instance as an object). A value is
+
+* a JSON scalar: an int becomes an ``int32`` array of shape ``()``, a float a ``float32``
+  one, a bool a ``bool`` one, a string a ``str``;
+* a nested JSON array of numbers or bools: an array of that shape, ``int32``, ``float32``
+  or ``bool`` as its first element says; a one-item array of a string (or of a ``b64``
+  object) is that string (or those bytes);
+* ``{"b64": "...", "type": "...", "shape": [...]}``: base64 data, as ``bytes`` without
+  ``type``, else a ``str`` (``"str"``) or an array of that type and shape (``[]`` or
+  missing: a scalar), whose byte size must equal what the type and shape say.
+
+The reply is ``{"instances": [{"<output>": value, ...}, ...]}`` with
+``{"error_msg": "..."}`` in place of a failed instance, or ``{"error_msg": "..."}`` alone
+for a request that failed as a whole (every instance the same way, or before any ran).
+Arrays come back as nested lists (non-finite floats as ``null``, as MindSpore Serving's
+JSON writer does), ``str`` as strings, ``bytes`` as ``{"b64": "..."}``.
+
+Messages are MindSpore Serving's; where mindserve checks more (limits, ranges), its own
+words say what was expected and what arrived.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from typing import Any
+
+import attrs
+import numpy as np
+
+from mindserve._errors import InvalidArgumentError
+from mindserve.compat._tensors import stage_output
+
+__all__ = ["Limits", "Refused", "Target", "parse_body", "parse_target", "reply_json"]
+
+INSTANCES = "instances"
+ERROR_MSG = "error_msg"
+_OBJECT_KEYS = ("b64", "type", "shape")
+
+#: MindSpore Serving's type names; the first name of a dtype is the one its messages use.
+TYPES: dict[str, Any] = {
+    "bool": np.dtype(np.bool_),
+    "bytes": bytes,
+    "float16": np.dtype(np.float16),
+    "float32": np.dtype(np.float32),
+    "float64": np.dtype(np.float64),
+    "fp16": np.dtype(np.float16),
+    "fp32": np.dtype(np.float32),
+    "fp64": np.dtype(np.float64),
+    "int16": np.dtype(np.int16),
+    "int32": np.dtype(np.int32),
+    "int64": np.dtype(np.int64),
+    "int8": np.dtype(np.int8),
+    "str": str,
+    "uint16": np.dtype(np.uint16),
+    "uint32": np.dtype(np.uint32),
+    "uint64": np.dtype(np.uint64),
+    "uint8": np.dtype(np.uint8),
+}
+_TYPE_NAMES = {kind: name for name, kind in reversed(TYPES.items())}
+_INT32 = np.iinfo(np.int32)
+_VERSION_LIMIT = 2**32 - 1
+
+
+def _positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidArgumentError(f"{attribute.name} must be an int >= 1; got {value!r}")
+
+
+@attrs.frozen
+class Limits:
+    """What one request may hold: its body's bytes, its instances, its arrays' depth."""
+
+    max_body_size: int = attrs.field(default=16 * 2**20, validator=_positive)
+    max_instances: int = attrs.field(default=1024, validator=_positive)
+    max_depth: int = attrs.field(default=32, validator=_positive)
+
+
+class Refused(Exception):
+    """A request answered with an error reply before reaching a servable (internal: it
+    never leaves :mod:`mindserve.http`). ``status`` is the HTTP status it would have."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+@attrs.frozen
+class Target:
+    """Where a request goes: ``/model/<servable>[/version/<version>]:<method>``."""
+
+    servable: str
+    version: int
+    method: str
+
+
+def parse_target(path: str) -> Target:
+    """The servable, version (0: the newest) and method a URL path names."""
+    prefix = "/model/"
+    if not path.startswith(prefix):
+        raise Refused(
+            f"please check url, the keyword:[model] must contain. Expected "
+            f"/model/<servable>[/version/<number>]:<method>; got {_short(path)}",
+            404,
+        )
+    rest = path[len(prefix) :]
+    colon = rest.find(":")
+    head, method = (rest, "") if colon < 0 else (rest[:colon], rest[colon + 1 :])
+    servable, _, version_part = head.partition("/")
+    if not servable:
+        raise Refused("please check url, the keyword:[model] must contain.", 404)
+    version = 0
+    if version_part:
+        keyword, _, number = version_part.partition("/")
+        if keyword != "version":
+            raise Refused(
+                f"please check url, expected /model/<servable>[/version/<number>]:<method>; got {_short(path)}",
+                404,
+            )
+        if not (number.isascii() and number.isdigit()):
+            raise Refused(
+                f"please check url, the keyword:[version] value invalid, request version number {_short(number)}"
+            )
+        version = int(number)
+        if version >= _VERSION_LIMIT:
+            raise Refused(f"please check url, version number range failed, request version number {number}")
+    if not method:
+        raise Refused("please check url, the keyword:[service method] must contain.", 404)
+    return Target(servable, version, method)
+
+
+# -- the request -------------------------------------------------------------------------------
+
+
+def parse_body(body: bytes, limits: Limits) -> list[dict[str, Any]]:
+    """The instances of a request body, their values as the servable receives them."""
+    if not body:
+        raise Refused("http message invalid")
+    try:
+        message = json.loads(body, parse_constant=_no_constant)
+    except RecursionError:
+        raise Refused("Illegal JSON format. The JSON is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise Refused(f"Illegal JSON format. {exc}") from None
+    try:
+        return _instances(message, limits)
+    except Refused as exc:
+        raise Refused(f"Parser request failed, {exc.message}", exc.status) from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _instances(message: Any, limits: Limits) -> list[dict[str, Any]]:
+    count = 1 if isinstance(message, dict) and INSTANCES in message else 0
+    if count != 1:
+        raise Refused(f"key 'instances' expects to exist once, but actually {count} times")
+    instances = message[INSTANCES]
+    if isinstance(instances, dict):
+        if not instances:
+            raise Refused("json object, value is empty")
+        return [_instance(instances, 0, limits)]
+    if not isinstance(instances, list):
+        raise Refused("instances no key mode is not supported")
+    if not instances:
+        raise Refused("instances value is array type, but no value")
+    if not isinstance(instances[0], dict):
+        raise Refused("instances no key mode is not supported")
+    if len(instances) > limits.max_instances:
+        raise Refused(
+            f"the request holds {len(instances)} instances, more than the {limits.max_instances} this "
+            f"server takes in one request; send them in several requests",
+            413,
+        )
+    parsed = []
+    for index, instance in enumerate(instances):
+        if not isinstance(instance, dict):
+            raise Refused("json array, instance is not object type")
+        if not instance:
+            raise Refused("json array, instance is object type, but no value")
+        parsed.append(_instance(instance, index, limits))
+    return parsed
+
+
+def _instance(instance: dict[str, Any], index: int, limits: Limits) -> dict[str, Any]:
+    values = {}
+    for key, value in instance.items():
+        if not key:
+            raise Refused("string key is empty")
+        try:
+            values[key] = _value(value, limits)
+        except Refused as exc:
+            raise Refused(f"{exc.message} (instance {index}, input '{_short(key)}')", exc.status) from None
+    return values
+
+
+def _value(value: Any, limits: Limits) -> Any:
+    if isinstance(value, dict):
+        return _object(value, limits)
+    if isinstance(value, list):
+        return _array(value, limits)
+    return _scalar(value)
+
+
+def _scalar(value: Any) -> Any:
+    if isinstance(value, bool):
+        return np.array(value)
+    if isinstance(value, int):
+        if not _INT32.min <= value <= _INT32.max:
+            raise Refused(
+                f"json integer {_short(value)} is out of the range of int32 that a JSON integer becomes"
+            )
+        return np.array(value, np.int32)
+    if isinstance(value, float):
+        with np.errstate(over="ignore"):  # beyond float32: infinity, as in MindSpore Serving
+            return np.array(value, np.float32)
+    if isinstance(value, str):
+        return value
+    if value is None:
+        raise Refused("json value is null, it is not supported")
+    raise Refused("json value type is unregistered")
+
+
+def _object(value: dict[str, Any], limits: Limits) -> Any:
+    """``{"b64": ..., "type": ..., "shape": ...}`` as bytes, a str or an array."""
+    if not value:
+        raise Refused("json object, value is empty")
+    if len(value) > 3:
+        raise Refused(
+            "json object, items size is more than 3, only support specified ['b64', 'type', 'shape']"
+        )
+    for key in value:
+        if key not in _OBJECT_KEYS:
+            raise Refused(f"json object, key is not ['b64', 'type', 'shape'], fail key:{_short(key)}")
+    kind: Any = bytes
+    if "type" in value:
+        name = value["type"]
+        if not isinstance(name, str):
+            raise Refused("json object, key is 'type', value should be string type")
+        if name not in TYPES:
+            raise Refused(f"json object, specified type:'{_short(name)}' is illegal")
+        kind = TYPES[name]
+    shape = _object_shape(value.get("shape", []), limits)
+    if "b64" not in value:
+        raise Refused("json object, 'b64' should be specified only one time")
+    count = math.prod(shape)
+    if kind in (str, bytes) and count != 1:
+        raise Refused(
+            "json object, only support scalar when data type is string or bytes, please check 'type' or 'shape'"
+        )
+    data = value["b64"]
+    if not isinstance(data, str):
+        raise Refused("get scalar data failed, type is string, but json is not string type")
+    if len(data) % 4:
+        raise Refused(f"'{_short(data)}' is illegal b64 encode string")
+    if kind not in (str, bytes):
+        size = len(data) // 4 * 3 - (data.endswith("=") + data.endswith("=="))
+        if size != count * kind.itemsize:  # checked before decoding: a lying shape costs nothing
+            raise Refused(
+                f"size is not matched, decode base64 size:{size}; Given info: type:{_TYPE_NAMES[kind]}; "
+                f"type size:{kind.itemsize}; element nums:{count}"
+            )
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise Refused(f"'{_short(data)}' is illegal b64 encode string") from None
+    if kind is bytes:
+        return raw
+    if kind is str:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise Refused(f"json object of type 'str', its b64 data is not UTF-8 text: {exc}") from None
+    if kind == np.bool_:
+        return (np.frombuffer(raw, np.uint8) != 0).reshape(shape)
+    return np.frombuffer(bytearray(raw), kind).reshape(shape)
+
+
+def _object_shape(shape: Any, limits: Limits) -> tuple[int, ...]:
+    if not isinstance(shape, list):
+        raise Refused("json object, key is 'shape', value should be array type")
+    if len(shape) > limits.max_depth:
+        raise Refused(
+            f"json object, key is 'shape', {len(shape)} dimensions are more than the {limits.max_depth} this "
+            f"server takes"
+        )
+    for position, dim in enumerate(shape):
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 0:
+            raise Refused("json object, key is 'shape', array value should be unsigned integer")
+        if dim == 0 and position < len(shape) - 1:
+            raise Refused(
+                f"json object, key is 'shape', invalid shape value {json.dumps(shape, separators=(',', ':'))}"
+            )
+    return tuple(shape)
+
+
+def _array(value: list[Any], limits: Limits) -> Any:
+    """A nested JSON array: an array of its first element's kind, or a one-item str/bytes."""
+    shape: list[int] = []
+    leaf: Any = value
+    while isinstance(leaf, list) and leaf:
+        if len(shape) == limits.max_depth:
+            raise Refused(
+                f"json array, nested deeper than the {limits.max_depth} dimensions this server takes"
+            )
+        shape.append(len(leaf))
+        leaf = leaf[0]
+    if not shape:
+        raise Refused("json array, shape is empty")
+    if isinstance(leaf, (dict, str)):
+        if math.prod(shape) != 1:
+            raise Refused("json array, string or bytes type only support one item")
+        if len(shape) != 1:
+            raise Refused(
+                f"bytes or string type input shape can only be (1,) or empty, but given shape is {shape}"
+            )
+        if isinstance(leaf, str):
+            return leaf
+        found = _object(leaf, limits)
+        if not isinstance(found, (str, bytes)):
+            raise Refused("json array, item is object type, object only support string or bytes type")
+        return found
+    kinds = {bool: "b", int: "i", float: "f"}
+    kind = kinds.get(type(leaf))
+    if kind is None:
+        raise Refused("json array, data type is unknown")
+    try:
+        array = np.array(value)
+    except (ValueError, OverflowError, TypeError):
+        array = None
+    if array is None or array.shape != tuple(shape) or array.dtype.kind != kind:
+        _check_elements(value, shape, 0, type(leaf))  # MindSpore Serving's words for what is wrong
+        if kind == "i":
+            raise Refused("json array, an integer is out of the range of int32 that JSON integers become")
+        raise Refused("json array, elements type is not equal")
+    if kind == "i":
+        if array.size and (array.min() < _INT32.min or array.max() > _INT32.max):
+            raise Refused("json array, an integer is out of the range of int32 that JSON integers become")
+        return array.astype(np.int32)
+    if kind == "f":
+        with np.errstate(over="ignore"):  # beyond float32: infinity, as in MindSpore Serving
+            return array.astype(np.float32)
+    return array
+
+
+def _check_elements(value: Any, shape: list[int], depth: int, leaf: type) -> None:
+    """Walk a nested array that numpy refused and say why, as MindSpore Serving does."""
+    if not isinstance(value, list):
+        raise Refused("invalid json array: json type is not array")
+    if len(value) != shape[depth]:
+        raise Refused(
+            f"invalid json array: json size is {len(value)}, the dim {depth} expected to be {shape[depth]}"
+        )
+    if depth + 1 < len(shape):
+        for item in value:
+            _check_elements(item, shape, depth + 1, leaf)
+        return
+    for item in value:
+        if not isinstance(item, (bool, int, float, str)):
+            raise Refused("json array, data should be number, bool, string or bytes")
+        # ints are accepted among floats (mindserve is lenient there); nothing else mixes
+        if type(item) is not leaf and not (leaf is float and type(item) is int):
+            raise Refused("json array, elements type is not equal")
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# -- the reply ---------------------------------------------------------------------------------
+
+
+def reply_json(value: Any) -> Any:
+    """One output as the reply holds it; ``RuntimeError`` for a value that is no tensor."""
+    value = stage_output(value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return {"b64": base64.b64encode(value).decode("ascii")}
+    if value.dtype.kind == "f" and not np.isfinite(value).all():
+        value = np.where(np.isfinite(value), value.astype(np.float64), None)
+    return value.tolist()
