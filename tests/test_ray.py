@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import json
 import os
+import socket
 import threading
 
 import numpy as np
@@ -61,6 +63,10 @@ def test_application_refuses_what_is_no_factory(exported):
         mindserve.ray.application(ray_servables.mlp, max_ongoing_requests=0)
     with pytest.raises(VersionNotFoundError):
         mindserve.ray.application(ray_servables.mlp, version=-1)
+    with pytest.raises(InvalidArgumentError, match=r"RestApp's arguments .*; got \['port'\]"):
+        mindserve.ray.application(ray_servables.mlp, http={"port": 80})
+    with pytest.raises(ArgumentTypeError, match="http must be True, False or a dict"):
+        mindserve.ray.application(ray_servables.mlp, http="yes")
 
 
 def test_factory_is_imported_called_and_checked(exported):
@@ -98,7 +104,11 @@ def local_ray():
         runtime_env={"env_vars": {"PYTHONPATH": path, "MINDSERVE_PIN_WORKERS": "0"}},
     )
     try:
-        yield
+        with socket.socket() as probe:  # a free port for Ray Serve's HTTP proxy
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        yield f"http://127.0.0.1:{port}"
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -230,6 +240,26 @@ def test_whole_call_errors_cross_with_their_classes(pair, local):
         assert type(remote.value) is type(here.value) and str(remote.value) == str(here.value)
     with pytest.raises(ArgumentTypeError, match="timeout must be a number of seconds or None"):
         pair.infer("predict", instances(1), timeout="1")
+
+
+def test_http_ingress_speaks_mindspore_servings_protocol(local_ray, pair, local):
+    """The application's HTTP ingress (through Ray Serve's proxy, under the route prefix)
+    answers MindSpore Serving's RESTful requests: the same values as in-process, and a
+    failed instance as its error_msg."""
+    import httpx
+
+    batch = instances(3, seed=6)
+    body = {"instances": [{"x": one["x"].tolist()} for one in batch]}
+    body["instances"][1]["x"][0] = -1.0
+    reply = httpx.post(f"{local_ray}/pair/model/mlp/version/1:checked", content=json.dumps(body), timeout=60)
+    assert reply.status_code == 200
+    answers = reply.json()["instances"]
+    here = local.infer("mlp", "checked", batch[::2])
+    for answer, expected in zip((answers[0], answers[2]), here):
+        np.testing.assert_allclose(np.array(answer["y"], np.float32), expected["y"], rtol=1e-5, atol=1e-6)
+    assert "the first value is negative (-1.0)" in answers[1]["error_msg"]
+    missing = httpx.post(f"{local_ray}/pair/model/mlp:nope", content=json.dumps(body), timeout=60)
+    assert "nope" in missing.json()["error_msg"]
 
 
 def test_timeout_raises_deadline_exceeded(single):

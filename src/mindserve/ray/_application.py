@@ -10,7 +10,8 @@ from mindserve._define.servable import Servable
 from mindserve._errors import ArgumentTypeError, InvalidArgumentError
 from mindserve._serving.runtime import Runtime
 from mindserve._serving.versions import check_version_number
-from mindserve.ray._replica import Replica, check_factory
+from mindserve.http import RestApp
+from mindserve.ray._replica import HttpReplica, Replica, check_factory
 from mindserve.ray._require import serve
 
 #: Ray Serve's default (5) would keep most callers queued in the handles, where nothing
@@ -19,6 +20,9 @@ DEFAULT_MAX_ONGOING_REQUESTS = 256
 
 #: What ``runtime_options`` may hold: Runtime's keyword arguments.
 _RUNTIME_OPTIONS = frozenset(inspect.signature(Runtime).parameters)
+
+#: What ``http`` may hold: RestApp's keyword arguments (mindserve.http imports without Starlette).
+_HTTP_OPTIONS = frozenset(inspect.signature(RestApp).parameters) - {"runtime"}
 
 
 def application(
@@ -30,6 +34,7 @@ def application(
     workers: int | None = None,
     device_ids: Sequence[int] | None = None,
     runtime_options: Mapping[str, Any] | None = None,
+    http: bool | Mapping[str, Any] = True,
     name: str = "mindserve",
     max_ongoing_requests: int = DEFAULT_MAX_ONGOING_REQUESTS,
     **deployment_options: Any,
@@ -42,6 +47,12 @@ def application(
     in its own :class:`mindserve.Runtime` (``Runtime(**runtime_options)``) at ``version``
     (0: the newest), with ``workers`` or ``device_ids`` when given (see
     :meth:`mindserve.Runtime.start`).
+
+    ``http``: the application also answers MindSpore Serving's RESTful requests through Ray
+    Serve's HTTP proxy (``POST <route_prefix>/model/<servable>[/version/<n>]:<method>``),
+    each replica with a :class:`mindserve.http.RestApp` over its runtime; a dict gives the
+    RestApp's options (``max_body_size``, ``max_instances``, ``max_depth``,
+    ``http_status``); ``False``: handles only.
 
     ``name`` is the deployment's name. ``max_ongoing_requests`` is how many calls Ray Serve
     lets into one replica at a time; mindserve batches those, so it is much higher than
@@ -70,9 +81,15 @@ def application(
         raise InvalidArgumentError(
             f"runtime_options are mindserve.Runtime's arguments {sorted(_RUNTIME_OPTIONS)}; got {unknown}"
         )
+    if not isinstance(http, (bool, Mapping)):
+        raise ArgumentTypeError(f"http must be True, False or a dict of RestApp options; got {type(http).__name__}")
+    http_options = dict(http) if isinstance(http, Mapping) else {}
+    unknown = sorted(set(http_options) - _HTTP_OPTIONS)
+    if unknown:
+        raise InvalidArgumentError(f"http options are RestApp's arguments {sorted(_HTTP_OPTIONS)}; got {unknown}")
     if isinstance(max_ongoing_requests, bool) or not isinstance(max_ongoing_requests, int) or max_ongoing_requests < 1:
         raise InvalidArgumentError(f"max_ongoing_requests must be an int >= 1; got {max_ongoing_requests!r}")
-    deployment = serve.deployment(Replica).options(
+    deployment = serve.deployment(HttpReplica if http is not False else Replica).options(
         name=name, max_ongoing_requests=max_ongoing_requests, **deployment_options
     )
-    return deployment.bind(factory, tuple(factory_args), dict(factory_kwargs or {}), start, options)
+    return deployment.bind(factory, tuple(factory_args), dict(factory_kwargs or {}), start, options, http_options)

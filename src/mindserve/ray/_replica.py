@@ -22,6 +22,7 @@ from mindserve._observe.metrics import Metrics
 from mindserve._observe.status import ServableStatus
 from mindserve._serving.runtime import Runtime
 from mindserve._workers.child import portable_error
+from mindserve.ray._require import serve
 
 def check_factory(factory: object) -> None:
     """Refuse what cannot be a factory, in the driver, before Ray Serve is involved."""
@@ -128,9 +129,11 @@ class Replica:
         factory_kwargs: Mapping[str, Any],
         start_options: Mapping[str, Any],
         runtime_options: Mapping[str, Any],
+        http_options: Mapping[str, Any] | None = None,
     ) -> None:
         servable = build_servable(factory, factory_args, factory_kwargs)
         self.name = servable.name
+        self.http_options = dict(http_options or {})
         self.runtime = Runtime(**runtime_options)
         try:
             self.runtime.start(servable, **start_options)
@@ -179,3 +182,19 @@ class Replica:
         runtime = getattr(self, "runtime", None)
         if runtime is not None:
             runtime.close()
+
+
+class HttpReplica(Replica):
+    """:class:`Replica` that also answers HTTP requests arriving through Ray Serve's proxy,
+    with MindSpore Serving's RESTful protocol (:class:`mindserve.http.RestApp` over the
+    replica's runtime)."""
+
+    def __serve_build_asgi_app__(self) -> Any:
+        from mindserve.http import RestApp
+
+        return RestApp(self.runtime, **self.http_options)
+
+
+# Ray Serve's ASGI ingress wraps the class; the wrapper keeps HttpReplica's name and module,
+# so that replicas find it by import.
+HttpReplica = serve.ingress()(HttpReplica)  # type: ignore[misc]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from mindserve._errors import ExtraUnavailableError
+
 try:
     import ray
     from ray import serve
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
+    raise ExtraUnavailableError(
         f"mindserve.ray needs Ray Serve, which is not installed ({exc}). "
         f"Hint: pip install 'mindserve[ray]'"
     ) from exc
