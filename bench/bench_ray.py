@@ -13,8 +13,11 @@ A local Ray instance (``ray.init(num_cpus=2)``) runs one replica of each applica
 
 Both get ``max_ongoing_requests=256`` (Ray Serve's default of 5 would cap every batch at 5)
 and no access log. 64 asyncio tasks in this process call with one instance each, for
-``--seconds`` per run; runs of the two are interleaved, ``--rounds`` times, after one
-warm-up run each; the table shows medians across rounds. Then (unless ``--no-update``) a
+``--seconds`` per run: through handles; through mindserve's Client with ``in_flight=64``
+(every call its own Ray request, to show what grouping calls brings); and over HTTP through
+Ray Serve's proxy (aiohttp, MindSpore Serving's JSON; the plain deployment parses the same
+body). The runs are interleaved, ``--rounds`` times, after one warm-up run each; the table
+shows medians across rounds. Then (unless ``--no-update``) a
 version update under the same load: ``serve.run`` of the application at version 2 (a Ray
 Serve rolling update) with Ray Serve's default ``max_surge_percent=0`` (the old replica
 stops before the new one starts), then back to version 1 with ``max_surge_percent=100``
@@ -27,12 +30,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+from typing import Any
 
 import numpy as np
 from ray import serve
@@ -42,6 +47,8 @@ sys.path.insert(0, HERE)
 
 from _machine import describe  # noqa: E402
 from bench_batching import CALLERS, Result, export_mlp  # noqa: E402
+
+import mindserve.ray  # noqa: E402
 
 MAX_ONGOING = 256
 NO_ACCESS_LOG = {"enable_access_log": False}
@@ -69,8 +76,14 @@ class PlainMLP:
         self.ms = ms
         self.net = nn.GraphCell(ms.load(path))
 
-    async def __call__(self, x: np.ndarray) -> np.ndarray:
-        return await self.predict(x)
+    async def __call__(self, x: Any) -> Any:
+        if isinstance(x, np.ndarray):  # a handle call
+            return await self.predict(x)
+        # An HTTP request through Ray Serve's proxy, in MindSpore Serving's JSON format as
+        # the mindserve rows get it: {"instances": [{"x": [...]}]}.
+        body = await x.json()
+        logits = await self.predict(np.array(body["instances"][0]["x"], np.float32))
+        return {"instances": [{"logits": logits.tolist()}]}
 
     @serve.batch(max_batch_size=64)
     async def predict(self, xs: list[np.ndarray]) -> list[np.ndarray]:
@@ -79,26 +92,25 @@ class PlainMLP:
 
 def deploy(root: str, path: str):
     """Run both applications; return the mindserve Client and the plain handle."""
-    import mindserve.ray
-
     plain = serve.deployment(PlainMLP).options(
         name="plain", max_ongoing_requests=MAX_ONGOING, logging_config=NO_ACCESS_LOG, ray_actor_options=ACTOR
     )
     plain_handle = serve.run(plain.bind(path), name="plain", route_prefix="/plain")
-    client = mindserve.ray.Client(serve.run(mindserve_app(root, version=1), name="mindserve", route_prefix="/ms"))
+    client = mindserve.ray.Client(
+        serve.run(mindserve_app(root, version=1), name="mindserve", route_prefix="/ms")
+    )
     return client, plain_handle
 
 
 def mindserve_app(root: str, version: int, **options):
-    import mindserve.ray
-
     return mindserve.ray.application(
         "bench_ray:mlp_servable",
         factory_args=(root,),
         version=version,
-        **options,
         max_ongoing_requests=MAX_ONGOING,
         logging_config=NO_ACCESS_LOG,
+        ray_actor_options=ACTOR,
+        **options,
     )
 
 
@@ -131,7 +143,9 @@ def mindserve_batches(client) -> tuple[int, int]:
 
 def run_mindserve(client, x, seconds: float) -> Result:
     batches0, instances0 = mindserve_batches(client)
-    calls, elapsed, latencies, failures = asyncio.run(load(lambda: client.ainfer("predict", [{"x": x}]), seconds))
+    calls, elapsed, latencies, failures = asyncio.run(
+        load(lambda: client.ainfer("predict", [{"x": x}]), seconds)
+    )
     assert failures == 0, f"{failures} mindserve calls failed"
     batches1, instances1 = mindserve_batches(client)
     return Result(calls, elapsed, latencies, (instances1 - instances0) / max(1, batches1 - batches0))
@@ -143,6 +157,29 @@ def run_plain(handle, x, seconds: float) -> Result:
 
     calls, elapsed, latencies, failures = asyncio.run(load(call, seconds))
     assert failures == 0, f"{failures} plain calls failed"
+    return Result(calls, elapsed, latencies, float("nan"))
+
+
+async def http_load(url: str, x: np.ndarray, seconds: float) -> tuple[int, float, list[float], int]:
+    """64 callers posting one instance each in MindSpore Serving's JSON format."""
+    import aiohttp
+
+    body = json.dumps({"instances": [{"x": x.tolist()}]})
+    headers = {"Content-Type": "application/json"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CALLERS)) as session:
+
+        async def call() -> None:
+            async with session.post(url, data=body, headers=headers) as reply:
+                answer = await reply.json()
+                if reply.status != 200 or "error_msg" in answer or "error_msg" in answer["instances"][0]:
+                    raise RuntimeError(f"HTTP {reply.status}: {answer}")
+
+        return await load(call, seconds)
+
+
+def run_http(url: str, x: np.ndarray, seconds: float) -> Result:
+    calls, elapsed, latencies, failures = asyncio.run(http_load(url, x, seconds))
+    assert failures == 0, f"{failures} HTTP calls to {url} failed"
     return Result(calls, elapsed, latencies, float("nan"))
 
 
@@ -190,10 +227,13 @@ def update_under_load(client, root: str, x, seconds: float, version: int, surge:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=4.0, help="seconds of load per run")
     parser.add_argument("--no-update", action="store_true", help="skip the version update under load")
+    parser.add_argument("--port", type=int, default=8765, help="Ray Serve's HTTP port (on 127.0.0.1)")
     args = parser.parse_args()
 
     import ray
@@ -208,14 +248,24 @@ def main() -> None:
         pythonpath = os.pathsep.join(p for p in (src, HERE, os.environ.get("PYTHONPATH")) if p)
         ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
         try:
+            serve.start(http_options={"host": "127.0.0.1", "port": args.port})
             client, plain = deploy(root, path)
+            one_by_one = mindserve.ray.Client(client.handle, in_flight=CALLERS)
+            base = f"http://127.0.0.1:{args.port}"
             x = np.random.default_rng(0).normal(size=256).astype(np.float32)
-            run_mindserve(client, x, 1.0)  # warm-up: compiles, connections
-            run_plain(plain, x, 1.0)
-            runs: dict[str, list[Result]] = {"plain": [], "mindserve": []}
+            measures = {
+                "plain": lambda seconds: run_plain(plain, x, seconds),
+                "mindserve": lambda seconds: run_mindserve(client, x, seconds),
+                "mindserve_ungrouped": lambda seconds: run_mindserve(one_by_one, x, seconds),
+                "plain_http": lambda seconds: run_http(f"{base}/plain", x, seconds),
+                "mindserve_http": lambda seconds: run_http(f"{base}/ms/model/mlp:predict", x, seconds),
+            }
+            for measure in measures.values():  # warm-up: compiles, connections
+                measure(1.0)
+            runs: dict[str, list[Result]] = {name: [] for name in measures}
             for round_ in range(args.rounds):
-                runs["plain"].append(run_plain(plain, x, args.seconds))
-                runs["mindserve"].append(run_mindserve(client, x, args.seconds))
+                for name, measure in measures.items():
+                    runs[name].append(measure(args.seconds))
                 print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
             report(runs, args.rounds)
             if not args.no_update:
@@ -230,19 +280,35 @@ def report(runs: dict[str, list[Result]], rounds: int) -> None:
     def med(name: str, field: str) -> float:
         return statistics.median(getattr(r, field) for r in runs[name])
 
-    ratio = statistics.median(m.throughput / p.throughput for m, p in zip(runs["mindserve"], runs["plain"]))
-    labels = {
-        "plain": "plain Ray Serve, @serve.batch(max_batch_size=64), handle calls",
-        "mindserve": "mindserve on Ray Serve (mindserve.ray.Client.ainfer)",
-    }
+    def ratio(name: str, base: str) -> float:
+        """The median across rounds of the throughput ratio within each round."""
+        return statistics.median(m.throughput / p.throughput for m, p in zip(runs[name], runs[base]))
+
+    rows = [
+        ("plain", "plain Ray Serve, @serve.batch(max_batch_size=64), handle calls", "plain"),
+        ("mindserve", "mindserve on Ray Serve, Client.ainfer (in_flight=8, the default)", "plain"),
+        (
+            "mindserve_ungrouped",
+            "mindserve on Ray Serve, Client(in_flight=64): one request per call",
+            "plain",
+        ),
+        ("plain_http", "plain Ray Serve over HTTP (JSON), @serve.batch", "plain_http"),
+        ("mindserve_http", "mindserve on Ray Serve over HTTP (RestApp ingress)", "plain_http"),
+    ]
     print(f"\nmedians of {rounds} rounds; {CALLERS} asyncio callers, one instance per call; 1 replica each\n")
-    print("| configuration | instances/s | p50 ms | p99 ms | mean batch |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    for name in ("plain", "mindserve"):
+    print("| configuration | instances/s | p50 ms | p99 ms | mean batch | vs plain |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, label, base in rows:
         batch = med(name, "mean_batch")
         shown = "–" if batch != batch else f"{batch:.1f}"
-        print(f"| {labels[name]} | {med(name, 'throughput'):,.0f} | {med(name, 'p50'):.1f} | {med(name, 'p99'):.1f} | {shown} |")
-    print(f"\nmindserve / plain throughput (within each round, median): {ratio:.2f}x (target >= 2x)")
+        print(
+            f"| {label} | {med(name, 'throughput'):,.0f} | {med(name, 'p50'):.1f} | {med(name, 'p99'):.1f} | "
+            f"{shown} | {ratio(name, base):.2f}x |"
+        )
+    print(
+        f"\nmindserve / plain throughput through handles (within each round, median): "
+        f"{ratio('mindserve', 'plain'):.2f}x (target >= 2x); over HTTP: {ratio('mindserve_http', 'plain_http'):.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -4,9 +4,10 @@ Ray Serve with the MLP the tests export, called through mindserve.ray.Client."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import json
+import logging
 import os
+import pickle
 import socket
 import threading
 
@@ -51,9 +52,11 @@ def test_application_refuses_what_is_no_factory(exported):
     """application() refuses a servable object, a malformed import string, a non-callable,
     unknown Runtime options and a bad max_ongoing_requests, before Ray is involved."""
     svc = ray_servables.mlp(os.path.join(exported["root"], "mlp"))
-    with pytest.raises(DefinitionError, match="takes a factory that returns the servable, not the servable 'mlp'"):
+    with pytest.raises(
+        DefinitionError, match=r"takes a factory that returns the servable, not the servable 'mlp'"
+    ):
         mindserve.ray.application(svc)
-    with pytest.raises(DefinitionError, match="must be 'package.module:function'; got 'ray_servables.mlp'"):
+    with pytest.raises(DefinitionError, match=r"must be 'package.module:function'; got 'ray_servables.mlp'"):
         mindserve.ray.application("ray_servables.mlp")
     with pytest.raises(ArgumentTypeError, match="got int"):
         mindserve.ray.application(42)
@@ -76,7 +79,7 @@ def test_factory_is_imported_called_and_checked(exported):
     svc = build_servable("ray_servables:mlp", (directory,))
     assert isinstance(svc, mindserve.Servable) and svc.name == "mlp"
     assert sorted(svc.methods) == ["checked", "gathered", "held", "predict"]
-    with pytest.raises(DefinitionError, match="returned str, not a mindserve.Servable"):
+    with pytest.raises(DefinitionError, match=r"returned str, not a mindserve.Servable"):
         build_servable("ray_servables:not_a_servable")
     with pytest.raises(DefinitionError, match="'no_such_module:make' cannot be imported here"):
         build_servable("no_such_module:make")
@@ -85,7 +88,7 @@ def test_factory_is_imported_called_and_checked(exported):
 
 
 def test_client_takes_a_handle():
-    with pytest.raises(ArgumentTypeError, match="DeploymentHandle .*; got str"):
+    with pytest.raises(ArgumentTypeError, match=r"DeploymentHandle .*; got str"):
         mindserve.ray.Client("mlp")
 
 
@@ -157,6 +160,19 @@ def same_results(remote, here):
             np.testing.assert_allclose(r[key], h[key], rtol=1e-5, atol=1e-6)
 
 
+def test_a_factory_failing_in_the_replica_fails_the_deployment(local_ray):
+    """A factory that returns no servable: the replica fails to start, and serve.run raises
+    with mindserve's message."""
+    app = mindserve.ray.application(
+        "ray_servables:not_a_servable", max_constructor_retry_count=1, ray_actor_options={"num_cpus": 0.25}
+    )
+    try:
+        with pytest.raises(RuntimeError, match=r"returned str, not a mindserve.Servable"):
+            serve.run(app, name="broken", route_prefix="/broken")
+    finally:
+        serve.delete("broken")
+
+
 def test_answers_equal_in_process_results(pair, local):
     """A call through the Client gives what the same call gives in-process: numpy arrays of
     the same dtype and values, in order; the replicas hold what was asked of Ray."""
@@ -177,6 +193,14 @@ def test_async_callers_get_their_own_results(pair, local):
 
     remote = [r[0] for r in asyncio.run(call_all())]
     same_results(remote, local.infer("mlp", "predict", batch))
+
+
+def test_a_client_pickles_with_its_options(pair, local):
+    """A Client passed to another process (a deployment's constructor) arrives as a working
+    Client with the same handle options."""
+    copy = pickle.loads(pickle.dumps(mindserve.ray.Client(pair.handle, retries=3, in_flight=2)))
+    assert (copy.retries, copy.in_flight) == (3, 2)
+    same_results(copy.infer("predict", instances(2)), local.infer("mlp", "predict", instances(2)))
 
 
 def test_replica_batches_concurrent_calls(single, local):

@@ -82,14 +82,25 @@ def application(
             f"runtime_options are mindserve.Runtime's arguments {sorted(_RUNTIME_OPTIONS)}; got {unknown}"
         )
     if not isinstance(http, (bool, Mapping)):
-        raise ArgumentTypeError(f"http must be True, False or a dict of RestApp options; got {type(http).__name__}")
+        raise ArgumentTypeError(
+            f"http must be True, False or a dict of RestApp options; got {type(http).__name__}"
+        )
     http_options = dict(http) if isinstance(http, Mapping) else {}
     unknown = sorted(set(http_options) - _HTTP_OPTIONS)
     if unknown:
-        raise InvalidArgumentError(f"http options are RestApp's arguments {sorted(_HTTP_OPTIONS)}; got {unknown}")
-    if isinstance(max_ongoing_requests, bool) or not isinstance(max_ongoing_requests, int) or max_ongoing_requests < 1:
+        raise InvalidArgumentError(
+            f"http options are RestApp's arguments {sorted(_HTTP_OPTIONS)}; got {unknown}"
+        )
+    if (
+        isinstance(max_ongoing_requests, bool)
+        or not isinstance(max_ongoing_requests, int)
+        or max_ongoing_requests < 1
+    ):
         raise InvalidArgumentError(f"max_ongoing_requests must be an int >= 1; got {max_ongoing_requests!r}")
-    deployment = serve.deployment(HttpReplica if http is not False else Replica).options(
+    deployment = serve.deployment(HttpReplica if http is not False else Replica)
+    deployment = deployment.options(  # type: ignore[attr-defined]
         name=name, max_ongoing_requests=max_ongoing_requests, **deployment_options
     )
-    return deployment.bind(factory, tuple(factory_args), dict(factory_kwargs or {}), start, options, http_options)
+    return deployment.bind(
+        factory, tuple(factory_args), dict(factory_kwargs or {}), start, options, http_options
+    )

@@ -22,7 +22,7 @@ from mindserve._errors import (
 )
 from mindserve._serving.versions import check_version_number
 from mindserve._workers.child import restore_traceback
-from mindserve.ray._replica import Reply, ReplicaStatus
+from mindserve.ray._replica import ReplicaStatus, Reply
 from mindserve.ray._require import ray, serve
 
 logger = logging.getLogger("mindserve.ray")
@@ -176,7 +176,10 @@ class _Sender:
 
     async def _send(self, group: list[tuple[tuple[str, Any, int, Request], asyncio.Future[Reply]]]) -> None:
         try:
-            calls = [(method, instances, version, request.remaining()) for (method, instances, version, request), _ in group]
+            calls = [
+                (method, instances, version, _left(request))
+                for (method, instances, version, request), _ in group
+            ]
             if len(calls) == 1:
                 replies = [await self.handle.infer.remote(*calls[0])]
             else:
@@ -226,6 +229,13 @@ def _remaining(request: Request, method: str) -> float | None:
     if remaining is not None and remaining <= 0:
         raise _deadline(method, request.timeout)
     return remaining
+
+
+def _left(request: Request) -> float | None:
+    """What is left of a call's timeout as it is sent (0 once passed: the replica then
+    raises DeadlineExceededError at once, as it would have here)."""
+    remaining = request.remaining()
+    return None if remaining is None else max(0.0, remaining)
 
 
 def _deadline(method: str, timeout: float | None) -> DeadlineExceededError:

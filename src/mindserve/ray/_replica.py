@@ -24,11 +24,16 @@ from mindserve._serving.runtime import Runtime
 from mindserve._workers.child import portable_error
 from mindserve.ray._require import serve
 
+
 def check_factory(factory: object) -> None:
     """Refuse what cannot be a factory, in the driver, before Ray Serve is involved."""
     if isinstance(factory, str):
         module, _, name = factory.partition(":")
-        if not module or not name or not all(part.isidentifier() for part in (*module.split("."), *name.split("."))):
+        if (
+            not module
+            or not name
+            or not all(part.isidentifier() for part in (*module.split("."), *name.split(".")))
+        ):
             raise DefinitionError(
                 f"a servable factory given as a string must be 'package.module:function'; got {factory!r}"
             )

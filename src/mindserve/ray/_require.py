@@ -9,8 +9,7 @@ try:
     from ray import serve
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ExtraUnavailableError(
-        f"mindserve.ray needs Ray Serve, which is not installed ({exc}). "
-        f"Hint: pip install 'mindserve[ray]'"
+        f"mindserve.ray needs Ray Serve, which is not installed ({exc}). Hint: pip install 'mindserve[ray]'"
     ) from exc
 
 __all__ = ["ray", "serve"]
