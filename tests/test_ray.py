@@ -161,14 +161,16 @@ def same_results(remote, here):
 
 
 def test_a_factory_failing_in_the_replica_fails_the_deployment(local_ray):
-    """A factory that returns no servable: the replica fails to start, and serve.run raises
-    with mindserve's message."""
+    """A factory that returns no servable: the replica fails to start, serve.run raises, and
+    the deployment's status carries mindserve's message."""
     app = mindserve.ray.application(
         "ray_servables:not_a_servable", max_constructor_retry_count=1, ray_actor_options={"num_cpus": 0.25}
     )
     try:
-        with pytest.raises(RuntimeError, match=r"returned str, not a mindserve.Servable"):
+        with pytest.raises(RuntimeError, match="Deploying application broken failed"):
             serve.run(app, name="broken", route_prefix="/broken")
+        status = serve.status().applications["broken"].deployments["mindserve"]
+        assert "the servable factory 'ray_servables:not_a_servable' returned str" in status.message
     finally:
         serve.delete("broken")
 
