@@ -32,6 +32,8 @@ TEST = [
 ]
 PROMETHEUS = ["prometheus-client>=0.17"]
 OPENTELEMETRY = ["opentelemetry-api>=1.20"]
+# mindserve.ray: a servable as a Ray Serve application (tested with Ray 2.60).
+RAY = ["ray[serve]>=2.60"]
 # The documentation site's build (mkdocs.yml); the tests build it too.
 DOCS = ["mkdocs>=1.6", "mkdocstrings[python]>=1.0", "mkdocstrings-python>=2.0"]
 
@@ -64,9 +66,10 @@ setup(
         "http": HTTP,
         "prometheus": PROMETHEUS,
         "opentelemetry": OPENTELEMETRY,
-        "test": [*TEST, *DOCS, *PROMETHEUS, *OPENTELEMETRY, "opentelemetry-sdk>=1.20"],
+        "ray": RAY,
+        "test": [*TEST, *DOCS, *PROMETHEUS, *OPENTELEMETRY, "opentelemetry-sdk>=1.20", *RAY],
         "docs": DOCS,
-        "dev": [*TEST, *DOCS, *PROMETHEUS, *OPENTELEMETRY, "opentelemetry-sdk>=1.20", "ruff", "mypy"],
+        "dev": [*TEST, *DOCS, *PROMETHEUS, *OPENTELEMETRY, "opentelemetry-sdk>=1.20", *RAY, "ruff", "mypy"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

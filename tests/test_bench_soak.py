@@ -17,8 +17,20 @@ def test_a_short_soak_with_a_hot_update_meets_its_targets(tmp_path):
     temp = tmp_path / "tmp"
     temp.mkdir()
     out = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "bench", "soak.py"), "--seconds", "4", "--threads", "4",
-         "--hot-updates", "1", "--warm-up", "1", "--sample-every", "0.2"],
+        [
+            sys.executable,
+            os.path.join(ROOT, "bench", "soak.py"),
+            "--seconds",
+            "4",
+            "--threads",
+            "4",
+            "--hot-updates",
+            "1",
+            "--warm-up",
+            "1",
+            "--sample-every",
+            "0.2",
+        ],
         capture_output=True,
         text=True,
         timeout=120,

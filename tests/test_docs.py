@@ -34,7 +34,12 @@ def test_the_reference_documents_every_public_name_once():
     expected = {f"mindserve.{name}" for name in mindserve.__all__}
     expected |= {"mindserve", "mindserve.compat", "mindserve.compat.server", "mindserve.compat.client"}
     expected |= {"mindserve.compat.register", "mindserve.prometheus", "mindserve.testing"}
-    expected |= {"mindserve.testing.pytest_plugin", "mindserve.opentelemetry", "mindserve.http"}
+    expected |= {
+        "mindserve.testing.pytest_plugin",
+        "mindserve.opentelemetry",
+        "mindserve.http",
+        "mindserve.ray",
+    }
     assert sorted(set(names) ^ expected) == [], "docs/reference/ and the public API differ"
     assert len(names) == len(set(names)), "a name is documented twice"
 

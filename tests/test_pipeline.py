@@ -97,6 +97,20 @@ def test_default_raises_one_error_carrying_every_outcome(calc):
     assert "stage 'pre' raised TypeError: cannot use text 'text'" in str(error)
 
 
+def test_inference_error_survives_pickling(calc):
+    """An InferenceError sent to another process (multiprocessing, Ray) keeps its message,
+    its results and its errors (it once arrived as '0 of 78 instances failed:')."""
+    import pickle
+
+    rt, _ = calc
+    with pytest.raises(InferenceError) as info:
+        rt.infer("calc", "compute", [{"x": 1.0}, {"x": "text"}, {"x": 2.0}])
+    copy = pickle.loads(pickle.dumps(info.value))
+    assert str(copy) == str(info.value)
+    assert copy.results[0] == {"total": 20.0} and list(copy.errors) == [1]
+    assert isinstance(copy.errors[1], StageError) and copy.errors[1].index == 1
+
+
 def test_stage_errors_fail_only_their_instances_and_serving_goes_on(rt):
     svc = mindserve.Servable("s")
 

@@ -248,6 +248,10 @@ class InferenceError(MindServeError):
             lines.append(f"  ... and {more} more (see .errors)")
         super().__init__("\n".join(lines))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Built again from its results (pickle would pass the message as ``results``).
+        return (type(self), (self.results,), self.__dict__)
+
 
 class MindSporeVersionWarning(UserWarning):
     """The installed MindSpore is outside the range mindserve is tested with."""

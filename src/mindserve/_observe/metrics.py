@@ -387,7 +387,9 @@ class MetricsCollector(Observer):
         workers: tuple[WorkerInfo, ...],
     ) -> ServableMetrics:
         methods = tuple(
-            MethodMetrics(name, version, method, _values(m.requests), _values(m.instances), m.latency.freeze())
+            MethodMetrics(
+                name, version, method, _values(m.requests), _values(m.instances), m.latency.freeze()
+            )
             for method, m in sorted(stats.methods.items())
         )
         keys = set(stats.steps) | {("model", model) for model in stats.loads}

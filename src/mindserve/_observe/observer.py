@@ -264,7 +264,9 @@ class ObserverHub(Observer):
         # Bound methods, looked up once: sending a record is a loop of plain calls.
         self._listening = {
             name: tuple(
-                getattr(o, name) for o in self._observers if getattr(type(o), name) is not getattr(Observer, name)
+                getattr(o, name)
+                for o in self._observers
+                if getattr(type(o), name) is not getattr(Observer, name)
             )
             for name in _METHODS
         }

@@ -73,11 +73,12 @@ def portable_error(exc: BaseException) -> BaseException:
     return copy
 
 
-def restore_traceback(exc: BaseException) -> BaseException:
-    """In the main process: the worker's traceback of ``exc`` becomes its ``__cause__``."""
+def restore_traceback(exc: BaseException, where: str = "the worker process") -> BaseException:
+    """In the main process: the worker's traceback of ``exc`` becomes its ``__cause__``
+    (``where``: the process it was raised in, for the message)."""
     text = getattr(exc, "__dict__", {}).pop(_TRACEBACK, None)
     if text is not None:
-        exc.__cause__ = RemoteTraceback(f'\n"""\nIn the worker process:\n{text}"""')
+        exc.__cause__ = RemoteTraceback(f'\n"""\nIn {where}:\n{text}"""')
     return exc
 
 
