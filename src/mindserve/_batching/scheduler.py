@@ -102,6 +102,8 @@ class Scheduler:
         self._observer = observer
         #: What observers' reports name as the place (servable, version, model or stage).
         self.step = step
+        #: Where the runtime's metrics count this step's batches, if it gathers metrics.
+        self._stats = None if observer is None or step is None else observer.step_stats(step)
         self._padded = padded
         # Hot paths take the lock itself (a C call); the condition shares it for waits.
         self._lock = threading.Lock()
@@ -409,24 +411,34 @@ class Scheduler:
         self.batches += 1
         self.instances += size
         observer = self._observer
-        if observer is None or not observer.wants("on_batch"):
+        stats = self._stats
+        report = observer is not None and observer.wants("on_batch")
+        if stats is None and not report:
             return
         now = time.monotonic()
-        observer.on_batch(
-            BatchReport(
-                where=self.name,
-                size=size,
-                padded_to=self._padded(size) if self._padded else size,
-                reason=reason,
-                queue_wait=started - queued_at,
-                run_seconds=now - started,
-                queued=queued,
-                failed=sum(1 for o in outcomes if isinstance(o, Failure)),
-                step=self.step,
-                at=time.time(),
-                calls=tuple(dict.fromkeys(r.id for r in requests)),
+        padded = self._padded(size) if self._padded else size
+        failed = sum(1 for o in outcomes if isinstance(o, Failure))
+        at = time.time()
+        # The calls a batch served: for observers (tracing), not the metrics' batch log.
+        calls = tuple(dict.fromkeys(r.id for r in requests)) if report else ()
+        if stats is not None:  # the runtime's metrics: counted directly, no record built
+            stats.count(size, padded, reason, started - queued_at, now - started, queued, failed, at, calls)
+        if report:
+            observer.on_batch(  # type: ignore[union-attr]
+                BatchReport(
+                    where=self.name,
+                    size=size,
+                    padded_to=padded,
+                    reason=reason,
+                    queue_wait=started - queued_at,
+                    run_seconds=now - started,
+                    queued=queued,
+                    failed=failed,
+                    step=self.step,
+                    at=at,
+                    calls=calls,
+                )
             )
-        )
 
     def _drop(self, dead: list[Item]) -> None:
         """Complete the items of calls that gave up, without running them."""

@@ -24,7 +24,6 @@ from mindserve._errors import NotFoundError
 from mindserve._observe.observer import (
     BatchReason,
     BatchReport,
-    CallReport,
     DropReason,
     DropReport,
     EventKind,
@@ -189,8 +188,9 @@ class _Series:
         self.counts[bisect.bisect_left(SECONDS_BUCKETS, value)] += 1
         self.count += 1
         self.sum += value
-        if self.recent is not None:
-            self.recent.append(value)
+        recent = self.recent  # read once: the version may unload meanwhile
+        if recent is not None:
+            recent.append(value)
 
     def freeze(self) -> Histogram:
         recent = sorted(self.recent) if self.recent else None
@@ -222,28 +222,53 @@ def _bump(counts: dict[Any, int], key: Any, by: int = 1) -> None:
 
 
 class _MethodStats:
-    __slots__ = ("instances", "latency", "requests")
+    """One method's counts; ``count`` is called by the runtime at the end of every call."""
+
+    __slots__ = ("instances", "latency", "lock", "requests")
 
     def __init__(self) -> None:
+        self.lock = threading.Lock()
         self.requests: dict[Outcome, int] = {}
         self.instances: dict[Outcome, int] = {}
         self.latency = _Series()
 
+    def count(self, outcome: Outcome, outcomes: Iterable[tuple[Outcome, int]], seconds: float) -> None:
+        latency = self.latency
+        with self.lock:
+            requests = self.requests
+            requests[outcome] = requests.get(outcome, 0) + 1
+            instances = self.instances
+            for kind, n in outcomes:
+                instances[kind] = instances.get(kind, 0) + n
+            latency.counts[bisect.bisect_left(SECONDS_BUCKETS, seconds)] += 1
+            latency.count += 1
+            latency.sum += seconds
+            recent = latency.recent  # read once: the version may unload meanwhile
+            if recent is not None:
+                recent.append(seconds)
+
 
 class _StepStats:
+    """One model's or batched stage's counts; ``count`` is called by its scheduler after
+    every batch. The batch log keeps plain tuples: :meth:`reports` makes the records."""
+
     __slots__ = (
         "batch_sizes",
         "batches",
         "dropped",
         "instances",
+        "lock",
         "log",
         "padding",
         "queue_wait",
         "reasons",
         "run_time",
+        "step",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, step: Step) -> None:
+        self.step = step
+        self.lock = threading.Lock()
         self.batches = 0
         self.instances = 0
         self.batch_sizes: dict[int, int] = {}
@@ -252,7 +277,39 @@ class _StepStats:
         self.queue_wait = _Series()
         self.run_time = _Series()
         self.dropped: dict[DropReason, int] = {}
-        self.log: deque[BatchReport] | None = deque(maxlen=BATCH_LOG_SIZE)
+        self.log: deque[tuple[Any, ...]] | None = deque(maxlen=BATCH_LOG_SIZE)
+
+    def count(
+        self,
+        size: int,
+        padded: int,
+        reason: BatchReason,
+        queue_wait: float,
+        run_seconds: float,
+        queued: int,
+        failed: int,
+        at: float,
+        calls: tuple[int, ...],
+    ) -> None:
+        with self.lock:
+            self.batches += 1
+            self.instances += size
+            sizes = self.batch_sizes
+            sizes[size] = sizes.get(size, 0) + 1
+            self.padding += padded - size
+            reasons = self.reasons
+            reasons[reason] = reasons.get(reason, 0) + 1
+            self.queue_wait.add(queue_wait)
+            self.run_time.add(run_seconds)
+            log = self.log
+            if log is not None:
+                log.append((size, padded, reason, queue_wait, run_seconds, queued, failed, at, calls))
+
+    def reports(self) -> list[BatchReport]:
+        where = str(self.step)
+        with self.lock:
+            log = list(self.log or ())
+        return [BatchReport(where, *entry[:7], step=self.step, at=entry[7], calls=entry[8]) for entry in log]
 
 
 class _VersionStats:
@@ -293,54 +350,28 @@ class MetricsCollector(Observer):
         steps = self._version(step.servable, step.version).steps
         found = steps.get((step.kind, step.name))
         if found is None:
-            found = steps[(step.kind, step.name)] = _StepStats()
+            found = steps[(step.kind, step.name)] = _StepStats(step)
         return found
 
     # -- reports -------------------------------------------------------------------
 
-    def on_call(self, report: CallReport) -> None:
-        # The hot path of every call: one dict read and a few updates under the lock.
-        key = (report.servable, report.version, report.method)
+    def method_stats(self, servable: str, version: int, method: str) -> _MethodStats:
+        """Where the runtime counts the calls of a method (one dict read once created)."""
+        key = (servable, version, method)
         stats = self._methods.get(key)
         if stats is None:
-            stats = self._method(key)
-        seconds = report.seconds
-        latency = stats.latency
-        with self._lock:
-            requests = stats.requests
-            requests[report.outcome] = requests.get(report.outcome, 0) + 1
-            instances = stats.instances
-            for outcome, count in report.outcomes:
-                instances[outcome] = instances.get(outcome, 0) + count
-            latency.counts[bisect.bisect_left(SECONDS_BUCKETS, seconds)] += 1
-            latency.count += 1
-            latency.sum += seconds
-            if latency.recent is not None:
-                latency.recent.append(seconds)
+            with self._lock:
+                methods = self._version(servable, version).methods
+                stats = methods.get(method)
+                if stats is None:
+                    stats = methods[method] = _MethodStats()
+                self._methods[key] = stats
+        return stats
 
-    def _method(self, key: tuple[str, int, str]) -> _MethodStats:
+    def step_stats(self, step: Step) -> _StepStats:
+        """Where a scheduler counts its batches."""
         with self._lock:
-            methods = self._version(key[0], key[1]).methods
-            stats = methods.get(key[2])
-            if stats is None:
-                stats = methods[key[2]] = _MethodStats()
-            self._methods[key] = stats
-            return stats
-
-    def on_batch(self, report: BatchReport) -> None:
-        if report.step is None:
-            return
-        with self._lock:
-            stats = self._step(report.step)
-            stats.batches += 1
-            stats.instances += report.size
-            _bump(stats.batch_sizes, report.size)
-            stats.padding += report.padded_to - report.size
-            _bump(stats.reasons, report.reason)
-            stats.queue_wait.add(report.queue_wait)
-            stats.run_time.add(report.run_seconds)
-            if stats.log is not None:
-                stats.log.append(report)
+            return self._step(step)
 
     def on_drop(self, report: DropReport) -> None:
         if report.step is None:
@@ -398,33 +429,33 @@ class MetricsCollector(Observer):
         }
         models = []
         for kind, step_name in sorted(keys):
-            s = stats.steps.get((kind, step_name)) or _StepStats()
+            s = stats.steps.get((kind, step_name)) or _StepStats(Step(name, version, kind, step_name))
             load = stats.loads.get(step_name) if kind == "model" else None
-            models.append(
-                ModelMetrics(
-                    servable=name,
-                    version=version,
-                    kind=kind,
-                    name=step_name,
-                    batches=s.batches,
-                    instances=s.instances,
-                    batch_sizes=dict(sorted(s.batch_sizes.items())),
-                    padding=s.padding,
-                    reasons=_values(s.reasons),
-                    queue_wait=s.queue_wait.freeze(),
-                    run_time=s.run_time.freeze(),
-                    queue_depth=depths.get(Step(name, version, kind, step_name), 0),
-                    dropped=_values(s.dropped),
-                    load_seconds=None if load is None else load.seconds,
-                    compiled=() if load is None else load.compiled,
+            with s.lock:
+                models.append(
+                    ModelMetrics(
+                        servable=name,
+                        version=version,
+                        kind=kind,
+                        name=step_name,
+                        batches=s.batches,
+                        instances=s.instances,
+                        batch_sizes=dict(sorted(s.batch_sizes.items())),
+                        padding=s.padding,
+                        reasons=_values(s.reasons),
+                        queue_wait=s.queue_wait.freeze(),
+                        run_time=s.run_time.freeze(),
+                        queue_depth=depths.get(Step(name, version, kind, step_name), 0),
+                        dropped=_values(s.dropped),
+                        load_seconds=None if load is None else load.seconds,
+                        compiled=() if load is None else load.compiled,
+                    )
                 )
-            )
-        return ServableMetrics(name, version, stats.running, methods, tuple(models), workers)
+        return ServableMetrics(name, version, stats.running, tuple(methods), tuple(models), workers)
 
     def batch_log(self, servable: str, version: int, steps: Iterable[tuple[str, str]]) -> list[BatchReport]:
         """The recent batches of some steps of a version, oldest first."""
         with self._lock:
             stats = self._versions.get((servable, version))
-            logs = [] if stats is None else [stats.steps[key].log for key in steps if key in stats.steps]
-            batches = [report for log in logs if log for report in log]
-        return sorted(batches, key=lambda report: report.at)
+            found = [] if stats is None else [stats.steps[key] for key in steps if key in stats.steps]
+        return sorted((report for step in found for report in step.reports()), key=lambda report: report.at)

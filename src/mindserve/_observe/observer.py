@@ -23,6 +23,7 @@ import datetime
 import enum
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 import attrs
 
@@ -138,7 +139,8 @@ class BatchReport:
     oldest instance waited in the queue; ``run_seconds``: the batch's run; ``queued``:
     instances still waiting once the batch formed; ``failed``: instances that failed;
     ``step``: the same place as ``where``, as fields; ``at``: when it ended (``time.time()``);
-    ``calls``: the calls whose instances it ran (their ``CallReport.call``).
+    ``calls``: the calls whose instances it ran (their ``CallReport.call``; filled for
+    observers, empty in :meth:`Runtime.batch_log`).
     """
 
     where: str
@@ -236,6 +238,9 @@ class ObserverHub(Observer):
     """
 
     def __init__(self, observers: Iterable[Observer] = ()) -> None:
+        #: The runtime's metrics collector (see ``_observe/metrics.py``), counted directly by
+        #: schedulers and the runtime, without building records; ``None`` when off.
+        self.metrics: Any = None
         self._observers: list[Observer] = []
         self._listening: dict[str, tuple[Observer, ...]] = {name: () for name in _METHODS}
         if isinstance(observers, (Observer, str, bytes)) or not isinstance(observers, Iterable):
@@ -270,6 +275,10 @@ class ObserverHub(Observer):
             )
             for name in _METHODS
         }
+
+    def step_stats(self, step: Step) -> Any:
+        """Where a scheduler counts its batches for the metrics, or ``None`` without them."""
+        return None if self.metrics is None else self.metrics.step_stats(step)
 
     def wants(self, name: str) -> bool:
         return bool(self._listening[name])

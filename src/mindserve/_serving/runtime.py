@@ -109,8 +109,9 @@ class Runtime:
         self._closed = False
         self._observer = ObserverHub(observers)
         self._metrics = MetricsCollector() if metrics else None
-        if self._metrics is not None:
+        if self._metrics is not None:  # told of versions, warm-ups and drops; counts the rest itself
             self._observer.add(self._metrics)
+            self._observer.metrics = self._metrics
         self._listeners: dict[Callable[[VersionEvent], None], _Listener] = {}
         #: The calls running now, so that close() can wait for them (or fail them).
         self._active: set[Request] = set()
@@ -660,11 +661,35 @@ class Runtime:
                 self._idle.notify_all()
 
     def _end(self, call: _Call, error: BaseException | None, results: list[Any] | None) -> None:
-        """A call is over: report it, let its version shut down if retired, let close() go on."""
+        """A call is over: count it, report it, let its version shut down if retired, let
+        close() go on."""
         call.loaded.leave(call.request)
         self._forget(call.request)
-        if self._observer.wants("on_call"):
-            self._observer.on_call(_call_report(call, error, results))
+        metrics = self._metrics
+        report = self._observer.wants("on_call")
+        if metrics is None and not report:
+            return
+        seconds = time.monotonic() - call.request.started
+        outcome, outcomes, failed = _outcomes(call.count, error, results)
+        if metrics is not None:  # counted directly: no record is built for the metrics
+            metrics.method_stats(call.loaded.name, call.loaded.version, call.method.name).count(
+                outcome, outcomes, seconds
+            )
+        if report:
+            self._observer.on_call(
+                CallReport(
+                    servable=call.loaded.name,
+                    version=call.loaded.version,
+                    method=call.method.name,
+                    instances=call.count,
+                    failed=failed,
+                    seconds=seconds,
+                    error=None if error is None else type(error).__name__,
+                    outcome=outcome,
+                    outcomes=outcomes,
+                    call=call.request.id,
+                )
+            )
 
     def _find(self, name: str) -> ServableSlot:
         hosted = self._hosted.get(name)  # a dict read needs no lock
@@ -843,35 +868,20 @@ class _Call:
         return results
 
 
-def _call_report(call: _Call, error: BaseException | None, results: list[Any] | None) -> CallReport:
-    """What observers hear of a call: its outcome, and its instances' outcomes."""
+def _outcomes(
+    count: int, error: BaseException | None, results: list[Any] | None
+) -> tuple[Outcome, tuple[tuple[Outcome, int], ...], int]:
+    """How a call of ``count`` instances ended, how each instance did, and how many failed."""
     if error is not None or results is None:
         outcome = outcome_of(error)
-        outcomes: tuple[tuple[Outcome, int], ...] = ((outcome, call.count),) if call.count else ()
-        failed = call.count if error is not None else 0
-    else:
-        errors = [r for r in results if isinstance(r, InstanceError)]
-        failed = len(errors)
-        if not errors:
-            outcome, outcomes = Outcome.OK, ((Outcome.OK, call.count),) if call.count else ()
-        else:
-            counts: dict[Outcome, int] = {}
-            for exc in errors:
-                kind = outcome_of(exc)
-                counts[kind] = counts.get(kind, 0) + 1
-            outcome = outcome_of(errors[0])
-            if call.count > failed:
-                counts[Outcome.OK] = call.count - failed
-            outcomes = tuple(counts.items())
-    return CallReport(
-        servable=call.loaded.name,
-        version=call.loaded.version,
-        method=call.method.name,
-        instances=call.count,
-        failed=failed,
-        seconds=time.monotonic() - call.request.started,
-        error=None if error is None else type(error).__name__,
-        outcome=outcome,
-        outcomes=outcomes,
-        call=call.request.id,
-    )
+        return outcome, ((outcome, count),) if count else (), count if error is not None else 0
+    errors = [r for r in results if isinstance(r, InstanceError)]
+    if not errors:
+        return Outcome.OK, ((Outcome.OK, count),) if count else (), 0
+    counts: dict[Outcome, int] = {}
+    for exc in errors:
+        kind = outcome_of(exc)
+        counts[kind] = counts.get(kind, 0) + 1
+    if count > len(errors):
+        counts[Outcome.OK] = count - len(errors)
+    return outcome_of(errors[0]), tuple(counts.items()), len(errors)
