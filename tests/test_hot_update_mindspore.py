@@ -1,9 +1,11 @@
 """Swapping real MindIR versions under load: no failed call, no mixed or stale answers."""
 
+import gc
 import os
 import shutil
 import threading
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -76,3 +78,55 @@ def test_swap_under_load_1_2_then_corrupt_3(rt, exported, tmp_path):
     status = rt.servable_status("mlp")
     assert status.default_version == 2 and [i.version for i in status.versions] == [2]
     assert status.last_error_version == 3 and isinstance(status.last_error, LoadError)
+
+
+def test_a_replaced_version_is_freed_under_load(rt, exported, tmp_path):
+    """Nothing keeps a replaced version alive: once its last call has finished, its servable,
+    models, schedulers and MindSpore network are garbage, while callers keep calling."""
+    root = tmp_path / "mlp"
+    shutil.copytree(os.path.join(exported["root"], "mlp"), root)
+    x = np.linspace(-1, 1, 16, dtype=np.float32)
+    rt.start(mlp_servable(str(root)), version=1)
+    answered, failures = [0], []
+    stop = threading.Event()
+
+    def caller():
+        while not stop.is_set():
+            try:
+                rt.infer("mlp", "predict", [{"x": x}] * (1 + answered[0] % 3))
+                answered[0] += 1
+            except Exception as exc:  # pragma: no cover - must not happen
+                failures.append(exc)
+
+    def parts(loaded):
+        """Weak references to a running version and what it holds."""
+        objects = [loaded, *loaded.models.values()]
+        for model in loaded.models.values():
+            objects += [model.scheduler, model.backend, model.backend.network]
+        return [weakref.ref(o) for o in objects]
+
+    threads = [threading.Thread(target=caller) for _ in range(8)]
+    for t in threads:
+        t.start()
+    replaced = []
+    for version in (2, 1, 2):
+        replaced += parts(rt._hosted["mlp"].default())
+        calls = answered[0]
+        rt.update("mlp", version=version)
+        wait_until(lambda: answered[0] >= calls + 20, timeout=60)  # the new version serves
+
+    def freed():
+        gc.collect()
+        return all(ref() is None for ref in replaced)
+
+    try:  # the callers still call meanwhile; a collection takes a while, so look every 50 ms
+        deadline, pause = time.monotonic() + 30, threading.Event()
+        while not freed() and time.monotonic() < deadline:
+            pause.wait(0.05)
+        assert freed(), [ref() for ref in replaced if ref() is not None]
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    assert failures == []
+    assert rt.servable_status("mlp").default_version == 2

@@ -28,6 +28,7 @@ from mindserve._errors import (
     MindSporeUnavailableError,
     MindSporeVersionWarning,
 )
+from mindserve._execution.memory import limit_arenas
 from mindserve._requirements import (
     MINDSPORE_BELOW,
     MINDSPORE_MIN,
@@ -162,6 +163,7 @@ def use_device(target: str | None, device_id: int) -> tuple[str, int]:
                     f"Hint: use one process per device."
                 )
             return _device
+        limit_arenas()  # before MindSpore's first model: see mindserve._execution.memory
         ms = import_mindspore()
         try:
             if hasattr(ms, "set_device"):
