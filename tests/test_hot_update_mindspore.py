@@ -113,7 +113,7 @@ def test_a_replaced_version_is_freed_under_load(rt, exported, tmp_path):
         replaced += parts(rt._hosted["mlp"].default())
         calls = answered[0]
         rt.update("mlp", version=version)
-        wait_until(lambda: answered[0] >= calls + 20, timeout=60)  # the new version serves
+        wait_until(lambda calls=calls: answered[0] >= calls + 20, timeout=60)  # the new version serves
 
     def freed():
         gc.collect()
