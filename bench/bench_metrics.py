@@ -44,23 +44,22 @@ def throughput(directory: str, metrics: bool, calls: int) -> tuple[float, float,
 
 
 def collector_cost(mean_batch: float) -> tuple[float, float]:
-    """Microseconds the collector spends on one call's report and on one batch's, alone."""
+    """Microseconds the metrics spend counting one call and one batch, timed alone."""
     from mindserve._observe.metrics import MetricsCollector
 
     collector = MetricsCollector()
-    step = mindserve.Step("mlp", 1, "model", "mlp")
-    call = mindserve.CallReport("mlp", 1, "predict", 1, 0, 0.004, outcomes=((mindserve.Outcome.OK, 1),))
-    batch = mindserve.BatchReport(
-        "w", int(mean_batch), int(mean_batch), mindserve.BatchReason.FULL, 0.001, 0.003, 0, 0, step=step
-    )
+    method = collector.method_stats("mlp", 1, "predict")
+    step = collector.step_stats(mindserve.Step("mlp", 1, "model", "mlp"))
+    ok = ((mindserve.Outcome.OK, 1),)
     n = 200_000
     start = time.perf_counter()
     for _ in range(n):
-        collector.on_call(call)
+        method.count(mindserve.Outcome.OK, ok, 0.004)
     per_call = (time.perf_counter() - start) / n * 1e6
+    size = int(mean_batch)
     start = time.perf_counter()
     for _ in range(n):
-        collector.on_batch(batch)
+        step.count(size, size, mindserve.BatchReason.FULL, 0.001, 0.003, 0, 0, 0.0, ())
     return per_call, (time.perf_counter() - start) / n * 1e6
 
 

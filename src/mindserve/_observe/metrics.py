@@ -42,6 +42,8 @@ SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 QUANTILE_WINDOW = 1024
 #: How many recent batches :meth:`Runtime.batch_log` keeps per model or batched stage.
 BATCH_LOG_SIZE = 256
+#: Counts pending (appended without a lock) before a caller folds them in.
+FOLD_AT = 256
 #: How many unloaded versions of each servable keep their (compacted) counts.
 UNLOADED_KEPT = 16
 
@@ -221,34 +223,65 @@ def _bump(counts: dict[Any, int], key: Any, by: int = 1) -> None:
     counts[key] = counts.get(key, 0) + by
 
 
-class _MethodStats:
-    """One method's counts; ``count`` is called by the runtime at the end of every call."""
+class _Pending:
+    """Counts that callers append to without a lock (``deque.append`` is atomic), folded in
+    under the lock by whoever reads them, or by a caller once many have piled up: 64 threads
+    ending calls at once would queue on a lock (and the GIL with it), not on an append."""
 
-    __slots__ = ("instances", "latency", "lock", "requests")
+    __slots__ = ("lock", "pending")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
+        self.pending: deque[tuple[Any, ...]] = deque()
+
+    def _add(self, event: tuple[Any, ...]) -> None:
+        pending = self.pending
+        pending.append(event)
+        if len(pending) >= FOLD_AT and self.lock.acquire(blocking=False):
+            try:
+                self.fold()
+            finally:
+                self.lock.release()
+
+    def fold(self) -> None:
+        """Count what is pending (the caller holds ``lock``)."""
+        pending, take = self.pending, self._take
+        while True:
+            try:
+                event = pending.popleft()
+            except IndexError:
+                return
+            take(event)
+
+    def _take(self, event: tuple[Any, ...]) -> None:
+        raise NotImplementedError
+
+
+class _MethodStats(_Pending):
+    """One method's counts; ``count`` is called by the runtime at the end of every call."""
+
+    __slots__ = ("instances", "latency", "requests")
+
+    def __init__(self) -> None:
+        super().__init__()
         self.requests: dict[Outcome, int] = {}
         self.instances: dict[Outcome, int] = {}
         self.latency = _Series()
 
     def count(self, outcome: Outcome, outcomes: Iterable[tuple[Outcome, int]], seconds: float) -> None:
-        latency = self.latency
-        with self.lock:
-            requests = self.requests
-            requests[outcome] = requests.get(outcome, 0) + 1
-            instances = self.instances
-            for kind, n in outcomes:
-                instances[kind] = instances.get(kind, 0) + n
-            latency.counts[bisect.bisect_left(SECONDS_BUCKETS, seconds)] += 1
-            latency.count += 1
-            latency.sum += seconds
-            recent = latency.recent  # read once: the version may unload meanwhile
-            if recent is not None:
-                recent.append(seconds)
+        self._add((outcome, outcomes, seconds))
+
+    def _take(self, event: tuple[Any, ...]) -> None:
+        outcome, outcomes, seconds = event
+        requests = self.requests
+        requests[outcome] = requests.get(outcome, 0) + 1
+        instances = self.instances
+        for kind, n in outcomes:
+            instances[kind] = instances.get(kind, 0) + n
+        self.latency.add(seconds)
 
 
-class _StepStats:
+class _StepStats(_Pending):
     """One model's or batched stage's counts; ``count`` is called by its scheduler after
     every batch. The batch log keeps plain tuples: :meth:`reports` makes the records."""
 
@@ -257,7 +290,6 @@ class _StepStats:
         "batches",
         "dropped",
         "instances",
-        "lock",
         "log",
         "padding",
         "queue_wait",
@@ -267,8 +299,8 @@ class _StepStats:
     )
 
     def __init__(self, step: Step) -> None:
+        super().__init__()
         self.step = step
-        self.lock = threading.Lock()
         self.batches = 0
         self.instances = 0
         self.batch_sizes: dict[int, int] = {}
@@ -291,23 +323,26 @@ class _StepStats:
         at: float,
         calls: tuple[int, ...],
     ) -> None:
-        with self.lock:
-            self.batches += 1
-            self.instances += size
-            sizes = self.batch_sizes
-            sizes[size] = sizes.get(size, 0) + 1
-            self.padding += padded - size
-            reasons = self.reasons
-            reasons[reason] = reasons.get(reason, 0) + 1
-            self.queue_wait.add(queue_wait)
-            self.run_time.add(run_seconds)
-            log = self.log
-            if log is not None:
-                log.append((size, padded, reason, queue_wait, run_seconds, queued, failed, at, calls))
+        self._add((size, padded, reason, queue_wait, run_seconds, queued, failed, at, calls))
+
+    def _take(self, event: tuple[Any, ...]) -> None:
+        size, padded, reason, queue_wait, run_seconds = event[:5]
+        self.batches += 1
+        self.instances += size
+        sizes = self.batch_sizes
+        sizes[size] = sizes.get(size, 0) + 1
+        self.padding += padded - size
+        reasons = self.reasons
+        reasons[reason] = reasons.get(reason, 0) + 1
+        self.queue_wait.add(queue_wait)
+        self.run_time.add(run_seconds)
+        if self.log is not None:
+            self.log.append(event)
 
     def reports(self) -> list[BatchReport]:
         where = str(self.step)
         with self.lock:
+            self.fold()
             log = list(self.log or ())
         return [BatchReport(where, *entry[:7], step=self.step, at=entry[7], calls=entry[8]) for entry in log]
 
@@ -325,10 +360,14 @@ class _VersionStats:
         """The version unloaded: keep its counts, free its recent values."""
         self.running = False
         for method in self.methods.values():
-            method.latency.recent = None
+            with method.lock:
+                method.fold()
+                method.latency.recent = None
         for step in self.steps.values():
-            step.queue_wait.recent = step.run_time.recent = None
-            step.log = None
+            with step.lock:
+                step.fold()
+                step.queue_wait.recent = step.run_time.recent = None
+                step.log = None
 
 
 class MetricsCollector(Observer):
@@ -417,12 +456,15 @@ class MetricsCollector(Observer):
         depths: Mapping[Step, int],
         workers: tuple[WorkerInfo, ...],
     ) -> ServableMetrics:
-        methods = tuple(
-            MethodMetrics(
-                name, version, method, _values(m.requests), _values(m.instances), m.latency.freeze()
-            )
-            for method, m in sorted(stats.methods.items())
-        )
+        methods = []
+        for method, m in sorted(stats.methods.items()):
+            with m.lock:
+                m.fold()
+                methods.append(
+                    MethodMetrics(
+                        name, version, method, _values(m.requests), _values(m.instances), m.latency.freeze()
+                    )
+                )
         keys = set(stats.steps) | {("model", model) for model in stats.loads}
         keys |= {
             (step.kind, step.name) for step in depths if (step.servable, step.version) == (name, version)
@@ -432,6 +474,7 @@ class MetricsCollector(Observer):
             s = stats.steps.get((kind, step_name)) or _StepStats(Step(name, version, kind, step_name))
             load = stats.loads.get(step_name) if kind == "model" else None
             with s.lock:
+                s.fold()
                 models.append(
                     ModelMetrics(
                         servable=name,
