@@ -11,7 +11,7 @@ import pytest
 import mindserve
 from gated import Gate, gated_servable
 from mindserve import BatchReason, Outcome
-from test_observer import queued
+from test_observer import one_then_three_then_one, queued
 from test_scheduler import wait_until
 
 THREADS = 64
@@ -136,16 +136,7 @@ def test_ainfer_cancelled_by_its_task_counts_as_cancelled(rt):
 
 
 def test_the_batch_log_says_why_each_batch_ran(rt):
-    gate = Gate()
-    rt.start(gated_servable(gate, refill_wait=0))
-    first = rt.infer_async("s", "m", [{"x": np.array([0.0])}])
-    assert gate.entered.wait(10)
-    rest = [rt.infer_async("s", "m", [{"x": np.array([float(k)])}]) for k in range(1, 4)]
-    wait_until(lambda: queued(rt) == 3)
-    gate.open()
-    for future in [first, *rest]:
-        future.result(10)
-    rt.infer("s", "m", [{"x": np.array([9.0])}])
+    one_then_three_then_one(rt)
     log = rt.batch_log("s", "model")
     assert [(b.size, b.reason) for b in log] == [
         (1, BatchReason.QUEUE_EMPTY),

@@ -31,19 +31,25 @@ class Recorder(Observer):
         self.versions.append((event.kind, event.version))
 
 
+def one_then_three_then_one(rt):
+    """On a gated model: a batch of 1 holds it while 3 calls queue; they run as one batch of
+    3 once it opens; then a lone call runs inline (the model idle). Batches: 1, 3, 1."""
+    gate = Gate()
+    rt.start(gated_servable(gate, refill_wait=0))
+    first = rt.infer_async("s", "m", [{"x": np.array([0.0])}])
+    assert gate.entered.wait(10)
+    rest = [rt.infer_async("s", "m", [{"x": np.array([float(k)])}]) for k in range(1, 4)]
+    wait_until(lambda: queued(rt) == 3)
+    gate.open()
+    for future in [first, *rest]:
+        future.result(10)
+    rt.infer("s", "m", [{"x": np.array([9.0])}])
+
+
 def test_batches_say_why_they_formed_and_how_they_ran():
     recorder = Recorder()
-    gate = Gate()
     with mindserve.Runtime(observers=[recorder]) as rt:
-        rt.start(gated_servable(gate, refill_wait=0))
-        first = rt.infer_async("s", "m", [{"x": np.array([0.0])}])
-        assert gate.entered.wait(10)
-        rest = [rt.infer_async("s", "m", [{"x": np.array([float(k)])}]) for k in range(1, 4)]
-        wait_until(lambda: queued(rt) == 3)
-        gate.open()
-        for future in [first, *rest]:
-            future.result(10)
-        rt.infer("s", "m", [{"x": np.array([9.0])}])  # idle: runs inline
+        one_then_three_then_one(rt)
     sizes = [(b.size, b.reason) for b in recorder.batches]
     assert sizes == [(1, BatchReason.QUEUE_EMPTY), (3, BatchReason.QUEUE_EMPTY), (1, BatchReason.INLINE)]
     assert all(b.where == "servable 's' version 1: model 'model'" and b.failed == 0 for b in recorder.batches)
