@@ -430,6 +430,12 @@ def test_a_stage_returning_wrong_things_fails_each_callers_instances_clearly(rt,
         stage = svc.add_stage(function, name="wrong", outputs=2)
     svc.add_method(lambda x: stage(x), name="m", outputs=["a", "b"])
     rt.start(svc)
+    every_instance_fails_in_its_stage(rt, "stage 'wrong'", expected)
+
+
+def every_instance_fails_in_its_stage(rt, where, expected):
+    """Three infer_async callers sharing batches, then a lone infer: each instance of each
+    gets its own StageError, naming its index, then ``where``, and saying ``expected``."""
     futures = [
         rt.infer_async("s", "m", [{"x": k}, {"x": k + 1}], return_exceptions=True, timeout=10)
         for k in (0, 2, 4)
@@ -437,7 +443,7 @@ def test_a_stage_returning_wrong_things_fails_each_callers_instances_clearly(rt,
     for outcome in [f.result(10) for f in futures] + [rt.infer("s", "m", [{"x": 9}], return_exceptions=True)]:
         for index, error in enumerate(outcome):
             assert isinstance(error, StageError), error
-            assert f"instance {index}: stage 'wrong'" in str(error) and expected in str(error), str(error)
+            assert f"instance {index}: {where}" in str(error) and expected in str(error), str(error)
 
 
 BATCHED_STAGE_RETURNS = {
@@ -459,14 +465,7 @@ def test_a_batched_stage_returning_wrong_things_fails_each_callers_instances_cle
     stage = svc.add_stage(function, name="wrong", batch_size=4)
     svc.add_method(lambda x: stage(x), name="m")
     rt.start(svc)
-    futures = [
-        rt.infer_async("s", "m", [{"x": k}, {"x": k + 1}], return_exceptions=True, timeout=10)
-        for k in (0, 2, 4)
-    ]
-    for outcome in [f.result(10) for f in futures] + [rt.infer("s", "m", [{"x": 9}], return_exceptions=True)]:
-        for index, error in enumerate(outcome):
-            assert isinstance(error, StageError), error
-            assert f"instance {index}: " in str(error) and expected in str(error), str(error)
+    every_instance_fails_in_its_stage(rt, "", expected)
 
 
 def test_a_stage_feeding_a_model_a_dict_or_a_generator_fails_that_instance_alone(rt):

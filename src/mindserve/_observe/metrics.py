@@ -1,13 +1,15 @@
-"""Metrics: what a runtime did, counted from the reports its observers receive.
+"""Metrics: what a runtime did, counted as it happens.
 
-A :class:`MetricsCollector` is an observer every runtime has (unless made with
-``metrics=False``). It counts calls and instances by outcome, keeps latency, queue-wait and
-run-time histograms, batch sizes, batching reasons, drops, load times, and the last batches
-of each model and batched stage; :meth:`Runtime.metrics` freezes it into a
-:class:`Metrics` snapshot, :meth:`Runtime.batch_log` returns the recent batches.
+Every runtime has a :class:`MetricsCollector` (unless made with ``metrics=False``). It counts
+calls and instances by outcome, keeps latency, queue-wait and run-time histograms, batch
+sizes, batching reasons, drops, load times, and the last batches of each model and batched
+stage; :meth:`Runtime.metrics` freezes it into a :class:`Metrics` snapshot,
+:meth:`Runtime.batch_log` returns the recent batches.
 
-The cost per call is one short lock and a few counter updates (measured in
-``bench/bench_metrics.py``).
+Calls and batches are counted directly, by the runtime and the schedulers, into per-method
+and per-step stats (no record is built for them): a count is appended to a queue without a
+lock and folded in by whoever reads. Rare events (versions, warm-ups, drops) arrive as an
+:class:`Observer`'s reports. The cost is measured in ``bench/bench_metrics.py``.
 """
 
 from __future__ import annotations
@@ -273,11 +275,9 @@ class _MethodStats(_Pending):
 
     def _take(self, event: tuple[Any, ...]) -> None:
         outcome, outcomes, seconds = event
-        requests = self.requests
-        requests[outcome] = requests.get(outcome, 0) + 1
-        instances = self.instances
+        _bump(self.requests, outcome)
         for kind, n in outcomes:
-            instances[kind] = instances.get(kind, 0) + n
+            _bump(self.instances, kind, n)
         self.latency.add(seconds)
 
 
@@ -329,11 +329,9 @@ class _StepStats(_Pending):
         size, padded, reason, queue_wait, run_seconds = event[:5]
         self.batches += 1
         self.instances += size
-        sizes = self.batch_sizes
-        sizes[size] = sizes.get(size, 0) + 1
+        _bump(self.batch_sizes, size)
         self.padding += padded - size
-        reasons = self.reasons
-        reasons[reason] = reasons.get(reason, 0) + 1
+        _bump(self.reasons, reason)
         self.queue_wait.add(queue_wait)
         self.run_time.add(run_seconds)
         if self.log is not None:
@@ -371,7 +369,8 @@ class _VersionStats:
 
 
 class MetricsCollector(Observer):
-    """Gathers a runtime's metrics from its reports (thread-safe; see the module)."""
+    """Holds a runtime's metrics: the stats calls and batches count into, and the reports of
+    versions, warm-ups and drops (thread-safe; see the module)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

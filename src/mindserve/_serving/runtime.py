@@ -129,7 +129,7 @@ class Runtime:
 
     def __repr__(self) -> str:
         with self._lock:
-            running = [f"{name} v{v}" for name, hosted in self._hosted.items() for v in hosted.versions]
+            running = _running(self._hosted)
         state = "closed" if self._closed else f"running {running}"
         return f"<mindserve.Runtime {state}>"
 
@@ -289,7 +289,7 @@ class Runtime:
         self._check_open()
         with self._lock:
             if servable is None:
-                stopped = self._unhost_all()
+                stopped = _unhost_all(self._hosted)
             else:
                 hosted = self._find(_name(servable))
                 if version is None:
@@ -323,7 +323,7 @@ class Runtime:
             self._closed = True
             return
         with self._lock:
-            stopped = self._unhost_all()
+            stopped = _unhost_all(self._hosted)
             self._closed = True
         for loaded in stopped:
             loaded.retire()
@@ -341,14 +341,6 @@ class Runtime:
         for loaded in stopped:  # worker processes stop once their queues have drained
             if loaded.pool is not None:
                 loaded.pool.wait_closed(None if deadline is None else max(deadline - time.monotonic(), 5.0))
-
-    def _unhost_all(self) -> list[LoadedServable]:
-        """Forget every servable (under the lock) and stop its watcher; return its versions."""
-        hosts = list(self._hosted.values())
-        self._hosted.clear()
-        for hosted in hosts:
-            hosted.stop_watching()
-        return [loaded for hosted in hosts for loaded in hosted.versions.values()]
 
     def add_listener(self, listener: Callable[[VersionEvent], None]) -> None:
         """Call ``listener(event)`` for every version event: loaded, swapped, unloaded, failed.
@@ -731,21 +723,33 @@ def _report_unloaded(observer: ObserverHub, loaded: LoadedServable) -> None:
     _emit(observer, EventKind.UNLOADED, loaded.name, loaded.version)
 
 
+def _running(hosted: dict[str, ServableSlot]) -> list[str]:
+    """The versions running, as ``"name vN"`` (the caller holds the runtime's lock)."""
+    return [f"{name} v{v}" for name, slot in hosted.items() for v in slot.versions]
+
+
+def _unhost_all(hosted: dict[str, ServableSlot]) -> list[LoadedServable]:
+    """Forget every servable (the caller holds the runtime's lock) and stop its watcher;
+    return its versions."""
+    slots = list(hosted.values())
+    hosted.clear()
+    for slot in slots:
+        slot.stop_watching()
+    return [loaded for slot in slots for loaded in slot.versions.values()]
+
+
 def _close_unreachable(
     lock: threading.RLock, hosted: dict[str, ServableSlot], dispatcher: Dispatcher
 ) -> None:
     """Close a runtime Python collected unclosed. The closing happens on a thread of its
     own: a collection may run in any thread, even one holding a scheduler's lock."""
-    running = sorted(f"{name} v{v}" for name, slot in list(hosted.items()) for v in slot.versions)
+    running = _running(dict(hosted))  # a copy, without the lock: this thread may hold another
 
     def close() -> None:
         with lock:
-            slots = list(hosted.values())
-            hosted.clear()
-        for slot in slots:
-            slot.stop_watching()
-            for loaded in list(slot.versions.values()):
-                loaded.retire()
+            stopped = _unhost_all(hosted)
+        for loaded in stopped:
+            loaded.retire()
         dispatcher.close()
 
     try:
