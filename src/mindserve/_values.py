@@ -10,7 +10,7 @@ The checks here return a message naming what was expected and what arrived, or
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -178,6 +178,36 @@ def read_instance(instance: Any, method: Method) -> tuple[list[Any] | None, Fail
             f"the instance cannot be read as a dict of input name to value, with inputs "
             f"{list(method.inputs)}: {type(exc).__name__}: {_short_repr(exc)}",
         )
+
+
+def read_arrays(instances: Sequence[Any], names: tuple[str, ...]) -> list[tuple[Any, ...]] | None:
+    """Every instance's input values in the order of ``names``, if every instance is the common
+    case (a dict of exactly those names to numeric numpy arrays); else ``None``, and each
+    instance is read on its own by :func:`read_instance`. One tight loop per call: a
+    4,096-instance call pays well under a microsecond per instance here."""
+    count = len(names)
+    read: list[tuple[Any, ...]] = []
+    append = read.append
+    ndarray = np.ndarray
+    if count == 1:
+        (name,) = names
+        for instance in instances:
+            if type(instance) is not dict or len(instance) != 1:
+                return None
+            value = instance.get(name, _MISSING)
+            if type(value) is not ndarray or value.dtype.kind not in "biuf":
+                return None
+            append((value,))
+        return read
+    for instance in instances:
+        if type(instance) is not dict or len(instance) != count:
+            return None
+        values = tuple(instance.get(name, _MISSING) for name in names)
+        for value in values:
+            if type(value) is not ndarray or value.dtype.kind not in "biuf":
+                return None
+        append(values)
+    return read
 
 
 def check_instance(instance: Any, method: Method) -> Failure | None:

@@ -117,4 +117,5 @@ def unstack(outputs: Sequence[np.ndarray], batch: int, count: int) -> list[tuple
                 f"model output {position} has shape {output.shape}, but its first dimension "
                 f"should be the batch size {batch}"
             )
-    return [tuple(output[j] for output in outputs) for j in range(count)]
+    # Iterating an array yields its rows as views, in C; zip pairs them up per instance.
+    return list(zip(*(output[:count] for output in outputs)))

@@ -25,6 +25,16 @@ class Method:
     #: What each ref stands for, for messages ("input 'image'", "output 0 of stage 'f'").
     labels: tuple[str, ...]
     function: Callable[..., Any] = attrs.field(eq=False, repr=False)
+    #: Whether the method is one model call from its inputs, in order, to its outputs, in
+    #: order (``return model(x)``): the pipeline then skips its per-instance bookkeeping.
+    direct: bool = attrs.field(init=False, eq=False, repr=False)
+
+    @direct.default
+    def _is_direct(self) -> bool:
+        if len(self.steps) != 1 or not isinstance(self.steps[0].callee, Model):
+            return False
+        (step,) = self.steps
+        return step.args == tuple(range(len(self.inputs))) and step.outputs == self.output_refs
 
     def arg_labels(self, step: Step) -> tuple[str, ...]:
         """What each argument of a step stands for (for error messages)."""

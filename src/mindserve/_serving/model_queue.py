@@ -273,11 +273,23 @@ class LoadedModel:
         if isinstance(first, Failure) or any(a is not v for a, v in zip(first, instances[0])):
             return None
         signature = [(a.dtype, a.shape) for a in first]
+        ndarray = np.ndarray
+        if len(signature) == 1:  # the common case, in one tight loop
+            ((dtype, shape),) = signature
+            for values in instances:
+                if len(values) != 1:
+                    return None
+                value = values[0]
+                if type(value) is not ndarray or value.shape != shape:
+                    return None
+                if value.dtype is not dtype and value.dtype != dtype:
+                    return None
+            return instances
         for values in instances:
             if len(values) != len(signature):
                 return None
             for value, (dtype, shape) in zip(values, signature):
-                if type(value) is not np.ndarray or value.shape != shape or value.dtype != dtype:
+                if type(value) is not ndarray or value.shape != shape or value.dtype != dtype:
                     return None
         return instances
 

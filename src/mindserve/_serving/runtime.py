@@ -652,7 +652,13 @@ class Runtime:
             with self._idle:
                 self._idle.notify_all()
 
-    def _end(self, call: _Call, error: BaseException | None, results: list[Any] | None) -> None:
+    def _end(
+        self,
+        call: _Call,
+        error: BaseException | None,
+        results: list[Any] | None,
+        errors: list[InstanceError] | None = None,
+    ) -> None:
         """A call is over: count it, report it, let its version shut down if retired, let
         close() go on."""
         call.loaded.leave(call.request)
@@ -662,7 +668,7 @@ class Runtime:
         if metrics is None and not report:
             return
         seconds = time.monotonic() - call.request.started
-        outcome, outcomes, failed = _outcomes(call.count, error, results)
+        outcome, outcomes, failed = _outcomes(call.count, error, results, errors)
         if metrics is not None:  # counted directly: no record is built for the metrics
             metrics.method_stats(call.loaded.name, call.loaded.version, call.method.name).count(
                 outcome, outcomes, seconds
@@ -866,20 +872,26 @@ class _Call:
             self.end(error)
             raise _located(error, self.loaded, self.method)
         assert results is not None
-        self.end(None, results)
-        if not self.return_exceptions and any(isinstance(r, InstanceError) for r in results):
+        errors = [r for r in results if isinstance(r, InstanceError)]
+        self.runtime._end(self, None, results, errors)
+        if errors and not self.return_exceptions:
             raise InferenceError(results)
         return results
 
 
 def _outcomes(
-    count: int, error: BaseException | None, results: list[Any] | None
+    count: int,
+    error: BaseException | None,
+    results: list[Any] | None,
+    errors: list[InstanceError] | None = None,
 ) -> tuple[Outcome, tuple[tuple[Outcome, int], ...], int]:
-    """How a call of ``count`` instances ended, how each instance did, and how many failed."""
+    """How a call of ``count`` instances ended, how each instance did, and how many failed
+    (``errors``: the results' instance errors, if already picked out)."""
     if error is not None or results is None:
         outcome = outcome_of(error)
         return outcome, ((outcome, count),) if count else (), count if error is not None else 0
-    errors = [r for r in results if isinstance(r, InstanceError)]
+    if errors is None:
+        errors = [r for r in results if isinstance(r, InstanceError)]
     if not errors:
         return Outcome.OK, ((Outcome.OK, count),) if count else (), 0
     counts: dict[Outcome, int] = {}
