@@ -14,13 +14,13 @@ lock and folded in by whoever reads. Rare events (versions, warm-ups, drops) arr
 
 from __future__ import annotations
 
-import bisect
 import threading
 from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
+import numpy as np
 
 from mindserve._errors import NotFoundError
 from mindserve._observe.observer import (
@@ -40,6 +40,8 @@ from mindserve._observe.status import WorkerInfo
 #: Upper bounds (seconds) of the buckets of every duration histogram; a last bucket holds
 #: what is slower than the last bound.
 SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_BOUNDS = np.array(SECONDS_BUCKETS)
+
 #: How many recent values the quantiles (p50, p90, p99) of a histogram are computed over.
 QUANTILE_WINDOW = 1024
 #: How many recent batches :meth:`Runtime.batch_log` keeps per model or batched stage.
@@ -188,13 +190,15 @@ class _Series:
         self.sum = 0.0
         self.recent: deque[float] | None = deque(maxlen=QUANTILE_WINDOW)
 
-    def add(self, value: float) -> None:
-        self.counts[bisect.bisect_left(SECONDS_BUCKETS, value)] += 1
-        self.count += 1
-        self.sum += value
+    def add_all(self, values: list[float]) -> None:
+        """Count values at once: their buckets found by numpy in one call."""
+        found = np.bincount(np.searchsorted(_BOUNDS, values, side="left"), minlength=len(self.counts))
+        self.counts = [have + new for have, new in zip(self.counts, found.tolist())]
+        self.count += len(values)
+        self.sum += sum(values)
         recent = self.recent  # read once: the version may unload meanwhile
         if recent is not None:
-            recent.append(value)
+            recent.extend(values)
 
     def freeze(self) -> Histogram:
         recent = sorted(self.recent) if self.recent else None
@@ -246,16 +250,14 @@ class _Pending:
                 self.lock.release()
 
     def fold(self) -> None:
-        """Count what is pending (the caller holds ``lock``)."""
-        pending, take = self.pending, self._take
-        while True:
-            try:
-                event = pending.popleft()
-            except IndexError:
-                return
-            take(event)
+        """Count what is pending (the caller holds ``lock``): what was appended meanwhile
+        waits for the next fold."""
+        pending = self.pending
+        if pending:
+            popleft = pending.popleft
+            self._take([popleft() for _ in range(len(pending))])
 
-    def _take(self, event: tuple[Any, ...]) -> None:
+    def _take(self, events: list[tuple[Any, ...]]) -> None:
         raise NotImplementedError
 
 
@@ -273,12 +275,13 @@ class _MethodStats(_Pending):
     def count(self, outcome: Outcome, outcomes: Iterable[tuple[Outcome, int]], seconds: float) -> None:
         self._add((outcome, outcomes, seconds))
 
-    def _take(self, event: tuple[Any, ...]) -> None:
-        outcome, outcomes, seconds = event
-        _bump(self.requests, outcome)
-        for kind, n in outcomes:
-            _bump(self.instances, kind, n)
-        self.latency.add(seconds)
+    def _take(self, events: list[tuple[Any, ...]]) -> None:
+        requests, instances = self.requests, self.instances
+        for outcome, outcomes, _ in events:
+            requests[outcome] = requests.get(outcome, 0) + 1
+            for kind, n in outcomes:
+                instances[kind] = instances.get(kind, 0) + n
+        self.latency.add_all([event[2] for event in events])
 
 
 class _StepStats(_Pending):
@@ -325,17 +328,18 @@ class _StepStats(_Pending):
     ) -> None:
         self._add((size, padded, reason, queue_wait, run_seconds, queued, failed, at, calls))
 
-    def _take(self, event: tuple[Any, ...]) -> None:
-        size, padded, reason, queue_wait, run_seconds = event[:5]
-        self.batches += 1
-        self.instances += size
-        _bump(self.batch_sizes, size)
-        self.padding += padded - size
-        _bump(self.reasons, reason)
-        self.queue_wait.add(queue_wait)
-        self.run_time.add(run_seconds)
+    def _take(self, events: list[tuple[Any, ...]]) -> None:
+        sizes, reasons = self.batch_sizes, self.reasons
+        for size, padded, reason, *_ in events:
+            self.instances += size
+            sizes[size] = sizes.get(size, 0) + 1
+            self.padding += padded - size
+            reasons[reason] = reasons.get(reason, 0) + 1
+        self.batches += len(events)
+        self.queue_wait.add_all([event[3] for event in events])
+        self.run_time.add_all([event[4] for event in events])
         if self.log is not None:
-            self.log.append(event)
+            self.log.extend(events)
 
     def reports(self) -> list[BatchReport]:
         where = str(self.step)
