@@ -93,7 +93,7 @@ def _direct_steps(
     names = method.outputs
     if len(names) == 1:
         (name,) = names
-        results: list[dict[str, Any] | InstanceError] = [
+        results: list[Any] = [
             outcome if isinstance(outcome, Failure) else {name: outcome[0]} for outcome in outcomes
         ]
     else:
@@ -104,7 +104,7 @@ def _direct_steps(
     if failed:
         request.check(f"step '{step.callee.name}'")
         for index in failed:
-            results[index] = results[index].to_exception(  # type: ignore[union-attr]
+            results[index] = results[index].to_exception(
                 servable=loaded.name, version=loaded.version, method=method.name, index=index
             )
     return results

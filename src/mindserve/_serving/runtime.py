@@ -11,20 +11,16 @@ import time
 import warnings
 import weakref
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, Callable
 
 import numpy as np
 
-from mindserve._calls import CancelledCall, Request, in_executor_thread
-from mindserve._define.method import Method
+from mindserve._calls import CancelledCall, Request
 from mindserve._define.servable import Servable
 from mindserve._errors import (
     ArgumentTypeError,
-    CallError,
-    InferenceError,
-    InstanceError,
     InvalidArgumentError,
     InvalidInputError,
     MethodNotFoundError,
@@ -39,16 +35,14 @@ from mindserve._execution.mindspore import normalize_device_target
 from mindserve._observe.metrics import Metrics, MetricsCollector
 from mindserve._observe.observer import (
     BatchReport,
-    CallReport,
     EventKind,
     Observer,
     ObserverHub,
-    Outcome,
     Step,
     VersionEvent,
-    outcome_of,
 )
 from mindserve._observe.status import ServableInfo, ServableStatus, WorkerInfo
+from mindserve._serving.calls import Call, CallBook, CallFuture, settle
 from mindserve._serving.dispatch import Dispatcher
 from mindserve._serving.pipeline import run_method, run_method_async, run_method_callback
 from mindserve._serving.running import WARM_UP_VARIABLE, LoadedServable, warm_up_from_environment
@@ -113,9 +107,8 @@ class Runtime:
             self._observer.add(self._metrics)
             self._observer.metrics = self._metrics
         self._listeners: dict[Callable[[VersionEvent], None], _Listener] = {}
-        #: The calls running now, so that close() can wait for them (or fail them).
-        self._active: set[Request] = set()
-        self._idle = threading.Condition(self._lock)
+        #: The calls in flight, counted once, and where their ends are counted and reported.
+        self._calls = CallBook(self._lock, self._metrics, self._observer)
         self._dispatcher = Dispatcher(async_workers)
         #: The parent's pid once this process was forked from the one that made the runtime.
         self._forked_from: int | None = None
@@ -324,18 +317,11 @@ class Runtime:
             return
         with self._lock:
             stopped = _unhost_all(self._hosted)
-            self._closed = True
+            self._closed = self._calls.closed = True
         for loaded in stopped:
             loaded.retire()
         deadline = None if grace is None else time.monotonic() + grace
-        with self._idle:
-            while self._active:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    break
-                self._idle.wait(left)
-            late = list(self._active)
-        for request in late:
+        for request in self._calls.drain(deadline):
             request.abandon("closed")
         self._dispatcher.close()
         for loaded in stopped:  # worker processes stop once their queues have drained
@@ -562,16 +548,16 @@ class Runtime:
         are still queued.
         """
         call = self._begin(servable, method, instances, version, timeout, return_exceptions)
-        future = _CallFuture(call.request, self._dispatcher.submit)
+        future = CallFuture(call.request, self._dispatcher.submit)
 
         def done(results: list[Any] | None, error: BaseException | None) -> None:
             if isinstance(error, CancelledCall):  # nobody waits for the result
                 call.end(error)
                 return
             try:
-                _settle(future, result=call.finish(results, error))
+                settle(future, result=call.finish(results, error))
             except BaseException as exc:  # the call's error, InferenceError included
-                _settle(future, exception=exc)
+                settle(future, exception=exc)
 
         try:
             run_method_callback(
@@ -613,7 +599,7 @@ class Runtime:
         version: int,
         timeout: float | None,
         return_exceptions: bool,
-    ) -> _Call:
+    ) -> Call:
         """Find the servable version and method, and count the call as running on it."""
         request = Request(timeout)
         self._check_open()
@@ -638,56 +624,12 @@ class Runtime:
                     version=loaded.version,
                     method=method,
                 )
-            self._active.add(request)
+            self._calls.add(request)
             if loaded.enter(request):
                 break
-            self._forget(request)  # the version was retired meanwhile: look again
+            self._calls.discard(request)  # the version was retired meanwhile: look again
             self._check_open()
-        return _Call(self, loaded, found, request, len(instances), return_exceptions)
-
-    def _forget(self, request: Request) -> None:
-        """The call no longer counts as accepted; tell a waiting close() when none is left."""
-        self._active.discard(request)
-        if self._closed and not self._active:
-            with self._idle:
-                self._idle.notify_all()
-
-    def _end(
-        self,
-        call: _Call,
-        error: BaseException | None,
-        results: list[Any] | None,
-        errors: list[InstanceError] | None = None,
-    ) -> None:
-        """A call is over: count it, report it, let its version shut down if retired, let
-        close() go on."""
-        call.loaded.leave(call.request)
-        self._forget(call.request)
-        metrics = self._metrics
-        report = self._observer.wants("on_call")
-        if metrics is None and not report:
-            return
-        seconds = time.monotonic() - call.request.started
-        outcome, outcomes, failed = _outcomes(call.count, error, results, errors)
-        if metrics is not None:  # counted directly: no record is built for the metrics
-            metrics.method_stats(call.loaded.name, call.loaded.version, call.method.name).count(
-                outcome, outcomes, seconds
-            )
-        if report:
-            self._observer.on_call(
-                CallReport(
-                    servable=call.loaded.name,
-                    version=call.loaded.version,
-                    method=call.method.name,
-                    instances=call.count,
-                    failed=failed,
-                    seconds=seconds,
-                    error=None if error is None else type(error).__name__,
-                    outcome=outcome,
-                    outcomes=outcomes,
-                    call=call.request.id,
-                )
-            )
+        return Call(self._calls, loaded, found, request, len(instances), return_exceptions)
 
     def _find(self, name: str) -> ServableSlot:
         hosted = self._hosted.get(name)  # a dict read needs no lock
@@ -791,113 +733,3 @@ def _name(servable: str | Servable) -> str:
     if not isinstance(servable, str):
         raise ArgumentTypeError(f"a servable is named by a str or a Servable; got {type(servable).__name__}")
     return servable
-
-
-def _settle(future: Future[Any], *, result: Any = None, exception: BaseException | None = None) -> None:
-    """Complete a future unless its caller cancelled it meanwhile."""
-    try:
-        if exception is not None:
-            future.set_exception(exception)
-        else:
-            future.set_result(result)
-    except InvalidStateError:
-        pass
-
-
-class _CallFuture(Future):  # type: ignore[type-arg]
-    """The future ``infer_async`` returns: cancelling it drops the call's queued instances,
-    and its done-callbacks never run in a scheduler's thread (completed there, it hands
-    them to the runtime's pool), so a callback may block or even call the runtime."""
-
-    def __init__(self, request: Request, dispatch: Callable[[Callable[[], None]], None]) -> None:
-        super().__init__()
-        self._request = request
-        self._dispatch = dispatch
-
-    def cancel(self) -> bool:
-        cancelled = super().cancel()
-        if cancelled:
-            self._request.abandon("cancelled")
-        return cancelled
-
-    def add_done_callback(self, fn: Callable[[Future[Any]], object]) -> None:
-        dispatch = self._dispatch
-
-        def call(future: Future[Any]) -> None:
-            if in_executor_thread():
-                dispatch(functools.partial(fn, future))  # type: ignore[arg-type]
-            else:
-                fn(future)
-
-        super().add_done_callback(call)
-
-
-def _located(exc: BaseException, loaded: LoadedServable, method: Method) -> BaseException:
-    """The same error object, told where it happened: a whole-call error gets ``servable``,
-    ``version`` and ``method`` attributes and its message prefixed with them."""
-    if isinstance(exc, CallError) and exc.servable is None:
-        exc.servable, exc.version, exc.method = loaded.name, loaded.version, method.name
-        where = f"servable '{loaded.name}' version {loaded.version}, method '{method.name}'"
-        exc.args = (f"{where}: {exc}", *exc.args[1:])
-    return exc
-
-
-class _Call:
-    """One call of a method, from lookup to its end (which happens exactly once)."""
-
-    __slots__ = ("count", "loaded", "method", "request", "return_exceptions", "runtime")
-
-    def __init__(
-        self,
-        runtime: Runtime,
-        loaded: LoadedServable,
-        method: Method,
-        request: Request,
-        count: int,
-        return_exceptions: bool,
-    ) -> None:
-        self.runtime = runtime
-        self.loaded = loaded
-        self.method = method
-        self.request = request
-        self.count = count
-        self.return_exceptions = return_exceptions
-
-    def end(self, error: BaseException | None, results: list[Any] | None = None) -> None:
-        self.runtime._end(self, error, results)
-
-    def finish(self, results: list[Any] | None, error: BaseException | None) -> list[Any]:
-        """End the call; return its results, or raise its error (located) or InferenceError."""
-        if error is not None:
-            self.end(error)
-            raise _located(error, self.loaded, self.method)
-        assert results is not None
-        errors = [r for r in results if isinstance(r, InstanceError)]
-        self.runtime._end(self, None, results, errors)
-        if errors and not self.return_exceptions:
-            raise InferenceError(results)
-        return results
-
-
-def _outcomes(
-    count: int,
-    error: BaseException | None,
-    results: list[Any] | None,
-    errors: list[InstanceError] | None = None,
-) -> tuple[Outcome, tuple[tuple[Outcome, int], ...], int]:
-    """How a call of ``count`` instances ended, how each instance did, and how many failed
-    (``errors``: the results' instance errors, if already picked out)."""
-    if error is not None or results is None:
-        outcome = outcome_of(error)
-        return outcome, ((outcome, count),) if count else (), count if error is not None else 0
-    if errors is None:
-        errors = [r for r in results if isinstance(r, InstanceError)]
-    if not errors:
-        return Outcome.OK, ((Outcome.OK, count),) if count else (), 0
-    counts: dict[Outcome, int] = {}
-    for exc in errors:
-        kind = outcome_of(exc)
-        counts[kind] = counts.get(kind, 0) + 1
-    if count > len(errors):
-        counts[Outcome.OK] = count - len(errors)
-    return outcome_of(errors[0]), tuple(counts.items()), len(errors)

@@ -1,0 +1,208 @@
+"""A runtime's calls, from lookup to their end: counted in flight once, in the metrics,
+and reported to observers.
+
+* :class:`CallBook` is the one place a runtime counts its calls: those in flight (so that
+  ``close()`` can wait for them, or give up on them), and how each ended (metrics and
+  :class:`~mindserve.CallReport`).
+* :class:`Call` is one call of a method on a running version; it ends exactly once, with
+  its results (raising :class:`~mindserve.InferenceError` if an instance failed, unless
+  asked to return the errors) or with an error told where it happened.
+* :class:`CallFuture` is what ``infer_async`` returns.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from concurrent.futures import Future, InvalidStateError
+from typing import Any, Callable
+
+from mindserve._calls import Request, in_executor_thread
+from mindserve._define.method import Method
+from mindserve._errors import CallError, InferenceError, InstanceError
+from mindserve._observe.metrics import MetricsCollector
+from mindserve._observe.observer import CallReport, ObserverHub, Outcome, outcome_of
+from mindserve._serving.running import LoadedServable
+
+
+class CallBook:
+    """The calls in flight on one runtime, and where their ends are counted and reported."""
+
+    def __init__(self, lock: threading.RLock, metrics: MetricsCollector | None, observer: ObserverHub) -> None:
+        self.metrics = metrics
+        self.observer = observer
+        #: The calls in flight; a call is in it from before it enters its version until
+        #: its end, so that close() can wait for it (or fail it).
+        self.active: set[Request] = set()
+        self.closed = False
+        self._idle = threading.Condition(lock)
+
+    def add(self, request: Request) -> None:
+        self.active.add(request)
+
+    def discard(self, request: Request) -> None:
+        """The call no longer counts as accepted; tell a waiting :meth:`drain` when none is left."""
+        self.active.discard(request)
+        if self.closed and not self.active:
+            with self._idle:
+                self._idle.notify_all()
+
+    def drain(self, deadline: float | None) -> list[Request]:
+        """Wait (once closed) until no call is in flight or the deadline passes; return the
+        calls still in flight then."""
+        with self._idle:
+            while self.active:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                self._idle.wait(left)
+            return list(self.active)
+
+    def ended(
+        self,
+        call: Call,
+        error: BaseException | None,
+        results: list[Any] | None,
+        errors: list[InstanceError] | None = None,
+    ) -> None:
+        """A call is over: let its version shut down if retired, let close() go on, count
+        it, report it."""
+        call.loaded.leave(call.request)
+        self.discard(call.request)
+        metrics = self.metrics
+        report = self.observer.wants("on_call")
+        if metrics is None and not report:
+            return
+        seconds = time.monotonic() - call.request.started
+        outcome, outcomes, failed = _outcomes(call.count, error, results, errors)
+        if metrics is not None:  # counted directly: no record is built for the metrics
+            metrics.method_stats(call.loaded.name, call.loaded.version, call.method.name).count(
+                outcome, outcomes, seconds
+            )
+        if report:
+            self.observer.on_call(
+                CallReport(
+                    servable=call.loaded.name,
+                    version=call.loaded.version,
+                    method=call.method.name,
+                    instances=call.count,
+                    failed=failed,
+                    seconds=seconds,
+                    error=None if error is None else type(error).__name__,
+                    outcome=outcome,
+                    outcomes=outcomes,
+                    call=call.request.id,
+                )
+            )
+
+
+class Call:
+    """One call of a method, from lookup to its end (which happens exactly once)."""
+
+    __slots__ = ("book", "count", "loaded", "method", "request", "return_exceptions")
+
+    def __init__(
+        self,
+        book: CallBook,
+        loaded: LoadedServable,
+        method: Method,
+        request: Request,
+        count: int,
+        return_exceptions: bool,
+    ) -> None:
+        self.book = book
+        self.loaded = loaded
+        self.method = method
+        self.request = request
+        self.count = count
+        self.return_exceptions = return_exceptions
+
+    def end(self, error: BaseException | None) -> None:
+        """End the call with an error, raising nothing."""
+        self.book.ended(self, error, None)
+
+    def finish(self, results: list[Any] | None, error: BaseException | None) -> list[Any]:
+        """End the call; return its results, or raise its error (located) or InferenceError."""
+        if error is not None:
+            self.end(error)
+            raise located(error, self.loaded, self.method)
+        assert results is not None
+        errors = [r for r in results if isinstance(r, InstanceError)]
+        self.book.ended(self, None, results, errors)
+        if errors and not self.return_exceptions:
+            raise InferenceError(results)
+        return results
+
+
+class CallFuture(Future):  # type: ignore[type-arg]
+    """The future ``infer_async`` returns: cancelling it drops the call's queued instances,
+    and its done-callbacks never run in a scheduler's thread (completed there, it hands
+    them to the runtime's pool), so a callback may block or even call the runtime."""
+
+    def __init__(self, request: Request, dispatch: Callable[[Callable[[], None]], None]) -> None:
+        super().__init__()
+        self._request = request
+        self._dispatch = dispatch
+
+    def cancel(self) -> bool:
+        cancelled = super().cancel()
+        if cancelled:
+            self._request.abandon("cancelled")
+        return cancelled
+
+    def add_done_callback(self, fn: Callable[[Future[Any]], object]) -> None:
+        dispatch = self._dispatch
+
+        def call(future: Future[Any]) -> None:
+            if in_executor_thread():
+                dispatch(functools.partial(fn, future))  # type: ignore[arg-type]
+            else:
+                fn(future)
+
+        super().add_done_callback(call)
+
+
+def settle(future: Future[Any], *, result: Any = None, exception: BaseException | None = None) -> None:
+    """Complete a future unless its caller cancelled it meanwhile."""
+    try:
+        if exception is not None:
+            future.set_exception(exception)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        pass
+
+
+def located(exc: BaseException, loaded: LoadedServable, method: Method) -> BaseException:
+    """The same error object, told where it happened: a whole-call error gets ``servable``,
+    ``version`` and ``method`` attributes and its message prefixed with them."""
+    if isinstance(exc, CallError) and exc.servable is None:
+        exc.servable, exc.version, exc.method = loaded.name, loaded.version, method.name
+        where = f"servable '{loaded.name}' version {loaded.version}, method '{method.name}'"
+        exc.args = (f"{where}: {exc}", *exc.args[1:])
+    return exc
+
+
+def _outcomes(
+    count: int,
+    error: BaseException | None,
+    results: list[Any] | None,
+    errors: list[InstanceError] | None = None,
+) -> tuple[Outcome, tuple[tuple[Outcome, int], ...], int]:
+    """How a call of ``count`` instances ended, how each instance did, and how many failed
+    (``errors``: the results' instance errors, if already picked out)."""
+    if error is not None or results is None:
+        outcome = outcome_of(error)
+        return outcome, ((outcome, count),) if count else (), count if error is not None else 0
+    if errors is None:
+        errors = [r for r in results if isinstance(r, InstanceError)]
+    if not errors:
+        return Outcome.OK, ((Outcome.OK, count),) if count else (), 0
+    counts: dict[Outcome, int] = {}
+    for exc in errors:
+        kind = outcome_of(exc)
+        counts[kind] = counts.get(kind, 0) + 1
+    if count > len(errors):
+        counts[Outcome.OK] = count - len(errors)
+    return outcome_of(errors[0]), tuple(counts.items()), len(errors)
