@@ -248,17 +248,21 @@ class Bench:
         return self._paired[1]
 
     def pair_batch1(self) -> None:
-        """Raw batch-1 calls and lone mindserve calls, interleaved, so both see the same noise."""
+        """Raw batch-1 calls and lone mindserve calls, interleaved in blocks of 100, so both
+        see the same noise. (Alternating call by call, each network would find the other's
+        weights in the CPU's caches: both slower, and by how much depends on the order.)"""
         raw, served = [], []
         batches0, _ = self.model_counts()
         deadline = time.perf_counter() + self.seconds
         while time.perf_counter() < deadline:
-            t = time.perf_counter()
-            self.raw(self.x1)
-            raw.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            self.infer_one()
-            served.append(time.perf_counter() - t)
+            for _ in range(100):
+                t = time.perf_counter()
+                self.raw(self.x1)
+                raw.append(time.perf_counter() - t)
+            for _ in range(100):
+                t = time.perf_counter()
+                self.infer_one()
+                served.append(time.perf_counter() - t)
         batches1, _ = self.model_counts()
         self._paired = (
             Result(len(raw), sum(raw), raw, 1),

@@ -238,7 +238,7 @@ class LoadedModel:
     ) -> Pending:
         """Check and queue instances; the pending step completes with one outcome each."""
         assert self.scheduler is not None, "LoadedModel.start() was not called"
-        alike = self._alike(instances, labels)
+        alike = self._alike(instances, labels) if len(instances) > 1 else None
         if alike is not None:  # one check for many instances of one dtype and shape
             return Pending(
                 self.scheduler.submit(request, alike, None, inline and self.backend.inline), self._what
