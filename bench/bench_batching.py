@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import gc
 import os
 import statistics
 import sys
@@ -388,6 +389,11 @@ def main() -> None:
         help="run only the rows whose name or label contains SUBSTRING (case-insensitive; repeatable), "
         "e.g. --only 256 --only futures",
     )
+    parser.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="gc.freeze() once the runtimes have started (the recipe in docs/running.md)",
+    )
     args = parser.parse_args()
     configs = select(args.only)
     print(describe())
@@ -396,6 +402,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as root:
         bench = Bench(export_mlp(os.path.join(root, "mlp")), args.seconds)
         print(f"buckets after warm-up: {bench.buckets}")
+        if args.gc_freeze:
+            gc.collect()
+            gc.freeze()
+            print(f"gc.freeze(): {gc.get_freeze_count():,} objects frozen")
         runs: dict[str, list[Result]] = {c.name: [] for c in configs}
         for round_ in range(args.rounds):
             if PAIRED & runs.keys():
