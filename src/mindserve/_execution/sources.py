@@ -84,7 +84,7 @@ class ModelSource:
 
     def describe(self) -> str:
         """The path of a file, the qualified name of a function or class."""
-        return getattr(self.value, "__qualname__", type(self.value).__name__)  # type: ignore[no-any-return]
+        return getattr(self.value, "__qualname__", type(self.value).__name__)
 
     def located(self, version_dir: str | None) -> str:
         """Where it is loaded from (a file's absolute path in ``version_dir``)."""
@@ -103,7 +103,7 @@ class MindirFile(ModelSource):
     needs_files = True
 
     path: str
-    sha256: str | None = None  # type: ignore[assignment]
+    sha256: str | None = None
 
     @property
     def value(self) -> str:
@@ -114,7 +114,7 @@ class MindirFile(ModelSource):
 
     def with_file_options(self, dec_key: bytes | None, dec_mode: str, sha256: str | None) -> ModelSource:
         if dec_key is not None:
-            return EncryptedMindirFile(self.path, sha256, dec_key, dec_mode)
+            return EncryptedMindirFile(self.path, sha256, dec_key=dec_key, dec_mode=dec_mode)
         return MindirFile(self.path, sha256)
 
     def label(self) -> str:
@@ -158,8 +158,8 @@ class MindirFile(ModelSource):
 class EncryptedMindirFile(MindirFile):
     """A MindIR file exported with a key (``dec_key``, ``dec_mode``)."""
 
-    dec_key: bytes = attrs.field(default=b"", repr=False)  # type: ignore[assignment]
-    dec_mode: str = "AES-GCM"  # type: ignore[assignment]
+    dec_key: bytes = attrs.field(kw_only=True, repr=False)
+    dec_mode: str = attrs.field(kw_only=True)
 
     _hint = " Hint: check dec_key and dec_mode, the key and mode the file was exported with."
 
