@@ -75,6 +75,8 @@ class Model:
                 raise DefinitionError(
                     f"model '{self.name}': sha256 must be 64 hexadecimal digits (as sha256sum prints); got {sha256!r}"
                 )
+        #: The encryption mode as declared (it applies only with ``dec_key``).
+        self.dec_mode = dec_mode
         #: What it is made from, and how it opens (its file's key and SHA-256 included).
         self.origin: ModelSource = origin.with_file_options(dec_key, dec_mode, sha256)
         if batching is not None and not isinstance(batching, Batching):
@@ -105,10 +107,6 @@ class Model:
     def dec_key(self) -> bytes | None:
         """The key its MindIR file was exported with, if any."""
         return self.origin.dec_key
-
-    @property
-    def dec_mode(self) -> str:
-        return self.origin.dec_mode
 
     @property
     def sha256(self) -> str | None:
