@@ -3,7 +3,7 @@
 Without ``--load``, nothing runs a model: the servable is imported here (its definition
 checks run as it is defined), its version directories and model files are looked at, the
 MindIR files' inputs and outputs are read in a child process, and every method's calls are
-checked against them with the same checks a load runs. ``--load`` then loads, warms up and
+checked against them with the same checks a load runs (each model's plan). ``--load`` then loads, warms up and
 runs each version in a child process of its own.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import logging
 import os
 import sys
 import time
@@ -30,8 +29,7 @@ from mindserve._define.servable import Servable, ServableDefinition
 from mindserve._define.stage import Stage
 from mindserve._errors import MindServeError, counted
 from mindserve._execution.integrity import check_model_file
-from mindserve._execution.local import model_path
-from mindserve._serving.model_queue import LoadedModel
+from mindserve._execution.plan import ModelPlan
 from mindserve._serving.versions import list_versions, resolve_version
 from mindserve._values import TensorSpec, describe_value
 
@@ -206,7 +204,7 @@ def _model_data(model: Model) -> dict[str, Any]:
     return {
         "name": model.name,
         "kind": model.kind,
-        "source": model.source if model.kind == "mindir" else type(model.source).__name__,
+        "source": model.origin.label(),
         "with_batch_dim": model.with_batch_dim,
         "without_batch_dim_inputs": list(model.without_batch_dim_inputs),
         "outputs": model.outputs,
@@ -215,11 +213,6 @@ def _model_data(model: Model) -> dict[str, Any]:
 
 
 def _describe_model(model: Model) -> str:
-    source = (
-        model.source
-        if model.kind == "mindir"
-        else getattr(model.source, "__qualname__", type(model.source).__name__)
-    )
     extras = []
     if not model.with_batch_dim:
         extras.append("with_batch_dim=False")
@@ -229,7 +222,9 @@ def _describe_model(model: Model) -> str:
         extras.append(f"encrypted ({model.dec_mode})")
     if model.batching is not None:
         extras.append(repr(model.batching))
-    return f"'{model.name}': {model.kind} {source}" + (f" ({', '.join(extras)})" if extras else "")
+    return f"'{model.name}': {model.kind} {model.origin.describe()}" + (
+        f" ({', '.join(extras)})" if extras else ""
+    )
 
 
 def _describe_method(method: Method) -> str:
@@ -263,22 +258,6 @@ def _versions(
     return versions
 
 
-class _Signature:
-    """A backend that only knows a model's input specs: enough for the checks a load runs."""
-
-    capacity = 1
-    inline = True
-
-    def __init__(self, input_specs: tuple[TensorSpec, ...] | None) -> None:
-        self.input_specs = input_specs
-
-    def run(self, arrays: Any, requests: Any = ()) -> Any:
-        raise AssertionError("mindserve check does not run models without --load")
-
-    def close(self) -> None:
-        pass
-
-
 def _check_files(
     report: Report,
     section: str,
@@ -292,9 +271,9 @@ def _check_files(
     for number, version_dir in versions:
         where = f"servable '{definition.name}' version {number}"
         for model in definition.models.values():
-            if model.kind != "mindir":
+            if not model.origin.needs_files:
                 continue
-            path = model_path(model, version_dir)
+            path = model.origin.located(version_dir)
             if not os.path.isfile(path):
                 report.add(section, "fail", f"version {number}: model '{model.name}': {path} does not exist")
                 ok = False
@@ -363,21 +342,17 @@ def _check_version(
 ) -> bool:
     where = f"servable '{definition.name}' version {number}"
     ok = True
-    loaded: dict[str, LoadedModel] = {}
+    plans: dict[str, ModelPlan] = {}
     for model in definition.models.values():
         if (number, model.name) not in specs:
             continue
         inputs, outputs = specs[(number, model.name)]
-        try:
-            # The checks a load runs on a model's declaration against its file, without loading it.
-            logging.getLogger("mindserve").disabled = True
-            loaded[model.name] = LoadedModel(model, _Signature(inputs), where)
+        try:  # the checks a load runs on a model's declaration against its file
+            plans[model.name] = ModelPlan.of(model, inputs, where)
         except MindServeError as exc:  # it names the servable, version and model
             report.add(section, "fail", str(exc))
             ok = False
             continue
-        finally:
-            logging.getLogger("mindserve").disabled = False
         if outputs is not None and model.outputs is not None and len(outputs) != model.outputs:
             report.add(
                 section,
@@ -389,9 +364,9 @@ def _check_version(
             ok = False
             continue
         report.add(
-            section, "ok", f"version {number}: model '{model.name}': {_batching_text(loaded[model.name])}"
+            section, "ok", f"version {number}: model '{model.name}': {_batching_text(plans[model.name])}"
         )
-        if loaded[model.name].fixed_batch_size == 1:
+        if plans[model.name].fixed_batch_size == 1:
             report.add(
                 section,
                 "warn",
@@ -400,22 +375,22 @@ def _check_version(
                 fix="export it with a dynamic batch dimension, mindspore.Tensor(shape=[None, ...])",
             )
     for method in definition.methods.values():
-        for problem in _flow_problems(method, loaded, specs, number):
+        for problem in _flow_problems(method, plans, specs, number):
             report.add(section, "fail", f"version {number}: method '{method.name}': {problem}")
             ok = False
     return ok
 
 
-def _batching_text(loaded: LoadedModel) -> str:
-    specs = loaded.instance_specs
+def _batching_text(plan: ModelPlan) -> str:
+    specs = plan.instance_specs
     taken = (
         "inputs not declared in the file"
         if specs is None
         else "one instance takes " + ", ".join("any value" if s is None else s.describe() for s in specs)
     )
-    batching = loaded.batching
-    if loaded.fixed_batch_size is not None:
-        how = f"batches of exactly {loaded.fixed_batch_size} (fixed in the file)"
+    batching = plan.batching
+    if plan.fixed_batch_size is not None:
+        how = f"batches of exactly {plan.fixed_batch_size} (fixed in the file)"
     elif batching.max_batch_size == 1:
         how = "one instance per run"
     else:
@@ -426,7 +401,7 @@ def _batching_text(loaded: LoadedModel) -> str:
 
 def _flow_problems(
     method: Method,
-    loaded: dict[str, LoadedModel],
+    plans: dict[str, ModelPlan],
     specs: dict[tuple[int, str], tuple[tuple[TensorSpec, ...] | None, tuple[TensorSpec, ...] | None]],
     number: int,
 ) -> list[str]:
@@ -435,9 +410,9 @@ def _flow_problems(
     problems = []
     for step in method.steps:
         model = step.callee
-        if not isinstance(model, Model) or model.name not in loaded:
+        if not isinstance(model, Model) or model.name not in plans:
             continue
-        expected = loaded[model.name].instance_specs or ()
+        expected = plans[model.name].instance_specs or ()
         for position, ref in enumerate(step.args):
             wanted = expected[position] if position < len(expected) else None
             if ref in known and wanted is not None:

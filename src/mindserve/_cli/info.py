@@ -12,6 +12,7 @@ from typing import Any
 from mindserve._cli.probe import run_probe
 from mindserve._cli.report import Report
 from mindserve._execution.integrity import file_sha256
+from mindserve._execution.plan import default_batching
 from mindserve._values import TensorSpec
 
 FILE = "File"
@@ -85,9 +86,6 @@ def batch_dimension(inputs: list[TensorSpec], names: list[str]) -> tuple[str, st
 
     ``kind`` is ``dynamic``, ``fixed``, ``none`` (no inputs, or a scalar input) or ``mixed``.
     """
-    from mindserve._batching.shapes import power_of_two_buckets
-    from mindserve._serving.model_queue import DEFAULT_MAX_BATCH_SIZE
-
     export = "export it with a dynamic batch dimension, mindspore.Tensor(shape=[None, ...])"
     if not inputs:
         return "none", "the model takes no inputs, so there is nothing to batch", None, None
@@ -102,11 +100,12 @@ def batch_dimension(inputs: list[TensorSpec], names: list[str]) -> tuple[str, st
         )
     firsts = [s.shape[0] for s in inputs]
     if all(d is None for d in firsts):
-        buckets = ", ".join(map(str, power_of_two_buckets(DEFAULT_MAX_BATCH_SIZE)))
+        batching = default_batching()
+        buckets = ", ".join(map(str, batching.buckets or ()))
         return (
             "dynamic",
             f"the batch dimension (the first) is dynamic: mindserve batches instances from all callers "
-            f"together, up to max_batch_size ({DEFAULT_MAX_BATCH_SIZE} by default), padding each batch to a "
+            f"together, up to max_batch_size ({batching.max_batch_size} by default), padding each batch to a "
             f"bucket size ({buckets}) that the warm-up compiles once at load",
             None,
             None,

@@ -8,7 +8,6 @@ the request, through the same serialized path as a method's model step.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,45 +15,11 @@ from mindserve._calls import Failure, current_step
 from mindserve._config import Batching
 from mindserve._define.stage import check_outputs
 from mindserve._define.tracing import active_trace
-from mindserve._errors import DefinitionError, MindServeError, counted, refuse_async
+from mindserve._errors import DefinitionError, MindServeError, counted
+from mindserve._execution.sources import ModelSource, source_of
 
 #: Encryption modes MindSpore accepts for MindIR files.
 DEC_MODES = ("AES-GCM", "AES-CBC", "SM4-CBC")
-
-
-def is_cell(obj: object) -> bool:
-    """Whether ``obj`` is a MindSpore ``nn.Cell`` (without importing MindSpore)."""
-    return any(cls.__name__ == "Cell" and cls.__module__.startswith("mindspore") for cls in type(obj).__mro__)
-
-
-def _model_kind(source: object) -> str:
-    if isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        if not path.endswith(".mindir"):
-            raise DefinitionError(f"a model file must be a MindIR file ending in '.mindir'; got {path!r}")
-        if not os.path.isabs(path) and os.path.normpath(path).split(os.sep)[0] == os.pardir:
-            raise DefinitionError(
-                f"a relative model path must stay inside the version directory; got {path!r}. "
-                f"Hint: put the file in the version directory, or give an absolute path."
-            )
-        return "mindir"
-    if is_cell(source):
-        return "cell"
-    if callable(source):
-        return "callable"
-    raise DefinitionError(
-        "a model must be a MindIR path, a mindspore.nn.Cell or a Python callable on numpy "
-        f"arrays; got {type(source).__name__}"
-    )
-
-
-def _default_name(source: Any, kind: str) -> str:
-    if kind == "mindir":
-        return os.path.splitext(os.path.basename(os.fspath(source)))[0]
-    if kind == "cell":
-        return type(source).__name__
-    name = getattr(source, "__name__", type(source).__name__)
-    return "model" if name == "<lambda>" else name
 
 
 class Model:
@@ -74,12 +39,10 @@ class Model:
         batching: Batching | None = None,
         sha256: str | None = None,
     ) -> None:
-        self.kind = _model_kind(source)
-        self.source = os.fspath(source) if self.kind == "mindir" else source
+        origin = source_of(source)
         self.servable = servable
-        self.name = name or _default_name(source, self.kind)
-        if self.kind == "callable":
-            refuse_async(source, f"model '{self.name}'")
+        self.name = name or origin.default_name()
+        origin.check(self.name)
         self.with_batch_dim = bool(with_batch_dim)
         self.without_batch_dim_inputs = _indices(without_batch_dim_inputs)
         if self.without_batch_dim_inputs and not self.with_batch_dim:
@@ -90,7 +53,7 @@ class Model:
         #: model file gives (mindserve.compat, as MindSpore Serving).
         self.outputs: int | None = check_outputs(outputs, f"model '{self.name}'")
         if dec_key is not None:
-            if self.kind != "mindir":
+            if not origin.needs_files:
                 raise DefinitionError(f"model '{self.name}': dec_key only applies to MindIR files")
             if not isinstance(dec_key, bytes) or len(dec_key) not in (16, 24, 32):
                 got = f"{len(dec_key)} bytes" if isinstance(dec_key, bytes) else type(dec_key).__name__
@@ -101,10 +64,8 @@ class Model:
             raise DefinitionError(
                 f"model '{self.name}': dec_mode must be one of {list(DEC_MODES)}; got {dec_mode!r}"
             )
-        self.dec_key = dec_key
-        self.dec_mode = dec_mode
         if sha256 is not None:
-            if self.kind != "mindir":
+            if not origin.needs_files:
                 raise DefinitionError(f"model '{self.name}': sha256 only applies to MindIR files")
             if (
                 not isinstance(sha256, str)
@@ -114,8 +75,10 @@ class Model:
                 raise DefinitionError(
                     f"model '{self.name}': sha256 must be 64 hexadecimal digits (as sha256sum prints); got {sha256!r}"
                 )
-        #: The file's SHA-256, checked at every load when given.
-        self.sha256 = sha256
+        #: The encryption mode as declared (it applies only with ``dec_key``).
+        self.dec_mode = dec_mode
+        #: What it is made from, and how it opens (its file's key and SHA-256 included).
+        self.origin: ModelSource = origin.with_file_options(dec_key, dec_mode, sha256)
         if batching is not None and not isinstance(batching, Batching):
             raise DefinitionError(
                 f"model '{self.name}': batching must be a mindserve.Batching; got {type(batching).__name__}"
@@ -130,9 +93,28 @@ class Model:
         #: so that ``Model.call`` on the original reaches it.
         self.stands_in_for: Model | None = None
 
+    @property
+    def kind(self) -> str:
+        """``mindir``, ``cell`` or ``callable``."""
+        return self.origin.kind
+
+    @property
+    def source(self) -> Any:
+        """What it was declared with: a MindIR path, an ``nn.Cell`` or a callable."""
+        return self.origin.value
+
+    @property
+    def dec_key(self) -> bytes | None:
+        """The key its MindIR file was exported with, if any."""
+        return self.origin.dec_key
+
+    @property
+    def sha256(self) -> str | None:
+        """The file's SHA-256, checked at every load when given."""
+        return self.origin.sha256
+
     def __repr__(self) -> str:
-        source = self.source if self.kind == "mindir" else type(self.source).__name__
-        return f"<Model {self.name!r} of servable {self.servable!r}: {self.kind} {source}>"
+        return f"<Model {self.name!r} of servable {self.servable!r}: {self.kind} {self.origin.label()}>"
 
     def __call__(self, *args: Any) -> Any:
         trace = active_trace()

@@ -31,7 +31,7 @@ class ServableDefinition:
     @property
     def needs_files(self) -> bool:
         """Whether any model is a file that lives in a version directory."""
-        return any(m.kind == "mindir" for m in self.models.values())
+        return any(m.origin.needs_files for m in self.models.values())
 
 
 class Servable:

@@ -18,7 +18,8 @@ from mindserve._define.servable import ServableDefinition
 from mindserve._define.stage import Stage
 from mindserve._errors import InvalidArgumentError, LoadError, MindServeError, StageError, describe
 from mindserve._execution import mindspore as _mindspore
-from mindserve._execution.local import model_path, open_backend
+from mindserve._execution.executor import Executor
+from mindserve._execution.plan import ModelPlan
 from mindserve._observe.observer import ObserverHub, Step, WarmUpReport
 from mindserve._observe.status import MethodInfo, ModelInfo, ServableInfo
 from mindserve._serving.model_queue import LoadedModel
@@ -127,8 +128,9 @@ class LoadedServable:
             for model in definition.models.values():
                 started = time.perf_counter()
                 try:
-                    loaded = LoadedModel(model, open_backend(model, version_dir, device, where), where)
-                    compiled = loaded.warm_up(warm_up)
+                    loaded, compiled = _ready(
+                        model, model.origin.open(model.name, version_dir, device, where), where, warm_up
+                    )
                 except MindServeError:
                     raise
                 except Exception as exc:  # a load never takes the runtime down
@@ -139,7 +141,7 @@ class LoadedServable:
                 loaded.start(
                     observer, Step(definition.name, number, "model", model.name), scheduler_for(definition)
                 )
-                used_mindspore = used_mindspore or model.kind != "callable"
+                used_mindspore = used_mindspore or model.origin.uses_mindspore
                 models[model.name] = loaded
         except BaseException:
             for loaded in models.values():
@@ -171,14 +173,18 @@ class LoadedServable:
                 loaded_there = ready["models"][model.name]
                 # A MindSpore network keeps nothing of its inputs: it may run on views of
                 # shared memory. A Python callable might keep them: it gets copies.
-                lend = model.kind != "callable"
-                backend = WorkerBackend(pool, model.name, loaded_there["input_specs"], lend=lend)
+                backend = WorkerBackend(
+                    pool,
+                    model.name,
+                    loaded_there["input_specs"],
+                    lend=not model.origin.keeps_inputs,
+                    warmed=loaded_there["warm_up"],
+                )
                 try:
-                    loaded = LoadedModel(model, backend, where)
+                    loaded, _ = _ready(model, backend, where, warm_up)
                 except BaseException:
                     backend.close()
                     raise
-                loaded.adopt(loaded_there["buckets"], loaded_there["warmed_up"])
                 report = loaded_there["report"]
                 if observer is not None and report is not None and observer.wants("on_warm_up"):
                     observer.on_warm_up(report)
@@ -324,11 +330,7 @@ class LoadedServable:
             ModelInfo(
                 name=m.name,
                 kind=m.model.kind,
-                source=(
-                    model_path(m.model, self.version_dir)
-                    if m.model.kind == "mindir"
-                    else getattr(m.model.source, "__qualname__", type(m.model.source).__name__)
-                ),
+                source=m.model.origin.located(self.version_dir),
                 with_batch_dim=m.model.with_batch_dim,
                 fixed_batch_size=m.fixed_batch_size,
                 inputs=m.backend.input_specs,
@@ -350,6 +352,18 @@ class LoadedServable:
             models,
             self.pool.info() if self.pool is not None else (),
         )
+
+
+def _ready(
+    model: Model, executor: Executor, where: str, warm_up: bool
+) -> tuple[LoadedModel, tuple[tuple[int, float], ...]]:
+    """A model's queue on its executor, planned and warmed up (if ``warm_up``), and the
+    batch sizes compiled with their seconds."""
+    plan = ModelPlan.of(model, executor.input_specs, where)
+    if not warm_up:
+        return LoadedModel(model, plan, executor), ()
+    result = executor.warm_up(plan)
+    return LoadedModel(model, plan.warmed(result), executor), result.compiled
 
 
 def scheduler_for(definition: ServableDefinition) -> type[Scheduler]:

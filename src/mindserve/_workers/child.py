@@ -127,8 +127,7 @@ class Worker:
         models = {
             name: {
                 "input_specs": model.backend.input_specs,
-                "buckets": model.batching.buckets,
-                "warmed_up": model.warmed_up,
+                "warm_up": model.plan.warm,
                 "report": reports.get(name),
             }
             for name, model in self.loaded.models.items()

@@ -37,6 +37,7 @@ import numpy as np
 
 from mindserve._calls import Failure, Request
 from mindserve._errors import InvalidArgumentError, LoadError, MindServeError, WorkerError
+from mindserve._execution.plan import ModelPlan, WarmUp
 from mindserve._observe.status import WorkerInfo
 from mindserve._values import TensorSpec
 from mindserve._workers.child import restore_traceback
@@ -184,7 +185,7 @@ class WorkerPool:
         try:
             self._definition = cloudpickle_dumps(definition)
         except Exception as exc:
-            cells = [m.name for m in definition.models.values() if m.kind == "cell"]
+            cells = [m.name for m in definition.models.values() if not m.origin.shippable]
             hint = (
                 f"if it is the nn.Cell of model {cells}, export it with mindspore.export and serve the "
                 f"MindIR file; else open files, locks and sessions inside the stage or model "
@@ -625,14 +626,25 @@ class WorkerBackend:
     inline = False
 
     def __init__(
-        self, pool: WorkerPool, model: str, input_specs: tuple[TensorSpec, ...] | None, *, lend: bool
+        self,
+        pool: WorkerPool,
+        model: str,
+        input_specs: tuple[TensorSpec, ...] | None,
+        *,
+        lend: bool,
+        warmed: WarmUp | None = None,
     ) -> None:
         self.pool = pool
         self.model = model
         self.input_specs = input_specs
         self.capacity = pool.size
         self._lend = lend
+        self._warmed = warmed
         pool.retain()
+
+    def warm_up(self, plan: ModelPlan) -> WarmUp:
+        """What the workers' warm-up did (each worker warms up as it loads the version)."""
+        return WarmUp((), plan.batching.buckets) if self._warmed is None else self._warmed
 
     def run(self, arrays: tuple[np.ndarray, ...], requests: Sequence[Request] = ()) -> tuple[np.ndarray, ...]:
         return self.pool.call("model", (self.model, arrays), requests, lend=self._lend)  # type: ignore[no-any-return]

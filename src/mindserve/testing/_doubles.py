@@ -24,6 +24,7 @@ from mindserve._errors import (
     counted,
     refuse_async,
 )
+from mindserve._execution.sources import CallableSource
 
 
 class FixedOutput:
@@ -83,10 +84,7 @@ def _stand_in(name: str, model: Model, replacement: Any) -> Model:
             _fixed_outputs(name, model, replacement), model.with_batch_dim, model.without_batch_dim_inputs
         )
     stand_in = copy.copy(model)
-    stand_in.kind = "callable"
-    stand_in.source = function
-    stand_in.dec_key = None
-    stand_in.sha256 = None
+    stand_in.origin = CallableSource(function)
     stand_in.stands_in_for = model.stands_in_for or model
     return stand_in
 

@@ -1,0 +1,222 @@
+"""A model's plan: what its declaration and its executor's input specs say about running it.
+
+:meth:`ModelPlan.of` is pure (no queue, no thread, nothing logged): it runs the load-time
+checks of a declaration against the executor's signature, and settles how many inputs an
+instance has, each input's per-instance spec, the batch size fixed in the file, and the
+effective :class:`~mindserve.Batching` (the 64 default and the power-of-two buckets). The
+warm-up (:func:`mindserve._execution.executor.warm_up`) then gives a :class:`WarmUp`, and
+:meth:`ModelPlan.warmed` the plan a model's queue runs with. ``mindserve check`` and
+``mindserve info`` use the same plan without loading anything.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import attrs
+import numpy as np
+
+from mindserve._batching import shapes as _batching
+from mindserve._config import Batching
+from mindserve._errors import LoadError, counted
+from mindserve._values import TensorSpec
+
+#: Largest batch fed to a model that accepts any batch size.
+DEFAULT_MAX_BATCH_SIZE = 64
+
+Specs = tuple[TensorSpec, ...]
+
+
+class _Origin(Protocol):
+    @property
+    def uses_mindspore(self) -> bool: ...
+
+
+class Declaration(Protocol):
+    """What a plan reads of a model's declaration (:class:`mindserve.Model`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def origin(self) -> _Origin: ...
+    @property
+    def with_batch_dim(self) -> bool: ...
+    @property
+    def without_batch_dim_inputs(self) -> tuple[int, ...]: ...
+    @property
+    def batching(self) -> Batching | None: ...
+    @property
+    def inputs(self) -> int | None: ...
+    @property
+    def outputs(self) -> int | None: ...
+    @property
+    def reshape_inputs(self) -> bool: ...
+
+
+@attrs.frozen
+class WarmUp:
+    """What a warm-up did: each batch size it ran with its seconds, and the buckets kept
+    (pruned, if ``Batching(prune_buckets=True)`` asked)."""
+
+    compiled: tuple[tuple[int, float], ...]
+    buckets: tuple[int, ...] | None
+
+
+@attrs.frozen
+class ModelPlan:
+    """How one model of a version runs; see the module's docstring."""
+
+    #: The model's name, and the version it runs in (``servable 's' version 1``).
+    name: str
+    where: str
+    #: The executor's input specs, with the batch dimension (``None`` when unknown).
+    input_specs: Specs | None
+    #: How many inputs an instance has (``None`` when unknown).
+    n_inputs: int | None
+    #: Per-instance spec of each input (the batch dimension dropped), or ``None``.
+    instance_specs: tuple[TensorSpec | None, ...] | None
+    #: The batch size the model was exported with, or ``None`` if it takes any.
+    fixed_batch_size: int | None
+    #: The inputs that have no batch dimension.
+    unbatched: frozenset[int]
+    #: The effective batching options (buckets may be pruned at warm-up, if asked).
+    batching: Batching
+    with_batch_dim: bool
+    #: How many outputs it returns, checked on every batch (``None``: whatever it gives).
+    outputs: int | None
+    #: mindserve.compat: speak MindSpore Serving's words.
+    reshape_inputs: bool
+    #: What the warm-up did (``None`` before it, or when it was turned off).
+    warm: WarmUp | None = None
+
+    @classmethod
+    def of(cls, model: Declaration, specs: Specs | None, where: str) -> ModelPlan:
+        """The plan of ``model`` on an executor with ``specs``; :class:`LoadError` when the
+        declaration does not fit them."""
+        check_signature(model, specs, where)
+        unbatched = frozenset(model.without_batch_dim_inputs)
+        instance_specs: tuple[TensorSpec | None, ...] | None = None
+        fixed: int | None = None
+        if specs is not None:
+            instance_specs = tuple(
+                s if (not model.with_batch_dim or i in unbatched) else s.drop_batch_dim()
+                for i, s in enumerate(specs)
+            )
+            if model.with_batch_dim:
+                batched = [s for i, s in enumerate(specs) if i not in unbatched]
+                if batched and batched[0].shape[0] is not None:
+                    fixed = batched[0].shape[0]
+        return cls(
+            name=model.name,
+            where=where,
+            input_specs=specs,
+            n_inputs=len(specs) if specs is not None else model.inputs,
+            instance_specs=instance_specs,
+            fixed_batch_size=fixed,
+            unbatched=unbatched,
+            batching=resolve_batching(
+                model.batching or Batching(),
+                with_batch_dim=model.with_batch_dim,
+                fixed=fixed,
+                pads=model.origin.uses_mindspore,
+                what=f"{where}: model '{model.name}'",
+            ),
+            with_batch_dim=model.with_batch_dim,
+            outputs=model.outputs,
+            reshape_inputs=model.reshape_inputs,
+        )
+
+    def warmed(self, result: WarmUp) -> ModelPlan:
+        """This plan after a warm-up: its buckets kept, the sizes it compiled."""
+        return attrs.evolve(self, batching=attrs.evolve(self.batching, buckets=result.buckets), warm=result)
+
+    @property
+    def warmed_up(self) -> tuple[int, ...]:
+        """The batch sizes the warm-up ran (each compiled once at load)."""
+        return () if self.warm is None else tuple(size for size, _ in self.warm.compiled)
+
+    def warm_up_instance(self) -> tuple[np.ndarray, ...] | None:
+        """An instance of zeros, when every input's dtype and shape is known; else ``None``
+        (nothing to warm up with)."""
+        specs = self.instance_specs
+        if specs is None or any(s is None or s.dtype is None or None in s.shape for s in specs):
+            return None
+        return tuple(np.zeros(s.shape, s.dtype) for s in specs)  # type: ignore[arg-type,union-attr]
+
+    def warm_up_sizes(self) -> tuple[int, ...]:
+        """The batch sizes a warm-up runs: every bucket, or one batch of 1 to check the outputs."""
+        return self.batching.buckets if self.batching.warm_up and self.batching.buckets else (1,)
+
+    @property
+    def prunes(self) -> bool:
+        """Whether the warm-up times the buckets and keeps only those worth it."""
+        return self.batching.prune_buckets and self.fixed_batch_size is None and len(self.warm_up_sizes()) > 1
+
+    def serving_count(self, what: str, registered: int, actual: int) -> str:
+        """For mindserve.compat, MindSpore Serving's words for a count that differs from the
+        model's (a prefix; empty for native servables)."""
+        return serving_count(self.name, self.reshape_inputs, what, registered, actual)
+
+
+def serving_count(name: str, reshape_inputs: bool, what: str, registered: int, actual: int) -> str:
+    """See :meth:`ModelPlan.serving_count`."""
+    if not reshape_inputs:
+        return ""
+    key, _, subgraph = name.rpartition("#") if "#" in name else (name, "", "0")
+    return (
+        f"The {what} count {registered} in register_method not equal to the count {actual} defined in "
+        f"model, model info: {key}, subgraph: {subgraph}. "
+    )
+
+
+def check_signature(model: Declaration, specs: Specs | None, where: str) -> None:
+    """The load-time checks of a declaration against its executor's input specs."""
+    if specs is not None and model.inputs is not None and len(specs) != model.inputs:
+        raise LoadError(
+            f"{serving_count(model.name, model.reshape_inputs, 'inputs', model.inputs, len(specs))}{where}: "
+            f"model '{model.name}' takes {counted(len(specs), 'input')}, but a method calls it with {model.inputs}"
+        )
+    if model.with_batch_dim and specs is not None:
+        bad = [i for i in model.without_batch_dim_inputs if i >= len(specs)]
+        if bad:
+            raise LoadError(
+                f"{where}: model '{model.name}' has {len(specs)} inputs; without_batch_dim_inputs names {bad}"
+            )
+        if any(len(s.shape) == 0 for i, s in enumerate(specs) if i not in model.without_batch_dim_inputs):
+            raise LoadError(
+                f"{where}: model '{model.name}' has a scalar input, which has no batch "
+                f"dimension. Hint: declare it with with_batch_dim=False or list the input "
+                f"in without_batch_dim_inputs."
+            )
+
+
+def resolve_batching(
+    config: Batching, *, with_batch_dim: bool, fixed: int | None, pads: bool, what: str
+) -> Batching:
+    """The effective batching: explicit options, else defaults from the batch dimension.
+
+    ``fixed``: the batch size fixed in the file; ``pads``: whether batches are padded to
+    buckets by default (each new shape costs a compile); ``what`` names the model in errors.
+    """
+    if not with_batch_dim:
+        return attrs.evolve(config, max_batch_size=1, buckets=None)
+    if fixed is not None:
+        if config.max_batch_size not in (None, fixed) or config.buckets not in (None, (fixed,)):
+            raise LoadError(
+                f"{what} was exported with batch size {fixed}, so it "
+                f"always runs batches of {fixed}; got {config!r}. Hint: export it with a dynamic "
+                f"batch dimension (Tensor(shape=[None, ...])) to choose batch sizes."
+            )
+        return attrs.evolve(config, max_batch_size=fixed, buckets=(fixed,))
+    buckets = config.buckets
+    largest = config.max_batch_size or (buckets[-1] if buckets else DEFAULT_MAX_BATCH_SIZE)
+    if buckets is not None and buckets[-1] < largest:
+        raise LoadError(f"{what}: the largest bucket {buckets[-1]} is smaller than max_batch_size={largest}")
+    if buckets is None and pads:
+        buckets = _batching.power_of_two_buckets(largest)
+    return attrs.evolve(config, max_batch_size=largest, buckets=buckets)
+
+
+def default_batching() -> Batching:
+    """How a MindSpore model that takes any batch size batches when nothing is said."""
+    return resolve_batching(Batching(), with_batch_dim=True, fixed=None, pads=True, what="")
