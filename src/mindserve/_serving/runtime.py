@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
 import functools
 import os
 import threading
 import time
-import warnings
 import weakref
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
@@ -25,9 +23,7 @@ from mindserve._errors import (
     InvalidInputError,
     MethodNotFoundError,
     MindServeError,
-    NotFoundError,
     RuntimeClosedError,
-    RuntimeNotClosedWarning,
     ServableNotFoundError,
     VersionNotFoundError,
 )
@@ -38,12 +34,22 @@ from mindserve._observe.observer import (
     EventKind,
     Observer,
     ObserverHub,
-    Step,
     VersionEvent,
 )
-from mindserve._observe.status import ServableInfo, ServableStatus, WorkerInfo
+from mindserve._observe.status import ServableInfo, ServableStatus
 from mindserve._serving.calls import Call, CallBook, CallFuture, settle
 from mindserve._serving.dispatch import Dispatcher
+from mindserve._serving.hosting import (
+    Listener,
+    close_unreachable,
+    emit,
+    log_steps,
+    queue_state,
+    report_unloaded,
+    running_versions,
+    unhost_all,
+    unusable_after_fork,
+)
 from mindserve._serving.pipeline import run_method, run_method_async, run_method_callback
 from mindserve._serving.running import WARM_UP_VARIABLE, LoadedServable, warm_up_from_environment
 from mindserve._serving.slot import ServableSlot
@@ -106,23 +112,23 @@ class Runtime:
         if self._metrics is not None:  # told of versions, warm-ups and drops; counts the rest itself
             self._observer.add(self._metrics)
             self._observer.metrics = self._metrics
-        self._listeners: dict[Callable[[VersionEvent], None], _Listener] = {}
+        self._listeners: dict[Callable[[VersionEvent], None], Listener] = {}
         #: The calls in flight, counted once, and where their ends are counted and reported.
         self._calls = CallBook(self._lock, self._metrics, self._observer)
         self._dispatcher = Dispatcher(async_workers)
         #: The parent's pid once this process was forked from the one that made the runtime.
         self._forked_from: int | None = None
-        _runtimes.add(self)
+        unusable_after_fork(self)
         # Closes this runtime if it becomes unreachable unclosed (a notebook cell re-run).
         # It holds the runtime's parts, never the runtime: no thread or callback does either.
         self._finalizer = weakref.finalize(
-            self, _close_unreachable, self._lock, self._hosted, self._dispatcher
+            self, close_unreachable, self._lock, self._hosted, self._dispatcher
         )
         self._finalizer.atexit = False
 
     def __repr__(self) -> str:
         with self._lock:
-            running = _running(self._hosted)
+            running = running_versions(self._hosted)
         state = "closed" if self._closed else f"running {running}"
         return f"<mindserve.Runtime {state}>"
 
@@ -282,7 +288,7 @@ class Runtime:
         self._check_open()
         with self._lock:
             if servable is None:
-                stopped = _unhost_all(self._hosted)
+                stopped = unhost_all(self._hosted)
             else:
                 hosted = self._find(_name(servable))
                 if version is None:
@@ -316,7 +322,7 @@ class Runtime:
             self._closed = True
             return
         with self._lock:
-            stopped = _unhost_all(self._hosted)
+            stopped = unhost_all(self._hosted)
             self._closed = self._calls.closed = True
         for loaded in stopped:
             loaded.retire()
@@ -337,7 +343,7 @@ class Runtime:
         if not callable(listener):
             raise ArgumentTypeError(f"a listener must be callable; got {listener!r}")
         with self._lock:
-            adapter = self._listeners[listener] = _Listener(listener)
+            adapter = self._listeners[listener] = Listener(listener)
         self._observer.add(adapter)
 
     def remove_listener(self, listener: Callable[[VersionEvent], None]) -> None:
@@ -381,13 +387,7 @@ class Runtime:
             raise InvalidArgumentError("this runtime gathers no metrics: it was made with metrics=False")
         with self._lock:
             running = [loaded for hosted in self._hosted.values() for loaded in hosted.running()]
-        depths: dict[Step, int] = {}
-        workers: dict[tuple[str, int], tuple[WorkerInfo, ...]] = {}
-        for loaded in running:
-            depths.update(loaded.queue_depths())
-            if loaded.pool is not None:
-                workers[(loaded.name, loaded.version)] = loaded.info().workers
-        return self._metrics.snapshot(depths, workers)
+        return self._metrics.snapshot(*queue_state(running))
 
     def batch_log(
         self,
@@ -409,24 +409,7 @@ class Runtime:
             raise InvalidArgumentError("batch_log() takes a model or a stage, not both")
         check_version_number(version)
         loaded = self._find(_name(servable)).pick(version)
-        if model is not None:
-            if model not in loaded.models:
-                raise NotFoundError(
-                    f"servable '{loaded.name}' version {loaded.version} has no model {model!r}; "
-                    f"its models: {sorted(loaded.models)}"
-                )
-            steps = [("model", model)]
-        elif stage is not None:
-            batched = sorted(s.name for s in loaded.stage_schedulers)
-            if stage not in batched:
-                raise NotFoundError(
-                    f"servable '{loaded.name}' version {loaded.version} has no batched stage {stage!r}; "
-                    f"its batched stages: {batched}"
-                )
-            steps = [("stage", stage)]
-        else:
-            steps = [("model", name) for name in loaded.models]
-            steps += [("stage", s.name) for s in loaded.stage_schedulers]
+        steps = log_steps(loaded, model, stage)
         return self._metrics.batch_log(loaded.name, loaded.version, steps)
 
     # -- loading helpers -------------------------------------------------------------
@@ -449,14 +432,14 @@ class Runtime:
             hosted.failed(version or None, exc)
             self._emit(EventKind.FAILED, hosted.name, version or None, exc)
             raise
-        loaded.on_shutdown = functools.partial(_report_unloaded, self._observer)
+        loaded.on_shutdown = functools.partial(report_unloaded, self._observer)
         self._emit(EventKind.LOADED, loaded.name, loaded.version)
         return loaded
 
     def _emit(
         self, kind: EventKind, servable: str, version: int | None, error: BaseException | None = None
     ) -> None:
-        _emit(self._observer, kind, servable, version, error)
+        emit(self._observer, kind, servable, version, error)
 
     def _check_open_or_discard(self, loaded: LoadedServable) -> None:
         if self._closed:
@@ -641,88 +624,6 @@ class Runtime:
                 f"Hint: start it with Runtime.start()."
             )
         return hosted
-
-
-class _Listener(Observer):
-    """A version-event listener function, as an observer."""
-
-    def __init__(self, listener: Callable[[VersionEvent], None]) -> None:
-        self.listener = listener
-
-    def on_version(self, event: VersionEvent) -> None:
-        self.listener(event)
-
-
-_runtimes: weakref.WeakSet[Runtime] = weakref.WeakSet()
-
-
-def _emit(
-    observer: ObserverHub,
-    kind: EventKind,
-    servable: str,
-    version: int | None,
-    error: BaseException | None = None,
-) -> None:
-    now = datetime.datetime.now(datetime.timezone.utc)
-    observer.on_version(VersionEvent(kind, servable, version, now, error))
-
-
-def _report_unloaded(observer: ObserverHub, loaded: LoadedServable) -> None:
-    _emit(observer, EventKind.UNLOADED, loaded.name, loaded.version)
-
-
-def _running(hosted: dict[str, ServableSlot]) -> list[str]:
-    """The versions running, as ``"name vN"`` (the caller holds the runtime's lock)."""
-    return [f"{name} v{v}" for name, slot in hosted.items() for v in slot.versions]
-
-
-def _unhost_all(hosted: dict[str, ServableSlot]) -> list[LoadedServable]:
-    """Forget every servable (the caller holds the runtime's lock) and stop its watcher;
-    return its versions."""
-    slots = list(hosted.values())
-    hosted.clear()
-    for slot in slots:
-        slot.stop_watching()
-    return [loaded for slot in slots for loaded in slot.versions.values()]
-
-
-def _close_unreachable(
-    lock: threading.RLock, hosted: dict[str, ServableSlot], dispatcher: Dispatcher
-) -> None:
-    """Close a runtime Python collected unclosed. The closing happens on a thread of its
-    own: a collection may run in any thread, even one holding a scheduler's lock."""
-    running = _running(dict(hosted))  # a copy, without the lock: this thread may hold another
-
-    def close() -> None:
-        with lock:
-            stopped = _unhost_all(hosted)
-        for loaded in stopped:
-            loaded.retire()
-        dispatcher.close()
-
-    try:
-        threading.Thread(target=close, name="mindserve-close-unreachable", daemon=True).start()
-    except RuntimeError:  # the interpreter is shutting down: its threads end with it
-        return
-    warnings.warn(
-        RuntimeNotClosedWarning(
-            f"a mindserve.Runtime running {running} was garbage-collected without close(); "
-            f"mindserve closed it now. Hint: use 'with mindserve.Runtime() as rt:', "
-            f"or call rt.close() when done with it."
-        ),
-        stacklevel=2,
-    )
-
-
-def _forked() -> None:
-    """In a child made by fork(): every runtime inherited from the parent is unusable."""
-    parent = os.getppid()
-    for runtime in list(_runtimes):
-        runtime._forked_from = parent
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forked)
 
 
 def _name(servable: str | Servable) -> str:

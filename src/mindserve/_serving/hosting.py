@@ -1,0 +1,140 @@
+"""A runtime's servables as a whole: version events, unhosting everything, what running
+versions report to ``metrics()`` and ``batch_log()``, and the two ways a runtime ends
+without ``close()``: garbage-collected unclosed, or inherited by a child made by fork()."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import threading
+import warnings
+import weakref
+from typing import Any, Callable
+
+from mindserve._errors import NotFoundError, RuntimeNotClosedWarning
+from mindserve._observe.observer import EventKind, Observer, ObserverHub, Step, VersionEvent
+from mindserve._observe.status import WorkerInfo
+from mindserve._serving.dispatch import Dispatcher
+from mindserve._serving.running import LoadedServable
+from mindserve._serving.slot import ServableSlot
+
+
+class Listener(Observer):
+    """A version-event listener function, as an observer."""
+
+    def __init__(self, listener: Callable[[VersionEvent], None]) -> None:
+        self.listener = listener
+
+    def on_version(self, event: VersionEvent) -> None:
+        self.listener(event)
+
+
+def emit(
+    observer: ObserverHub,
+    kind: EventKind,
+    servable: str,
+    version: int | None,
+    error: BaseException | None = None,
+) -> None:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    observer.on_version(VersionEvent(kind, servable, version, now, error))
+
+
+def report_unloaded(observer: ObserverHub, loaded: LoadedServable) -> None:
+    emit(observer, EventKind.UNLOADED, loaded.name, loaded.version)
+
+
+def running_versions(hosted: dict[str, ServableSlot]) -> list[str]:
+    """The versions running, as ``"name vN"`` (the caller holds the runtime's lock)."""
+    return [f"{name} v{v}" for name, slot in hosted.items() for v in slot.versions]
+
+
+def unhost_all(hosted: dict[str, ServableSlot]) -> list[LoadedServable]:
+    """Forget every servable (the caller holds the runtime's lock) and stop its watcher;
+    return its versions."""
+    slots = list(hosted.values())
+    hosted.clear()
+    for slot in slots:
+        slot.stop_watching()
+    return [loaded for slot in slots for loaded in slot.versions.values()]
+
+
+def close_unreachable(
+    lock: threading.RLock, hosted: dict[str, ServableSlot], dispatcher: Dispatcher
+) -> None:
+    """Close a runtime Python collected unclosed. The closing happens on a thread of its
+    own: a collection may run in any thread, even one holding a scheduler's lock."""
+    running = running_versions(dict(hosted))  # a copy, without the lock: this thread may hold another
+
+    def close() -> None:
+        with lock:
+            stopped = unhost_all(hosted)
+        for loaded in stopped:
+            loaded.retire()
+        dispatcher.close()
+
+    try:
+        threading.Thread(target=close, name="mindserve-close-unreachable", daemon=True).start()
+    except RuntimeError:  # the interpreter is shutting down: its threads end with it
+        return
+    warnings.warn(
+        RuntimeNotClosedWarning(
+            f"a mindserve.Runtime running {running} was garbage-collected without close(); "
+            f"mindserve closed it now. Hint: use 'with mindserve.Runtime() as rt:', "
+            f"or call rt.close() when done with it."
+        ),
+        stacklevel=2,
+    )
+
+
+#: Every object with a ``_forked_from`` attribute to set in a child made by fork().
+_forkable: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def unusable_after_fork(runtime: Any) -> None:
+    """In a child made by fork(), set ``runtime._forked_from`` to the parent's pid."""
+    _forkable.add(runtime)
+
+
+def _forked() -> None:
+    parent = os.getppid()
+    for runtime in list(_forkable):
+        runtime._forked_from = parent
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
+
+
+def queue_state(
+    running: list[LoadedServable],
+) -> tuple[dict[Step, int], dict[tuple[str, int], tuple[WorkerInfo, ...]]]:
+    """What the running versions' queues hold now, and their workers (for ``metrics()``)."""
+    depths: dict[Step, int] = {}
+    workers: dict[tuple[str, int], tuple[WorkerInfo, ...]] = {}
+    for loaded in running:
+        depths.update(loaded.queue_depths())
+        if loaded.pool is not None:
+            workers[(loaded.name, loaded.version)] = loaded.info().workers
+    return depths, workers
+
+
+def log_steps(loaded: LoadedServable, model: str | None, stage: str | None) -> list[tuple[str, str]]:
+    """The steps of a running version whose batch log ``batch_log()`` reads: one model, one
+    batched stage, or (neither given) all of them."""
+    if model is not None:
+        if model not in loaded.models:
+            raise NotFoundError(
+                f"servable '{loaded.name}' version {loaded.version} has no model {model!r}; "
+                f"its models: {sorted(loaded.models)}"
+            )
+        return [("model", model)]
+    if stage is not None:
+        batched = sorted(s.name for s in loaded.stage_schedulers)
+        if stage not in batched:
+            raise NotFoundError(
+                f"servable '{loaded.name}' version {loaded.version} has no batched stage {stage!r}; "
+                f"its batched stages: {batched}"
+            )
+        return [("stage", stage)]
+    return [("model", name) for name in loaded.models] + [("stage", s.name) for s in loaded.stage_schedulers]
