@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import Hashable, Sequence
 from typing import Any, Callable
 
+from mindserve._batching.handoff import gathering
 from mindserve._batching.shapes import split
 from mindserve._calls import (
     Failure,
@@ -414,7 +415,8 @@ class Scheduler:
             item.ticket.outcomes[item.index] = outcome
             settled[item.ticket] = settled.get(item.ticket, 0) + 1
         self._last_size, self._last_calls, self._last_end = len(batch), len(settled), time.monotonic()
-        Ticket.wake_chain([ticket for ticket, count in settled.items() if ticket.settled(count, wake=False)])
+        with gathering():  # the futures' done-callbacks go to their pool as one task
+            Ticket.wake_chain([ticket for ticket, count in settled.items() if ticket.settled(count, wake=False)])
 
     def _count(
         self,

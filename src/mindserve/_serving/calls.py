@@ -13,11 +13,13 @@ and reported to observers.
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 import time
 from concurrent.futures import Future, InvalidStateError
 from typing import Any, Callable
 
+from mindserve._batching.handoff import hand_off
 from mindserve._calls import Request, in_executor_thread
 from mindserve._define.method import Method
 from mindserve._errors import CallError, InferenceError, InstanceError
@@ -156,11 +158,22 @@ class CallFuture(Future):  # type: ignore[type-arg]
 
         def call(future: Future[Any]) -> None:
             if in_executor_thread():
-                dispatch(functools.partial(fn, future))  # type: ignore[arg-type]
+                later = functools.partial(_run_callback, fn, future)
+                if not hand_off(dispatch, later):
+                    dispatch(later)
             else:
                 fn(future)
 
         super().add_done_callback(call)
+
+
+def _run_callback(fn: Callable[[Future[Any]], object], future: Future[Any]) -> None:
+    """A done-callback run on the pool, failing as ``concurrent.futures`` reports a failed
+    callback."""
+    try:
+        fn(future)
+    except Exception:
+        logging.getLogger("concurrent.futures").exception("exception calling callback for %r", future)
 
 
 def settle(future: Future[Any], *, result: Any = None, exception: BaseException | None = None) -> None:

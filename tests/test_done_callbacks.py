@@ -1,0 +1,68 @@
+"""infer_async's done-callbacks: the callbacks of one batch's futures run together on the
+runtime's pool, after every future of the batch is complete."""
+
+import logging
+import threading
+
+import numpy as np
+
+from gated import Gate, gated_servable
+
+
+def queued_behind_a_gate(rt, count):
+    """``count`` infer_async futures queued behind a batch held in the gated model, so that
+    they run as one batch once the gate opens."""
+    gate = Gate()
+    rt.start(gated_servable(gate))
+    first = rt.infer_async("s", "m", [{"x": np.array([0.0])}])
+    assert gate.entered.wait(10)
+    futures = [rt.infer_async("s", "m", [{"x": np.array([float(i)])}]) for i in range(count)]
+    return gate, first, futures
+
+
+def test_a_callback_may_wait_for_another_future_of_its_batch(rt):
+    gate, first, futures = queued_behind_a_gate(rt, 16)
+    seen = {}
+    all_ran = threading.Event()
+
+    def waits_for_the_next(index):
+        def callback(future):
+            following = futures[(index + 1) % len(futures)]
+            seen[index] = (threading.current_thread().name, float(following.result(timeout=10)[0]["output"][0]))
+            if len(seen) == len(futures):
+                all_ran.set()
+
+        return callback
+
+    for index, future in enumerate(futures):
+        future.add_done_callback(waits_for_the_next(index))
+    gate.open()
+    assert all_ran.wait(20), f"only {sorted(seen)} of the callbacks ran"
+    assert first.result(10)
+    assert {index: value for index, (_, value) in seen.items()} == {
+        index: float((index + 1) % 16) for index in range(16)
+    }
+    assert not any(name.startswith("mindserve:") for name, _ in seen.values())
+
+
+def test_a_raising_callback_does_not_stop_the_others_of_its_batch(rt, caplog):
+    gate, _, futures = queued_behind_a_gate(rt, 8)
+    ran = []
+    all_ran = threading.Event()
+
+    def callback(future):
+        ran.append(future)
+        if len(ran) == len(futures):
+            all_ran.set()
+        if len(ran) % 2:
+            raise RuntimeError("a user's callback failed")
+
+    for future in futures:
+        future.add_done_callback(callback)
+    with caplog.at_level(logging.ERROR, logger="concurrent.futures"):
+        gate.open()
+        assert all_ran.wait(20), f"{len(ran)} of {len(futures)} callbacks ran"
+        for future in futures:
+            future.result(10)
+    failures = [r for r in caplog.records if r.name == "concurrent.futures"]
+    assert len(failures) == 4 and "exception calling callback" in failures[0].getMessage()
