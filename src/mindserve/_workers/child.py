@@ -20,9 +20,10 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from multiprocessing.connection import Connection
 from typing import Any
+
+from mindserve._crossing import portable_error
 
 #: How often a worker checks that its main process is still there, in seconds.
 PARENT_POLL = 0.2
@@ -44,45 +45,6 @@ class _Collect(logging.Handler):
     def take(self) -> list[logging.LogRecord]:
         records, self.records = self.records, []
         return records
-
-
-class RemoteTraceback(Exception):
-    """The traceback of an error raised in a worker process (set as its ``__cause__``)."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
-
-
-def portable_error(exc: BaseException) -> BaseException:
-    """``exc`` if it survives pickling, else a ``RuntimeError`` with its type and message.
-
-    Its traceback goes along as text (pickling keeps an exception's ``__dict__`` but not
-    its ``__cause__``); :func:`restore_traceback` makes it the cause again on arrival."""
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    try:
-        copy = pickle.loads(pickle.dumps(exc))
-    except Exception:
-        from mindserve._errors import describe
-
-        copy = RuntimeError(describe(exc))
-    try:
-        copy.__dict__[_TRACEBACK] = text
-    except (AttributeError, TypeError):  # an exception type without a __dict__
-        pass
-    copy.__traceback__ = None
-    return copy
-
-
-def restore_traceback(exc: BaseException, where: str = "the worker process") -> BaseException:
-    """In the main process: the worker's traceback of ``exc`` becomes its ``__cause__``
-    (``where``: the process it was raised in, for the message)."""
-    text = getattr(exc, "__dict__", {}).pop(_TRACEBACK, None)
-    if text is not None:
-        exc.__cause__ = RemoteTraceback(f'\n"""\nIn {where}:\n{text}"""')
-    return exc
-
-
-_TRACEBACK = "_mindserve_worker_traceback"
 
 
 class Worker:

@@ -36,10 +36,10 @@ import attrs
 import numpy as np
 
 from mindserve._calls import Failure, Request
+from mindserve._crossing import restore_traceback
 from mindserve._errors import InvalidArgumentError, LoadError, MindServeError, WorkerError
 from mindserve._observe.status import WorkerInfo
 from mindserve._values import TensorSpec
-from mindserve._workers.child import restore_traceback
 from mindserve._workers.transfer import (
     Channel,
     Message,

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mindserve._calls import Request
+from mindserve._crossing import restore_traceback
 from mindserve._errors import (
     ArgumentTypeError,
     DeadlineExceededError,
@@ -21,7 +22,6 @@ from mindserve._errors import (
     describe,
 )
 from mindserve._serving.versions import check_version_number
-from mindserve._workers.child import restore_traceback
 from mindserve.ray._replica import ReplicaStatus, Reply
 from mindserve.ray._require import ray, serve
 
