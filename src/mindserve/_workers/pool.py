@@ -32,20 +32,28 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
-import attrs
-import numpy as np
-
 from mindserve._calls import Failure, Request
+from mindserve._config import WorkerPlan
 from mindserve._crossing import restore_traceback
-from mindserve._errors import InvalidArgumentError, LoadError, MindServeError, WorkerError
+from mindserve._errors import LoadError, MindServeError, WorkerError
 from mindserve._observe.status import WorkerInfo
-from mindserve._values import TensorSpec
+from mindserve._workers import protocol
+from mindserve._workers.pinning import worker_cpus
+from mindserve._workers.protocol import (
+    Boot,
+    Done,
+    Raised,
+    Ready,
+    RunModel,
+    RunStage,
+    Stop,
+    WorkerState,
+)
 from mindserve._workers.transfer import (
     Channel,
     Message,
     cloudpickle_dumps,
     owner_prefix,
-    prepare,
     sweep,
     sweep_orphans,
 )
@@ -67,49 +75,8 @@ _HUNG_POLL = 0.5
 #: How often a batch waiting for a worker checks whether its calls gave up.
 _WAIT_POLL = 0.1
 
-#: Set to 0 to leave CPU workers wherever the OS puts them (see :func:`cpu_sets`).
-PIN_VARIABLE = "MINDSERVE_PIN_WORKERS"
-
 _pool_ids = itertools.count(1)
 _pools: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
-
-
-@attrs.frozen
-class WorkerPlan:
-    """How many worker processes a servable runs in, and on which device ids."""
-
-    device_ids: tuple[int, ...]
-
-    @classmethod
-    def from_arguments(cls, workers: Any, device_ids: Any, default_device_id: int) -> WorkerPlan | None:
-        """The plan for ``start(workers=..., device_ids=...)``; ``None``: in this process."""
-        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
-            raise InvalidArgumentError(
-                f"workers must be an int >= 0 (0 or None: in this process); got {workers!r}"
-            )
-        if device_ids is None:
-            return cls((default_device_id,) * workers) if workers else None
-        if isinstance(device_ids, int) and not isinstance(device_ids, bool):
-            device_ids = [device_ids]
-        if (
-            isinstance(device_ids, (str, bytes))
-            or not isinstance(device_ids, Sequence)
-            or not device_ids
-            or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in device_ids)
-        ):
-            raise InvalidArgumentError(
-                f"device_ids must be a non-empty list of ints >= 0; got {device_ids!r}"
-            )
-        if workers not in (None, 0, len(device_ids)):
-            raise InvalidArgumentError(
-                f"workers={workers} and device_ids={list(device_ids)} disagree: one worker runs per "
-                f"device id. Hint: give one of the two."
-            )
-        return cls(tuple(device_ids))
-
-    @property
-    def size(self) -> int:
-        return len(self.device_ids)
 
 
 class _Slot:
@@ -118,7 +85,7 @@ class _Slot:
     def __init__(self, index: int, device_id: int) -> None:
         self.index = index
         self.device_id = device_id
-        self.state = "starting"
+        self.state = WorkerState.STARTING
         self.process: subprocess.Popen[bytes] | None = None
         self.commands: Channel | None = None
         self.replies: Channel | None = None
@@ -142,7 +109,7 @@ class _Slot:
             index=self.index,
             pid=process.pid if alive else None,  # type: ignore[union-attr]
             device_id=self.device_id,
-            state=self.state,
+            state=self.state.value,
             busy=self.busy,
             restarts=self.restarts,
             batches=self.batches,
@@ -202,23 +169,22 @@ class WorkerPool:
         self._closing = threading.Event()
         self._closed = threading.Event()
         self._slots = [_Slot(i, d) for i, d in enumerate(plan.device_ids)]
-        if _on_cpu(device_target) and os.environ.get(PIN_VARIABLE, "1").strip() != "0":
-            for slot, cpus in zip(self._slots, cpu_sets(self.size)):
-                slot.cpus = cpus
+        for slot, cpus in zip(self._slots, worker_cpus(device_target, self.size)):
+            slot.cpus = cpus
         self._users = 1
         self._generation = itertools.count()
         self._keepers: list[threading.Thread] = []
         #: What the first worker reported when it became ready: each model's specs, buckets...
-        self.ready: dict[str, Any] = {}
+        self.ready: Ready | None = None
         _pools.add(self)
 
     def __repr__(self) -> str:
-        states = [s.state for s in self._slots]
+        states = [s.state.value for s in self._slots]
         return f"<WorkerPool {self.where} {states}>"
 
     # -- starting --------------------------------------------------------------------
 
-    def start(self) -> dict[str, Any]:
+    def start(self) -> Ready:
         """Start every worker and wait until each has loaded (and warmed up) the version.
 
         Raises :class:`LoadError` (and leaves nothing running) if any fails."""
@@ -231,7 +197,7 @@ class WorkerPool:
                 ready = self._await_ready(slot)
                 if ready is None:
                     raise self._start_error(slot)
-                if not self.ready:
+                if self.ready is None:
                     self.ready = ready
         except BaseException:
             self.close()
@@ -245,6 +211,7 @@ class WorkerPool:
             )
             self._keepers.append(keeper)
             keeper.start()
+        assert self.ready is not None
         return self.ready
 
     def _spawn(self, slot: _Slot) -> bool:
@@ -288,43 +255,44 @@ class WorkerPool:
             slot.commands = Channel(commands, slot.prefix + "in")
             slot.replies = Channel(Connection(reply_read, writable=False), slot.prefix + "out")
             slot.process = process
-            slot.state = "starting"
-        boot = {
-            "sys_path": list(sys.path),
-            "parent": os.getpid(),
-            "prefix": slot.prefix,
-            "definition": self._definition,
-            "version": self._version,
-            "device": (self._device_target, slot.device_id),
-            "warm_up": self._warm_up,
-            "log_level": logger.getEffectiveLevel(),
-            "cpus": slot.cpus,
-        }
+            slot.state = WorkerState.STARTING
+        boot = Boot(
+            sys_path=list(sys.path),
+            parent=os.getpid(),
+            prefix=slot.prefix,
+            definition=self._definition,
+            version=self._version,
+            device=(self._device_target, slot.device_id),
+            warm_up=self._warm_up,
+            log_level=logger.getEffectiveLevel(),
+            cpus=slot.cpus,
+        )
         try:
             commands.send_bytes(pickle.dumps(boot, protocol=5))
         except OSError:
             pass  # it died at once: _await_ready reports how
         return True
 
-    def _await_ready(self, slot: _Slot) -> dict[str, Any] | None:
+    def _await_ready(self, slot: _Slot) -> Ready | None:
         """Wait for the worker's first message; ``None`` (and ``slot.last_error`` set) if it
         failed to load or died first."""
         process = slot.process
         assert process is not None and slot.replies is not None
         try:
-            kind, (value, logs, _) = slot.replies.receive(copy=True)
+            reply = protocol.receive(slot.replies, copy=True)
         except (EOFError, OSError):
             slot.last_error = f"{_exit_reason(process)} while loading"
             self._discard(slot)
             return None
-        self._emit_logs(slot, logs)
-        if kind == "ready":
+        self._emit_logs(slot, reply.logs)
+        if isinstance(reply, Ready):
             with self._cond:
-                slot.state = "ready"
+                slot.state = WorkerState.READY
                 self._cond.notify_all()
-            return value  # type: ignore[no-any-return]
-        slot.last_error = f"failed to load: {type(value).__name__}: {value}"
-        slot.error = value
+            return reply
+        error = reply.error
+        slot.last_error = f"failed to load: {type(error).__name__}: {error}"
+        slot.error = error
         _wait_quietly(process, STOP_GRACE)
         self._discard(slot)
         return None
@@ -357,8 +325,8 @@ class WorkerPool:
             self._keep_alive(slot)
         except BaseException as exc:
             with self._cond:
-                if slot.state not in ("stopped", "failed"):
-                    slot.state = "failed"
+                if slot.state not in (WorkerState.STOPPED, WorkerState.FAILED):
+                    slot.state = WorkerState.FAILED
                     slot.last_error = f"given up: restarting it failed: {type(exc).__name__}: {exc}"
                 self._cond.notify_all()
             logger.exception("%s: worker %d: restarting it failed", self.where, slot.index)
@@ -372,10 +340,10 @@ class WorkerPool:
             reason = _exit_reason(process)
             with self._cond:
                 if self._closing.is_set():
-                    slot.state = "stopped"
+                    slot.state = WorkerState.STOPPED
                     self._cond.notify_all()
                     return
-                slot.state = "restarting"
+                slot.state = WorkerState.RESTARTING
                 slot.crashes += 1
                 slot.last_error = reason
                 self._cond.notify_all()
@@ -391,7 +359,7 @@ class WorkerPool:
         delay = min(FIRST_DELAY * 2 ** (slot.crashes - 1), LONGEST_DELAY)
         for attempt in range(1, START_ATTEMPTS + 1):
             if self._closing.wait(delay):
-                self._set_state(slot, "stopped")
+                self._set_state(slot, WorkerState.STOPPED)
                 return False
             if self._spawn(slot) and self._await_ready(slot) is not None:
                 with self._cond:
@@ -408,7 +376,7 @@ class WorkerPool:
                 slot.last_error,
             )
         with self._cond:
-            slot.state = "failed"
+            slot.state = WorkerState.FAILED
             slot.last_error = (
                 f"given up after {START_ATTEMPTS} failed starts in a row; the last: {slot.last_error}"
             )
@@ -416,7 +384,7 @@ class WorkerPool:
         logger.error("%s: worker %d %s", self.where, slot.index, slot.last_error)
         return False
 
-    def _set_state(self, slot: _Slot, state: str) -> None:
+    def _set_state(self, slot: _Slot, state: WorkerState) -> None:
         with self._cond:
             slot.state = state
             self._cond.notify_all()
@@ -432,20 +400,22 @@ class WorkerPool:
 
     # -- running ---------------------------------------------------------------------
 
-    def call(self, kind: str, value: Any, requests: Sequence[Request] = (), *, lend: bool = False) -> Any:
+    def call(
+        self, command: RunModel | RunStage, requests: Sequence[Request] = (), *, lend: bool = False
+    ) -> Any:
         """Run one command for ``requests`` on an idle worker; return its result (raise its error).
 
-        ``value`` is pickled once, here: what cannot be pickled raises before any worker is
+        ``command`` is pickled once, here: what cannot be pickled raises before any worker is
         involved. A worker that dies under the command is replaced: the command goes to
         another worker, until it has killed :data:`DEATHS_PER_BATCH` of them. A worker
         still running a command :data:`HUNG_AFTER` seconds after every one of ``requests``
         gave up is killed (and restarted). ``lend``: see :func:`prepare`."""
-        message = prepare(kind, value, lend=lend)
+        message = protocol.prepare(command, lend=lend)
         deaths: list[str] = []
         while True:
             slot, process = self._acquire(requests)
             try:
-                kind_back, result = self._run_on(slot, process, message, requests)
+                reply = self._run_on(slot, process, message, requests)
             except _Died as died:
                 self._lost(slot, process)
                 if not died.sent:  # it died before the command reached it: not this batch's doing
@@ -461,17 +431,17 @@ class WorkerPool:
                 self._release(slot)
                 raise
             self._release(slot)
-            if kind_back == "raised":
-                raise restore_traceback(result)
-            if kind == "stage":
-                for outcome in result:
+            if isinstance(reply, Raised):
+                raise restore_traceback(reply.error)
+            if isinstance(command, RunStage):
+                for outcome in reply.result:
                     if isinstance(outcome, Failure) and outcome.cause is not None:
                         restore_traceback(outcome.cause)
-            return result
+            return reply.result
 
     def _run_on(
         self, slot: _Slot, process: subprocess.Popen[bytes], message: Message, requests: Sequence[Request]
-    ) -> tuple[str, Any]:
+    ) -> Done | Raised:
         commands, replies = slot.commands, slot.replies
         if commands is None or replies is None:
             raise _Died(sent=False)
@@ -496,14 +466,14 @@ class WorkerPool:
             raise
         except (EOFError, OSError, ValueError, AttributeError, TypeError):
             raise _Died(sent=True) from None
-        kind_back, (result, logs, seconds) = replies.decode(raw, copy=True)
-        slot.transfer_seconds += time.perf_counter() - started - seconds
-        slot.run_seconds += seconds
+        reply: Done | Raised = protocol.decode(replies, raw, copy=True)
+        slot.transfer_seconds += time.perf_counter() - started - reply.seconds
+        slot.run_seconds += reply.seconds
         slot.batches += 1
         slot.crashes = 0
-        if logs:
-            self._emit_logs(slot, logs)
-        return kind_back, result
+        if reply.logs:
+            self._emit_logs(slot, reply.logs)
+        return reply
 
     def _acquire(self, requests: Sequence[Request] = ()) -> tuple[_Slot, subprocess.Popen[bytes]]:
         """Take an idle worker (the one that ran fewest batches); wait while workers start
@@ -513,12 +483,12 @@ class WorkerPool:
             while True:
                 if self._closing.is_set():
                     raise WorkerError(f"{self.where}: the worker processes are stopped")
-                idle = [s for s in self._slots if s.state == "ready" and not s.busy]
+                idle = [s for s in self._slots if s.state is WorkerState.READY and not s.busy]
                 if idle:
                     slot = min(idle, key=lambda s: s.batches)
                     slot.busy = True
                     return slot, slot.process  # type: ignore[return-value]
-                if all(s.state == "failed" for s in self._slots):
+                if all(s.state is WorkerState.FAILED for s in self._slots):
                     reasons = "; ".join(f"worker {s.index}: {s.last_error}" for s in self._slots)
                     raise WorkerError(f"{self.where}: no worker process is left ({reasons})")
                 if requests:
@@ -540,8 +510,8 @@ class WorkerPool:
         """The worker died under a command: it takes no more until restarted."""
         with self._cond:
             slot.busy = False
-            if slot.process is process and slot.state == "ready":
-                slot.state = "restarting"
+            if slot.process is process and slot.state is WorkerState.READY:
+                slot.state = WorkerState.RESTARTING
 
     def _emit_logs(self, slot: _Slot, records: list[logging.LogRecord]) -> None:
         for record in records:
@@ -578,7 +548,7 @@ class WorkerPool:
             asking = [s.commands for s in self._slots if s.commands is not None and not s.busy]
         for commands in asking:
             try:
-                commands.send("stop", None)
+                protocol.send(commands, Stop())
             except Exception:  # gone meanwhile: it is killed below if need be
                 pass
         deadline = time.monotonic() + STOP_GRACE
@@ -595,8 +565,8 @@ class WorkerPool:
             if process is not None and process.poll() is None:
                 process.kill()
                 _wait_quietly(process, STOP_GRACE)
-            if slot.state != "failed":
-                slot.state = "stopped"
+            if slot.state is not WorkerState.FAILED:
+                slot.state = WorkerState.STOPPED
             if slot.commands is not None or slot.replies is not None:
                 self._discard(slot)
         sweep(self.prefix)
@@ -613,63 +583,6 @@ class WorkerPool:
     def info(self) -> tuple[WorkerInfo, ...]:
         with self._cond:
             return tuple(slot.info() for slot in self._slots)
-
-
-class WorkerBackend:
-    """A model of a servable version running in worker processes: the model's queue
-    (in this process) sends each batch to an idle worker; up to one batch per worker runs
-    at once."""
-
-    #: Callers never run a batch in their own thread: they wait for it with their timeout,
-    #: which then holds even while a worker is slow, restarting or hung.
-    inline = False
-
-    def __init__(
-        self, pool: WorkerPool, model: str, input_specs: tuple[TensorSpec, ...] | None, *, lend: bool
-    ) -> None:
-        self.pool = pool
-        self.model = model
-        self.input_specs = input_specs
-        self.capacity = pool.size
-        self._lend = lend
-        pool.retain()
-
-    def run(self, arrays: tuple[np.ndarray, ...], requests: Sequence[Request] = ()) -> tuple[np.ndarray, ...]:
-        return self.pool.call("model", (self.model, arrays), requests, lend=self._lend)  # type: ignore[no-any-return]
-
-    def close(self) -> None:
-        self.pool.release()
-
-
-def cpu_sets(workers: int) -> list[tuple[int, ...] | None]:
-    """The CPUs of each CPU worker process.
-
-    MindSpore's CPU kernels run several times slower when their threads share cores with
-    any other busy thread (this process's callers included); on a core of their own they
-    keep their speed. So each worker gets its own CPUs, taken from those this process may
-    use, leaving the first to this process when there are more CPUs than workers, and
-    shared out in contiguous groups (round robin when there are more workers than CPUs).
-    """
-    if not hasattr(os, "sched_getaffinity"):
-        return [None] * workers
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) > workers:
-        cpus = cpus[1:]
-    if workers >= len(cpus):
-        return [(cpus[k % len(cpus)],) for k in range(workers)]
-    size, extra = divmod(len(cpus), workers)
-    groups, start = [], 0
-    for k in range(workers):
-        end = start + size + (1 if k < extra else 0)
-        groups.append(tuple(cpus[start:end]))
-        start = end
-    return groups  # type: ignore[return-value]
-
-
-def _on_cpu(device_target: str | None) -> bool:
-    from mindserve._execution.mindspore import ascend_present
-
-    return device_target == "CPU" or (device_target is None and not ascend_present())
 
 
 def _given_up_long_ago(requests: Sequence[Request]) -> bool:
