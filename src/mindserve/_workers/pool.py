@@ -22,7 +22,6 @@ import itertools
 import logging
 import os
 import pickle
-import signal
 import subprocess
 import sys
 import threading
@@ -39,6 +38,7 @@ from mindserve._errors import LoadError, MindServeError, WorkerError
 from mindserve._observe.status import WorkerInfo
 from mindserve._workers import protocol
 from mindserve._workers.pinning import worker_cpus
+from mindserve._workers.process import Died, WorkerPlace, exit_reason, start_interpreter, wait_quietly
 from mindserve._workers.protocol import (
     Boot,
     Done,
@@ -77,55 +77,6 @@ _WAIT_POLL = 0.1
 
 _pool_ids = itertools.count(1)
 _pools: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
-
-
-class _Slot:
-    """One worker's place in the pool: the process there now and its counters."""
-
-    def __init__(self, index: int, device_id: int) -> None:
-        self.index = index
-        self.device_id = device_id
-        self.state = WorkerState.STARTING
-        self.process: subprocess.Popen[bytes] | None = None
-        self.commands: Channel | None = None
-        self.replies: Channel | None = None
-        self.prefix = ""
-        self.busy = False
-        self.restarts = 0
-        self.batches = 0
-        self.transfer_seconds = 0.0
-        self.run_seconds = 0.0
-        self.crashes = 0  # deaths in a row without a batch run in between
-        self.last_error: str | None = None
-        #: The error the last start failed with, if the worker could say.
-        self.error: BaseException | None = None
-        #: The CPUs the worker runs on (``None``: wherever the OS puts it).
-        self.cpus: tuple[int, ...] | None = None
-
-    def info(self) -> WorkerInfo:
-        process = self.process
-        alive = process is not None and process.returncode is None
-        return WorkerInfo(
-            index=self.index,
-            pid=process.pid if alive else None,  # type: ignore[union-attr]
-            device_id=self.device_id,
-            state=self.state.value,
-            busy=self.busy,
-            restarts=self.restarts,
-            batches=self.batches,
-            run_seconds=self.run_seconds,
-            transfer_seconds=self.transfer_seconds,
-            last_error=self.last_error,
-        )
-
-
-class _Died(Exception):
-    """The worker running a command died (its pipe closed); ``sent``: after the command
-    reached it."""
-
-    def __init__(self, *, sent: bool) -> None:
-        super().__init__()
-        self.sent = sent
 
 
 class WorkerPool:
@@ -168,7 +119,7 @@ class WorkerPool:
         self._cond = threading.Condition()
         self._closing = threading.Event()
         self._closed = threading.Event()
-        self._slots = [_Slot(i, d) for i, d in enumerate(plan.device_ids)]
+        self._slots = [WorkerPlace(i, d) for i, d in enumerate(plan.device_ids)]
         for slot, cpus in zip(self._slots, worker_cpus(device_target, self.size)):
             slot.cpus = cpus
         self._users = 1
@@ -214,34 +165,15 @@ class WorkerPool:
         assert self.ready is not None
         return self.ready
 
-    def _spawn(self, slot: _Slot) -> bool:
+    def _spawn(self, slot: WorkerPlace) -> bool:
         """Start a fresh interpreter for ``slot`` and send it the definition; False (and
         ``slot.last_error`` set) when no process could be started, or the pool is closing."""
-        package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        environment = dict(os.environ)
-        environment["PYTHONPATH"] = os.pathsep.join(
-            p for p in (package_root, environment.get("PYTHONPATH", "")) if p
-        )
-        fds: list[int] = []
         try:
-            command_read, command_write = os.pipe()
-            fds += (command_read, command_write)
-            reply_read, reply_write = os.pipe()
-            fds += (reply_read, reply_write)
-            process = subprocess.Popen(
-                [sys.executable, "-m", "mindserve._workers", str(command_read), str(reply_write)],
-                pass_fds=(command_read, reply_write),
-                stdin=subprocess.DEVNULL,
-                env=environment,
-            )
+            process, command_write, reply_read = start_interpreter()
         except Exception as exc:  # no interpreter there, no file descriptors or memory left
-            for fd in fds:
-                os.close(fd)
             slot.error = None
             slot.last_error = f"could not be started: {type(exc).__name__}: {exc}"
             return False
-        os.close(command_read)
-        os.close(reply_write)
         commands = Connection(command_write, readable=False)
         with self._cond:
             if self._closing.is_set():  # close() began while this one started: it must not stay
@@ -273,7 +205,7 @@ class WorkerPool:
             pass  # it died at once: _await_ready reports how
         return True
 
-    def _await_ready(self, slot: _Slot) -> Ready | None:
+    def _await_ready(self, slot: WorkerPlace) -> Ready | None:
         """Wait for the worker's first message; ``None`` (and ``slot.last_error`` set) if it
         failed to load or died first."""
         process = slot.process
@@ -281,7 +213,7 @@ class WorkerPool:
         try:
             reply = protocol.receive(slot.replies, copy=True)
         except (EOFError, OSError):
-            slot.last_error = f"{_exit_reason(process)} while loading"
+            slot.last_error = f"{exit_reason(process)} while loading"
             self._discard(slot)
             return None
         self._emit_logs(slot, reply.logs)
@@ -293,11 +225,11 @@ class WorkerPool:
         error = reply.error
         slot.last_error = f"failed to load: {type(error).__name__}: {error}"
         slot.error = error
-        _wait_quietly(process, STOP_GRACE)
+        wait_quietly(process, STOP_GRACE)
         self._discard(slot)
         return None
 
-    def _start_error(self, slot: _Slot) -> LoadError:
+    def _start_error(self, slot: WorkerPlace) -> LoadError:
         error = slot.error
         where = f"worker {slot.index} (device id {slot.device_id})"
         if isinstance(error, MindServeError):
@@ -316,7 +248,7 @@ class WorkerPool:
 
     # -- keeping workers alive -----------------------------------------------------
 
-    def _keep(self, slot: _Slot) -> None:
+    def _keep(self, slot: WorkerPlace) -> None:
         """Wait for the worker to exit; restart it (with a growing delay) unless closing.
 
         Whatever goes wrong here gives the worker up (calls then fail fast or go to the
@@ -331,13 +263,13 @@ class WorkerPool:
                 self._cond.notify_all()
             logger.exception("%s: worker %d: restarting it failed", self.where, slot.index)
 
-    def _keep_alive(self, slot: _Slot) -> None:
+    def _keep_alive(self, slot: WorkerPlace) -> None:
         while True:
             process = slot.process
             if process is None:
                 return
             process.wait()
-            reason = _exit_reason(process)
+            reason = exit_reason(process)
             with self._cond:
                 if self._closing.is_set():
                     slot.state = WorkerState.STOPPED
@@ -354,7 +286,7 @@ class WorkerPool:
             if not self._restart(slot):
                 return
 
-    def _restart(self, slot: _Slot) -> bool:
+    def _restart(self, slot: WorkerPlace) -> bool:
         """Start a new worker in ``slot``; False when given up (or closing)."""
         delay = min(FIRST_DELAY * 2 ** (slot.crashes - 1), LONGEST_DELAY)
         for attempt in range(1, START_ATTEMPTS + 1):
@@ -384,12 +316,12 @@ class WorkerPool:
         logger.error("%s: worker %d %s", self.where, slot.index, slot.last_error)
         return False
 
-    def _set_state(self, slot: _Slot, state: WorkerState) -> None:
+    def _set_state(self, slot: WorkerPlace, state: WorkerState) -> None:
         with self._cond:
             slot.state = state
             self._cond.notify_all()
 
-    def _discard(self, slot: _Slot) -> None:
+    def _discard(self, slot: WorkerPlace) -> None:
         """Release what a dead worker leaves: its pipes and shared memory."""
         for channel in (slot.commands, slot.replies):
             if channel is not None:
@@ -416,11 +348,11 @@ class WorkerPool:
             slot, process = self._acquire(requests)
             try:
                 reply = self._run_on(slot, process, message, requests)
-            except _Died as died:
+            except Died as died:
                 self._lost(slot, process)
                 if not died.sent:  # it died before the command reached it: not this batch's doing
                     continue
-                deaths.append(f"worker {slot.index} (pid {process.pid}) {_exit_reason(process, wait=0.5)}")
+                deaths.append(f"worker {slot.index} (pid {process.pid}) {exit_reason(process, wait=0.5)}")
                 if len(deaths) >= DEATHS_PER_BATCH:
                     raise WorkerError(
                         f"the worker processes running this batch died {len(deaths)} times "
@@ -440,18 +372,22 @@ class WorkerPool:
             return reply.result
 
     def _run_on(
-        self, slot: _Slot, process: subprocess.Popen[bytes], message: Message, requests: Sequence[Request]
+        self,
+        slot: WorkerPlace,
+        process: subprocess.Popen[bytes],
+        message: Message,
+        requests: Sequence[Request],
     ) -> Done | Raised:
         commands, replies = slot.commands, slot.replies
         if commands is None or replies is None:
-            raise _Died(sent=False)
+            raise Died(sent=False)
         started = time.perf_counter()
         try:
             commands.write(message)
         except WorkerError:  # no room in shared memory: the worker is fine
             raise
         except (OSError, ValueError, AttributeError, TypeError, BufferError):  # a pipe or segment gone
-            raise _Died(sent=False) from None
+            raise Died(sent=False) from None
         try:
             while not replies.connection.poll(_HUNG_POLL):
                 if _given_up_long_ago(requests):
@@ -465,7 +401,7 @@ class WorkerPool:
         except WorkerError:
             raise
         except (EOFError, OSError, ValueError, AttributeError, TypeError):
-            raise _Died(sent=True) from None
+            raise Died(sent=True) from None
         reply: Done | Raised = protocol.decode(replies, raw, copy=True)
         slot.transfer_seconds += time.perf_counter() - started - reply.seconds
         slot.run_seconds += reply.seconds
@@ -475,7 +411,7 @@ class WorkerPool:
             self._emit_logs(slot, reply.logs)
         return reply
 
-    def _acquire(self, requests: Sequence[Request] = ()) -> tuple[_Slot, subprocess.Popen[bytes]]:
+    def _acquire(self, requests: Sequence[Request] = ()) -> tuple[WorkerPlace, subprocess.Popen[bytes]]:
         """Take an idle worker (the one that ran fewest batches); wait while workers start
         or restart; raise :class:`WorkerError` when none is left, or when every one of
         ``requests`` gave up meanwhile."""
@@ -501,19 +437,19 @@ class WorkerPool:
                 else:
                     self._cond.wait()
 
-    def _release(self, slot: _Slot) -> None:
+    def _release(self, slot: WorkerPlace) -> None:
         with self._cond:
             slot.busy = False
             self._cond.notify()
 
-    def _lost(self, slot: _Slot, process: subprocess.Popen[bytes]) -> None:
+    def _lost(self, slot: WorkerPlace, process: subprocess.Popen[bytes]) -> None:
         """The worker died under a command: it takes no more until restarted."""
         with self._cond:
             slot.busy = False
             if slot.process is process and slot.state is WorkerState.READY:
                 slot.state = WorkerState.RESTARTING
 
-    def _emit_logs(self, slot: _Slot, records: list[logging.LogRecord]) -> None:
+    def _emit_logs(self, slot: WorkerPlace, records: list[logging.LogRecord]) -> None:
         for record in records:
             record.msg = f"worker {slot.index}: {record.msg}"
             logging.getLogger(record.name).handle(record)
@@ -554,9 +490,9 @@ class WorkerPool:
         deadline = time.monotonic() + STOP_GRACE
         for slot in self._slots:
             process = slot.process
-            if process is not None and not _wait_quietly(process, deadline - time.monotonic()):
+            if process is not None and not wait_quietly(process, deadline - time.monotonic()):
                 process.kill()
-                _wait_quietly(process, STOP_GRACE)
+                wait_quietly(process, STOP_GRACE)
         for keeper in self._keepers:
             if keeper is not threading.current_thread():
                 keeper.join(STOP_GRACE)
@@ -564,7 +500,7 @@ class WorkerPool:
             process = slot.process  # one restarted meanwhile, if any
             if process is not None and process.poll() is None:
                 process.kill()
-                _wait_quietly(process, STOP_GRACE)
+                wait_quietly(process, STOP_GRACE)
             if slot.state is not WorkerState.FAILED:
                 slot.state = WorkerState.STOPPED
             if slot.commands is not None or slot.replies is not None:
@@ -598,30 +534,6 @@ def _given_up_long_ago(requests: Sequence[Request]) -> bool:
         gave_up = [t for t in (request.deadline, request.abandoned_at) if t is not None]
         latest = max(latest, min(gave_up))
     return now - latest >= HUNG_AFTER
-
-
-def _wait_quietly(process: subprocess.Popen[bytes], seconds: float) -> bool:
-    """Wait up to ``seconds`` for ``process`` to exit; whether it did."""
-    try:
-        process.wait(max(seconds, 0.0))
-    except subprocess.TimeoutExpired:
-        return False
-    return True
-
-
-def _exit_reason(process: subprocess.Popen[bytes], wait: float = 5.0) -> str:
-    """How a worker ended: ``"was killed by SIGKILL"``, ``"exited with code 3"``."""
-    _wait_quietly(process, wait)
-    code = process.returncode
-    if code is None:
-        return "stopped answering (its pipe closed)"
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return f"was killed by {name}"
-    return f"exited with code {code}"
 
 
 @atexit.register
