@@ -6,12 +6,15 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import subprocess
+import sys
 import threading
 from multiprocessing.connection import Connection
 
 import numpy as np
 import pytest
 
+import mindserve
 from mindserve._crossing import RemoteTraceback, portable_error, restore_traceback
 from mindserve._workers import protocol, transfer
 from mindserve._workers.protocol import (
@@ -26,6 +29,10 @@ from mindserve._workers.protocol import (
     WorkerState,
 )
 from mindserve._workers.transfer import PREFIX, Channel
+
+SRC = os.pathsep.join(
+    p for p in (os.path.dirname(os.path.dirname(mindserve.__file__)), os.environ.get("PYTHONPATH", "")) if p
+)
 
 
 @pytest.fixture
@@ -97,3 +104,13 @@ def test_an_error_keeps_its_traceback_across_the_crossing():
     assert isinstance(arrived, KeyError)
     assert isinstance(arrived.__cause__, RemoteTraceback)
     assert "In a test process" in str(arrived.__cause__) and "raise KeyError" in str(arrived.__cause__)
+
+
+def test_importing_the_http_extra_loads_nothing_of_compat():
+    """MindSpore Serving's wording lives below both extras: http does not import compat."""
+    code = (
+        "import sys, mindserve.http\n"
+        "loaded = [m for m in sys.modules if m.startswith('mindserve.compat')]\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": SRC})

@@ -12,8 +12,8 @@ from concurrent.futures import Future
 from typing import Any
 
 from mindserve._errors import InstanceError, MindServeError
+from mindserve._serving_wording import instance_message, one_error, request_error
 from mindserve.compat import _master_context, server
-from mindserve.compat._replies import instance_message, one_error, request_error
 from mindserve.compat._tensors import client_value
 
 __all__ = ["Client", "SSLConfig"]

@@ -31,6 +31,7 @@ from mindserve._define.servable import Servable
 from mindserve._define.stage import Stage
 from mindserve._define.tracing import Placeholder, active_trace
 from mindserve._errors import DefinitionError, MindServeError
+from mindserve._serving_wording import StageCallFailed
 from mindserve.compat._checks import str_list
 from mindserve.compat._device_context import (
     AclOptions,
@@ -250,11 +251,6 @@ def declare_servable(
 
 
 # -- methods and stages ------------------------------------------------------------------
-
-
-class StageCallFailed(RuntimeError):
-    """A stage function failed; the message is MindSpore Serving's: ``Call <tag> Failed,
-    method: '<method>', stage index(begin with 1): <n>, error msg: <error>``."""
 
 
 def _reported(call: Callable[..., Any], tag: str, method: str, index: int) -> Callable[..., Any]:

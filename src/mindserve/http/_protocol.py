@@ -35,7 +35,7 @@ import attrs
 import numpy as np
 
 from mindserve._errors import InvalidArgumentError
-from mindserve.compat._tensors import stage_output
+from mindserve._serving_wording import stage_output
 
 __all__ = ["Limits", "Refused", "Target", "parse_body", "parse_target", "reply_json"]
 
