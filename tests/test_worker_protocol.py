@@ -16,6 +16,7 @@ import pytest
 
 import mindserve
 from mindserve._crossing import RemoteTraceback, portable_error, restore_traceback
+from mindserve._errors import is_int
 from mindserve._workers import protocol, transfer
 from mindserve._workers.protocol import (
     Boot,
@@ -114,3 +115,22 @@ def test_importing_the_http_extra_loads_nothing_of_compat():
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": SRC})
+
+
+@pytest.mark.parametrize(
+    ("value", "at_least", "expected"),
+    [
+        (3, None, True),
+        (-1, None, True),
+        (True, None, False),
+        (False, 0, False),
+        (1.0, None, False),
+        ("1", None, False),
+        (None, None, False),
+        (0, 1, False),
+        (1, 1, True),
+        (np.int64(2), None, False),
+    ],
+)
+def test_an_int_is_not_a_bool(value, at_least, expected):
+    assert is_int(value, at_least) is expected

@@ -10,14 +10,14 @@ from typing import Any
 
 import attrs
 
-from mindserve._errors import DefinitionError, InvalidArgumentError
+from mindserve._errors import DefinitionError, InvalidArgumentError, is_int
 
 
 def _positive(name: str, allow_none: bool = False):  # type: ignore[no-untyped-def]
     def check(instance: object, attribute: object, value: object) -> None:
         if value is None and allow_none:
             return
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not is_int(value, 1):
             raise DefinitionError(
                 f"Batching {name} must be an int >= 1{' or None' if allow_none else ''}; got {value!r}"
             )
@@ -42,7 +42,7 @@ def _buckets(value: Sequence[int] | None) -> tuple[int, ...] | None:
     if value is None:
         return None
     items = tuple(value)
-    if not items or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in items):
+    if not items or any(not is_int(b, 1) for b in items):
         raise DefinitionError(f"Batching buckets must be batch sizes (ints >= 1); got {value!r}")
     return tuple(sorted(set(items)))
 
@@ -99,19 +99,19 @@ class WorkerPlan:
     @classmethod
     def from_arguments(cls, workers: Any, device_ids: Any, default_device_id: int) -> WorkerPlan | None:
         """The plan for ``start(workers=..., device_ids=...)``; ``None``: in this process."""
-        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+        if workers is not None and not is_int(workers, 0):
             raise InvalidArgumentError(
                 f"workers must be an int >= 0 (0 or None: in this process); got {workers!r}"
             )
         if device_ids is None:
             return cls((default_device_id,) * workers) if workers else None
-        if isinstance(device_ids, int) and not isinstance(device_ids, bool):
+        if is_int(device_ids):
             device_ids = [device_ids]
         if (
             isinstance(device_ids, (str, bytes))
             or not isinstance(device_ids, Sequence)
             or not device_ids
-            or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in device_ids)
+            or any(not is_int(i, 0) for i in device_ids)
         ):
             raise InvalidArgumentError(
                 f"device_ids must be a non-empty list of ints >= 0; got {device_ids!r}"
