@@ -4,12 +4,11 @@ through shared memory."""
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import pickle
 import subprocess
 import sys
-import threading
-from multiprocessing.connection import Connection
 
 import numpy as np
 import pytest
@@ -36,21 +35,21 @@ SRC = os.pathsep.join(
 )
 
 
-@pytest.fixture
-def channels():
-    read, write = os.pipe()
-    prefix = f"{PREFIX}{os.getpid()}-protocol-{threading.get_ident()}-"
-    writer = Channel(Connection(write, readable=False), prefix + "x")
-    reader = Channel(Connection(read, writable=False), prefix + "x")
-    yield writer, reader
-    for channel in (writer, reader):
-        channel.drop()
-        channel.connection.close()
-    transfer.sweep(prefix)
+def test_a_model_command_sends_its_arrays_through_shared_memory():
+    read, write = multiprocessing.Pipe(duplex=False)
+    prefix = f"{PREFIX}{os.getpid()}-protocol-"
+    writer, reader = Channel(write, prefix), Channel(read, prefix)
+    try:
+        _send_a_model_command(writer, reader)
+    finally:
+        writer.drop()
+        reader.drop()
+        transfer.sweep(prefix)
+        read.close()
+        write.close()
 
 
-def test_a_model_command_sends_its_arrays_through_shared_memory(channels):
-    writer, reader = channels
+def _send_a_model_command(writer: Channel, reader: Channel) -> None:
     arrays = (np.arange(50_000, dtype=np.float32).reshape(500, 100), np.arange(6, dtype=np.int64)[::2])
     message = protocol.prepare(RunModel("mlp", arrays), lend=True)
     header, raws, _, size = message
