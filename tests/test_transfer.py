@@ -10,8 +10,9 @@ from multiprocessing.connection import Connection
 import numpy as np
 import pytest
 
+from mindserve._config import WorkerPlan
 from mindserve._workers import transfer
-from mindserve._workers.pool import WorkerPlan, cpu_sets
+from mindserve._workers.pinning import cpu_sets
 from mindserve._workers.transfer import PREFIX, SHM_DIR, Channel
 
 

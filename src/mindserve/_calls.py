@@ -23,8 +23,8 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Callable, NamedTuple, Union
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Callable, NamedTuple, Protocol, Union
 
 import attrs
 
@@ -36,9 +36,6 @@ from mindserve._errors import (
     ModelError,
     RuntimeClosedError,
 )
-
-if TYPE_CHECKING:
-    from mindserve._serving.running import LoadedServable
 
 logger = logging.getLogger("mindserve")
 
@@ -99,10 +96,22 @@ def in_caller_thread(exc: BaseException) -> bool:
     return isinstance(exc, KeyboardInterrupt) and not getattr(_service, "active", False)
 
 
+class RunningVersion(Protocol):
+    """What a stage reaches of the running version it executes in (a
+    ``LoadedServable``): its models, by name, and running one of them for a call."""
+
+    @property
+    def models(self) -> Mapping[str, Any]: ...
+
+    def run_model(
+        self, model: Any, instances: Sequence[tuple[Any, ...]], request: Request
+    ) -> list[Outcome]: ...
+
+
 class StepContext(NamedTuple):
     """The running version whose stage executes here, and the call it serves."""
 
-    loaded: LoadedServable
+    loaded: RunningVersion
     request: Request
 
 
@@ -115,7 +124,7 @@ def current_step() -> StepContext | None:
 
 
 @contextlib.contextmanager
-def running(loaded: LoadedServable, request: Request) -> Iterator[None]:
+def running(loaded: RunningVersion, request: Request) -> Iterator[None]:
     """Mark a stage of ``loaded`` serving ``request`` as executing in this context."""
     token = _current.set(StepContext(loaded, request))
     try:

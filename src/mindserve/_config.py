@@ -1,20 +1,23 @@
-"""The options users set, as frozen attrs classes validated where they are built."""
+"""The options users set, as frozen attrs classes validated where they are built: how a
+model batches (:class:`Batching`), and how many worker processes a servable runs in
+(:class:`WorkerPlan`)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import attrs
 
-from mindserve._errors import DefinitionError
+from mindserve._errors import DefinitionError, InvalidArgumentError, is_int
 
 
 def _positive(name: str, allow_none: bool = False):  # type: ignore[no-untyped-def]
     def check(instance: object, attribute: object, value: object) -> None:
         if value is None and allow_none:
             return
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not is_int(value, 1):
             raise DefinitionError(
                 f"Batching {name} must be an int >= 1{' or None' if allow_none else ''}; got {value!r}"
             )
@@ -39,7 +42,7 @@ def _buckets(value: Sequence[int] | None) -> tuple[int, ...] | None:
     if value is None:
         return None
     items = tuple(value)
-    if not items or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in items):
+    if not items or any(not is_int(b, 1) for b in items):
         raise DefinitionError(f"Batching buckets must be batch sizes (ints >= 1); got {value!r}")
     return tuple(sorted(set(items)))
 
@@ -85,3 +88,41 @@ class Batching:
                 f"buckets={self.buckets} with max_batch_size={self.max_batch_size}. Hint: give "
                 f"one of the two, or make the largest bucket max_batch_size."
             )
+
+
+@attrs.frozen
+class WorkerPlan:
+    """How many worker processes a servable runs in, and on which device ids."""
+
+    device_ids: tuple[int, ...]
+
+    @classmethod
+    def from_arguments(cls, workers: Any, device_ids: Any, default_device_id: int) -> WorkerPlan | None:
+        """The plan for ``start(workers=..., device_ids=...)``; ``None``: in this process."""
+        if workers is not None and not is_int(workers, 0):
+            raise InvalidArgumentError(
+                f"workers must be an int >= 0 (0 or None: in this process); got {workers!r}"
+            )
+        if device_ids is None:
+            return cls((default_device_id,) * workers) if workers else None
+        if is_int(device_ids):
+            device_ids = [device_ids]
+        if (
+            isinstance(device_ids, (str, bytes))
+            or not isinstance(device_ids, Sequence)
+            or not device_ids
+            or any(not is_int(i, 0) for i in device_ids)
+        ):
+            raise InvalidArgumentError(
+                f"device_ids must be a non-empty list of ints >= 0; got {device_ids!r}"
+            )
+        if workers not in (None, 0, len(device_ids)):
+            raise InvalidArgumentError(
+                f"workers={workers} and device_ids={list(device_ids)} disagree: one worker runs per "
+                f"device id. Hint: give one of the two."
+            )
+        return cls(tuple(device_ids))
+
+    @property
+    def size(self) -> int:
+        return len(self.device_ids)

@@ -32,7 +32,7 @@ Each error also derives from the builtin that fits it, so ``except ValueError`` 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeGuard
 
 __all__ = [
     "ArgumentTypeError",
@@ -60,6 +60,13 @@ __all__ = [
     "VersionNotFoundError",
     "WorkerError",
 ]
+
+
+def is_int(value: object, at_least: int | None = None) -> TypeGuard[int]:
+    """Whether ``value`` is an int (``True`` and ``False`` are not, though Python makes
+    ``bool`` a subclass of ``int``), and at least ``at_least`` when given: the check behind
+    every "must be an int >= n" message."""
+    return isinstance(value, int) and not isinstance(value, bool) and (at_least is None or value >= at_least)
 
 
 def refuse_async(function: object, what: str) -> None:

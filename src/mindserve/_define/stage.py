@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any, Callable
 
 from mindserve._define.tracing import active_trace
-from mindserve._errors import DefinitionError, refuse_async
+from mindserve._errors import DefinitionError, is_int, refuse_async
 
 
 def annotated_outputs(function: Callable[..., Any], batched: bool) -> int | None:
@@ -42,7 +42,7 @@ def annotated_outputs(function: Callable[..., Any], batched: bool) -> int | None
 
 def check_outputs(outputs: object, what: str) -> int:
     """Validate an ``outputs=N`` option (N >= 1)."""
-    if isinstance(outputs, bool) or not isinstance(outputs, int) or outputs < 1:
+    if not is_int(outputs, 1):
         raise DefinitionError(f"{what} outputs must be an int >= 1; got {outputs!r}")
     return outputs
 
@@ -64,9 +64,7 @@ class Stage:
     ) -> None:
         if not callable(function):
             raise DefinitionError(f"a stage must be a callable; got {function!r}")
-        if batch_size is not None and (
-            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0
-        ):
+        if batch_size is not None and not is_int(batch_size, 0):
             raise DefinitionError(
                 f"stage batch_size must be None (one instance per call), 0 (all instances at "
                 f"once) or a positive int; got {batch_size!r}"

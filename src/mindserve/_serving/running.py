@@ -13,6 +13,7 @@ from typing import Any
 from mindserve._batching.per_call import PerCallScheduler
 from mindserve._batching.scheduler import UNLIMITED, Scheduler
 from mindserve._calls import Failure, Outcome, Pending, Request, dropped, running
+from mindserve._config import WorkerPlan
 from mindserve._define.model import Model
 from mindserve._define.servable import ServableDefinition
 from mindserve._define.stage import Stage
@@ -25,7 +26,9 @@ from mindserve._observe.status import MethodInfo, ModelInfo, ServableInfo
 from mindserve._serving.model_queue import LoadedModel
 from mindserve._serving.stages import run_stage
 from mindserve._serving.versions import resolve_version
-from mindserve._workers.pool import WorkerBackend, WorkerPlan, WorkerPool
+from mindserve._workers.placement import WorkerBackend
+from mindserve._workers.pool import WorkerPool
+from mindserve._workers.protocol import RunStage
 
 #: True in a worker process (set by it before it loads its servable version).
 in_worker_process = False
@@ -170,22 +173,22 @@ class LoadedServable:
         models: dict[str, LoadedModel] = {}
         try:
             for model in definition.models.values():
-                loaded_there = ready["models"][model.name]
+                loaded_there = ready.models[model.name]
                 # A MindSpore network keeps nothing of its inputs: it may run on views of
                 # shared memory. A Python callable might keep them: it gets copies.
                 backend = WorkerBackend(
                     pool,
                     model.name,
-                    loaded_there["input_specs"],
+                    loaded_there.input_specs,
                     lend=not model.origin.keeps_inputs,
-                    warmed=loaded_there["warm_up"],
+                    warmed=loaded_there.warm_up,
                 )
                 try:
                     loaded, _ = _ready(model, backend, where, warm_up)
                 except BaseException:
                     backend.close()
                     raise
-                report = loaded_there["report"]
+                report = loaded_there.report
                 if observer is not None and report is not None and observer.wants("on_warm_up"):
                     observer.on_warm_up(report)
                 loaded.start(
@@ -197,7 +200,7 @@ class LoadedServable:
                 loaded.close()
             pool.close()
             raise
-        return cls(definition, number, version_dir, models, ready["device"], observer, pool)
+        return cls(definition, number, version_dir, models, ready.device, observer, pool)
 
     def run_model(
         self, model: Model, instances: Sequence[tuple[Any, ...]], request: Request
@@ -256,7 +259,7 @@ class LoadedServable:
         remaining = Request.covering(requests).remaining()
         timeout = None if remaining is None else max(remaining, 0.0)
         try:
-            return self.pool.call("stage", (stage.name, instances, timeout), requests)  # type: ignore[union-attr,no-any-return]
+            return self.pool.call(RunStage(stage.name, instances, timeout), requests)  # type: ignore[union-attr,no-any-return]
         except BaseException as exc:  # never an executor's death
             if len(instances) > 1:
                 now = time.monotonic()

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from mindserve._calls import CancelledCall, Request
+from mindserve._config import WorkerPlan
 from mindserve._define.servable import Servable
 from mindserve._errors import (
     ArgumentTypeError,
@@ -54,7 +55,6 @@ from mindserve._serving.pipeline import run_method, run_method_async, run_method
 from mindserve._serving.running import WARM_UP_VARIABLE, LoadedServable, warm_up_from_environment
 from mindserve._serving.slot import ServableSlot
 from mindserve._serving.versions import Watcher, check_version_number
-from mindserve._workers.pool import WorkerPlan
 
 
 class Runtime:

@@ -12,12 +12,12 @@ from __future__ import annotations
 import datetime
 import threading
 
+from mindserve._config import WorkerPlan
 from mindserve._define.servable import Servable
 from mindserve._errors import VersionNotFoundError
 from mindserve._observe.status import ServableInfo, ServableStatus
 from mindserve._serving.running import LoadedServable
 from mindserve._serving.versions import Watcher
-from mindserve._workers.pool import WorkerPlan
 
 
 class ServableSlot:

@@ -20,9 +20,15 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from multiprocessing.connection import Connection
 from typing import Any
+
+import attrs
+
+from mindserve._crossing import portable_error
+from mindserve._workers import protocol
+from mindserve._workers.protocol import Boot, Done, ModelReady, Raised, Ready, RunModel, RunStage, Stop
+from mindserve._workers.transfer import Channel
 
 #: How often a worker checks that its main process is still there, in seconds.
 PARENT_POLL = 0.2
@@ -46,49 +52,10 @@ class _Collect(logging.Handler):
         return records
 
 
-class RemoteTraceback(Exception):
-    """The traceback of an error raised in a worker process (set as its ``__cause__``)."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
-
-
-def portable_error(exc: BaseException) -> BaseException:
-    """``exc`` if it survives pickling, else a ``RuntimeError`` with its type and message.
-
-    Its traceback goes along as text (pickling keeps an exception's ``__dict__`` but not
-    its ``__cause__``); :func:`restore_traceback` makes it the cause again on arrival."""
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    try:
-        copy = pickle.loads(pickle.dumps(exc))
-    except Exception:
-        from mindserve._errors import describe
-
-        copy = RuntimeError(describe(exc))
-    try:
-        copy.__dict__[_TRACEBACK] = text
-    except (AttributeError, TypeError):  # an exception type without a __dict__
-        pass
-    copy.__traceback__ = None
-    return copy
-
-
-def restore_traceback(exc: BaseException, where: str = "the worker process") -> BaseException:
-    """In the main process: the worker's traceback of ``exc`` becomes its ``__cause__``
-    (``where``: the process it was raised in, for the message)."""
-    text = getattr(exc, "__dict__", {}).pop(_TRACEBACK, None)
-    if text is not None:
-        exc.__cause__ = RemoteTraceback(f'\n"""\nIn {where}:\n{text}"""')
-    return exc
-
-
-_TRACEBACK = "_mindserve_worker_traceback"
-
-
 class Worker:
     """The loaded servable version and the loop serving the main process's commands."""
 
-    def __init__(self, commands: Any, replies: Any, boot: dict[str, Any], logs: _Collect) -> None:
+    def __init__(self, commands: Channel, replies: Channel, boot: Boot, logs: _Collect) -> None:
         self.commands = commands
         self.replies = replies
         self.boot = boot
@@ -96,7 +63,7 @@ class Worker:
         self.loaded: Any = None
         self.stages: dict[str, Any] = {}
 
-    def load(self) -> dict[str, Any]:
+    def load(self) -> Ready:
         import cloudpickle
 
         from mindserve._observe.observer import Observer, ObserverHub, WarmUpReport
@@ -111,13 +78,13 @@ class Worker:
             def on_warm_up(self, report: WarmUpReport) -> None:
                 reports[report.model] = report
 
-        definition = cloudpickle.loads(self.boot["definition"])
+        definition = cloudpickle.loads(self.boot.definition)
         self.loaded = LoadedServable.load(
             definition,
-            self.boot["version"],
-            self.boot["device"],
+            self.boot.version,
+            self.boot.device,
             ObserverHub([Record()]),
-            self.boot["warm_up"],
+            self.boot.warm_up,
         )
         for method in definition.methods.values():
             for step in method.steps:
@@ -125,14 +92,14 @@ class Worker:
                 if name is not None and getattr(step.callee, "batch_size", None) is not None:
                     self.stages[name] = step.callee
         models = {
-            name: {
-                "input_specs": model.backend.input_specs,
-                "warm_up": model.plan.warm,
-                "report": reports.get(name),
-            }
+            name: ModelReady(
+                input_specs=model.backend.input_specs,
+                warm_up=model.plan.warm,
+                report=reports.get(name),
+            )
             for name, model in self.loaded.models.items()
         }
-        return {"models": models, "device": self.loaded.device, "pid": os.getpid()}
+        return Ready(models, self.loaded.device, os.getpid())
 
     def serve(self) -> None:
         while True:
@@ -141,24 +108,23 @@ class Worker:
             except (EOFError, OSError):
                 return  # the main process closed the pipe (or died)
             started = time.perf_counter()
+            command = None
             try:
-                kind, value = self.commands.decode(raw)  # views of the segment, if lent
-                if kind == "stop":
+                command = protocol.decode(self.commands, raw)  # views of the segment, if lent
+                if isinstance(command, Stop):
                     return
-                result, reply = self._execute(kind, value), "done"
+                result, failed = self._execute(command), False
             except BaseException as exc:  # nothing a model or stage raises ends the worker
-                result, reply = portable_error(exc), "raised"
-            value = None  # views of the command's segment: gone before the next command
-            self._reply(reply, result, time.perf_counter() - started)
+                result, failed = portable_error(exc), True
+            command = None  # views of the command's segment: gone before the next command
+            self._reply(result, failed, time.perf_counter() - started)
 
-    def _execute(self, kind: str, value: Any) -> Any:
-        if kind == "model":
-            name, arrays = value
-            return self.loaded.models[name].backend.run(arrays)
-        if kind == "stage":
-            name, instances, timeout = value
-            return self._run_stage(name, instances, timeout)
-        raise RuntimeError(f"unknown command {kind!r}")
+    def _execute(self, command: Any) -> Any:
+        if isinstance(command, RunModel):
+            return self.loaded.models[command.model].backend.run(command.arrays)
+        if isinstance(command, RunStage):
+            return self._run_stage(command.stage, command.instances, command.timeout)
+        raise RuntimeError(f"unknown command {command!r}")
 
     def _run_stage(self, name: str, instances: list[tuple[Any, ...]], timeout: float | None) -> list[Any]:
         from mindserve._calls import Request
@@ -166,18 +132,21 @@ class Worker:
         outcomes = self.loaded._run_stage(self.stages[name], instances, Request(timeout))
         return [_portable_failure(o) for o in outcomes]
 
-    def _reply(self, kind: str, value: Any, seconds: float) -> None:
+    def _reply(self, value: Any, failed: bool, seconds: float) -> None:
+        """Send a command's result (``failed``: ``value`` is the error it raised)."""
         logs = self.logs.take()
         try:
-            self.replies.send(kind, (value, logs, seconds))
+            protocol.send(
+                self.replies, Raised(value, logs, seconds) if failed else Done(value, logs, seconds)
+            )
             return
         except Exception as exc:  # a result that cannot be pickled
             problem = f"{type(exc).__name__}: {exc}"
-        if kind == "done" and isinstance(value, list):  # a stage's outcomes: fail only the bad ones
-            self.replies.send(kind, ([_sendable(o) for o in value], logs, seconds))
+        if not failed and isinstance(value, list):  # a stage's outcomes: fail only the bad ones
+            protocol.send(self.replies, Done([_sendable(o) for o in value], logs, seconds))
         else:
             error = RuntimeError(f"the worker cannot send its result back: {problem}")
-            self.replies.send("raised", (error, logs, seconds))
+            protocol.send(self.replies, Raised(error, logs, seconds))
 
 
 def _portable_failure(outcome: Any) -> Any:
@@ -216,41 +185,40 @@ def main(argv: list[str]) -> None:
     # process group, and must not kill the workers under the main process's feet.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from mindserve._calls import mark_service_thread
-    from mindserve._workers.transfer import Channel
 
     read_fd, write_fd = int(argv[1]), int(argv[2])
     commands_pipe = Connection(read_fd, writable=False)
     replies_pipe = Connection(write_fd, readable=False)
-    boot = pickle.loads(commands_pipe.recv_bytes())
-    sys.path[:] = boot["sys_path"]
-    if boot["cpus"] and hasattr(os, "sched_setaffinity"):
+    boot: Boot = pickle.loads(commands_pipe.recv_bytes())
+    sys.path[:] = boot.sys_path
+    if boot.cpus and hasattr(os, "sched_setaffinity"):
         # Before MindSpore starts its threads: they inherit it. Unpinned, MindSpore's CPU
         # kernels run several times slower whenever another process is runnable.
-        os.sched_setaffinity(0, boot["cpus"])
-    commands = Channel(commands_pipe, boot["prefix"] + "in")
-    replies = Channel(replies_pipe, boot["prefix"] + "out")
+        os.sched_setaffinity(0, boot.cpus)
+    commands = Channel(commands_pipe, boot.prefix + "in")
+    replies = Channel(replies_pipe, boot.prefix + "out")
 
     def gone() -> None:  # the main process died: leave nothing behind
         commands.drop()
         replies.drop()
         os._exit(0)
 
-    threading.Thread(target=_watch_parent, args=(boot["parent"], gone), daemon=True).start()
+    threading.Thread(target=_watch_parent, args=(boot.parent, gone), daemon=True).start()
     logs = _Collect()
     logger = logging.getLogger("mindserve")
     logger.addHandler(logs)
-    logger.setLevel(boot["log_level"])
+    logger.setLevel(boot.log_level)
     logger.propagate = False
     mark_service_thread()
     worker = Worker(commands, replies, boot, logs)
     try:
         ready = worker.load()
     except BaseException as exc:
-        replies.send("failed", (portable_error(exc), logs.take(), 0.0))
+        protocol.send(replies, Raised(portable_error(exc), logs.take()))
         replies.drop()
         os._exit(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # again: importing MindSpore installs its own
-    replies.send("ready", (ready, logs.take(), 0.0))
+    protocol.send(replies, attrs.evolve(ready, logs=logs.take()))
     worker.serve()
     commands.drop()
     replies.drop()

@@ -22,7 +22,6 @@ import itertools
 import logging
 import os
 import pickle
-import signal
 import subprocess
 import sys
 import threading
@@ -32,21 +31,29 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
-import attrs
-import numpy as np
-
 from mindserve._calls import Failure, Request
-from mindserve._errors import InvalidArgumentError, LoadError, MindServeError, WorkerError
-from mindserve._execution.plan import ModelPlan, WarmUp
+from mindserve._config import WorkerPlan
+from mindserve._crossing import restore_traceback
+from mindserve._errors import LoadError, MindServeError, WorkerError
 from mindserve._observe.status import WorkerInfo
-from mindserve._values import TensorSpec
-from mindserve._workers.child import restore_traceback
+from mindserve._workers import protocol
+from mindserve._workers.pinning import worker_cpus
+from mindserve._workers.process import Died, WorkerPlace, exit_reason, start_interpreter, wait_quietly
+from mindserve._workers.protocol import (
+    Boot,
+    Done,
+    Raised,
+    Ready,
+    RunModel,
+    RunStage,
+    Stop,
+    WorkerState,
+)
 from mindserve._workers.transfer import (
     Channel,
     Message,
     cloudpickle_dumps,
     owner_prefix,
-    prepare,
     sweep,
     sweep_orphans,
 )
@@ -68,98 +75,8 @@ _HUNG_POLL = 0.5
 #: How often a batch waiting for a worker checks whether its calls gave up.
 _WAIT_POLL = 0.1
 
-#: Set to 0 to leave CPU workers wherever the OS puts them (see :func:`cpu_sets`).
-PIN_VARIABLE = "MINDSERVE_PIN_WORKERS"
-
 _pool_ids = itertools.count(1)
 _pools: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
-
-
-@attrs.frozen
-class WorkerPlan:
-    """How many worker processes a servable runs in, and on which device ids."""
-
-    device_ids: tuple[int, ...]
-
-    @classmethod
-    def from_arguments(cls, workers: Any, device_ids: Any, default_device_id: int) -> WorkerPlan | None:
-        """The plan for ``start(workers=..., device_ids=...)``; ``None``: in this process."""
-        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
-            raise InvalidArgumentError(
-                f"workers must be an int >= 0 (0 or None: in this process); got {workers!r}"
-            )
-        if device_ids is None:
-            return cls((default_device_id,) * workers) if workers else None
-        if isinstance(device_ids, int) and not isinstance(device_ids, bool):
-            device_ids = [device_ids]
-        if (
-            isinstance(device_ids, (str, bytes))
-            or not isinstance(device_ids, Sequence)
-            or not device_ids
-            or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in device_ids)
-        ):
-            raise InvalidArgumentError(
-                f"device_ids must be a non-empty list of ints >= 0; got {device_ids!r}"
-            )
-        if workers not in (None, 0, len(device_ids)):
-            raise InvalidArgumentError(
-                f"workers={workers} and device_ids={list(device_ids)} disagree: one worker runs per "
-                f"device id. Hint: give one of the two."
-            )
-        return cls(tuple(device_ids))
-
-    @property
-    def size(self) -> int:
-        return len(self.device_ids)
-
-
-class _Slot:
-    """One worker's place in the pool: the process there now and its counters."""
-
-    def __init__(self, index: int, device_id: int) -> None:
-        self.index = index
-        self.device_id = device_id
-        self.state = "starting"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.commands: Channel | None = None
-        self.replies: Channel | None = None
-        self.prefix = ""
-        self.busy = False
-        self.restarts = 0
-        self.batches = 0
-        self.transfer_seconds = 0.0
-        self.run_seconds = 0.0
-        self.crashes = 0  # deaths in a row without a batch run in between
-        self.last_error: str | None = None
-        #: The error the last start failed with, if the worker could say.
-        self.error: BaseException | None = None
-        #: The CPUs the worker runs on (``None``: wherever the OS puts it).
-        self.cpus: tuple[int, ...] | None = None
-
-    def info(self) -> WorkerInfo:
-        process = self.process
-        alive = process is not None and process.returncode is None
-        return WorkerInfo(
-            index=self.index,
-            pid=process.pid if alive else None,  # type: ignore[union-attr]
-            device_id=self.device_id,
-            state=self.state,
-            busy=self.busy,
-            restarts=self.restarts,
-            batches=self.batches,
-            run_seconds=self.run_seconds,
-            transfer_seconds=self.transfer_seconds,
-            last_error=self.last_error,
-        )
-
-
-class _Died(Exception):
-    """The worker running a command died (its pipe closed); ``sent``: after the command
-    reached it."""
-
-    def __init__(self, *, sent: bool) -> None:
-        super().__init__()
-        self.sent = sent
 
 
 class WorkerPool:
@@ -202,24 +119,23 @@ class WorkerPool:
         self._cond = threading.Condition()
         self._closing = threading.Event()
         self._closed = threading.Event()
-        self._slots = [_Slot(i, d) for i, d in enumerate(plan.device_ids)]
-        if _on_cpu(device_target) and os.environ.get(PIN_VARIABLE, "1").strip() != "0":
-            for slot, cpus in zip(self._slots, cpu_sets(self.size)):
-                slot.cpus = cpus
+        self._slots = [WorkerPlace(i, d) for i, d in enumerate(plan.device_ids)]
+        for slot, cpus in zip(self._slots, worker_cpus(device_target, self.size)):
+            slot.cpus = cpus
         self._users = 1
         self._generation = itertools.count()
         self._keepers: list[threading.Thread] = []
         #: What the first worker reported when it became ready: each model's specs, buckets...
-        self.ready: dict[str, Any] = {}
+        self.ready: Ready | None = None
         _pools.add(self)
 
     def __repr__(self) -> str:
-        states = [s.state for s in self._slots]
+        states = [s.state.value for s in self._slots]
         return f"<WorkerPool {self.where} {states}>"
 
     # -- starting --------------------------------------------------------------------
 
-    def start(self) -> dict[str, Any]:
+    def start(self) -> Ready:
         """Start every worker and wait until each has loaded (and warmed up) the version.
 
         Raises :class:`LoadError` (and leaves nothing running) if any fails."""
@@ -232,7 +148,7 @@ class WorkerPool:
                 ready = self._await_ready(slot)
                 if ready is None:
                     raise self._start_error(slot)
-                if not self.ready:
+                if self.ready is None:
                     self.ready = ready
         except BaseException:
             self.close()
@@ -246,36 +162,18 @@ class WorkerPool:
             )
             self._keepers.append(keeper)
             keeper.start()
+        assert self.ready is not None
         return self.ready
 
-    def _spawn(self, slot: _Slot) -> bool:
+    def _spawn(self, slot: WorkerPlace) -> bool:
         """Start a fresh interpreter for ``slot`` and send it the definition; False (and
         ``slot.last_error`` set) when no process could be started, or the pool is closing."""
-        package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        environment = dict(os.environ)
-        environment["PYTHONPATH"] = os.pathsep.join(
-            p for p in (package_root, environment.get("PYTHONPATH", "")) if p
-        )
-        fds: list[int] = []
         try:
-            command_read, command_write = os.pipe()
-            fds += (command_read, command_write)
-            reply_read, reply_write = os.pipe()
-            fds += (reply_read, reply_write)
-            process = subprocess.Popen(
-                [sys.executable, "-m", "mindserve._workers", str(command_read), str(reply_write)],
-                pass_fds=(command_read, reply_write),
-                stdin=subprocess.DEVNULL,
-                env=environment,
-            )
+            process, command_write, reply_read = start_interpreter()
         except Exception as exc:  # no interpreter there, no file descriptors or memory left
-            for fd in fds:
-                os.close(fd)
             slot.error = None
             slot.last_error = f"could not be started: {type(exc).__name__}: {exc}"
             return False
-        os.close(command_read)
-        os.close(reply_write)
         commands = Connection(command_write, readable=False)
         with self._cond:
             if self._closing.is_set():  # close() began while this one started: it must not stay
@@ -289,48 +187,49 @@ class WorkerPool:
             slot.commands = Channel(commands, slot.prefix + "in")
             slot.replies = Channel(Connection(reply_read, writable=False), slot.prefix + "out")
             slot.process = process
-            slot.state = "starting"
-        boot = {
-            "sys_path": list(sys.path),
-            "parent": os.getpid(),
-            "prefix": slot.prefix,
-            "definition": self._definition,
-            "version": self._version,
-            "device": (self._device_target, slot.device_id),
-            "warm_up": self._warm_up,
-            "log_level": logger.getEffectiveLevel(),
-            "cpus": slot.cpus,
-        }
+            slot.state = WorkerState.STARTING
+        boot = Boot(
+            sys_path=list(sys.path),
+            parent=os.getpid(),
+            prefix=slot.prefix,
+            definition=self._definition,
+            version=self._version,
+            device=(self._device_target, slot.device_id),
+            warm_up=self._warm_up,
+            log_level=logger.getEffectiveLevel(),
+            cpus=slot.cpus,
+        )
         try:
             commands.send_bytes(pickle.dumps(boot, protocol=5))
         except OSError:
             pass  # it died at once: _await_ready reports how
         return True
 
-    def _await_ready(self, slot: _Slot) -> dict[str, Any] | None:
+    def _await_ready(self, slot: WorkerPlace) -> Ready | None:
         """Wait for the worker's first message; ``None`` (and ``slot.last_error`` set) if it
         failed to load or died first."""
         process = slot.process
         assert process is not None and slot.replies is not None
         try:
-            kind, (value, logs, _) = slot.replies.receive(copy=True)
+            reply = protocol.receive(slot.replies, copy=True)
         except (EOFError, OSError):
-            slot.last_error = f"{_exit_reason(process)} while loading"
+            slot.last_error = f"{exit_reason(process)} while loading"
             self._discard(slot)
             return None
-        self._emit_logs(slot, logs)
-        if kind == "ready":
+        self._emit_logs(slot, reply.logs)
+        if isinstance(reply, Ready):
             with self._cond:
-                slot.state = "ready"
+                slot.state = WorkerState.READY
                 self._cond.notify_all()
-            return value  # type: ignore[no-any-return]
-        slot.last_error = f"failed to load: {type(value).__name__}: {value}"
-        slot.error = value
-        _wait_quietly(process, STOP_GRACE)
+            return reply
+        error = reply.error
+        slot.last_error = f"failed to load: {type(error).__name__}: {error}"
+        slot.error = error
+        wait_quietly(process, STOP_GRACE)
         self._discard(slot)
         return None
 
-    def _start_error(self, slot: _Slot) -> LoadError:
+    def _start_error(self, slot: WorkerPlace) -> LoadError:
         error = slot.error
         where = f"worker {slot.index} (device id {slot.device_id})"
         if isinstance(error, MindServeError):
@@ -349,7 +248,7 @@ class WorkerPool:
 
     # -- keeping workers alive -----------------------------------------------------
 
-    def _keep(self, slot: _Slot) -> None:
+    def _keep(self, slot: WorkerPlace) -> None:
         """Wait for the worker to exit; restart it (with a growing delay) unless closing.
 
         Whatever goes wrong here gives the worker up (calls then fail fast or go to the
@@ -358,25 +257,25 @@ class WorkerPool:
             self._keep_alive(slot)
         except BaseException as exc:
             with self._cond:
-                if slot.state not in ("stopped", "failed"):
-                    slot.state = "failed"
+                if slot.state not in (WorkerState.STOPPED, WorkerState.FAILED):
+                    slot.state = WorkerState.FAILED
                     slot.last_error = f"given up: restarting it failed: {type(exc).__name__}: {exc}"
                 self._cond.notify_all()
             logger.exception("%s: worker %d: restarting it failed", self.where, slot.index)
 
-    def _keep_alive(self, slot: _Slot) -> None:
+    def _keep_alive(self, slot: WorkerPlace) -> None:
         while True:
             process = slot.process
             if process is None:
                 return
             process.wait()
-            reason = _exit_reason(process)
+            reason = exit_reason(process)
             with self._cond:
                 if self._closing.is_set():
-                    slot.state = "stopped"
+                    slot.state = WorkerState.STOPPED
                     self._cond.notify_all()
                     return
-                slot.state = "restarting"
+                slot.state = WorkerState.RESTARTING
                 slot.crashes += 1
                 slot.last_error = reason
                 self._cond.notify_all()
@@ -387,12 +286,12 @@ class WorkerPool:
             if not self._restart(slot):
                 return
 
-    def _restart(self, slot: _Slot) -> bool:
+    def _restart(self, slot: WorkerPlace) -> bool:
         """Start a new worker in ``slot``; False when given up (or closing)."""
         delay = min(FIRST_DELAY * 2 ** (slot.crashes - 1), LONGEST_DELAY)
         for attempt in range(1, START_ATTEMPTS + 1):
             if self._closing.wait(delay):
-                self._set_state(slot, "stopped")
+                self._set_state(slot, WorkerState.STOPPED)
                 return False
             if self._spawn(slot) and self._await_ready(slot) is not None:
                 with self._cond:
@@ -409,7 +308,7 @@ class WorkerPool:
                 slot.last_error,
             )
         with self._cond:
-            slot.state = "failed"
+            slot.state = WorkerState.FAILED
             slot.last_error = (
                 f"given up after {START_ATTEMPTS} failed starts in a row; the last: {slot.last_error}"
             )
@@ -417,12 +316,12 @@ class WorkerPool:
         logger.error("%s: worker %d %s", self.where, slot.index, slot.last_error)
         return False
 
-    def _set_state(self, slot: _Slot, state: str) -> None:
+    def _set_state(self, slot: WorkerPlace, state: WorkerState) -> None:
         with self._cond:
             slot.state = state
             self._cond.notify_all()
 
-    def _discard(self, slot: _Slot) -> None:
+    def _discard(self, slot: WorkerPlace) -> None:
         """Release what a dead worker leaves: its pipes and shared memory."""
         for channel in (slot.commands, slot.replies):
             if channel is not None:
@@ -433,25 +332,27 @@ class WorkerPool:
 
     # -- running ---------------------------------------------------------------------
 
-    def call(self, kind: str, value: Any, requests: Sequence[Request] = (), *, lend: bool = False) -> Any:
+    def call(
+        self, command: RunModel | RunStage, requests: Sequence[Request] = (), *, lend: bool = False
+    ) -> Any:
         """Run one command for ``requests`` on an idle worker; return its result (raise its error).
 
-        ``value`` is pickled once, here: what cannot be pickled raises before any worker is
+        ``command`` is pickled once, here: what cannot be pickled raises before any worker is
         involved. A worker that dies under the command is replaced: the command goes to
         another worker, until it has killed :data:`DEATHS_PER_BATCH` of them. A worker
         still running a command :data:`HUNG_AFTER` seconds after every one of ``requests``
         gave up is killed (and restarted). ``lend``: see :func:`prepare`."""
-        message = prepare(kind, value, lend=lend)
+        message = protocol.prepare(command, lend=lend)
         deaths: list[str] = []
         while True:
             slot, process = self._acquire(requests)
             try:
-                kind_back, result = self._run_on(slot, process, message, requests)
-            except _Died as died:
+                reply = self._run_on(slot, process, message, requests)
+            except Died as died:
                 self._lost(slot, process)
                 if not died.sent:  # it died before the command reached it: not this batch's doing
                     continue
-                deaths.append(f"worker {slot.index} (pid {process.pid}) {_exit_reason(process, wait=0.5)}")
+                deaths.append(f"worker {slot.index} (pid {process.pid}) {exit_reason(process, wait=0.5)}")
                 if len(deaths) >= DEATHS_PER_BATCH:
                     raise WorkerError(
                         f"the worker processes running this batch died {len(deaths)} times "
@@ -462,27 +363,31 @@ class WorkerPool:
                 self._release(slot)
                 raise
             self._release(slot)
-            if kind_back == "raised":
-                raise restore_traceback(result)
-            if kind == "stage":
-                for outcome in result:
+            if isinstance(reply, Raised):
+                raise restore_traceback(reply.error)
+            if isinstance(command, RunStage):
+                for outcome in reply.result:
                     if isinstance(outcome, Failure) and outcome.cause is not None:
                         restore_traceback(outcome.cause)
-            return result
+            return reply.result
 
     def _run_on(
-        self, slot: _Slot, process: subprocess.Popen[bytes], message: Message, requests: Sequence[Request]
-    ) -> tuple[str, Any]:
+        self,
+        slot: WorkerPlace,
+        process: subprocess.Popen[bytes],
+        message: Message,
+        requests: Sequence[Request],
+    ) -> Done | Raised:
         commands, replies = slot.commands, slot.replies
         if commands is None or replies is None:
-            raise _Died(sent=False)
+            raise Died(sent=False)
         started = time.perf_counter()
         try:
             commands.write(message)
         except WorkerError:  # no room in shared memory: the worker is fine
             raise
         except (OSError, ValueError, AttributeError, TypeError, BufferError):  # a pipe or segment gone
-            raise _Died(sent=False) from None
+            raise Died(sent=False) from None
         try:
             while not replies.connection.poll(_HUNG_POLL):
                 if _given_up_long_ago(requests):
@@ -496,17 +401,17 @@ class WorkerPool:
         except WorkerError:
             raise
         except (EOFError, OSError, ValueError, AttributeError, TypeError):
-            raise _Died(sent=True) from None
-        kind_back, (result, logs, seconds) = replies.decode(raw, copy=True)
-        slot.transfer_seconds += time.perf_counter() - started - seconds
-        slot.run_seconds += seconds
+            raise Died(sent=True) from None
+        reply: Done | Raised = protocol.decode(replies, raw, copy=True)
+        slot.transfer_seconds += time.perf_counter() - started - reply.seconds
+        slot.run_seconds += reply.seconds
         slot.batches += 1
         slot.crashes = 0
-        if logs:
-            self._emit_logs(slot, logs)
-        return kind_back, result
+        if reply.logs:
+            self._emit_logs(slot, reply.logs)
+        return reply
 
-    def _acquire(self, requests: Sequence[Request] = ()) -> tuple[_Slot, subprocess.Popen[bytes]]:
+    def _acquire(self, requests: Sequence[Request] = ()) -> tuple[WorkerPlace, subprocess.Popen[bytes]]:
         """Take an idle worker (the one that ran fewest batches); wait while workers start
         or restart; raise :class:`WorkerError` when none is left, or when every one of
         ``requests`` gave up meanwhile."""
@@ -514,12 +419,12 @@ class WorkerPool:
             while True:
                 if self._closing.is_set():
                     raise WorkerError(f"{self.where}: the worker processes are stopped")
-                idle = [s for s in self._slots if s.state == "ready" and not s.busy]
+                idle = [s for s in self._slots if s.state is WorkerState.READY and not s.busy]
                 if idle:
                     slot = min(idle, key=lambda s: s.batches)
                     slot.busy = True
                     return slot, slot.process  # type: ignore[return-value]
-                if all(s.state == "failed" for s in self._slots):
+                if all(s.state is WorkerState.FAILED for s in self._slots):
                     reasons = "; ".join(f"worker {s.index}: {s.last_error}" for s in self._slots)
                     raise WorkerError(f"{self.where}: no worker process is left ({reasons})")
                 if requests:
@@ -532,19 +437,19 @@ class WorkerPool:
                 else:
                     self._cond.wait()
 
-    def _release(self, slot: _Slot) -> None:
+    def _release(self, slot: WorkerPlace) -> None:
         with self._cond:
             slot.busy = False
             self._cond.notify()
 
-    def _lost(self, slot: _Slot, process: subprocess.Popen[bytes]) -> None:
+    def _lost(self, slot: WorkerPlace, process: subprocess.Popen[bytes]) -> None:
         """The worker died under a command: it takes no more until restarted."""
         with self._cond:
             slot.busy = False
-            if slot.process is process and slot.state == "ready":
-                slot.state = "restarting"
+            if slot.process is process and slot.state is WorkerState.READY:
+                slot.state = WorkerState.RESTARTING
 
-    def _emit_logs(self, slot: _Slot, records: list[logging.LogRecord]) -> None:
+    def _emit_logs(self, slot: WorkerPlace, records: list[logging.LogRecord]) -> None:
         for record in records:
             record.msg = f"worker {slot.index}: {record.msg}"
             logging.getLogger(record.name).handle(record)
@@ -579,15 +484,15 @@ class WorkerPool:
             asking = [s.commands for s in self._slots if s.commands is not None and not s.busy]
         for commands in asking:
             try:
-                commands.send("stop", None)
+                protocol.send(commands, Stop())
             except Exception:  # gone meanwhile: it is killed below if need be
                 pass
         deadline = time.monotonic() + STOP_GRACE
         for slot in self._slots:
             process = slot.process
-            if process is not None and not _wait_quietly(process, deadline - time.monotonic()):
+            if process is not None and not wait_quietly(process, deadline - time.monotonic()):
                 process.kill()
-                _wait_quietly(process, STOP_GRACE)
+                wait_quietly(process, STOP_GRACE)
         for keeper in self._keepers:
             if keeper is not threading.current_thread():
                 keeper.join(STOP_GRACE)
@@ -595,9 +500,9 @@ class WorkerPool:
             process = slot.process  # one restarted meanwhile, if any
             if process is not None and process.poll() is None:
                 process.kill()
-                _wait_quietly(process, STOP_GRACE)
-            if slot.state != "failed":
-                slot.state = "stopped"
+                wait_quietly(process, STOP_GRACE)
+            if slot.state is not WorkerState.FAILED:
+                slot.state = WorkerState.STOPPED
             if slot.commands is not None or slot.replies is not None:
                 self._discard(slot)
         sweep(self.prefix)
@@ -616,74 +521,6 @@ class WorkerPool:
             return tuple(slot.info() for slot in self._slots)
 
 
-class WorkerBackend:
-    """A model of a servable version running in worker processes: the model's queue
-    (in this process) sends each batch to an idle worker; up to one batch per worker runs
-    at once."""
-
-    #: Callers never run a batch in their own thread: they wait for it with their timeout,
-    #: which then holds even while a worker is slow, restarting or hung.
-    inline = False
-
-    def __init__(
-        self,
-        pool: WorkerPool,
-        model: str,
-        input_specs: tuple[TensorSpec, ...] | None,
-        *,
-        lend: bool,
-        warmed: WarmUp | None = None,
-    ) -> None:
-        self.pool = pool
-        self.model = model
-        self.input_specs = input_specs
-        self.capacity = pool.size
-        self._lend = lend
-        self._warmed = warmed
-        pool.retain()
-
-    def warm_up(self, plan: ModelPlan) -> WarmUp:
-        """What the workers' warm-up did (each worker warms up as it loads the version)."""
-        return WarmUp((), plan.batching.buckets) if self._warmed is None else self._warmed
-
-    def run(self, arrays: tuple[np.ndarray, ...], requests: Sequence[Request] = ()) -> tuple[np.ndarray, ...]:
-        return self.pool.call("model", (self.model, arrays), requests, lend=self._lend)  # type: ignore[no-any-return]
-
-    def close(self) -> None:
-        self.pool.release()
-
-
-def cpu_sets(workers: int) -> list[tuple[int, ...] | None]:
-    """The CPUs of each CPU worker process.
-
-    MindSpore's CPU kernels run several times slower when their threads share cores with
-    any other busy thread (this process's callers included); on a core of their own they
-    keep their speed. So each worker gets its own CPUs, taken from those this process may
-    use, leaving the first to this process when there are more CPUs than workers, and
-    shared out in contiguous groups (round robin when there are more workers than CPUs).
-    """
-    if not hasattr(os, "sched_getaffinity"):
-        return [None] * workers
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) > workers:
-        cpus = cpus[1:]
-    if workers >= len(cpus):
-        return [(cpus[k % len(cpus)],) for k in range(workers)]
-    size, extra = divmod(len(cpus), workers)
-    groups, start = [], 0
-    for k in range(workers):
-        end = start + size + (1 if k < extra else 0)
-        groups.append(tuple(cpus[start:end]))
-        start = end
-    return groups  # type: ignore[return-value]
-
-
-def _on_cpu(device_target: str | None) -> bool:
-    from mindserve._execution.mindspore import ascend_present
-
-    return device_target == "CPU" or (device_target is None and not ascend_present())
-
-
 def _given_up_long_ago(requests: Sequence[Request]) -> bool:
     """Whether every request gave up (deadline, cancelled, closed) at least
     :data:`HUNG_AFTER` seconds ago."""
@@ -697,30 +534,6 @@ def _given_up_long_ago(requests: Sequence[Request]) -> bool:
         gave_up = [t for t in (request.deadline, request.abandoned_at) if t is not None]
         latest = max(latest, min(gave_up))
     return now - latest >= HUNG_AFTER
-
-
-def _wait_quietly(process: subprocess.Popen[bytes], seconds: float) -> bool:
-    """Wait up to ``seconds`` for ``process`` to exit; whether it did."""
-    try:
-        process.wait(max(seconds, 0.0))
-    except subprocess.TimeoutExpired:
-        return False
-    return True
-
-
-def _exit_reason(process: subprocess.Popen[bytes], wait: float = 5.0) -> str:
-    """How a worker ended: ``"was killed by SIGKILL"``, ``"exited with code 3"``."""
-    _wait_quietly(process, wait)
-    code = process.returncode
-    if code is None:
-        return "stopped answering (its pipe closed)"
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return f"was killed by {name}"
-    return f"exited with code {code}"
 
 
 @atexit.register

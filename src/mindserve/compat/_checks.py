@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mindserve._errors import is_int
+
 
 def check_str(name: str, value: Any, error: type[Exception] = RuntimeError) -> None:
     """A non-empty str."""
@@ -34,7 +36,7 @@ def check_int(
 ) -> None:
     """An int (not a bool) in ``[minimum, maximum]``; ``item``: one item of a list ``name``."""
     prefix = f"The item value '{value}' in parameter '{name}'" if item else f"Parameter '{name}'"
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_int(value):
         raise error(f"{prefix} should be int, but actually {type(value)}")
     if value < minimum or (maximum is not None and value > maximum):
         if maximum is not None:

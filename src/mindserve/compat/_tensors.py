@@ -14,24 +14,9 @@ from typing import Any
 
 import numpy as np
 
-#: The numpy dtypes a MindSpore Serving tensor can hold.
-TENSOR_DTYPES = frozenset(
-    np.dtype(t)
-    for t in (
-        np.bool_,
-        np.int8,
-        np.uint8,
-        np.int16,
-        np.uint16,
-        np.int32,
-        np.uint32,
-        np.int64,
-        np.uint64,
-        np.float16,
-        np.float32,
-        np.float64,
-    )
-)
+from mindserve._serving_wording import TENSOR_DTYPES, stage_output
+
+__all__ = ["TENSOR_DTYPES", "client_value", "stage_input", "stage_output", "stage_outputs"]
 
 
 def client_value(value: Any) -> Any:
@@ -60,29 +45,6 @@ def stage_input(value: Any) -> Any:
     if isinstance(value, bytes):
         return np.frombuffer(value, np.uint8).copy()
     return value
-
-
-def stage_output(value: Any) -> Any:
-    """One output of a stage, as the tensor it becomes; ``RuntimeError`` (with MindSpore
-    Serving's wording) when it cannot be one."""
-    if callable(getattr(value, "asnumpy", None)):  # a MindSpore Tensor
-        value = value.asnumpy()
-    if isinstance(value, (bytes, str)):
-        return value
-    if isinstance(value, bool):
-        return np.array(value)
-    if isinstance(value, int):
-        try:
-            return np.array(value, np.int64)
-        except OverflowError:
-            raise RuntimeError(f"Get illegal result data with type {type(value)}") from None
-    if isinstance(value, float):
-        return np.array(value, np.float64)
-    if isinstance(value, (np.ndarray, np.generic)):  # np.generic: numpy bool scalars too
-        array = np.asarray(value)
-        if array.dtype in TENSOR_DTYPES:  # (ascontiguousarray would make a 0-d array 1-d)
-            return array if array.flags.c_contiguous else np.ascontiguousarray(array)
-    raise RuntimeError(f"Get illegal result data with type {type(value)}")
 
 
 def stage_outputs(result: Any, outputs: int, function: str, method: str) -> Any:

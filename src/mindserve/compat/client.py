@@ -11,9 +11,9 @@ from __future__ import annotations
 from concurrent.futures import Future
 from typing import Any
 
-from mindserve._errors import InstanceError, MindServeError
+from mindserve._errors import InstanceError, MindServeError, is_int
+from mindserve._serving_wording import instance_message, one_error, request_error
 from mindserve.compat import _master_context, server
-from mindserve.compat._replies import instance_message, one_error, request_error
 from mindserve.compat._tensors import client_value
 
 __all__ = ["Client", "SSLConfig"]
@@ -79,7 +79,7 @@ class Client:
     ) -> None:
         if not isinstance(servable_name, str) or not isinstance(method_name, str):
             raise RuntimeError("servable_name and method_name must be str")
-        if isinstance(version_number, bool) or not isinstance(version_number, int) or version_number < 0:
+        if not is_int(version_number, 0):
             raise RuntimeError(f"version_number must be an int >= 0; got {version_number!r}")
         self.address = address
         self.servable_name = servable_name

@@ -30,7 +30,8 @@ from mindserve._define.model import Model as NativeModel
 from mindserve._define.servable import Servable
 from mindserve._define.stage import Stage
 from mindserve._define.tracing import Placeholder, active_trace
-from mindserve._errors import DefinitionError, MindServeError
+from mindserve._errors import DefinitionError, MindServeError, is_int
+from mindserve._serving_wording import StageCallFailed
 from mindserve.compat._checks import str_list
 from mindserve.compat._device_context import (
     AclOptions,
@@ -114,7 +115,7 @@ class Model:
         """Run the model from a stage: ``call(x1, x2)`` for one instance (its outputs),
         ``call([[x1, x2], (x3, x4)])`` for several (a list of output tuples). Failures raise
         ``RuntimeError`` in MindSpore Serving's words (``Model(<key>).call() failed: ...``)."""
-        if isinstance(subgraph, bool) or not isinstance(subgraph, int):
+        if not is_int(subgraph):
             raise RuntimeError(f"Parameter 'subgraph' should be int, but actually {type(subgraph)}")
         if subgraph < 0:
             raise RuntimeError("Parameter 'subgraph' should be >= 0")
@@ -252,11 +253,6 @@ def declare_servable(
 # -- methods and stages ------------------------------------------------------------------
 
 
-class StageCallFailed(RuntimeError):
-    """A stage function failed; the message is MindSpore Serving's: ``Call <tag> Failed,
-    method: '<method>', stage index(begin with 1): <n>, error msg: <error>``."""
-
-
 def _reported(call: Callable[..., Any], tag: str, method: str, index: int) -> Callable[..., Any]:
     """``call``, whose failures are worded as MindSpore Serving words them."""
 
@@ -382,7 +378,7 @@ def add_stage(
                 "Each value of parameter *args is a placeholder for data and must come from the method inputs "
                 "or the outputs of add_stage"
             )
-    if isinstance(outputs_count, bool) or not isinstance(outputs_count, int) or outputs_count < 1:
+    if not is_int(outputs_count, 1):
         raise DefinitionError(f"outputs_count must be an int >= 1; got {outputs_count!r}")
     if tag is not None and (not isinstance(tag, str) or not tag):
         raise DefinitionError(f"Parameter 'tag' should be a non-empty str, but actually {tag!r}")
@@ -408,7 +404,7 @@ def add_stage(
     if inspect.isfunction(stage) or inspect.ismethod(stage) or isinstance(stage, Stage):
         function = stage.function if isinstance(stage, Stage) else stage
         if batch_size is not None:
-            if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+            if not is_int(batch_size):
                 raise DefinitionError(
                     f"Parameter 'batch_size' should be int, but actually {type(batch_size)}"
                 )

@@ -22,7 +22,7 @@ from mindserve._errors import (
     ServableNotFoundError,
 )
 from mindserve._serving.runtime import Runtime
-from mindserve.compat._replies import instance_message, one_error, request_error
+from mindserve._serving_wording import instance_message, one_error, request_error
 from mindserve.http._protocol import (
     ERROR_MSG,
     INSTANCES,

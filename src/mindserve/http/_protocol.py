@@ -34,8 +34,8 @@ from typing import Any
 import attrs
 import numpy as np
 
-from mindserve._errors import InvalidArgumentError
-from mindserve.compat._tensors import stage_output
+from mindserve._errors import InvalidArgumentError, is_int
+from mindserve._serving_wording import stage_output
 
 __all__ = ["Limits", "Refused", "Target", "parse_body", "parse_target", "reply_json"]
 
@@ -69,7 +69,7 @@ _VERSION_LIMIT = 2**32 - 1
 
 
 def _positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_int(value, 1):
         raise InvalidArgumentError(f"{attribute.name} must be an int >= 1; got {value!r}")
 
 
@@ -293,7 +293,7 @@ def _object_shape(shape: Any, limits: Limits) -> tuple[int, ...]:
             f"server takes"
         )
     for position, dim in enumerate(shape):
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 0:
+        if not is_int(dim, 0):
             raise Refused("json object, key is 'shape', array value should be unsigned integer")
         if dim == 0 and position < len(shape) - 1:
             raise Refused(

@@ -8,7 +8,7 @@ import threading
 from types import TracebackType
 from typing import Any
 
-from mindserve._errors import ArgumentTypeError, InvalidArgumentError
+from mindserve._errors import ArgumentTypeError, InvalidArgumentError, is_int
 from mindserve.http._app import require
 
 logger = logging.getLogger("mindserve.http")
@@ -34,7 +34,7 @@ class BackgroundServer:
         uvicorn = require("uvicorn")
         if not isinstance(host, str) or not host:
             raise ArgumentTypeError(f"host must be a non-empty str; got {host!r}")
-        if isinstance(port, bool) or not isinstance(port, int):
+        if not is_int(port):
             raise ArgumentTypeError(f"port must be an int; got {port!r}")
         if not 0 <= port <= 65535:
             raise InvalidArgumentError(f"port must be in [0, 65535] (0: any free port); got {port}")

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
 from mindserve._define.servable import Servable
-from mindserve._errors import ArgumentTypeError, InvalidArgumentError
+from mindserve._errors import ArgumentTypeError, InvalidArgumentError, is_int
 from mindserve._serving.runtime import Runtime
 from mindserve._serving.versions import check_version_number
 from mindserve.http import RestApp
@@ -91,11 +91,7 @@ def application(
         raise InvalidArgumentError(
             f"http options are RestApp's arguments {sorted(_HTTP_OPTIONS)}; got {unknown}"
         )
-    if (
-        isinstance(max_ongoing_requests, bool)
-        or not isinstance(max_ongoing_requests, int)
-        or max_ongoing_requests < 1
-    ):
+    if not is_int(max_ongoing_requests, 1):
         raise InvalidArgumentError(f"max_ongoing_requests must be an int >= 1; got {max_ongoing_requests!r}")
     deployment = serve.deployment(HttpReplica if http is not False else Replica)
     deployment = deployment.options(  # type: ignore[attr-defined]

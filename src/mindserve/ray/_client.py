@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mindserve._calls import Request
+from mindserve._crossing import restore_traceback
 from mindserve._errors import (
     ArgumentTypeError,
     DeadlineExceededError,
@@ -19,9 +20,9 @@ from mindserve._errors import (
     WorkerError,
     counted,
     describe,
+    is_int,
 )
 from mindserve._serving.versions import check_version_number
-from mindserve._workers.child import restore_traceback
 from mindserve.ray._replica import ReplicaStatus, Reply
 from mindserve.ray._require import ray, serve
 
@@ -61,9 +62,9 @@ class Client:
                 f"Client takes a Ray Serve DeploymentHandle (what serve.run(app) or "
                 f"serve.get_app_handle(name) returns); got {type(handle).__name__}"
             )
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        if not is_int(retries, 0):
             raise InvalidArgumentError(f"retries must be an int >= 0; got {retries!r}")
-        if isinstance(in_flight, bool) or not isinstance(in_flight, int) or in_flight < 1:
+        if not is_int(in_flight, 1):
             raise InvalidArgumentError(f"in_flight must be an int >= 1; got {in_flight!r}")
         self.handle = handle
         self.retries = retries

@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Union
 
-from mindserve._errors import ArgumentTypeError, InferenceError, InstanceError, InvalidArgumentError
+from mindserve._errors import ArgumentTypeError, InferenceError, InstanceError, InvalidArgumentError, is_int
 
 #: What an instance is expected to fail with: an error class, or a class and a regular
 #: expression its message must match (``re.search``).
@@ -21,7 +21,7 @@ def _checked(expected: Mapping[int, Expected]) -> dict[int, tuple[type[BaseExcep
         )
     checked = {}
     for index, want in expected.items():
-        if isinstance(index, bool) or not isinstance(index, int):
+        if not is_int(index):
             raise ArgumentTypeError(f"an instance index must be an int; got {index!r}")
         if index < 0:
             raise InvalidArgumentError(f"an instance index must be >= 0; got {index}")
