@@ -30,6 +30,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(parts[0])
 
 
+@pytest.fixture(autouse=True)
+def _no_warm_up_unless_asked(request, monkeypatch):
+    """In tests/integration and tests/e2e, runtimes that read ``MINDSERVE_WARM_UP`` (the default)
+    load models without warming up every bucket (each bucket of a MindIR model is a compile),
+    unless the test is marked ``warm_up``: about warm-up, or running code as a user would."""
+    layer = request.node.path.relative_to(HERE).parts[0]
+    if layer in ("integration", "e2e") and request.node.get_closest_marker("warm_up") is None:
+        monkeypatch.setenv("MINDSERVE_WARM_UP", "0")
+
+
 @pytest.fixture
 def rt():
     """A runtime closed at the end of the test."""

@@ -13,6 +13,8 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 import soak
 
+pytestmark = pytest.mark.warm_up  # run as a user would: warm-up as the environment says
+
 
 def test_a_short_soak_with_a_hot_update_meets_its_targets(tmp_path):
     temp = tmp_path / "tmp"

@@ -10,6 +10,8 @@ import pytest
 import notebooks
 from paths import ROOT
 
+pytestmark = pytest.mark.warm_up  # run as a user would: warm-up as the environment says
+
 
 def test_quickstart_runs_and_classifies(tmp_path):
     script = os.path.join(ROOT, "examples", "quickstart.py")

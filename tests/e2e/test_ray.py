@@ -1,4 +1,4 @@
-"""mindserve.ray on a local Ray instance: a servable from tests/ray_servables.py deployed on
+"""mindserve.ray on a local Ray instance: a servable from tests/helpers/ray_servables.py deployed on
 Ray Serve with the MLP the tests export, called through mindserve.ray.Client."""
 
 from __future__ import annotations
@@ -98,13 +98,13 @@ def test_client_takes_a_handle():
 @pytest.fixture(scope="module")
 def local_ray():
     """A local Ray instance with 2 CPUs and 4 accelerator slots; replicas import mindserve
-    and tests/ray_servables.py from this checkout."""
+    and tests/helpers/ray_servables.py from this checkout."""
     path = os.pathsep.join(p for p in (SRC, HELPERS, os.environ.get("PYTHONPATH")) if p)
     ray.init(
         num_cpus=2,
         resources={SLOTS: 4},
         include_dashboard=False,
-        runtime_env={"env_vars": {"PYTHONPATH": path, "MINDSERVE_PIN_WORKERS": "0"}},
+        runtime_env={"env_vars": {"PYTHONPATH": path, "MINDSERVE_PIN_WORKERS": "0", "MINDSERVE_WARM_UP": "0"}},
     )
     try:
         with socket.socket() as probe:  # a free port for Ray Serve's HTTP proxy

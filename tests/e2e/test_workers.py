@@ -64,8 +64,8 @@ def pool_of(rt, name):
 
 @pytest.fixture(scope="module")
 def mlp_workers(exported):
-    """An MLP servable served by two worker processes, and the network for reference."""
-    with mindserve.Runtime() as runtime:
+    """An MLP servable served by two worker processes (warmed up), and the network for reference."""
+    with mindserve.Runtime(warm_up=True) as runtime:
         runtime.start(mlp_servable(os.path.join(exported["root"], "mlp")), version=1, workers=2)
         yield runtime, exported["nets"]["mlp_v1"]
 
@@ -540,6 +540,7 @@ class WarmUps(mindserve.Observer):
         self.reports.append(report)
 
 
+@pytest.mark.warm_up
 def test_workers_warm_up_and_their_logs_and_reports_reach_the_main_process(exported, caplog):
     caplog.set_level(logging.INFO, logger="mindserve")
     observer = WarmUps()

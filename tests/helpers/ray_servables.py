@@ -1,5 +1,5 @@
-"""Servable factories for tests/test_ray.py: Ray Serve replicas import this module (tests/
-is on their PYTHONPATH) and call a factory to build their own servable."""
+"""Servable factories for tests/e2e/test_ray.py: Ray Serve replicas import this module
+(tests/helpers is on their PYTHONPATH) and call a factory to build their own servable."""
 
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ def mlp_servable(directory, **model_options):
     return svc
 
 
+@pytest.mark.warm_up
 def test_warm_up_compiles_every_bucket_once_and_keeps_them_all(rt, exported, caplog):
     """Deterministic: the same buckets on every run, one logged run per bucket."""
     caplog.set_level(logging.INFO, logger="mindserve")
@@ -34,6 +35,7 @@ def test_warm_up_compiles_every_bucket_once_and_keeps_them_all(rt, exported, cap
     assert any("warmed up 7 batch sizes in" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.warm_up
 def test_pruning_buckets_is_asked_for(rt, exported):
     svc = mlp_servable(os.path.join(exported["root"], "mlp"), batching=Batching(prune_buckets=True))
     (model,) = rt.start(svc, version=1).models
@@ -49,6 +51,7 @@ class WarmUps(mindserve.Observer):
         self.reports.append(report)
 
 
+@pytest.mark.warm_up
 @pytest.mark.parametrize("switch", ["argument", "environment"])
 def test_warm_up_can_be_switched_off_for_the_whole_runtime(exported, monkeypatch, switch):
     observer = WarmUps()
@@ -90,6 +93,7 @@ def test_a_model_exported_with_batch_size_1_warns_that_it_never_batches(rt, tmp_
     assert "Tensor(shape=[None, ...])" in message
 
 
+@pytest.mark.warm_up
 def test_explicit_buckets_and_fixed_batch_sizes(rt, exported):
     svc = mlp_servable(os.path.join(exported["root"], "mlp"), batching=Batching(buckets=[4, 16]))
     (model,) = rt.start(svc, version=1).models

@@ -111,7 +111,7 @@ def test_legacy_call_servable_interfaces(served):
 
 def test_start_servable_in_master_and_network_calls_are_accepted(compat_root, caplog, monkeypatch):
     """Without the mindserve[http] extra, start_restful_server logs that it starts nothing
-    (tests/test_http.py serves it when the extra is installed)."""
+    (tests/integration/test_http_server.py serves it when the extra is installed)."""
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if the extra were not installed
     with caplog.at_level(logging.WARNING, logger="mindserve.compat"):
         server.start_servable_in_master(compat_root["root"], "add", version_number=1)
@@ -740,6 +740,7 @@ def method(x, y):
 """
 
 
+@pytest.mark.warm_up  # outputs are checked by the warm-up run, which MINDSERVE_WARM_UP=0 skips
 @pytest.mark.parametrize(
     ("body", "message"),
     [

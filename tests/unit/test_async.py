@@ -1,6 +1,6 @@
 """Batching across callers through the runtime: async API, deadlines, cancellation, overload.
 
-Python callables stand in for models here; tests/test_batching_mindspore.py uses real ones.
+Python callables stand in for models here; tests/integration/test_batching_mindspore.py uses real ones.
 """
 
 import asyncio

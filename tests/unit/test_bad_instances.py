@@ -43,6 +43,33 @@ def test_bad_instances_fail_alone(calc):
     assert errors[6].index == 6 and errors[6].method == "compute" and errors[6].servable == "calc"
 
 
+class _ReprRaises:
+    def __repr__(self):
+        raise RuntimeError("repr is broken")
+
+
+def _deeply_nested(depth):
+    value = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "value",
+    [_deeply_nested(100_000), _ReprRaises(), [_ReprRaises()], {"a": _ReprRaises()}],
+    ids=["deeply-nested", "repr-raises", "list-of-repr-raises", "dict-of-repr-raises"],
+)
+def test_hostile_values_fail_their_own_instance_only(rt, value):
+    svc = mindserve.Servable("hostile")
+    m = svc.model(lambda x: x * 2, name="double")
+    svc.add_method(lambda x: m(x), name="run")
+    rt.start(svc)
+    results = rt.infer("hostile", "run", [{"x": np.float32(1)}, {"x": value}], return_exceptions=True)
+    assert results[0]["output"] == 2
+    assert isinstance(results[1], mindserve.InvalidInputError), results[1]
+
+
 class _HostileMapping(dict):
     def keys(self):
         raise RuntimeError("keys are broken")

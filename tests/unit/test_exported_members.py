@@ -1,4 +1,6 @@
-"""The public face: ``__all__`` is honest and ``import mindserve`` stays light."""
+"""The public face: ``__all__`` is honest, classes show their public home, one version number.
+
+(``import mindserve`` staying light, in a fresh interpreter: tests/integration/test_imports.py.)"""
 
 import types
 

@@ -1,6 +1,6 @@
 """Several versions at once, hot update, events, the directory watcher and draining.
 
-Python callables stand in for models here; tests/test_hot_update_mindspore.py swaps real
+Python callables stand in for models here; tests/integration/test_hot_update_mindspore.py swaps real
 MindIR versions under load.
 """
 

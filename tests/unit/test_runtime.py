@@ -207,35 +207,6 @@ def test_an_endless_timeout_means_no_deadline(rt, timeout):
     assert ALARM._thread is None or ALARM._thread.is_alive()
 
 
-class _ReprRaises:
-    def __repr__(self):
-        raise RuntimeError("repr is broken")
-
-
-def _deeply_nested(depth):
-    value = []
-    for _ in range(depth):
-        value = [value]
-    return value
-
-
-@pytest.mark.parametrize(
-    "value",
-    [_deeply_nested(100_000), _ReprRaises(), [_ReprRaises()], {"a": _ReprRaises()}],
-    ids=["deeply-nested", "repr-raises", "list-of-repr-raises", "dict-of-repr-raises"],
-)
-def test_hostile_values_fail_their_own_instance_only(rt, value):
-    svc = mindserve.Servable("hostile")
-    m = svc.model(lambda x: x * 2, name="double")
-    svc.add_method(lambda x: m(x), name="run")
-    rt.start(svc)
-    import numpy as np
-
-    results = rt.infer("hostile", "run", [{"x": np.float32(1)}, {"x": value}], return_exceptions=True)
-    assert results[0]["output"] == 2
-    assert isinstance(results[1], mindserve.InvalidInputError), results[1]
-
-
 @pytest.mark.parametrize(
     ("call", "builtin"),
     [
