@@ -4,36 +4,27 @@ extra), a missing extra says how to install it, and the library prints no log un
 import subprocess
 import sys
 
+import pytest
+
 from extras import install_hint_when_missing
 
 # -- import mindserve stays light ---------------------------------------------------------------
 
 
-def test_import_does_not_import_mindspore():
-    """Importing mindserve must not import MindSpore (it is imported when a model loads),
-    nor the test kit and pytest, nor Ray."""
-    code = (
-        "import sys, mindserve; "
-        "print([m in sys.modules for m in ('mindspore', 'mindserve.testing', 'pytest', 'ray', 'mindserve.ray')])"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[False, False, False, False, False]"
-
-
-def test_import_mindserve_does_not_import_opentelemetry():
-    code = "import sys, mindserve; print('opentelemetry' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
-
-
-def test_import_mindserve_does_not_import_prometheus_client():
-    code = "import sys, mindserve; print('prometheus_client' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
-
-
-def test_importing_mindserve_imports_neither_the_app_nor_starlette():
-    code = "import sys, mindserve; print([m for m in ('mindserve.http', 'starlette', 'uvicorn') if m in sys.modules])"
+@pytest.mark.parametrize(
+    "modules",
+    [
+        ("mindspore", "mindserve.testing", "pytest", "ray", "mindserve.ray"),
+        ("opentelemetry", "mindserve.opentelemetry"),
+        ("prometheus_client", "mindserve.prometheus"),
+        ("mindserve.http", "starlette", "uvicorn"),
+    ],
+    ids=["mindspore-testkit-pytest-ray", "opentelemetry", "prometheus", "http"],
+)
+def test_import_mindserve_imports_no_model_runtime_test_kit_or_extra(modules):
+    """Importing mindserve must not import MindSpore (it is imported when a model loads), nor
+    the test kit and pytest, nor any optional extra (Ray, OpenTelemetry, Prometheus, HTTP)."""
+    code = f"import sys, mindserve; print([m for m in {modules!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
