@@ -25,9 +25,18 @@ LAYERS = ("unit", "integration", "e2e")
 def pytest_collection_modifyitems(config, items):
     """Mark each test with its layer, the folder it lives in (tests/<layer>/...)."""
     for item in items:
-        parts = item.path.relative_to(HERE).parts
-        if parts and parts[0] in LAYERS:
-            item.add_marker(parts[0])
+        layer = layer_of(item)
+        if layer is not None:
+            item.add_marker(layer)
+
+
+def layer_of(item):
+    """``unit``, ``integration`` or ``e2e``: the folder of tests/ that holds the test (else None)."""
+    path = item.path
+    if not path.is_relative_to(HERE):
+        return None
+    parts = path.relative_to(HERE).parts
+    return parts[0] if len(parts) > 1 and parts[0] in LAYERS else None
 
 
 @pytest.fixture(autouse=True)
@@ -35,8 +44,7 @@ def _no_warm_up_unless_asked(request, monkeypatch):
     """In tests/integration and tests/e2e, runtimes that read ``MINDSERVE_WARM_UP`` (the default)
     load models without warming up every bucket (each bucket of a MindIR model is a compile),
     unless the test is marked ``warm_up``: about warm-up, or running code as a user would."""
-    layer = request.node.path.relative_to(HERE).parts[0]
-    if layer in ("integration", "e2e") and request.node.get_closest_marker("warm_up") is None:
+    if layer_of(request.node) in ("integration", "e2e") and request.node.get_closest_marker("warm_up") is None:
         monkeypatch.setenv("MINDSERVE_WARM_UP", "0")
 
 
