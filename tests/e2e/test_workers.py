@@ -18,6 +18,7 @@ import pytest
 import mindserve
 import notebooks
 from mindserve._workers.transfer import PREFIX, SHM_DIR
+from observers import WarmUps
 from reference import run_net
 
 
@@ -530,14 +531,6 @@ def test_workers_start_from_a_notebook_kernel(tmp_path):
     notebooks.execute(notebook, tmp_path, timeout=120)
     outputs = notebook.cells[2].outputs
     assert outputs and outputs[0].get("text", "").strip() == "11.0", outputs
-
-
-class WarmUps(mindserve.Observer):
-    def __init__(self):
-        self.reports = []
-
-    def on_warm_up(self, report):
-        self.reports.append(report)
 
 
 @pytest.mark.warm_up

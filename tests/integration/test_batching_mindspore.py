@@ -10,6 +10,7 @@ import pytest
 
 import mindserve
 from mindserve import Batching
+from observers import WarmUps
 from reference import run_net
 
 
@@ -41,14 +42,6 @@ def test_pruning_buckets_is_asked_for(rt, exported):
     (model,) = rt.start(svc, version=1).models
     assert model.warmed_up == (1, 2, 4, 8, 16, 32, 64)
     assert model.batching.buckets[-1] == 64 and set(model.batching.buckets) <= set(model.warmed_up)
-
-
-class WarmUps(mindserve.Observer):
-    def __init__(self):
-        self.reports = []
-
-    def on_warm_up(self, report):
-        self.reports.append(report)
 
 
 @pytest.mark.warm_up
