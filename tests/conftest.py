@@ -1,4 +1,8 @@
-"""Shared fixtures. MindSpore is imported only by the fixtures that export real models."""
+"""Shared fixtures, and the layers of the suite (tests/README.md).
+
+Each test gets the marker of its folder: ``unit``, ``integration`` or ``e2e`` (so ``pytest -m unit``
+runs the inner loop). MindSpore is imported only by the fixtures that export real models, and the
+helper modules of tests/helpers are importable by name (``from gated import Gate``) from every folder."""
 
 from __future__ import annotations
 
@@ -9,12 +13,39 @@ import sys
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-import mindserve
-
-ENC_KEY = b"0123456789ABCDEF"
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "helpers"))
+
+import mindserve  # noqa: E402
+from reference import ENC_KEY  # noqa: E402
+
+LAYERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark each test with its layer, the folder it lives in (tests/<layer>/...)."""
+    for item in items:
+        layer = layer_of(item)
+        if layer is not None:
+            item.add_marker(layer)
+
+
+def layer_of(item):
+    """``unit``, ``integration`` or ``e2e``: the folder of tests/ that holds the test (else None)."""
+    path = item.path
+    if not path.is_relative_to(HERE):
+        return None
+    parts = path.relative_to(HERE).parts
+    return parts[0] if len(parts) > 1 and parts[0] in LAYERS else None
+
+
+@pytest.fixture(autouse=True)
+def _no_warm_up_unless_asked(request, monkeypatch):
+    """In tests/integration and tests/e2e, runtimes that read ``MINDSERVE_WARM_UP`` (the default)
+    load models without warming up every bucket (each bucket of a MindIR model is a compile),
+    unless the test is marked ``warm_up``: about warm-up, or running code as a user would."""
+    if layer_of(request.node) in ("integration", "e2e") and request.node.get_closest_marker("warm_up") is None:
+        monkeypatch.setenv("MINDSERVE_WARM_UP", "0")
 
 
 @pytest.fixture
@@ -99,17 +130,6 @@ def served(compat_root):
 
     yield start
     server.stop()
-
-
-def run_net(net, *arrays):
-    """Call a MindSpore network directly, the reference the tests compare with."""
-    import mindspore as ms
-
-    with mindserve.mindspore_lock():
-        out = net(*(ms.Tensor(a) for a in arrays))
-        if isinstance(out, (tuple, list)):
-            return tuple(o.asnumpy() for o in out)
-        return out.asnumpy()
 
 
 # mindserve's pytest plugin, as installing the package registers it (entry point pytest11).

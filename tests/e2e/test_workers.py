@@ -1,0 +1,822 @@
+"""Worker processes: real MindSpore in real child processes, real crashes, real cleanup."""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import mindserve
+import notebooks
+from mindserve._workers.transfer import PREFIX, SHM_DIR
+from observers import WarmUps
+from reference import run_net
+
+
+def mlp_servable(directory):
+    svc = mindserve.Servable("mlp", directory=directory)
+    mlp = svc.model("mlp.mindir")
+    svc.add_method(lambda x: mlp(x), name="predict", outputs="logits")
+    return svc
+
+
+def our_segments() -> list[str]:
+    return glob.glob(os.path.join(SHM_DIR, f"{PREFIX}{os.getpid()}-*"))
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not yet reaped by its parent) counts as gone
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_for(condition, seconds=30.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def worker_pids(rt, name):
+    return [w.pid for w in rt.servable_status(name).workers]
+
+
+def pool_of(rt, name):
+    """The worker pool of the default version (private: to look at its shared memory)."""
+    return rt._hosted[name].default().pool
+
+
+@pytest.fixture(scope="module")
+def mlp_workers(exported):
+    """An MLP servable served by two worker processes (warmed up), and the network for reference."""
+    with mindserve.Runtime(warm_up=True) as runtime:
+        runtime.start(mlp_servable(os.path.join(exported["root"], "mlp")), version=1, workers=2)
+        yield runtime, exported["nets"]["mlp_v1"]
+
+
+# -- results and status -------------------------------------------------------------
+
+
+def test_results_from_workers_equal_in_process_results_bit_for_bit(mlp_workers, exported):
+    workers_rt, _ = mlp_workers
+    rng = np.random.default_rng(7)
+    calls = [[{"x": rng.normal(size=16).astype(np.float32)} for _ in range(n)] for n in (1, 7, 64, 100)]
+    with mindserve.Runtime() as local:
+        local.start(mlp_servable(os.path.join(exported["root"], "mlp")), version=1)
+        for instances in calls:
+            here = local.infer("mlp", "predict", instances)
+            there = workers_rt.infer("mlp", "predict", instances)
+            for a, b in zip(here, there):
+                assert a["logits"].dtype == b["logits"].dtype
+                assert np.array_equal(a["logits"], b["logits"])
+
+
+def test_metrics_count_batches_run_by_workers_and_list_the_workers(mlp_workers):
+    rt, _ = mlp_workers
+    before = rt.metrics().model("mlp", "mlp")
+    rt.infer("mlp", "predict", [{"x": np.zeros(16, np.float32)}] * 3)
+    snapshot = rt.metrics()
+    model = snapshot.model("mlp", "mlp")
+    assert model.instances - before.instances == 3 and model.load_seconds > 0
+    workers = snapshot.servable("mlp").workers
+    assert [(w.index, w.state) for w in workers] == [(0, "ready"), (1, "ready")]
+
+
+def test_status_lists_each_worker(mlp_workers):
+    rt, _ = mlp_workers
+    rt.infer("mlp", "predict", [{"x": np.zeros(16, np.float32)}])
+    status = rt.servable_status("mlp")
+    assert len(status.workers) == 2
+    assert [w.index for w in status.workers] == [0, 1]
+    for worker in status.workers:
+        assert worker.state == "ready" and worker.device_id == 0 and worker.restarts == 0
+        assert worker.pid is not None and worker.pid != os.getpid() and alive(worker.pid)
+    assert sum(w.batches for w in status.workers) >= 1
+    (info,) = rt.status()
+    assert info.workers == status.workers and info.device == "CPU:0"
+    assert info.models[0].warmed_up == (1, 2, 4, 8, 16, 32, 64)  # as the workers warmed up
+
+
+def test_many_threads_get_their_own_results(mlp_workers):
+    rt, net = mlp_workers
+    rng = np.random.default_rng(3)
+    inputs = rng.normal(size=(64, 16)).astype(np.float32)
+    expected = run_net(net, inputs)
+    got = [None] * 64
+
+    def call(i):
+        got[i] = rt.infer("mlp", "predict", [{"x": inputs[i]}])[0]["logits"]
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    np.testing.assert_allclose(np.stack(got), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_input_is_checked_in_the_main_process(mlp_workers):
+    rt, _ = mlp_workers
+    results = rt.infer(
+        "mlp",
+        "predict",
+        [{"x": np.zeros(16, np.float32)}, {"x": np.zeros(5, np.float32)}],
+        return_exceptions=True,
+    )
+    assert results[0]["logits"].shape == (10,)
+    assert isinstance(results[1], mindserve.InvalidInputError)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"workers": -1}, "workers must be an int >= 0"),
+        ({"workers": 1.5}, "workers must be an int >= 0"),
+        ({"device_ids": []}, "device_ids must be a non-empty list"),
+        ({"device_ids": [0, -1]}, "device_ids must be a non-empty list"),
+        ({"device_ids": "0"}, "device_ids must be a non-empty list"),
+        ({"workers": 2, "device_ids": [0]}, "disagree"),
+    ],
+)
+def test_bad_worker_arguments_are_refused(rt, arguments, message):
+    svc = mindserve.Servable("s")
+    svc.add_method(lambda x: x, name="same")
+    with pytest.raises(ValueError, match=message):
+        rt.start(svc, **arguments)
+
+
+# -- Python stages and callables in workers ------------------------------------------------
+
+
+def double(x):
+    return x * 2
+
+
+def test_batched_stages_and_callable_models_run_in_the_workers(rt):
+    """Defined inside a test function (closures, a local list): cloudpickle ships them."""
+    offset = 10
+    svc = mindserve.Servable("pids")
+    model = svc.model(double)
+
+    @svc.stage(batch_size=4, outputs=2)
+    def where(xs):
+        return [(x + offset, np.int64(os.getpid())) for x in xs]
+
+    @svc.stage(outputs=1)
+    def here(x):
+        return np.int64(os.getpid())
+
+    @svc.method(outputs=("y", "worker", "caller"))
+    def run(x):
+        y, pid = where(model(x))
+        return y, pid, here(x)
+
+    rt.start(svc, workers=2)
+    results = rt.infer("pids", "run", [{"x": np.float32(i)} for i in range(6)])
+    workers = set(worker_pids(rt, "pids"))
+    for i, result in enumerate(results):
+        assert result["y"] == 2 * i + offset
+        assert int(result["worker"]) in workers  # batched stage: in a worker
+        assert int(result["caller"]) == os.getpid()  # per-instance stage: in the caller's process
+
+
+def test_errors_raised_in_a_worker_reach_the_instance_with_the_same_message(rt):
+    svc = mindserve.Servable("fails")
+
+    def model(x):
+        if (x < 0).any():
+            raise ValueError("negative input")
+        return x
+
+    m = svc.model(model)
+
+    @svc.stage(batch_size=8)
+    def check(xs):
+        if any(x > 100 for x in xs):
+            raise OverflowError("too big")
+        return xs
+
+    svc.add_method(lambda x: check(m(x)), name="run")
+    rt.start(svc, workers=1)
+    results = rt.infer(
+        "fails",
+        "run",
+        [{"x": np.float32(1)}, {"x": np.float32(-1)}, {"x": np.float32(101)}],
+        return_exceptions=True,
+    )
+    assert results[0]["output"] == 1
+    assert isinstance(results[1], mindserve.ModelError)
+    assert "model 'model' failed: ValueError: negative input" in str(results[1])
+    assert isinstance(results[2], mindserve.StageError)
+    assert "OverflowError: too big" in str(results[2])
+    assert "In the worker process" in str(results[2].__cause__.__cause__)  # the worker's traceback
+
+
+def test_a_result_that_cannot_be_sent_back_fails_its_instance(rt):
+    svc = mindserve.Servable("unsendable")
+
+    @svc.stage(batch_size=4)
+    def make(xs):
+        return [threading.Lock() if x == 1 else x for x in xs]
+
+    svc.add_method(lambda x: make(x), name="run")
+    rt.start(svc, workers=1)
+    results = rt.infer("unsendable", "run", [{"x": 0}, {"x": 1}], return_exceptions=True)
+    assert results[0]["output"] == 0
+    assert isinstance(results[1], mindserve.StageError)
+    assert "cannot be sent from the worker process" in str(results[1])
+
+
+# -- crashes ------------------------------------------------------------------------------
+
+
+def test_a_worker_killed_under_load_loses_no_request(exported):
+    with mindserve.Runtime() as rt:
+        rt.start(mlp_servable(os.path.join(exported["root"], "mlp")), version=1, workers=2)
+        net = exported["nets"]["mlp_v1"]
+        rng = np.random.default_rng(11)
+        inputs = rng.normal(size=(64, 16)).astype(np.float32)
+        expected = run_net(net, inputs)
+        victim = worker_pids(rt, "mlp")[0]
+        stop = threading.Event()
+        problems: list[str] = []
+        counts = [0] * 64
+
+        def caller(i):
+            while not stop.is_set():
+                try:
+                    (out,) = rt.infer("mlp", "predict", [{"x": inputs[i]}], timeout=60)
+                except Exception as exc:
+                    problems.append(f"{i}: {type(exc).__name__}: {exc}")
+                    return
+                if not np.allclose(out["logits"], expected[i], rtol=1e-5, atol=1e-6):
+                    problems.append(f"{i}: wrong answer")
+                counts[i] += 1
+
+        threads = [threading.Thread(target=caller, args=(i,)) for i in range(64)]
+        for t in threads:
+            t.start()
+        assert wait_for(lambda: sum(counts) > 300)
+        os.kill(victim, signal.SIGKILL)
+        before = sum(counts)
+        assert wait_for(lambda: rt.servable_status("mlp").workers[0].restarts == 1, 60)
+        assert wait_for(lambda: sum(counts) > before + 300)
+        stop.set()
+        for t in threads:
+            t.join(60)
+        assert not problems, problems[:5]
+        assert all(counts), "every caller got answers"
+        (first, second) = rt.servable_status("mlp").workers
+        assert first.state == "ready" and first.pid != victim and "SIGKILL" in first.last_error
+        assert second.restarts == 0
+        # The dead worker's shared memory went with it; the others' is still there.
+        segments = glob.glob(os.path.join(SHM_DIR, pool_of(rt, "mlp").prefix + "*"))
+        assert segments and not [
+            s for s in segments if os.path.basename(s).startswith(f"{pool_of(rt, 'mlp').prefix}0-0-")
+        ]
+
+
+class DiesAtLoadWhenFlagged:
+    """A callable model that kills the worker loading it while ``flag`` exists."""
+
+    def __init__(self, flag):
+        self.flag = flag
+
+    def __call__(self, x):
+        return x * 2
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if os.path.exists(self.flag):
+            os._exit(3)
+
+
+def flagged_servable(flag):
+    svc = mindserve.Servable("flagged")
+    model = svc.model(DiesAtLoadWhenFlagged(str(flag)))
+    svc.add_method(lambda x: model(x), name="run")
+    return svc
+
+
+def test_a_worker_that_keeps_dying_at_start_is_given_up_and_calls_fail_fast(rt, tmp_path):
+    flag = tmp_path / "die"
+    rt.start(flagged_servable(flag), workers=1)
+    assert rt.infer("flagged", "run", [{"x": np.float32(2)}])[0]["output"] == 4
+    (pid,) = worker_pids(rt, "flagged")
+    flag.touch()
+    os.kill(pid, signal.SIGKILL)
+    assert wait_for(lambda: rt.servable_status("flagged").workers[0].state == "failed", 60)
+    (worker,) = rt.servable_status("flagged").workers
+    assert "given up after 3 failed starts" in worker.last_error
+    assert "exited with code 3" in worker.last_error
+    assert worker.pid is None and worker.restarts == 0
+    assert not glob.glob(os.path.join(SHM_DIR, pool_of(rt, "flagged").prefix + "*"))
+    started = time.monotonic()
+    (result,) = rt.infer("flagged", "run", [{"x": np.float32(2)}], return_exceptions=True, timeout=60)
+    assert time.monotonic() - started < 10  # at once, not after the timeout
+    assert isinstance(result, mindserve.ModelError)
+    assert "no worker process is left" in str(result)
+    assert isinstance(result.__cause__, mindserve.WorkerError)
+
+
+def test_a_worker_that_dies_at_first_start_fails_the_start(rt, tmp_path):
+    flag = tmp_path / "die"
+    flag.touch()
+    before = set(our_segments())
+    with pytest.raises(
+        mindserve.LoadError, match=r"worker 0 \(device id 0\) exited with code 3 while loading"
+    ):
+        rt.start(flagged_servable(flag), workers=2)
+    assert rt.status() == []
+    assert set(our_segments()) <= before
+
+
+def test_a_worker_that_cannot_load_says_why(rt, tmp_path):
+    svc = mindserve.Servable("missing", directory=tmp_path)
+    (tmp_path / "1").mkdir()
+    svc.model("absent.mindir")
+    svc.add_method(lambda x: x, name="run")
+    with pytest.raises(mindserve.LoadError, match=r"absent.mindir.*does not exist.*\(in worker 0"):
+        rt.start(svc, workers=1)
+
+
+def segfaults_on_666(x):
+    if (x == 666).any():
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return x + 1
+
+
+def test_a_poison_instance_fails_alone_and_is_not_sent_for_ever(rt):
+    svc = mindserve.Servable("poison")
+    model = svc.model(segfaults_on_666, batching=mindserve.Batching(max_batch_size=8, max_delay=0.05))
+    svc.add_method(lambda x: model(x), name="run")
+    rt.start(svc, workers=2)
+    values = [1, 2, 666, 4, 5, 6]
+    results = rt.infer(
+        "poison", "run", [{"x": np.float32(v)} for v in values], return_exceptions=True, timeout=120
+    )
+    for value, result in zip(values, results):
+        if value == 666:
+            assert isinstance(result, mindserve.ModelError)
+            assert isinstance(result.__cause__, mindserve.WorkerError)
+            assert "SIGSEGV" in str(result) and "not sent again" in str(result)
+        else:
+            assert result["output"] == value + 1
+    assert wait_for(lambda: all(w.state == "ready" for w in rt.servable_status("poison").workers), 60)
+    assert rt.infer("poison", "run", [{"x": np.float32(1)}])[0]["output"] == 2
+
+
+# -- versions -------------------------------------------------------------------------------
+
+
+def test_hot_update_starts_new_workers_before_the_switch(exported):
+    directory = os.path.join(exported["root"], "mlp")
+    x = np.ones(16, np.float32)
+    with mindserve.Runtime() as rt:
+        rt.start(mlp_servable(directory), version=1, workers=1)
+        old = worker_pids(rt, "mlp")
+        v1 = rt.infer("mlp", "predict", [{"x": x}])[0]["logits"]
+        stop = threading.Event()
+        failures: list[BaseException] = []
+
+        def caller():
+            while not stop.is_set():
+                try:
+                    rt.infer("mlp", "predict", [{"x": x}])
+                except BaseException as exc:
+                    failures.append(exc)
+
+        threads = [threading.Thread(target=caller) for _ in range(4)]
+        for t in threads:
+            t.start()
+        info = rt.update("mlp", version=2)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        assert not failures
+        assert info.version == 2 and info.workers[0].state == "ready"
+        assert worker_pids(rt, "mlp") != old
+        v2 = rt.infer("mlp", "predict", [{"x": x}])[0]["logits"]
+        np.testing.assert_allclose(v2, run_net(exported["nets"]["mlp_v2"], x[None])[0], rtol=1e-5)
+        assert not np.allclose(v1, v2)
+        assert wait_for(lambda: not any(alive(p) for p in old))
+
+
+# -- no orphans -----------------------------------------------------------------------------
+
+
+def test_close_leaves_no_process_and_no_shared_memory(tmp_path):
+    rt = mindserve.Runtime()
+    svc = mindserve.Servable("s")
+    model = svc.model(double)
+    svc.add_method(lambda x: model(x), name="run")
+    rt.start(svc, workers=2)
+    rt.infer("s", "run", [{"x": np.ones(1000, np.float32)}])
+    pids = worker_pids(rt, "s")
+    pool = pool_of(rt, "s")
+    assert glob.glob(os.path.join(SHM_DIR, pool.prefix + "*"))
+    rt.close()
+    assert not any(alive(p) for p in pids)
+    assert not glob.glob(os.path.join(SHM_DIR, pool.prefix + "*"))
+
+
+def test_stop_ends_the_workers(rt):
+    svc = mindserve.Servable("s")
+    model = svc.model(double)
+    svc.add_method(lambda x: model(x), name="run")
+    rt.start(svc, workers=1)
+    rt.infer("s", "run", [{"x": np.ones(1000, np.float32)}])
+    pids = worker_pids(rt, "s")
+    pool = pool_of(rt, "s")
+    rt.stop("s")
+    assert wait_for(lambda: not any(alive(p) for p in pids))
+    assert wait_for(lambda: not glob.glob(os.path.join(SHM_DIR, pool.prefix + "*")))
+
+
+SCRIPT = """
+import os, sys, time
+import numpy as np
+import mindserve
+
+svc = mindserve.Servable("s")
+
+def triple(x):
+    return x * 3
+
+model = svc.model(triple)
+svc.add_method(lambda x: model(x), name="run")
+rt = mindserve.Runtime()
+rt.start(svc, workers=2)   # top level, no __main__ guard
+out = rt.infer("s", "run", [{"x": np.ones(10000, np.float32)}])
+assert out[0]["output"][0] == 3
+print(" ".join(str(w.pid) for w in rt.servable_status("s").workers), flush=True)
+if sys.argv[1] == "hang":
+    time.sleep(600)
+# "exit": leave without closing the runtime
+"""
+
+
+def run_script(tmp_path, mode):
+    script = tmp_path / "serve.py"
+    script.write_text(SCRIPT)
+    return subprocess.Popen(
+        [sys.executable, str(script), mode], stdout=subprocess.PIPE, cwd=tmp_path, text=True
+    )
+
+
+def segments_of(pid):
+    return glob.glob(os.path.join(SHM_DIR, f"{PREFIX}{pid}-*"))
+
+
+def test_a_script_that_exits_without_closing_leaves_nothing(tmp_path):
+    process = run_script(tmp_path, "exit")
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 0
+    pids = [int(p) for p in out.split()]
+    assert len(pids) == 2
+    assert wait_for(lambda: not any(alive(p) for p in pids), 10)
+    assert not segments_of(process.pid)
+
+
+def test_workers_of_a_killed_main_process_exit_and_clean_up(tmp_path):
+    process = run_script(tmp_path, "hang")
+    pids = [int(p) for p in process.stdout.readline().split()]
+    assert len(pids) == 2 and all(alive(p) for p in pids)
+    assert segments_of(process.pid)
+    process.kill()
+    process.wait()
+    assert wait_for(lambda: not any(alive(p) for p in pids), 10)
+    assert wait_for(lambda: not segments_of(process.pid), 10)
+
+
+def test_workers_start_from_a_notebook_kernel(tmp_path):
+    nbformat = pytest.importorskip("nbformat")
+    cells = [
+        "import numpy as np, mindserve\nsvc = mindserve.Servable('nb')",
+        textwrap.dedent(
+            """
+            factor = 5
+            def scale(x):
+                return x * factor
+            model = svc.model(scale)
+
+            @svc.stage(batch_size=4)
+            def plus(xs):
+                return [x + 1 for x in xs]
+
+            svc.add_method(lambda x: plus(model(x)), name='run')
+            """
+        ),
+        "rt = mindserve.Runtime()\nrt.start(svc, workers=1)\n"
+        "print(rt.infer('nb', 'run', [{'x': np.float32(2)}])[0]['output'])\nrt.close()",
+    ]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    notebooks.execute(notebook, tmp_path, timeout=120)
+    outputs = notebook.cells[2].outputs
+    assert outputs and outputs[0].get("text", "").strip() == "11.0", outputs
+
+
+@pytest.mark.warm_up
+def test_workers_warm_up_and_their_logs_and_reports_reach_the_main_process(exported, caplog):
+    caplog.set_level(logging.INFO, logger="mindserve")
+    observer = WarmUps()
+    with mindserve.Runtime(observers=[observer]) as rt:
+        rt.start(mlp_servable(os.path.join(exported["root"], "mlp")), version=1, workers=1)
+        (pid,) = worker_pids(rt, "mlp")
+        os.kill(pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the workers too: ignored
+        assert rt.infer("mlp", "predict", [{"x": np.zeros(16, np.float32)}])[0]["logits"].shape == (10,)
+        assert worker_pids(rt, "mlp") == [pid]
+    (report,) = observer.reports
+    assert report.model == "mlp" and [size for size, _ in report.compiled] == [1, 2, 4, 8, 16, 32, 64]
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(
+        m.startswith("worker 0: servable 'mlp' version 1: model 'mlp' warmed up batch size 64")
+        for m in messages
+    )
+
+
+def hangs_on_999(x):
+    if (x == 999).any():
+        time.sleep(3600)
+    return x + 1
+
+
+def test_a_hung_worker_is_stopped_once_every_caller_of_its_batch_gave_up(rt, monkeypatch):
+    from mindserve._workers import pool
+
+    monkeypatch.setattr(pool, "HUNG_AFTER", 1.0)
+    svc = mindserve.Servable("hangs")
+    model = svc.model(hangs_on_999)
+    svc.add_method(lambda x: model(x), name="run")
+    rt.start(svc, workers=1)
+    (pid,) = worker_pids(rt, "hangs")
+    with pytest.raises(mindserve.DeadlineExceededError):
+        rt.infer("hangs", "run", [{"x": np.float32(999)}], timeout=0.5)
+    assert wait_for(lambda: rt.servable_status("hangs").workers[0].restarts == 1, 30)
+    assert rt.infer("hangs", "run", [{"x": np.float32(1)}], timeout=30)[0]["output"] == 2
+    (worker,) = rt.servable_status("hangs").workers
+    assert worker.pid != pid and "SIGKILL" in worker.last_error
+
+
+# -- defects found by attacking the first version ---------------------------------------------
+
+
+def test_a_batched_stage_may_keep_its_inputs(rt):
+    """Inputs reach a worker's stage as its own arrays, not views of reused shared memory."""
+    svc = mindserve.Servable("keeps")
+    kept = []
+
+    @svc.stage(batch_size=4)
+    def first_seen(xs):
+        kept.extend(xs)
+        return [kept[0] for _ in xs]
+
+    svc.add_method(lambda x: first_seen(x), name="run")
+    rt.start(svc, workers=1)
+    a = rt.infer("keeps", "run", [{"x": np.arange(4, dtype=np.float32)}])[0]["output"]
+    b = rt.infer("keeps", "run", [{"x": np.full(4, 9, np.float32)}])[0]["output"]
+    assert a.tolist() == b.tolist() == [0, 1, 2, 3]
+
+
+def _cannot_be_rebuilt():
+    raise AttributeError("Can't get attribute 'Point' on <module '__main__'>")
+
+
+class RebuiltNowhere:
+    """A value that pickles but cannot be unpickled in another process (as a class of the
+    caller's ``__main__`` pickled by name)."""
+
+    def __reduce__(self):
+        return (_cannot_be_rebuilt, ())
+
+
+def test_a_value_a_worker_cannot_unpickle_fails_its_instance_not_the_worker(rt):
+    svc = mindserve.Servable("unpicklable")
+
+    @svc.stage
+    def wrap(x):
+        return RebuiltNowhere() if x == 1 else x
+
+    @svc.stage(batch_size=4)
+    def use(xs):
+        return xs
+
+    svc.add_method(lambda x: use(wrap(x)), name="run")
+    rt.start(svc, workers=1)
+    results = rt.infer("unpicklable", "run", [{"x": 0}, {"x": 1}], return_exceptions=True)
+    assert results[0]["output"] == 0
+    assert isinstance(results[1], mindserve.StageError)
+    assert "Can't get attribute 'Point'" in str(results[1])
+    assert rt.servable_status("unpicklable").workers[0].restarts == 0
+
+
+def test_a_forked_child_leaves_its_parents_workers_alone(rt):
+    from mindserve._workers import pool as pool_module
+
+    svc = mindserve.Servable("forked")
+    model = svc.model(double)
+    svc.add_method(lambda x: model(x), name="run")
+    rt.start(svc, workers=1)
+    rt.infer("forked", "run", [{"x": np.ones(10, np.float32)}])
+    pids = worker_pids(rt, "forked")
+    prefix = pool_of(rt, "forked").prefix
+    segments = glob.glob(os.path.join(SHM_DIR, prefix + "*"))
+    child = os.fork()
+    if child == 0:  # what the child's interpreter does at exit
+        try:
+            pool_module._close_all()
+        finally:
+            os._exit(0)
+    os.waitpid(child, 0)
+    assert worker_pids(rt, "forked") == pids and all(alive(p) for p in pids)
+    assert glob.glob(os.path.join(SHM_DIR, prefix + "*")) == segments
+    assert rt.infer("forked", "run", [{"x": np.ones(10, np.float32)}])[0]["output"][0] == 2
+    assert rt.servable_status("forked").workers[0].restarts == 0
+
+
+def test_a_hung_batch_is_not_run_again_for_calls_that_gave_up(rt, monkeypatch):
+    from mindserve._workers import pool
+
+    monkeypatch.setattr(pool, "HUNG_AFTER", 1.0)
+    svc = mindserve.Servable("hangs")
+    model = svc.model(hangs_on_999)
+    svc.add_method(lambda x: model(x), name="run")
+    rt.start(svc, workers=1)
+    started = time.monotonic()
+    with pytest.raises(mindserve.DeadlineExceededError):
+        rt.infer("hangs", "run", [{"x": np.float32(999)}] * 4, timeout=1)
+    assert time.monotonic() - started < 5
+    assert wait_for(lambda: rt.servable_status("hangs").workers[0].restarts == 1, 30)
+    time.sleep(3)  # no instance of the dead batch runs again and hangs the new worker
+    assert rt.servable_status("hangs").workers[0].restarts == 1
+    assert rt.infer("hangs", "run", [{"x": np.float32(1)}], timeout=30)[0]["output"] == 2
+
+
+class SlowToLoadWhenFlagged(DiesAtLoadWhenFlagged):
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if os.path.exists(self.flag):
+            time.sleep(6)
+
+
+def test_a_call_waiting_for_a_restarting_worker_keeps_its_timeout(rt, tmp_path):
+    flag = tmp_path / "slow"
+    svc = mindserve.Servable("slow")
+    model = svc.model(SlowToLoadWhenFlagged(str(flag)))
+    svc.add_method(lambda x: model(x), name="run")
+    rt.start(svc, workers=1)
+    flag.touch()
+    os.kill(worker_pids(rt, "slow")[0], signal.SIGKILL)
+    assert wait_for(lambda: rt.servable_status("slow").workers[0].state == "restarting")
+    started = time.monotonic()
+    with pytest.raises(mindserve.DeadlineExceededError):
+        rt.infer("slow", "run", [{"x": np.float32(1)}], timeout=1)
+    assert time.monotonic() - started < 3
+    assert wait_for(lambda: rt.servable_status("slow").workers[0].state == "ready", 30)
+    assert rt.infer("slow", "run", [{"x": np.float32(1)}])[0]["output"] == 2
+
+
+def test_a_worker_that_cannot_even_be_spawned_is_given_up(rt, monkeypatch):
+    svc = mindserve.Servable("nospawn")
+    model = svc.model(double)
+    svc.add_method(lambda x: model(x), name="run")
+    rt.start(svc, workers=1)
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")  # a venv replaced by a deploy
+    os.kill(worker_pids(rt, "nospawn")[0], signal.SIGKILL)
+    assert wait_for(lambda: rt.servable_status("nospawn").workers[0].state == "failed", 30)
+    assert "/nonexistent/python" in rt.servable_status("nospawn").workers[0].last_error
+    (result,) = rt.infer("nospawn", "run", [{"x": np.float32(1)}], return_exceptions=True, timeout=30)
+    assert isinstance(result, mindserve.ModelError) and "no worker process is left" in str(result)
+
+
+def test_shared_memory_shrinks_back_after_a_big_batch(rt):
+    svc = mindserve.Servable("big")
+    model = svc.model(double)
+    svc.add_method(lambda x: model(x), name="run")
+    rt.start(svc, workers=1)
+    rt.infer("big", "run", [{"x": np.ones(5_000_000, np.float32)}])  # 20 MB each way
+    prefix = pool_of(rt, "big").prefix
+
+    def held() -> int:
+        return sum(os.path.getsize(p) for p in glob.glob(os.path.join(SHM_DIR, prefix + "*")))
+
+    assert held() >= 40_000_000
+    for _ in range(10):
+        rt.infer("big", "run", [{"x": np.ones(10, np.float32)}])
+    assert held() <= 4 << 20
+
+
+SMALL_SHM_SCRIPT = """
+import numpy as np, mindserve
+svc = mindserve.Servable("s")
+def double(x):
+    return x * 2
+model = svc.model(double)
+svc.add_method(lambda x: model(x), name="run")
+with mindserve.Runtime() as rt:
+    rt.start(svc, workers=1)
+    (result,) = rt.infer("s", "run", [{"x": np.ones(8_000_000, np.float32)}], return_exceptions=True)
+    print(type(result).__name__, result)
+    print(rt.infer("s", "run", [{"x": np.ones(4, np.float32)}])[0]["output"])
+"""
+
+
+def test_a_batch_larger_than_dev_shm_fails_clearly_and_the_process_lives(tmp_path):
+    """Docker gives containers a 64 MB /dev/shm; a bigger batch must not SIGBUS the caller."""
+    script = tmp_path / "small_shm.py"
+    script.write_text(SMALL_SHM_SCRIPT)
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("needs a private mount namespace (unshare -m) to mount a small /dev/shm")
+    command = f"mount -t tmpfs -o size=16m tmpfs /dev/shm && {sys.executable} {script}"
+    done = subprocess.run(["unshare", "-m", "sh", "-c", command], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("ModelError") and "/dev/shm" in lines[0], lines
+    assert lines[1] == "[2. 2. 2. 2.]"
+
+
+def test_an_error_while_restarting_gives_the_worker_up_instead_of_leaving_it_restarting(rt, monkeypatch):
+    from mindserve._workers.pool import WorkerPool
+
+    def broken(self, slot):
+        raise RuntimeError("an internal error")
+
+    svc = mindserve.Servable("broken")
+    model = svc.model(double)
+    svc.add_method(lambda x: model(x), name="run")
+    rt.start(svc, workers=1)
+    monkeypatch.setattr(WorkerPool, "_restart", broken)
+    os.kill(worker_pids(rt, "broken")[0], signal.SIGKILL)
+    assert wait_for(lambda: rt.servable_status("broken").workers[0].state == "failed", 30)
+    assert "an internal error" in rt.servable_status("broken").workers[0].last_error
+    (result,) = rt.infer("broken", "run", [{"x": np.float32(1)}], return_exceptions=True, timeout=30)
+    assert isinstance(result, mindserve.ModelError) and "no worker process is left" in str(result)
+
+
+# -- nn.Cell models in workers ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("network", ["layers", "lenet"])
+def test_in_memory_cells_of_mindspores_own_layers_run_in_workers(rt, network):
+    """Built-in layers hold primitives (Reshape, MatMul...) that do not pickle: they are
+    rebuilt in the worker from their constructor arguments."""
+    import mindspore as ms
+
+    from models import LeNet
+
+    ms.set_seed(3)
+    net = (
+        ms.nn.SequentialCell(ms.nn.Dense(16, 8), ms.nn.ReLU(), ms.nn.Dense(8, 4))
+        if network == "layers"
+        else LeNet()
+    )
+    shape = (16,) if network == "layers" else (1, 32, 32)
+    svc = mindserve.Servable("cell")
+    model = svc.model(net)
+    svc.add_method(lambda x: model(x), name="run")
+    rng = np.random.default_rng(5)
+    instances = [{"x": rng.normal(size=shape).astype(np.float32)} for _ in range(5)]
+    with mindserve.Runtime() as local:
+        local.start(svc)
+        here = local.infer("cell", "run", instances)
+    rt.start(svc, workers=1)
+    there = rt.infer("cell", "run", instances)
+    for a, b in zip(here, there):
+        assert np.array_equal(a["output"], b["output"])
+
+
+def test_a_cell_that_cannot_be_sent_says_to_export_it(rt):
+    import mindspore as ms
+
+    class Tagged(ms.nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.relu = ms.ops.ReLU()
+            self.relu.add_prim_attr("tag", 1)  # set after construction: not rebuilt from arguments
+
+        def construct(self, x):
+            return self.relu(x)
+
+    svc = mindserve.Servable("tagged")
+    model = svc.model(Tagged())
+    svc.add_method(lambda x: model(x), name="run")
+    with pytest.raises(mindserve.LoadError, match=r"ReLU cannot be rebuilt.*export it with mindspore.export"):
+        rt.start(svc, workers=1)
