@@ -10,9 +10,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from mindserve._batching.alone import isolating
 from mindserve._batching.per_call import PerCallScheduler
 from mindserve._batching.scheduler import UNLIMITED, Scheduler
-from mindserve._calls import Failure, Outcome, Pending, Request, dropped, running
+from mindserve._calls import Failure, Outcome, Pending, Request, running
 from mindserve._config import WorkerPlan
 from mindserve._define.model import Model
 from mindserve._define.servable import ServableDefinition
@@ -236,19 +237,23 @@ class LoadedServable:
         return Pending(scheduler.submit(request, instances, inline=False), f"stage '{stage.name}'")
 
     def _run_stage(
-        self, stage: Stage, instances: Sequence[tuple[Any, ...]], request: Request
+        self,
+        stage: Stage,
+        instances: Sequence[tuple[Any, ...]],
+        request: Request,
+        requests: Sequence[Request] = (),
     ) -> list[Outcome]:
         """Run a stage over instances of ``request``, with this version and that request as
-        the ones ``Model.call`` uses."""
+        the ones ``Model.call`` uses (``requests``: each instance's, when known)."""
         with running(self, request):
-            return run_stage(stage, instances)
+            return run_stage(stage, instances, requests)
 
     def _run_stage_batch(
         self, stage: Stage, instances: list[tuple[Any, ...]], requests: list[Request]
     ) -> list[Outcome]:
         """Run a batched stage over instances of several calls (``Model.call`` inside it is
         bounded by the latest of their deadlines)."""
-        return self._run_stage(stage, instances, Request.covering(requests))
+        return self._run_stage(stage, instances, Request.covering(requests), requests)
 
     def _run_stage_in_worker(
         self, stage: Stage, instances: list[tuple[Any, ...]], requests: list[Request]
@@ -256,20 +261,18 @@ class LoadedServable:
         """Run a batched stage in a worker process. A batch that cannot be sent or whose
         worker died runs again one instance at a time, so that only the instances that
         fail alone fail."""
+        run = functools.partial(self._send_stage, stage)
+        return isolating(run, instances, requests, run(instances, requests))
+
+    def _send_stage(
+        self, stage: Stage, instances: list[tuple[Any, ...]], requests: Sequence[Request]
+    ) -> list[Outcome] | Failure:
         remaining = Request.covering(requests).remaining()
         timeout = None if remaining is None else max(remaining, 0.0)
         try:
             return self.pool.call(RunStage(stage.name, instances, timeout), requests)  # type: ignore[union-attr,no-any-return]
         except BaseException as exc:  # never an executor's death
-            if len(instances) > 1:
-                now = time.monotonic()
-                return [  # instances of calls that gave up meanwhile are not run again
-                    dropped(request)
-                    if request.expired(now)
-                    else self._run_stage_in_worker(stage, [one], [request])[0]
-                    for one, request in zip(instances, requests)
-                ]
-            return [Failure(StageError, f"stage '{stage.name}' failed: {describe(exc)}", exc)]
+            return Failure(StageError, f"stage '{stage.name}' failed: {describe(exc)}", exc)
 
     # -- lifecycle -----------------------------------------------------------------
 
