@@ -192,6 +192,18 @@ class LoadedModel:
         return run_batch(self.plan, self.backend, batch, requests)
 
 
+def ready_model(
+    model: Model, executor: Executor, where: str, warm_up: bool
+) -> tuple[LoadedModel, tuple[tuple[int, float], ...]]:
+    """A model's queue on its executor, planned and warmed up (if ``warm_up``), and the
+    batch sizes compiled with their seconds."""
+    plan = ModelPlan.of(model, executor.input_specs, where)
+    if not warm_up:
+        return LoadedModel(model, plan, executor), ()
+    result = executor.warm_up(plan)
+    return LoadedModel(model, plan.warmed(result), executor), result.compiled
+
+
 def _merge(outcomes: list[Outcome | None], ready: list[int], results: list[Outcome]) -> list[Outcome]:
     """Put the queued instances' results among the instances that failed before queueing."""
     for position, result in zip(ready, results):
