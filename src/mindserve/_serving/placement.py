@@ -57,8 +57,10 @@ class Placement(Protocol):
     def device(self) -> str | None:
         """The device the version's models run on (once they are loaded)."""
 
-    def stage_runner(self, stage: Stage, here: StageBatch) -> StageRunner:
-        """How a batched stage runs (``here``: in this process, with this version)."""
+    def stage_runner(self, stage: Stage, here: StageBatch) -> StageRunner | None:
+        """How a batched stage's queue runs its batches (``here``: in this process, with this
+        version); ``None``: the stage gets no queue (a worker process runs each batch it is
+        sent as it comes)."""
 
     def workers(self) -> tuple[WorkerInfo, ...]:
         """The worker processes the version runs in."""
@@ -74,7 +76,11 @@ class Placement(Protocol):
 
 
 class InProcess:
-    """Models and batched stages run in this process, on ``device`` (target, id)."""
+    """Models and batched stages run in this process, on ``device`` (target, id).
+
+    ``in_worker_process``: a worker process builds the version it runs for its main process,
+    which keeps the batched stages' queues: it starts none of its own.
+    """
 
     remote = False
 
@@ -110,8 +116,8 @@ class InProcess:
         chosen = _mindspore.use_device(*self._device) if self._used_mindspore else None
         return f"{chosen[0]}:{chosen[1]}" if chosen else None
 
-    def stage_runner(self, stage: Stage, here: StageBatch) -> StageRunner:
-        return StageRunner(here, 1)
+    def stage_runner(self, stage: Stage, here: StageBatch) -> StageRunner | None:
+        return None if self.in_worker_process else StageRunner(here, 1)
 
     def workers(self) -> tuple[WorkerInfo, ...]:
         return ()

@@ -18,7 +18,7 @@ from mindserve._errors import MindServeError
 from mindserve._observe.observer import ObserverHub, Step
 from mindserve._observe.status import MethodInfo, ModelInfo, ServableInfo
 from mindserve._serving.model_queue import LoadedModel
-from mindserve._serving.placement import InProcess, Placement
+from mindserve._serving.placement import InProcess, Placement, StageRunner
 from mindserve._serving.stages import run_stage
 
 
@@ -51,12 +51,10 @@ class LoadedServable:
         self.loaded_at = datetime.datetime.now(datetime.timezone.utc)
         where = f"servable '{self.name}' version {version}"
         self.stage_schedulers: dict[Stage, Scheduler] = {}
-        for method in definition.methods.values():
-            for step in method.steps:
-                stage = step.callee
-                if isinstance(stage, Stage) and stage.batch_size is not None:
-                    if stage not in self.stage_schedulers:
-                        self.stage_schedulers[stage] = self._stage_scheduler(where, stage, observer)
+        for stage in _batched_stages(definition):
+            runner = self.placement.stage_runner(stage, functools.partial(self._run_stage_batch, stage))
+            if runner is not None:  # None: a worker runs each batch it is sent
+                self.stage_schedulers[stage] = self._stage_scheduler(where, stage, runner, observer)
         self._state = threading.Lock()
         self._calls: set[Request] = set()
         self._retired = False
@@ -67,9 +65,10 @@ class LoadedServable:
     def __repr__(self) -> str:
         return f"<LoadedServable {self.name!r} version {self.version}>"
 
-    def _stage_scheduler(self, where: str, stage: Stage, observer: ObserverHub | None) -> Scheduler:
+    def _stage_scheduler(
+        self, where: str, stage: Stage, runner: StageRunner, observer: ObserverHub | None
+    ) -> Scheduler:
         """The queue that batches a batched stage's instances across callers."""
-        runner = self.placement.stage_runner(stage, functools.partial(self._run_stage_batch, stage))
         return scheduler_for(self.definition)(
             f"{where}: stage '{stage.name}'",
             runner.run,
@@ -221,6 +220,16 @@ class LoadedServable:
 def scheduler_for(definition: ServableDefinition) -> type[Scheduler]:
     """The scheduler class a version's models and batched stages use."""
     return PerCallScheduler if definition.deterministic else Scheduler
+
+
+def _batched_stages(definition: ServableDefinition) -> list[Stage]:
+    """The batched stages of a version's methods, each once, in the order they come."""
+    stages: dict[Stage, None] = {}
+    for method in definition.methods.values():
+        for step in method.steps:
+            if isinstance(step.callee, Stage) and step.callee.batch_size is not None:
+                stages[step.callee] = None
+    return list(stages)
 
 
 def _same_model(running_model: Model, model: Model, placement: Placement) -> bool:
