@@ -60,7 +60,7 @@ def worker_pids(rt, name):
 
 def pool_of(rt, name):
     """The worker pool of the default version (private: to look at its shared memory)."""
-    return rt._hosted[name].default().pool
+    return rt._hosted[name].default().placement.pool
 
 
 @pytest.fixture(scope="module")

@@ -222,14 +222,14 @@ def test_the_watcher_survives_corrupt_truncated_deleted_and_oddly_named_versions
 def test_a_version_deleted_while_the_watcher_loads_it_is_reported_and_the_next_one_loads(
     rt, exported, tmp_path, monkeypatch
 ):
-    from mindserve._serving import running
+    from mindserve._serving import loading
 
     root = tmp_path / "mlp"
     good = open(os.path.join(exported["root"], "mlp", "1", "mlp.mindir"), "rb").read()
     (root / "1").mkdir(parents=True)
     (root / "1" / "mlp.mindir").write_bytes(good)
     rt.start(watched_mlp(root), watch=True, poll_interval=0.02)
-    original = running.LoadedServable.load
+    original = loading.load
     entered, go_on = threading.Event(), threading.Event()
 
     def held_load(definition, version, *args, **kwargs):
@@ -238,7 +238,7 @@ def test_a_version_deleted_while_the_watcher_loads_it_is_reported_and_the_next_o
             go_on.wait(10)
         return original(definition, version, *args, **kwargs)
 
-    monkeypatch.setattr(running.LoadedServable, "load", held_load)
+    monkeypatch.setattr(loading, "load", held_load)
     try:
         publish(root, 2, good)
         assert entered.wait(10)

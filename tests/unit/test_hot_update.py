@@ -279,14 +279,14 @@ def test_stop_during_an_update_discards_the_new_version(rt, tree, monkeypatch):
     model = svc.model(lambda x: x, name="m")
     svc.add_method(lambda x: model(x), name="f")
     rt.start(svc, version=1)
-    original = mindserve._serving.running.LoadedServable.load
+    original = mindserve._serving.loading.load
 
     def held_load(*args, **kwargs):
         entered.set()
         gate.wait(30)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(mindserve._serving.running.LoadedServable, "load", held_load)
+    monkeypatch.setattr(mindserve._serving.loading, "load", held_load)
     result = []
     updater = threading.Thread(target=lambda: result.append(_capture(lambda: rt.update("v", version=2))))
     updater.start()

@@ -114,7 +114,7 @@ def queue_state(
     workers: dict[tuple[str, int], tuple[WorkerInfo, ...]] = {}
     for loaded in running:
         depths.update(loaded.queue_depths())
-        if loaded.pool is not None:
+        if loaded.placement.remote:
             workers[(loaded.name, loaded.version)] = loaded.info().workers
     return depths, workers
 

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from mindserve._batching import shapes as _batching
+from mindserve._batching.alone import isolating
 from mindserve._batching.scheduler import Scheduler
-from mindserve._calls import Failure, Outcome, Pending, Request, dropped, in_caller_thread
+from mindserve._calls import Failure, Outcome, Pending, Request, in_caller_thread
 from mindserve._define.model import Model
 from mindserve._errors import InvalidInputError, counted
 from mindserve._execution.executor import Executor, run_batch
@@ -184,27 +184,24 @@ class LoadedModel:
         if isinstance(results, Failure) and isinstance(results.cause, KeyboardInterrupt):
             if in_caller_thread(results.cause):  # the caller's own thread: stop here
                 raise results.cause
-        if isinstance(results, Failure) and len(batch) > 1:
-            alone: Sequence[Request | None] = requests or [None] * len(batch)
-            now = time.monotonic()
-            return [  # instances of calls that gave up meanwhile are not run again
-                dropped(request)
-                if request is not None and request.expired(now)
-                else self._run_one(arrays, request)
-                for arrays, request in zip(batch, alone)
-            ]
-        if isinstance(results, Failure):
-            return [results]
-        return results
-
-    def _run_one(self, arrays: tuple[np.ndarray, ...], request: Request | None) -> Outcome:
-        results = self._run_batch([arrays], () if request is None else (request,))
-        return results if isinstance(results, Failure) else results[0]
+        return isolating(self._run_batch, batch, requests, results)
 
     def _run_batch(
         self, batch: list[tuple[np.ndarray, ...]], requests: Sequence[Request] = ()
     ) -> list[Outcome] | Failure:
         return run_batch(self.plan, self.backend, batch, requests)
+
+
+def ready_model(
+    model: Model, executor: Executor, where: str, warm_up: bool
+) -> tuple[LoadedModel, tuple[tuple[int, float], ...]]:
+    """A model's queue on its executor, planned and warmed up (if ``warm_up``), and the
+    batch sizes compiled with their seconds."""
+    plan = ModelPlan.of(model, executor.input_specs, where)
+    if not warm_up:
+        return LoadedModel(model, plan, executor), ()
+    result = executor.warm_up(plan)
+    return LoadedModel(model, plan.warmed(result), executor), result.compiled
 
 
 def _merge(outcomes: list[Outcome | None], ready: list[int], results: list[Outcome]) -> list[Outcome]:

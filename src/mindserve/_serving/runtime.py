@@ -38,6 +38,7 @@ from mindserve._observe.observer import (
     VersionEvent,
 )
 from mindserve._observe.status import ServableInfo, ServableStatus
+from mindserve._serving import loading
 from mindserve._serving.calls import Call, CallBook, CallFuture, settle
 from mindserve._serving.dispatch import Dispatcher
 from mindserve._serving.hosting import (
@@ -51,10 +52,13 @@ from mindserve._serving.hosting import (
     unhost_all,
     unusable_after_fork,
 )
+from mindserve._serving.loading import WARM_UP_VARIABLE, warm_up_from_environment
 from mindserve._serving.pipeline import run_method, run_method_async, run_method_callback
-from mindserve._serving.running import WARM_UP_VARIABLE, LoadedServable, warm_up_from_environment
+from mindserve._serving.placement import InProcess
+from mindserve._serving.running import LoadedServable
 from mindserve._serving.slot import ServableSlot
 from mindserve._serving.versions import Watcher, check_version_number
+from mindserve._workers.placement import WorkerPlacement
 
 
 class Runtime:
@@ -331,8 +335,7 @@ class Runtime:
             request.abandon("closed")
         self._dispatcher.close()
         for loaded in stopped:  # worker processes stop once their queues have drained
-            if loaded.pool is not None:
-                loaded.pool.wait_closed(None if deadline is None else max(deadline - time.monotonic(), 5.0))
+            loaded.placement.wait_closed(None if deadline is None else max(deadline - time.monotonic(), 5.0))
 
     def add_listener(self, listener: Callable[[VersionEvent], None]) -> None:
         """Call ``listener(event)`` for every version event: loaded, swapped, unloaded, failed.
@@ -420,14 +423,8 @@ class Runtime:
         """Load a version (outside the runtime lock) in this process, or in worker processes
         as ``plan`` says; report a failure to listeners."""
         try:
-            loaded = LoadedServable.load(
-                servable.definition(),
-                version,
-                self._device,
-                self._observer,
-                self._warm_up,
-                plan,
-            )
+            placement = InProcess(self._device) if plan is None else WorkerPlacement(plan, self._device[0])
+            loaded = loading.load(servable.definition(), version, placement, self._observer, self._warm_up)
         except MindServeError as exc:
             hosted.failed(version or None, exc)
             self._emit(EventKind.FAILED, hosted.name, version or None, exc)

@@ -8,6 +8,7 @@ fail. Whatever a stage raises becomes its instances' :class:`StageError`, except
 
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 import logging
@@ -16,26 +17,30 @@ from typing import Any
 
 import attrs
 
-from mindserve._calls import Failure, Outcome, in_caller_thread
+from mindserve._batching.alone import isolating
+from mindserve._calls import Failure, Outcome, Request, in_caller_thread
 from mindserve._define.stage import Stage
 from mindserve._errors import StageError, counted, describe
 
 logger = logging.getLogger("mindserve")
 
 
-def run_stage(stage: Stage, instances: Sequence[tuple[Any, ...]]) -> list[Outcome]:
+def run_stage(
+    stage: Stage, instances: Sequence[tuple[Any, ...]], requests: Sequence[Request] = ()
+) -> list[Outcome]:
     """Run over the argument tuples of several instances; one outcome per instance.
 
     A batch that fails as a whole (the function raised, or returned the wrong number of
     results) is run again one instance at a time, so that only the instances that
-    fail alone fail.
+    fail alone fail; those of calls that gave up meanwhile (``requests``, one per
+    instance, when known) are dropped instead.
     """
     if stage.batch_size is None:
         return [_run_one(stage, args) for args in instances]
     size = stage.batch_size or len(instances)
     outcomes: list[Outcome] = []
     for start in range(0, len(instances), size):
-        outcomes += _run_isolating(stage, instances[start : start + size])
+        outcomes += _run_isolating(stage, instances[start : start + size], requests[start : start + size])
     return outcomes
 
 
@@ -49,26 +54,32 @@ def _run_one(stage: Stage, args: tuple[Any, ...]) -> Outcome:
     return _split(stage, result)
 
 
-def _run_isolating(stage: Stage, instances: Sequence[tuple[Any, ...]]) -> list[Outcome]:
-    outcomes = _run_batch(stage, instances)
-    if not isinstance(outcomes, Failure):
-        return outcomes
-    if len(instances) == 1:
-        return [outcomes]
-    alone = [_run_batch(stage, [args]) for args in instances]
-    results = [_pinned(r, outcomes, len(instances)) if isinstance(r, Failure) else r[0] for r in alone]
-    if not any(isinstance(r, Failure) for r in alone):
+def _run_isolating(
+    stage: Stage, instances: Sequence[tuple[Any, ...]], requests: Sequence[Request]
+) -> list[Outcome]:
+    batch = list(instances)
+    outcomes = _run_batch(stage, batch)
+    failed: list[Failure] = []
+
+    def pinned(alone: Failure, whole: Failure) -> Failure:
+        failed.append(alone)
+        return _pinned(alone, whole, len(batch))
+
+    results = isolating(functools.partial(_run_batch, stage), batch, requests, outcomes, pinned)
+    if isinstance(outcomes, Failure) and len(batch) > 1 and not failed:
         logger.warning(
             "batched stage '%s' failed on a batch of %d (%s) but on none of its instances run "
             "alone; each instance got the result of its run alone",
             stage.name,
-            len(instances),
+            len(batch),
             outcomes.detail,
         )
     return results
 
 
-def _run_batch(stage: Stage, instances: Sequence[tuple[Any, ...]]) -> list[Outcome] | Failure:
+def _run_batch(
+    stage: Stage, instances: Sequence[tuple[Any, ...]], requests: Sequence[Request] = ()
+) -> list[Outcome] | Failure:
     """One call of a batched stage: one outcome per instance, or the batch's failure."""
     n_args = len(instances[0]) if instances else 0
     columns = [[args[i] for args in instances] for i in range(n_args)]

@@ -67,10 +67,8 @@ class Worker:
         import cloudpickle
 
         from mindserve._observe.observer import Observer, ObserverHub, WarmUpReport
-        from mindserve._serving import running
-        from mindserve._serving.running import LoadedServable
-
-        running.in_worker_process = True
+        from mindserve._serving import loading
+        from mindserve._serving.placement import InProcess
 
         reports: dict[str, WarmUpReport] = {}
 
@@ -79,10 +77,10 @@ class Worker:
                 reports[report.model] = report
 
         definition = cloudpickle.loads(self.boot.definition)
-        self.loaded = LoadedServable.load(
+        self.loaded = loading.load(
             definition,
             self.boot.version,
-            self.boot.device,
+            InProcess(self.boot.device, in_worker_process=True),
             ObserverHub([Record()]),
             self.boot.warm_up,
         )

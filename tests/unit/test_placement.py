@@ -1,0 +1,80 @@
+"""Placements and the one loading path (_serving/placement.py, _serving/loading.py)."""
+
+from __future__ import annotations
+
+import pathlib
+import re
+
+import numpy as np
+import pytest
+
+import mindserve
+from mindserve._calls import Request
+from mindserve._serving import loading
+from mindserve._serving.placement import InProcess
+
+
+def _servable(tmp_path):
+    (tmp_path / "1").mkdir()
+    svc = mindserve.Servable("placed", directory=str(tmp_path))
+    model = svc.model(lambda x: x * 10, name="m")
+
+    @svc.stage(batch_size=2)
+    def total(ys):
+        return [float(y.sum()) for y in ys]
+
+    @svc.method(outputs=["total"])
+    def compute(x):
+        return total(model(x))
+
+    return svc
+
+
+def test_in_process_a_version_queues_its_models_and_batched_stages(tmp_path):
+    loaded = loading.load(_servable(tmp_path).definition(), 0, InProcess((None, 0)), warm_up=False)
+    try:
+        assert loaded.version == 1 and loaded.device is None
+        assert [s.name for s in loaded.stage_schedulers] == ["total"]
+        assert loaded.models["m"].scheduler is not None
+        assert not loaded.placement.in_worker_process and not loaded.placement.remote
+        assert loaded.placement.workers() == ()
+    finally:
+        loaded.retire()
+
+
+def test_a_worker_builds_its_version_without_stage_queues(tmp_path):
+    placement = InProcess((None, 0), in_worker_process=True)
+    loaded = loading.load(_servable(tmp_path).definition(), 1, placement, warm_up=False)
+    try:
+        assert loaded.stage_schedulers == {}
+        assert loaded.placement.in_worker_process
+        (stage,) = (s.callee for s in loaded.definition.methods["compute"].steps if s.callee.name == "total")
+        outcomes = loaded._run_stage(stage, [(np.ones(2),), (np.ones(3),)], Request(5))
+        assert outcomes == [(2.0,), (3.0,)]
+    finally:
+        loaded.retire()
+
+
+def test_a_version_that_fails_to_load_discards_its_placement(tmp_path):
+    discarded = []
+
+    class Failing(InProcess):
+        def load_model(self, model, where, warm_up):
+            raise mindserve.MindServeError(f"{where}: model '{model.name}' cannot load")
+
+        def discard(self):
+            discarded.append(True)
+
+    with pytest.raises(mindserve.MindServeError, match="servable 'placed' version 1: model 'm' cannot load"):
+        loading.load(_servable(tmp_path).definition(), 1, Failing((None, 0)), warm_up=False)
+    assert discarded == [True]
+
+
+def test_serving_imports_workers_only_in_the_runtime_facade():
+    serving = pathlib.Path(mindserve.__file__).parent / "_serving"
+    importing = sorted(
+        p.name
+        for p in serving.glob("*.py")
+        if re.search(r"^\s*(from|import) mindserve\._workers", p.read_text(encoding="utf-8"), re.M)
+    )
+    assert importing == ["runtime.py"]
