@@ -2,7 +2,7 @@
 
 An :class:`Executor` is opened by the model's source (:mod:`.sources`); in this process it
 is a MindSpore network or a Python callable (:mod:`.local`), in worker processes one slot
-per worker (``mindserve._workers.pool.WorkerBackend``). :func:`run_batch` runs one batch of
+per worker (``mindserve._workers.placement.WorkerBackend``). :func:`run_batch` runs one batch of
 instances on it as a plan says (padded to a bucket, outputs checked and sliced), and
 :func:`warm_up` compiles the plan's buckets, wherever the executor lives.
 """
