@@ -182,8 +182,7 @@ class Scheduler:
                 self._queue.extend(_items(request, ticket, values, keys, time.monotonic()))
                 if len(self._queue) >= self._wake_at:
                     self._cond.notify()
-        if dead:
-            self._drop(dead)  # outside the lock: waking a caller may run its next step here
+        self._drop(dead)  # outside the lock: waking a caller may run its next step here
         if waiting:
             self._report_drop(count, DropReason.OVERLOADED)
             raise OverloadedError(
@@ -222,10 +221,7 @@ class Scheduler:
         ``KeyboardInterrupt`` raised here (the caller's own thread) still reaches the
         caller, once every instance has an outcome.
         """
-        if len(values) == 1:  # the lone caller's common case
-            self._run_one_inline(request, ticket, values[0])
-            return
-        batches = split(keys, len(values), self.max_batch_size)
+        batches = [[0]] if len(values) == 1 else split(keys, len(values), self.max_batch_size)
         interrupt: BaseException | None = None
         try:
             for position, indices in enumerate(batches):
@@ -249,20 +245,6 @@ class Scheduler:
                             now = time.monotonic()
                             self._queue.extend(_items(request, ticket, values, keys, now, rest))
                             break
-        finally:
-            self._release()
-        if interrupt is not None:
-            raise interrupt
-
-    def _run_one_inline(self, request: Request, ticket: Ticket, value: Any) -> None:
-        """:meth:`_run_inline` for one value."""
-        try:
-            started = time.monotonic()
-            outcomes, interrupt = self._run_safely([value], [request])
-            self._count(1, BatchReason.INLINE, started, started, outcomes, 0, (request,))
-            self._last_size, self._last_calls, self._last_end = 1, 1, time.monotonic()
-            ticket.outcomes[0] = outcomes[0]
-            ticket.settled(1)
         finally:
             self._release()
         if interrupt is not None:

@@ -37,7 +37,8 @@ class CallBook:
         #: The calls in flight; a call is in it from before it enters its version until
         #: its end, so that close() can wait for it (or fail it).
         self.active: set[Request] = set()
-        self.closed = False
+        #: Whether close() waits in :meth:`drain` (each end then tells it).
+        self._draining = False
         self._idle = threading.Condition(lock)
 
     def add(self, request: Request) -> None:
@@ -46,14 +47,15 @@ class CallBook:
     def discard(self, request: Request) -> None:
         """The call no longer counts as accepted; tell a waiting :meth:`drain` when none is left."""
         self.active.discard(request)
-        if self.closed and not self.active:
+        if self._draining and not self.active:
             with self._idle:
                 self._idle.notify_all()
 
     def drain(self, deadline: float | None) -> list[Request]:
-        """Wait (once closed) until no call is in flight or the deadline passes; return the
-        calls still in flight then."""
+        """Wait until no call is in flight or the deadline passes (close() calls it once no
+        new call can start); return the calls still in flight then."""
         with self._idle:
+            self._draining = True
             while self.active:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:

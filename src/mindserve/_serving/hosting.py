@@ -115,7 +115,7 @@ def queue_state(
     for loaded in running:
         depths.update(loaded.queue_depths())
         if loaded.placement.remote:
-            workers[(loaded.name, loaded.version)] = loaded.info().workers
+            workers[(loaded.name, loaded.version)] = loaded.placement.workers()
     return depths, workers
 
 

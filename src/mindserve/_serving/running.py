@@ -51,7 +51,7 @@ class LoadedServable:
         self.loaded_at = datetime.datetime.now(datetime.timezone.utc)
         where = f"servable '{self.name}' version {version}"
         self.stage_schedulers: dict[Stage, Scheduler] = {}
-        for stage in _batched_stages(definition):
+        for stage in batched_stages(definition):
             runner = self.placement.stage_runner(stage, functools.partial(self._run_stage_batch, stage))
             if runner is not None:  # None: a worker runs each batch it is sent
                 self.stage_schedulers[stage] = self._stage_scheduler(where, stage, runner, observer)
@@ -222,7 +222,7 @@ def scheduler_for(definition: ServableDefinition) -> type[Scheduler]:
     return PerCallScheduler if definition.deterministic else Scheduler
 
 
-def _batched_stages(definition: ServableDefinition) -> list[Stage]:
+def batched_stages(definition: ServableDefinition) -> list[Stage]:
     """The batched stages of a version's methods, each once, in the order they come."""
     stages: dict[Stage, None] = {}
     for method in definition.methods.values():

@@ -327,7 +327,7 @@ class Runtime:
             return
         with self._lock:
             stopped = unhost_all(self._hosted)
-            self._closed = self._calls.closed = True
+            self._closed = True
         for loaded in stopped:
             loaded.retire()
         deadline = None if grace is None else time.monotonic() + grace

@@ -69,6 +69,7 @@ class Worker:
         from mindserve._observe.observer import Observer, ObserverHub, WarmUpReport
         from mindserve._serving import loading
         from mindserve._serving.placement import InProcess
+        from mindserve._serving.running import batched_stages
 
         reports: dict[str, WarmUpReport] = {}
 
@@ -84,11 +85,7 @@ class Worker:
             ObserverHub([Record()]),
             self.boot.warm_up,
         )
-        for method in definition.methods.values():
-            for step in method.steps:
-                name = getattr(step.callee, "name", None)
-                if name is not None and getattr(step.callee, "batch_size", None) is not None:
-                    self.stages[name] = step.callee
+        self.stages = {stage.name: stage for stage in batched_stages(definition)}
         models = {
             name: ModelReady(
                 input_specs=model.backend.input_specs,
