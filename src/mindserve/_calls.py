@@ -235,7 +235,7 @@ class Request:
         """Await a pending step without blocking the event loop; return its outcomes."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        pending.ticket.on_done(functools.partial(_mailbox(loop).post, future))
+        pending.ticket.on_done(functools.partial(mailbox_of(loop).post, future))
         self.watch(pending.ticket)
         try:
             await asyncio.wait_for(future, self.remaining())
@@ -310,7 +310,7 @@ _mailboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Mailbox] = wea
 _mailboxes_lock = threading.Lock()
 
 
-def _mailbox(loop: asyncio.AbstractEventLoop) -> _Mailbox:
+def mailbox_of(loop: asyncio.AbstractEventLoop) -> _Mailbox:
     mailbox = _mailboxes.get(loop)
     if mailbox is None:
         with _mailboxes_lock:

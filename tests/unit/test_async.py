@@ -310,3 +310,65 @@ def test_async_with_runtime_and_aclose():
             other.infer("async-close", "same", [{"x": 1}])
 
     asyncio.run(main())
+
+
+@pytest.fixture
+def decoding(rt):
+    """A servable whose method runs a per-instance stage (a stand-in for decoding) before
+    its model; the stage waits for ``release`` and records the thread it ran in."""
+    svc = mindserve.Servable("dec")
+    m = svc.model(lambda x: x * 10, name="times_ten")
+    release, threads = threading.Event(), []
+
+    @svc.stage
+    def decode(x):
+        threads.append(threading.get_ident())
+        if not release.wait(10):
+            raise RuntimeError("the stage was never released")
+        if x < 0:
+            raise ValueError("negative input")
+        return x
+
+    svc.add_method(lambda x: m(decode(x)), name="f", outputs="y")
+    rt.start(svc)
+    return rt, release, threads
+
+
+def test_ainfer_runs_per_instance_stages_off_the_event_loop(decoding):
+    """The stages only finish once the loop itself releases them: run on the loop, they
+    would block it and never be released."""
+    rt, release, threads = decoding
+
+    async def main():
+        calls = [asyncio.ensure_future(rt.ainfer("dec", "f", [{"x": np.float32(k)}])) for k in range(10)]
+        await asyncio.sleep(0)  # the calls start
+        while not threads:
+            await asyncio.sleep(0.001)
+        release.set()  # only the loop sets it
+        return threading.get_ident(), await asyncio.gather(*calls)
+
+    loop_thread, results = asyncio.run(main())
+    assert [r[0]["y"] for r in results] == [np.float32(10 * k) for k in range(10)]
+    assert loop_thread not in threads
+
+
+def test_ainfer_off_the_loop_reports_errors_deadlines_and_cancels(decoding):
+    rt, release, threads = decoding
+
+    async def main():
+        release.clear()
+        with pytest.raises(DeadlineExceededError):
+            await rt.ainfer("dec", "f", [{"x": np.float32(1)}], timeout=0.05)
+        task = asyncio.ensure_future(rt.ainfer("dec", "f", [{"x": np.float32(2)}]))
+        while len(threads) < 2:
+            await asyncio.sleep(0.001)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()
+        with pytest.raises(mindserve.InferenceError, match="negative input"):
+            await rt.ainfer("dec", "f", [{"x": np.float32(1)}, {"x": np.float32(-1)}])
+        return await rt.ainfer("dec", "f", [{"x": np.float32(3)}], return_exceptions=True)
+
+    assert asyncio.run(main()) == [{"y": np.float32(30)}]
+    wait_until(lambda: not rt._calls.active)  # every call ended, the cancelled one included

@@ -9,6 +9,7 @@ from typing import Any, Callable
 import attrs
 
 from mindserve._define.model import Model
+from mindserve._define.stage import Stage
 from mindserve._define.tracing import Placeholder, Step, Trace, trace
 from mindserve._errors import DefinitionError, counted
 
@@ -28,6 +29,13 @@ class Method:
     #: Whether the method is one model call from its inputs, in order, to its outputs, in
     #: order (``return model(x)``): the pipeline then skips its per-instance bookkeeping.
     direct: bool = attrs.field(init=False, eq=False, repr=False)
+    #: Whether a step runs user code once per instance (a stage with no ``batch_size``):
+    #: ``infer_async`` and ``ainfer`` then run the method's stretches on the runtime's pool.
+    per_instance_code: bool = attrs.field(init=False, eq=False, repr=False)
+
+    @per_instance_code.default
+    def _runs_per_instance_code(self) -> bool:
+        return any(isinstance(s.callee, Stage) and s.callee.batch_size is None for s in self.steps)
 
     @direct.default
     def _is_direct(self) -> bool:

@@ -8,12 +8,13 @@ fails at any step drops out with its failure; the others carry on.
 
 from __future__ import annotations
 
+import asyncio
 import operator
 import threading
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
-from mindserve._calls import ALARM, Failure, Outcome, Pending, Request
+from mindserve._calls import ALARM, Failure, Outcome, Pending, Request, mailbox_of
 from mindserve._define.method import Method
 from mindserve._define.stage import Stage
 from mindserve._errors import InstanceError
@@ -135,12 +136,22 @@ def run_method(
 
 
 async def run_method_async(
-    loaded: LoadedServable, method: Method, instances: Sequence[Any], request: Request
+    loaded: LoadedServable,
+    method: Method,
+    instances: Sequence[Any],
+    request: Request,
+    submit: Callable[[Callable[[], None]], None],
 ) -> list[dict[str, Any] | InstanceError]:
-    """Run a method on the running event loop, never blocking it on a model or batched stage.
+    """Run a method on the running event loop, never blocking it on user code, a model or a
+    batched stage.
 
-    Per-instance stages run in the loop's thread, like any synchronous code.
+    A method with per-instance stages runs as :func:`run_method_callback` does (its
+    stretches on the pool behind ``submit``), the loop only awaiting its end; any other
+    method's stretches only check and queue instances or build results, and run on the
+    loop, which awaits each step.
     """
+    if method.per_instance_code:
+        return await _run_off_loop(loaded, method, instances, request, submit)
     steps = method_steps(loaded, method, instances, request, inline=False)
     try:
         pending = next(steps)
@@ -148,6 +159,35 @@ async def run_method_async(
             pending = steps.send(await request.finish_async(pending))
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
+
+
+async def _run_off_loop(
+    loaded: LoadedServable,
+    method: Method,
+    instances: Sequence[Any],
+    request: Request,
+    submit: Callable[[Callable[[], None]], None],
+) -> list[dict[str, Any] | InstanceError]:
+    loop = asyncio.get_running_loop()
+    ended = loop.create_future()
+    mailbox = mailbox_of(loop)
+    end: list[tuple[list[dict[str, Any] | InstanceError] | None, BaseException | None]] = []
+
+    def done(results: list[dict[str, Any] | InstanceError] | None, error: BaseException | None) -> None:
+        end.append((results, error))
+        mailbox.post(ended)
+
+    run_method_callback(loaded, method, instances, request, submit, done)
+    try:
+        await ended  # the call's deadline ends it from the alarm thread
+    except asyncio.CancelledError:
+        request.abandon("cancelled")
+        raise
+    ((results, error),) = end
+    if error is not None:
+        raise error
+    assert results is not None
+    return results
 
 
 def run_method_callback(
@@ -172,7 +212,7 @@ def run_method_callback(
       triggers (a future's done-callbacks) to a pool itself.
     """
     steps = method_steps(loaded, method, instances, request, inline=False)
-    user_code = any(isinstance(s.callee, Stage) and s.callee.batch_size is None for s in method.steps)
+    user_code = method.per_instance_code
     driver = _CallbackDriver(steps, request, submit, done, here=not user_code)
     ALARM.watch(request)
     if user_code:

@@ -560,13 +560,17 @@ class Runtime:
     ) -> list[Any]:
         """Like :meth:`infer`, awaitable; works inside an already running event loop (Jupyter).
 
-        Models and batched stages run on their own threads, so the event loop never blocks
-        on them; per-instance stages run in the loop's thread. Cancelling the awaiting task
-        drops its instances that are still queued.
+        The event loop never blocks on the method: models and batched stages run on their
+        own threads, and a method with per-instance stages runs them on the runtime's pool
+        of ``async_workers`` threads (the pool ``infer_async`` uses), so a slow decoding
+        stage holds a pool thread, not the loop. Cancelling the awaiting task drops its
+        instances that are still queued.
         """
         call = self._begin(servable, method, instances, version, timeout, return_exceptions)
         try:
-            results = await run_method_async(call.loaded, call.method, instances, call.request)
+            results = await run_method_async(
+                call.loaded, call.method, instances, call.request, self._dispatcher.submit
+            )
         except BaseException as exc:
             return call.finish(None, exc)
         return call.finish(results, None)
