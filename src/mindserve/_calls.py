@@ -406,6 +406,7 @@ class Ticket:
             first = not self._released
             self._released = True
             callback = self._callback if first else None
+            self._callback = None  # the callback may hold the ticket: no cycle for the GC
             if first and self._waiting:
                 following = None  # the woken waiter passes it on
             else:

@@ -250,6 +250,10 @@ class _CallbackDriver:
     def _end(self, results: list[dict[str, Any] | InstanceError] | None, error: BaseException | None) -> None:
         """Call ``done`` once: the steps ending and the call being given up may race."""
         if self._ended.acquire(blocking=False):
+            # Let go of what refers back to this driver: its call's objects are then freed
+            # by reference counting, with no cycle left for the garbage collector.
+            self.request.on_abandon = None
+            self.pending = None
             self.done(results, error)
 
     def _abandoned(self) -> None:
