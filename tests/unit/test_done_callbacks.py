@@ -3,6 +3,7 @@ runtime's pool, after every future of the batch is complete."""
 
 import logging
 import threading
+import weakref
 
 import numpy as np
 
@@ -66,3 +67,26 @@ def test_a_raising_callback_does_not_stop_the_others_of_its_batch(rt, caplog):
             future.result(10)
     failures = [r for r in caplog.records if r.name == "concurrent.futures"]
     assert len(failures) == 4 and "exception calling callback" in failures[0].getMessage()
+
+
+def test_each_future_of_a_batch_is_freed_once_its_callbacks_ran(rt):
+    """The pool lets go of a batch's futures one by one: a callback that submits the next
+    call (the usual way to keep calls in flight) finds the earlier futures already freed,
+    so one batch's calls are never all alive at once."""
+    gate, _, futures = queued_behind_a_gate(rt, 8)
+    alive_then = []
+    all_ran = threading.Event()
+    refs = [weakref.ref(future) for future in futures]
+
+    def callback(future):
+        index = next(i for i, ref in enumerate(refs) if ref() is future)
+        alive_then.append(sum(ref() is not None for ref in refs[:index]))
+        if len(alive_then) == len(refs):
+            all_ran.set()
+
+    for future in futures:
+        future.add_done_callback(callback)
+    del future, futures
+    gate.open()
+    assert all_ran.wait(20)
+    assert alive_then == [0] * 8

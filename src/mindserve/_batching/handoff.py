@@ -50,6 +50,7 @@ def gathering() -> Iterator[None]:
         by_pool: dict[Submit, list[Callable[[], None]]] = {}
         for submit, one in work:
             by_pool.setdefault(submit, []).append(one)
+        work.clear()
         for submit, tasks in by_pool.items():
             submit(functools.partial(_run_in_order, tasks))
 
@@ -65,8 +66,14 @@ def hand_off(submit: Submit, work: Callable[[], None]) -> bool:
 
 
 def _run_in_order(tasks: list[Callable[[], None]]) -> None:
-    for task in tasks:
+    """Run the tasks in order, letting go of each once it ran: a completed call is then
+    freed before the next callback allocates another (one batch's calls, all alive at once,
+    would otherwise set off a garbage collection per batch)."""
+    tasks.reverse()
+    while tasks:
+        task = tasks.pop()
         try:
             task()
         except BaseException:  # each reports its own errors; nothing may stop the others
             logger.exception("mindserve: a done-callback handed to the pool raised")
+        del task

@@ -20,11 +20,12 @@ from concurrent.futures import Future, InvalidStateError
 from typing import Any, Callable
 
 from mindserve._batching.handoff import hand_off
-from mindserve._calls import Request, in_executor_thread
+from mindserve._calls import CancelledCall, Request, in_executor_thread
 from mindserve._define.method import Method
 from mindserve._errors import CallError, InferenceError, InstanceError
 from mindserve._observe.metrics import MetricsCollector
 from mindserve._observe.observer import CallReport, ObserverHub, Outcome, outcome_of
+from mindserve._serving.dispatch import Dispatcher
 from mindserve._serving.running import LoadedServable
 
 
@@ -140,33 +141,54 @@ class Call:
 
 
 class CallFuture(Future):  # type: ignore[type-arg]
-    """The future ``infer_async`` returns: cancelling it drops the call's queued instances,
-    and its done-callbacks never run in a scheduler's thread (completed there, it hands
-    them to the runtime's pool), so a callback may block or even call the runtime."""
+    """The future ``infer_async`` returns, and the end of its call (:meth:`complete`).
 
-    def __init__(self, request: Request, dispatch: Callable[[Callable[[], None]], None]) -> None:
+    Cancelling it drops the call's queued instances, and its done-callbacks never run in a
+    scheduler's thread (completed there, it hands them to the runtime's pool), so a
+    callback may block or even call the runtime."""
+
+    def __init__(self, call: Call, dispatcher: Dispatcher) -> None:
         super().__init__()
-        self._request = request
-        self._dispatch = dispatch
+        self._call = call
+        self._dispatcher = dispatcher
+
+    def complete(self, results: list[Any] | None, error: BaseException | None) -> None:
+        """End the call with its results or error, and complete this future with them."""
+        if isinstance(error, CancelledCall):  # nobody waits for the result
+            self._call.end(error)
+            return
+        try:
+            settle(self, result=self._call.finish(results, error))
+        except BaseException as exc:  # the call's error, InferenceError included
+            settle(self, exception=exc)
 
     def cancel(self) -> bool:
         cancelled = super().cancel()
         if cancelled:
-            self._request.abandon("cancelled")
+            self._call.request.abandon("cancelled")
         return cancelled
 
     def add_done_callback(self, fn: Callable[[Future[Any]], object]) -> None:
-        dispatch = self._dispatch
+        super().add_done_callback(_OffExecutor(fn, self._dispatcher))
 
-        def call(future: Future[Any]) -> None:
-            if in_executor_thread():
-                later = functools.partial(_run_callback, fn, future)
-                if not hand_off(dispatch, later):
-                    dispatch(later)
-            else:
-                fn(future)
 
-        super().add_done_callback(call)
+class _OffExecutor:
+    """A done-callback that, called in a scheduler's thread, runs on the pool instead (a
+    small object rather than a closure: one per callback)."""
+
+    __slots__ = ("dispatcher", "fn")
+
+    def __init__(self, fn: Callable[[Future[Any]], object], dispatcher: Dispatcher) -> None:
+        self.fn = fn
+        self.dispatcher = dispatcher
+
+    def __call__(self, future: Future[Any]) -> None:
+        if in_executor_thread():
+            later = functools.partial(_run_callback, self.fn, future)
+            if not hand_off(self.dispatcher.submit, later):
+                self.dispatcher.submit(later)
+        else:
+            self.fn(future)
 
 
 def _run_callback(fn: Callable[[Future[Any]], object], future: Future[Any]) -> None:

@@ -22,6 +22,8 @@ from mindserve._serving.running import LoadedServable
 from mindserve._values import read_arrays, read_instance
 
 Steps = Generator[Pending, "list[Outcome]", "list[dict[str, Any] | InstanceError]"]
+#: How a call ends: ``done(results, None)`` or ``done(None, error)``.
+Done = Callable[[list[dict[str, Any] | InstanceError] | None, BaseException | None], None]
 
 
 def method_steps(
@@ -88,9 +90,21 @@ def _direct_steps(
 ) -> Steps:
     """A direct method (one model call from the inputs to the outputs) over instances that
     are all dicts of numpy arrays: the same outcomes as the general path, with no rows."""
-    (step,) = method.steps
-    started = loaded.submit_model(step.callee, arguments, method.labels[: len(method.inputs)], request, inline)
+    started = _submit_direct(loaded, method, arguments, request, inline)
     outcomes = (yield started) if isinstance(started, Pending) else started
+    return _direct_results(loaded, method, outcomes, request)
+
+
+def _submit_direct(
+    loaded: LoadedServable, method: Method, arguments: list[tuple[Any, ...]], request: Request, inline: bool
+) -> Pending | list[Outcome]:
+    (step,) = method.steps
+    return loaded.submit_model(step.callee, arguments, method.labels[: len(method.inputs)], request, inline)
+
+
+def _direct_results(
+    loaded: LoadedServable, method: Method, outcomes: list[Outcome], request: Request
+) -> list[dict[str, Any] | InstanceError]:
     names = method.outputs
     if len(names) == 1:
         (name,) = names
@@ -103,7 +117,7 @@ def _direct_steps(
         ]
     failed = [index for index, result in enumerate(results) if type(result) is not dict]
     if failed:
-        request.check(f"step '{step.callee.name}'")
+        request.check(f"step '{method.steps[0].callee.name}'")
         for index in failed:
             results[index] = results[index].to_exception(
                 servable=loaded.name, version=loaded.version, method=method.name, index=index
@@ -196,7 +210,7 @@ def run_method_callback(
     instances: Sequence[Any],
     request: Request,
     submit: Callable[[Callable[[], None]], None],
-    done: Callable[[list[dict[str, Any] | InstanceError] | None, BaseException | None], None],
+    done: Done,
 ) -> None:
     """Run a method holding no thread while it waits; ``done(results, error)`` ends it.
 
@@ -211,6 +225,11 @@ def run_method_callback(
       competing with the model while it runs). ``done`` must then hand any user code it
       triggers (a future's done-callbacks) to a pool itself.
     """
+    if method.direct:
+        arguments = read_arrays(instances, method.inputs)
+        if arguments is not None:  # the common call: one step, no generator or driver
+            _run_direct_callback(loaded, method, arguments, request, done)
+            return
     steps = method_steps(loaded, method, instances, request, inline=False)
     user_code = method.per_instance_code
     driver = _CallbackDriver(steps, request, submit, done, here=not user_code)
@@ -219,6 +238,58 @@ def run_method_callback(
         submit(driver.start)
     else:
         driver.start()
+
+
+
+def _run_direct_callback(
+    loaded: LoadedServable, method: Method, arguments: list[tuple[Any, ...]], request: Request, done: Done
+) -> None:
+    """:func:`run_method_callback` for a direct method over dicts of arrays: the instances
+    are queued here, and their step's ticket ends the call in the thread that releases it."""
+    try:
+        started = _submit_direct(loaded, method, arguments, request, inline=False)
+    except BaseException as exc:
+        done(None, exc)
+        return
+    if not isinstance(started, Pending):
+        _DirectEnd(loaded, method, request, None, done).end(started)
+        return
+    ALARM.watch(request)
+    request.watch(started.ticket)
+    started.ticket.on_done(_DirectEnd(loaded, method, request, started, done))
+
+
+class _DirectEnd:
+    """Ends a direct call when its step's ticket is released: a small object the ticket
+    holds until then (a closure would cost a cell per variable)."""
+
+    __slots__ = ("done", "loaded", "method", "pending", "request")
+
+    def __init__(
+        self, loaded: LoadedServable, method: Method, request: Request, pending: Pending | None, done: Done
+    ) -> None:
+        self.loaded = loaded
+        self.method = method
+        self.request = request
+        self.pending = pending
+        self.done = done
+
+    def __call__(self) -> None:
+        assert self.pending is not None
+        try:
+            outcomes = self.request.collect(self.pending)
+        except BaseException as exc:  # the deadline passed, or the call was cancelled or closed
+            self.done(None, exc)
+            return
+        self.end(outcomes)
+
+    def end(self, outcomes: list[Outcome]) -> None:
+        try:
+            results = _direct_results(self.loaded, self.method, outcomes, self.request)
+        except BaseException as exc:
+            self.done(None, exc)
+            return
+        self.done(results, None)
 
 
 class _CallbackDriver:
@@ -231,7 +302,7 @@ class _CallbackDriver:
         steps: Steps,
         request: Request,
         submit: Callable[[Callable[[], None]], None],
-        done: Callable[[list[dict[str, Any] | InstanceError] | None, BaseException | None], None],
+        done: Done,
         here: bool,
     ) -> None:
         self.steps = steps

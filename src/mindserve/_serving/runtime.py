@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from mindserve._calls import CancelledCall, Request
+from mindserve._calls import Request
 from mindserve._config import WorkerPlan
 from mindserve._define.servable import Servable
 from mindserve._errors import (
@@ -39,7 +39,7 @@ from mindserve._observe.observer import (
 )
 from mindserve._observe.status import ServableInfo, ServableStatus
 from mindserve._serving import loading
-from mindserve._serving.calls import Call, CallBook, CallFuture, settle
+from mindserve._serving.calls import Call, CallBook, CallFuture
 from mindserve._serving.dispatch import Dispatcher
 from mindserve._serving.hosting import (
     Listener,
@@ -528,20 +528,10 @@ class Runtime:
         are still queued.
         """
         call = self._begin(servable, method, instances, version, timeout, return_exceptions)
-        future = CallFuture(call.request, self._dispatcher.submit)
-
-        def done(results: list[Any] | None, error: BaseException | None) -> None:
-            if isinstance(error, CancelledCall):  # nobody waits for the result
-                call.end(error)
-                return
-            try:
-                settle(future, result=call.finish(results, error))
-            except BaseException as exc:  # the call's error, InferenceError included
-                settle(future, exception=exc)
-
+        future = CallFuture(call, self._dispatcher)
         try:
             run_method_callback(
-                call.loaded, call.method, instances, call.request, self._dispatcher.submit, done
+                call.loaded, call.method, instances, call.request, self._dispatcher.submit, future.complete
             )
         except BaseException as exc:
             call.end(exc)
