@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import enum
 import functools
 import heapq
 import itertools
@@ -41,6 +42,14 @@ logger = logging.getLogger("mindserve")
 
 #: A timeout this long or longer (``inf`` included) means no deadline: the platform's waits
 #: cannot wait longer (``threading.TIMEOUT_MAX``), and a year is already for ever.
+class Abandoned(str, enum.Enum):
+    """Why a call stopped waiting for its instances."""
+
+    CANCELLED = "cancelled"  # its caller cancelled it (a future, an asyncio task)
+    DEADLINE = "deadline"  # its timeout passed
+    CLOSED = "closed"  # the runtime closed and gave up on it
+
+
 _ENDLESS = min(threading.TIMEOUT_MAX, 365 * 24 * 3600.0)
 
 
@@ -63,7 +72,7 @@ class Failure:
 def dropped(request: Request) -> Failure:
     """The outcome of an instance not run because its call gave up."""
     return Failure(
-        ModelError, f"dropped before running: the call was {request.abandoned or 'deadline'}", dropped=True
+        ModelError, f"dropped before running: the call was {(request.abandoned or Abandoned.DEADLINE).value}", dropped=True
     )
 
 
@@ -163,8 +172,8 @@ class Request:
         if timeout is not None and timeout >= _ENDLESS:  # inf, or longer than a wait can be
             timeout = None
         self.deadline = None if timeout is None else self.started + timeout
-        #: Why the call stopped waiting ("cancelled", "deadline" or "closed"), or None; when.
-        self.abandoned: str | None = None
+        #: Why the call stopped waiting, or None; and when.
+        self.abandoned: Abandoned | None = None
         self.abandoned_at: float | None = None
         #: The tickets waited on for this call now (a stage's ``Model.call`` waits inside the
         #: caller's wait), so that giving up can wake every one of them.
@@ -184,7 +193,7 @@ class Request:
         timeout = None if None in remaining else max(0.0, max(remaining))  # type: ignore[type-var]
         return cls(timeout)
 
-    def abandon(self, reason: str) -> None:
+    def abandon(self, reason: Abandoned) -> None:
         """Give up: queued instances of this request will be dropped."""
         if self.abandoned is None:
             self.abandoned_at = time.monotonic()
@@ -220,10 +229,10 @@ class Request:
     def _give_up(self, what: str) -> None:
         """Raise the error that says why this call stops: deadline, closed, or cancelled."""
         if self.abandoned is None:
-            self.abandon("deadline")
-        if self.abandoned == "deadline":
+            self.abandon(Abandoned.DEADLINE)
+        if self.abandoned is Abandoned.DEADLINE:
             raise DeadlineExceededError(f"{what}: the call's timeout of {self.timeout} s passed")
-        if self.abandoned == "closed":
+        if self.abandoned is Abandoned.CLOSED:
             raise _closed(what)
         raise CancelledCall(what)
 
@@ -242,7 +251,7 @@ class Request:
         except asyncio.TimeoutError:
             pass  # the deadline: reported below, without the TimeoutError as its context
         except asyncio.CancelledError:
-            self.abandon("cancelled")
+            self.abandon(Abandoned.CANCELLED)
             raise
         finally:
             self.unwatch(pending.ticket)
@@ -492,7 +501,7 @@ class Alarm:
                     continue
                 heapq.heappop(self._heap)
             if request.abandoned is None:
-                request.abandon("deadline")
+                request.abandon(Abandoned.DEADLINE)
 
 
 #: The process's one alarm.

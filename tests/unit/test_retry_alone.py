@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pytest
 
 from mindserve._batching.alone import isolating
-from mindserve._calls import Failure, Outcome, Request
+from mindserve._calls import Abandoned, Failure, Outcome, Request
 from mindserve._define.stage import Stage
 from mindserve._errors import ModelError, StageError
 from mindserve._serving.stages import run_stage
@@ -58,7 +58,7 @@ def test_each_instance_runs_alone_with_its_own_request():
 def test_instances_of_calls_that_gave_up_are_dropped_not_run_again():
     run = Recorder()
     gone, expired, alive = Request(), Request(0), Request()
-    gone.abandoned = "cancelled"
+    gone.abandoned = Abandoned.CANCELLED
     outcomes = isolating(run, [1, 2, 3], [gone, expired, alive], Failure(ModelError, "batch"))
     assert run.runs == [([3], (alive,))]
     assert outcomes[2] == (6,)
@@ -96,7 +96,7 @@ def test_a_batched_stage_drops_the_instances_of_calls_that_gave_up():
 
     stage = _batched(double)
     gone, alive = Request(), Request()
-    gone.abandoned = "deadline"
+    gone.abandoned = Abandoned.DEADLINE
     outcomes = run_stage(stage, [(1,), (2,)], [gone, alive])
     assert calls == [[1, 2], [2]]
     assert isinstance(outcomes[0], Failure) and outcomes[0].dropped
@@ -130,7 +130,7 @@ def test_a_batched_stage_chunks_requests_with_its_instances(batch_size):
         raise ValueError("always")
 
     gone = Request()
-    gone.abandoned = "cancelled"
+    gone.abandoned = Abandoned.CANCELLED
     outcomes = run_stage(
         _batched(double, batch_size), [(1,), (2,), (3,), (4,)], [Request(), Request(), gone, Request()]
     )

@@ -32,6 +32,7 @@ from typing import Any, Callable
 from mindserve._batching.handoff import gathering
 from mindserve._batching.shapes import split
 from mindserve._calls import (
+    Abandoned,
     Failure,
     Outcome,
     Request,
@@ -448,7 +449,7 @@ class Scheduler:
             return
         by_reason: dict[DropReason, int] = {}
         for item in dead:
-            reason = DropReason(item.request.abandoned or "deadline")
+            reason = DropReason((item.request.abandoned or Abandoned.DEADLINE).value)
             item.ticket.resolve(item.index, dropped(item.request))
             by_reason[reason] = by_reason.get(reason, 0) + 1
         for reason, count in by_reason.items():

@@ -20,7 +20,7 @@ from concurrent.futures import Future, InvalidStateError
 from typing import Any, Callable
 
 from mindserve._batching.handoff import hand_off
-from mindserve._calls import CancelledCall, Request, in_executor_thread
+from mindserve._calls import Abandoned, CancelledCall, Request, in_executor_thread
 from mindserve._define.method import Method
 from mindserve._errors import CallError, InferenceError, InstanceError
 from mindserve._observe.metrics import MetricsCollector
@@ -165,7 +165,7 @@ class CallFuture(Future):  # type: ignore[type-arg]
     def cancel(self) -> bool:
         cancelled = super().cancel()
         if cancelled:
-            self._call.request.abandon("cancelled")
+            self._call.request.abandon(Abandoned.CANCELLED)
         return cancelled
 
     def add_done_callback(self, fn: Callable[[Future[Any]], object]) -> None:

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
-from mindserve._calls import ALARM, Failure, Outcome, Pending, Request, mailbox_of
+from mindserve._calls import ALARM, Abandoned, Failure, Outcome, Pending, Request, mailbox_of
 from mindserve._define.method import Method
 from mindserve._define.stage import Stage
 from mindserve._errors import InstanceError
@@ -195,7 +195,7 @@ async def _run_off_loop(
     try:
         await ended  # the call's deadline ends it from the alarm thread
     except asyncio.CancelledError:
-        request.abandon("cancelled")
+        request.abandon(Abandoned.CANCELLED)
         raise
     ((results, error),) = end
     if error is not None:

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from mindserve._calls import Request
+from mindserve._calls import Abandoned, Request
 from mindserve._config import WorkerPlan
 from mindserve._define.servable import Servable
 from mindserve._errors import (
@@ -332,7 +332,7 @@ class Runtime:
             loaded.retire()
         deadline = None if grace is None else time.monotonic() + grace
         for request in self._calls.drain(deadline):
-            request.abandon("closed")
+            request.abandon(Abandoned.CLOSED)
         self._dispatcher.close()
         for loaded in stopped:  # worker processes stop once their queues have drained
             loaded.placement.wait_closed(None if deadline is None else max(deadline - time.monotonic(), 5.0))
