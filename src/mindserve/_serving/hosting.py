@@ -4,11 +4,14 @@ without ``close()``: garbage-collected unclosed, or inherited by a child made by
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import datetime
 import os
 import threading
 import warnings
 import weakref
+from collections.abc import Iterator
 from typing import Any, Callable
 
 from mindserve._errors import NotFoundError, RuntimeNotClosedWarning
@@ -29,19 +32,66 @@ class Listener(Observer):
         self.listener(event)
 
 
-def emit(
-    observer: ObserverHub,
-    kind: EventKind,
-    servable: str,
-    version: int | None,
-    error: BaseException | None = None,
-) -> None:
-    now = datetime.datetime.now(datetime.timezone.utc)
-    observer.on_version(VersionEvent(kind, servable, version, now, error))
+class VersionEvents:
+    """Where a runtime's version events wait to reach its observers and listeners.
 
+    Events are posted where they happen, often under a servable's update lock; they are
+    delivered, in the order posted, only outside it: a listener may call back into the
+    runtime (roll back on ``failed``, load something on ``swapped``) without deadlocking.
+    A thread inside :meth:`holding` only posts; leaving it delivers. One thread delivers
+    at a time: events posted meanwhile (by a listener's own call, or another thread) are
+    delivered by it, after those before them.
+    """
 
-def report_unloaded(observer: ObserverHub, loaded: LoadedServable) -> None:
-    emit(observer, EventKind.UNLOADED, loaded.name, loaded.version)
+    def __init__(self, observer: ObserverHub) -> None:
+        self._observer = observer
+        self._lock = threading.Lock()
+        self._waiting: collections.deque[VersionEvent] = collections.deque()
+        self._delivering = False
+        self._held = threading.local()
+
+    def post(
+        self, kind: EventKind, servable: str, version: int | None, error: BaseException | None = None
+    ) -> None:
+        now = datetime.datetime.now(datetime.timezone.utc)
+        with self._lock:
+            self._waiting.append(VersionEvent(kind, servable, version, now, error))
+        if not getattr(self._held, "depth", 0):
+            self.deliver()
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """Hold this thread's events until the block ends (a servable's update lock is taken
+        inside it), then deliver them."""
+        self._held.depth = getattr(self._held, "depth", 0) + 1
+        try:
+            yield
+        finally:
+            self._held.depth -= 1
+            if not self._held.depth:
+                self.deliver()
+
+    def deliver(self) -> None:
+        with self._lock:
+            if self._delivering:
+                return
+            self._delivering = True
+        try:
+            while True:
+                with self._lock:
+                    if not self._waiting:
+                        self._delivering = False
+                        return
+                    event = self._waiting.popleft()
+                self._observer.on_version(event)  # isolates what observers raise
+        except BaseException:
+            with self._lock:
+                self._delivering = False
+            raise
+
+    def unloaded(self, loaded: LoadedServable) -> None:
+        """A version's last call finished (its ``on_shutdown``)."""
+        self.post(EventKind.UNLOADED, loaded.name, loaded.version)
 
 
 def running_versions(hosted: dict[str, ServableSlot]) -> list[str]:
