@@ -1,6 +1,7 @@
 """The runtime's lifecycle, lookups and versions (Python callables as models)."""
 
 import os
+import re
 import threading
 import time
 
@@ -46,6 +47,49 @@ def test_unknown_names_list_what_is_available(rt):
     assert issubclass(ServableNotFoundError, LookupError)
 
 
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"method": []}, "a method is named by a str; got list"),
+        ({"method": 1}, "a method is named by a str; got int"),
+        ({"version": "1"}, "a version must be an int >= 1, or 0 for the newest; got '1'"),
+        ({"version": 1.0}, "a version must be an int >= 1, or 0 for the newest; got 1.0"),
+    ],
+)
+def test_arguments_of_a_wrong_type_are_argument_type_errors(rt, arguments, message):
+    """Issue 20, item 15: as docs/errors.md says, not TypeError, MethodNotFoundError or
+    VersionNotFoundError."""
+    import asyncio
+
+    rt.start(echo_servable())
+    call = {"method": "say", **arguments}
+    method, version = call["method"], call.get("version", 0)
+    for run in (
+        lambda: rt.infer("echo", method, [{"x": 1}], version=version),
+        lambda: rt.infer_async("echo", method, [{"x": 1}], version=version),
+        lambda: asyncio.run(rt.ainfer("echo", method, [{"x": 1}], version=version)),
+    ):
+        with pytest.raises(mindserve.ArgumentTypeError, match=re.escape(message)):
+            run()
+    if "version" in arguments:
+        for run in (
+            lambda: rt.update("echo", version=version),
+            lambda: rt.batch_log("echo", version=version),
+        ):
+            with pytest.raises(mindserve.ArgumentTypeError, match=re.escape(message)):
+                run()
+
+
+def test_a_numpy_float32_timeout_is_taken_like_a_float(rt):
+    import numpy as np
+
+    rt.start(echo_servable())
+    for timeout in (np.float32(1.0), np.float64(1.0), np.int64(2), 1, 1.5):
+        assert rt.infer("echo", "say", [{"x": 1}], timeout=timeout) == [{"text": "v:1"}]
+    with pytest.raises(mindserve.ArgumentTypeError, match="timeout must be a number of seconds or None"):
+        rt.infer("echo", "say", [{"x": 1}], timeout=np.bool_(True))
+
+
 def test_instances_must_be_a_list(rt):
     rt.start(echo_servable())
     with pytest.raises(
@@ -60,6 +104,29 @@ def test_starting_the_same_name_again_replaces_it(rt):
     rt.start(echo_servable(tag="new"))
     assert rt.infer("echo", "say", [{"x": 1}]) == [{"text": "new:1"}]
     assert [(i.name, i.version) for i in rt.status()] == [("echo", 1)]
+
+
+def test_starting_a_different_servable_under_a_running_name_is_refused(rt, tmp_path):
+    """Issue 20, item 14: another servable (another directory, other models) does not replace
+    a running one silently; replace=True or update() says so."""
+    rt.start(echo_servable())
+    other = echo_servable(directory=str(tmp_path), tag="other")
+    model = other.model(lambda x: x, name="identity")
+    other.add_method(lambda x: model(x), name="same")
+    with pytest.raises(mindserve.InvalidArgumentError, match=r"already running.*Hint: .*replace=True.*update") as caught:
+        rt.start(other)
+    assert "directory" in str(caught.value) and "models" in str(caught.value)
+    assert rt.infer("echo", "say", [{"x": 1}]) == [{"text": "v:1"}], "the running one still serves"
+    assert rt.servable_status("echo").last_error is None
+    rt.start(other, replace=True)
+    assert rt.infer("echo", "same", [{"x": 2}]) == [{"output": 2}]
+    rt.update(echo_servable(tag="back"))
+    assert rt.infer("echo", "say", [{"x": 3}]) == [{"text": "back:3"}]
+
+
+def test_start_takes_replace_as_true_or_false(rt):
+    with pytest.raises(mindserve.ArgumentTypeError, match="replace must be True or False; got 1"):
+        rt.start(echo_servable(), replace=1)
 
 
 def test_definition_is_a_snapshot_at_start(rt):

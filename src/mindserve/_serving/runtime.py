@@ -191,6 +191,7 @@ class Runtime:
         poll_interval: float = 1.0,
         workers: int | None = None,
         device_ids: Sequence[int] | None = None,
+        replace: bool = False,
     ) -> ServableInfo:
         """Load a version of ``servable`` (0: the newest) and serve it.
 
@@ -203,7 +204,10 @@ class Runtime:
         Starting a name that is already running loads the new version first, then
         replaces every running version of that name in one step; calls already running on
         the old versions finish on them. If loading fails, the :class:`LoadError` is raised
-        and whatever was running keeps running.
+        and whatever was running keeps running. That name must hold the same servable
+        defined again (same directory and models: a notebook cell run again); another
+        servable under a running name raises :class:`InvalidArgumentError` unless
+        ``replace=True`` (or use :meth:`update`).
 
         ``watch=True`` polls the servable's directory every ``poll_interval`` seconds and
         hot-loads each new version directory once it has settled (see :meth:`update`).
@@ -218,9 +222,18 @@ class Runtime:
             raise InvalidArgumentError(
                 f"poll_interval must be a number of seconds > 0; got {poll_interval!r}"
             )
+        if not isinstance(replace, bool):
+            raise ArgumentTypeError(f"replace must be True or False; got {replace!r}")
         plan = WorkerPlan.from_arguments(workers, device_ids, self._device[1])
         with self._lock:
             hosted = self._hosted.get(servable.name) or ServableSlot(servable)
+        difference = None if replace else hosted.other_servable(servable)
+        if difference is not None:
+            raise InvalidArgumentError(
+                f"a different servable named '{servable.name}' is already running ({difference}). "
+                f"Hint: pass replace=True to start() to replace it, or rt.update(servable) to load "
+                f"the new definition as its new default version; or give this one another name."
+            )
         with self._events.holding(), hosted.update_lock:
             loaded = self._load(hosted, servable, version, plan)
             with self._lock:
@@ -584,6 +597,8 @@ class Runtime:
         name = _name(servable)
         if type(version) is not int or version < 0:
             check_version_number(version)
+        if type(method) is not str and not isinstance(method, str):
+            raise ArgumentTypeError(f"a method is named by a str; got {type(method).__name__}")
         while True:  # no lock: a version retired meanwhile turns the call away (enter)
             loaded = self._find(name).pick(version)
             found = loaded.definition.methods.get(method)
