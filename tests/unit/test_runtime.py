@@ -113,7 +113,9 @@ def test_starting_a_different_servable_under_a_running_name_is_refused(rt, tmp_p
     other = echo_servable(directory=str(tmp_path), tag="other")
     model = other.model(lambda x: x, name="identity")
     other.add_method(lambda x: model(x), name="same")
-    with pytest.raises(mindserve.InvalidArgumentError, match=r"already running.*Hint: .*replace=True.*update") as caught:
+    with pytest.raises(
+        mindserve.InvalidArgumentError, match=r"already running.*Hint: .*replace=True.*update"
+    ) as caught:
         rt.start(other)
     assert "directory" in str(caught.value) and "models" in str(caught.value)
     assert rt.infer("echo", "say", [{"x": 1}]) == [{"text": "v:1"}], "the running one still serves"
@@ -368,6 +370,52 @@ def test_an_unreachable_runtime_is_closed_with_a_warning_naming_the_fix(tmp_path
     wait_until(lambda: unloaded() >= 1)  # the closing runs on a thread of its own
     assert _wait_ended(started) == []
     assert unloaded() == 1
+
+
+def test_the_not_closed_warning_points_at_the_users_line(tmp_path):
+    """Issue 20, item 17: not at weakref.py."""
+    import gc
+    import inspect
+    import warnings
+
+    def drop():
+        rt = mindserve.Runtime(warm_up=False)
+        rt.start(_batched_servable(str(tmp_path)))
+        line = inspect.currentframe().f_lineno + 1
+        del rt
+        return line
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", mindserve.RuntimeNotClosedWarning)
+        dropped = drop()
+        collected = inspect.currentframe().f_lineno + 1
+        gc.collect()
+    (warning,) = [w for w in caught if issubclass(w.category, mindserve.RuntimeNotClosedWarning)]
+    assert (warning.filename, warning.lineno) in ((__file__, dropped), (__file__, collected))
+
+
+def test_the_first_start_logs_a_load_not_a_swap(rt, caplog):
+    """Issue 20, item 17."""
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="mindserve"):
+        rt.start(echo_servable())
+    messages = [r.getMessage() for r in caplog.records]
+    assert "servable 'echo' version 1 loaded" in messages
+    assert not any("swapped" in m for m in messages), messages
+
+
+def test_a_servable_infos_repr_is_short(rt):
+    """Issue 20, item 17: one line, not every spec of every model."""
+    svc = echo_servable()
+    for k in range(20):
+        svc.model(lambda x: x, name=f"m{k}")
+    svc.add_method(lambda x: x, name="other")
+    info = rt.start(svc)
+    text = repr(info)
+    assert len(text) < 200 and "\n" not in text, text
+    assert text.startswith("ServableInfo(") and "'echo'" in text and "version=1" in text
+    assert "20 models" in text and "2 methods" in text
 
 
 def test_rerunning_a_notebook_cell_leaves_one_runtime_running(tmp_path):

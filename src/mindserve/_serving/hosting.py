@@ -8,10 +8,12 @@ import collections
 import contextlib
 import datetime
 import os
+import sys
 import threading
 import warnings
 import weakref
 from collections.abc import Iterator
+from types import FrameType
 from typing import Any, Callable
 
 from mindserve._errors import NotFoundError, RuntimeNotClosedWarning
@@ -109,9 +111,7 @@ def unhost_all(hosted: dict[str, ServableSlot]) -> list[LoadedServable]:
     return [loaded for slot in slots for loaded in slot.versions.values()]
 
 
-def close_unreachable(
-    lock: threading.RLock, hosted: dict[str, ServableSlot], dispatcher: Dispatcher
-) -> None:
+def close_unreachable(lock: threading.RLock, hosted: dict[str, ServableSlot], dispatcher: Dispatcher) -> None:
     """Close a runtime Python collected unclosed. The closing happens on a thread of its
     own: a collection may run in any thread, even one holding a scheduler's lock."""
     running = running_versions(dict(hosted))  # a copy, without the lock: this thread may hold another
@@ -133,8 +133,22 @@ def close_unreachable(
             f"mindserve closed it now. Hint: use 'with mindserve.Runtime() as rt:', "
             f"or call rt.close() when done with it."
         ),
-        stacklevel=2,
+        stacklevel=_user_stacklevel(),
     )
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning raised by this function's caller point at the
+    first frame outside mindserve and the machinery that called it (``weakref.finalize``,
+    the garbage collector): the user's line that dropped the runtime."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    level = 2  # the caller's caller
+    frame: FrameType | None = sys._getframe(level)
+    while frame is not None and (
+        frame.f_code.co_filename.startswith(package) or frame.f_code.co_filename == weakref.__file__
+    ):
+        level, frame = level + 1, frame.f_back
+    return level if frame is not None else 2
 
 
 #: Every object with a ``_forked_from`` attribute to set in a child made by fork().
@@ -174,9 +188,14 @@ def log_steps(loaded: LoadedServable, model: str | None, stage: str | None) -> l
     batched stage, or (neither given) all of them."""
     if model is not None:
         if model not in loaded.models:
+            hint = (
+                f". Hint: {model!r} is a batched stage: batch_log(..., stage={model!r})"
+                if any(s.name == model for s in loaded.stage_schedulers)
+                else ""
+            )
             raise NotFoundError(
                 f"servable '{loaded.name}' version {loaded.version} has no model {model!r}; "
-                f"its models: {sorted(loaded.models)}"
+                f"its models: {sorted(loaded.models)}{hint}"
             )
         return [("model", model)]
     if stage is not None:
