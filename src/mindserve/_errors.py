@@ -15,7 +15,7 @@ Each error also derives from the builtin that fits it, so ``except ValueError`` 
     ├── ExtraUnavailableError (ImportError)   an optional extra (mindserve[http]) is not installed
     ├── DeviceError (RuntimeError)            the device cannot be used (already set to another one, ...)
     ├── LoadError (RuntimeError)              a model or a version failed to load; nothing running stops
-    ├── WorkerError (RuntimeError)            a worker process died under a batch, or none is left
+    ├── WorkerError (RuntimeError)            a worker process died under a batch, or none is left; no shared memory
     ├── CallError                             a whole call failed (.servable, .version, .method)
     │   ├── RuntimeClosedError (RuntimeError)     the runtime was closed (or inherited by fork())
     │   ├── OverloadedError (RuntimeError)        a model's queue is full; retry later
@@ -157,7 +157,8 @@ class LoadError(MindServeError, RuntimeError):
 
 
 class WorkerError(MindServeError, RuntimeError):
-    """A worker process died under a batch more than once, or no worker process is left.
+    """A worker process died under a batch more than once, or no worker process is left; or
+    a batch or its result found no room (or no segment) in shared memory.
 
     Instances reach their caller as :class:`ModelError` or :class:`StageError` with this
     as their ``__cause__``; :meth:`Runtime.servable_status` says what happened to each

@@ -92,7 +92,8 @@ def test_explicit_buckets_and_fixed_batch_sizes(rt, exported):
     (model,) = rt.start(svc, version=1).models
     assert model.batching.buckets == (4, 16) and model.batching.max_batch_size == 16
     assert model.warmed_up == (4, 16)
-    (fixed,) = rt.start(mlp_servable(os.path.join(exported["root"], "mlp_fixed"))).models
+    fixed_svc = mlp_servable(os.path.join(exported["root"], "mlp_fixed"))  # another directory: say so
+    (fixed,) = rt.start(fixed_svc, replace=True).models
     assert fixed.batching.buckets == (4,) and fixed.batching.max_batch_size == 4
 
 

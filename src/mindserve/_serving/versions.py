@@ -16,7 +16,7 @@ import threading
 from typing import Callable
 
 from mindserve._define.servable import ServableDefinition
-from mindserve._errors import LoadError, MindServeError, VersionNotFoundError
+from mindserve._errors import ArgumentTypeError, LoadError, MindServeError, VersionNotFoundError, is_int
 
 logger = logging.getLogger("mindserve")
 
@@ -24,7 +24,8 @@ logger = logging.getLogger("mindserve")
 def check_version_number(version: object) -> int:
     """A version number is an int >= 0 (0: the newest)."""
     if type(version) is not int or version < 0:
-        raise VersionNotFoundError(f"a version must be an int >= 1, or 0 for the newest; got {version!r}")
+        message = f"a version must be an int >= 1, or 0 for the newest; got {version!r}"
+        raise (VersionNotFoundError if is_int(version) else ArgumentTypeError)(message)
     return version
 
 

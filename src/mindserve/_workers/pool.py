@@ -56,6 +56,7 @@ from mindserve._workers.transfer import (
     owner_prefix,
     sweep,
     sweep_orphans,
+    unpredictable,
 )
 
 logger = logging.getLogger("mindserve")
@@ -94,7 +95,7 @@ class WorkerPool:
         self.where = where
         self.plan = plan
         self.size = plan.size
-        self.prefix = f"{owner_prefix()}{next(_pool_ids)}-"
+        self.prefix = f"{owner_prefix()}{unpredictable()}-{next(_pool_ids)}-"
         self._owner = os.getpid()  # a child forked from this process does not own the workers
         self._version = version
         self._device_target = device_target
@@ -443,11 +444,15 @@ class WorkerPool:
             self._cond.notify()
 
     def _lost(self, slot: WorkerPlace, process: subprocess.Popen[bytes]) -> None:
-        """The worker died under a command: it takes no more until restarted."""
+        """The worker died under a command (its pipe broke): it takes no more until
+        restarted. One still alive is killed, so that its keeper restarts it: a worker
+        marked restarting is never left running with nobody to restart it."""
         with self._cond:
             slot.busy = False
             if slot.process is process and slot.state is WorkerState.READY:
                 slot.state = WorkerState.RESTARTING
+                if process.poll() is None:
+                    process.kill()
 
     def _emit_logs(self, slot: WorkerPlace, records: list[logging.LogRecord]) -> None:
         for record in records:
@@ -505,8 +510,10 @@ class WorkerPool:
                 slot.state = WorkerState.STOPPED
             if slot.commands is not None or slot.replies is not None:
                 self._discard(slot)
-        sweep(self.prefix)
-        self._closed.set()
+        try:
+            sweep(self.prefix)  # skips what it may not remove: never fails a close
+        finally:
+            self._closed.set()
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Wait until every worker has exited (after the last user released the pool)."""

@@ -133,7 +133,7 @@ def _start(config: ServableStartConfig, *, replace: bool) -> None:
     )
     try:
         if replace:
-            rt.start(servable, version=config.version_number, device_ids=device_ids)
+            rt.start(servable, version=config.version_number, device_ids=device_ids, replace=True)
         else:
             rt.load(servable, version=config.version_number)
     except VersionNotFoundError as exc:
