@@ -112,6 +112,8 @@ def _raised(stage: Stage, exc: BaseException) -> Failure:
 
 
 def _split(stage: Stage, result: Any) -> Outcome:
+    if isinstance(result, Failure):  # one instance's failure, as mindserve.compat passes it
+        return result
     if stage.outputs == 1:
         if result is None:
             return Failure(StageError, f"stage '{stage.name}' returned None")

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mindserve import ExtraUnavailableError, LoadError, Runtime, VersionNotFoundError
+from mindserve._serving.versions import list_versions
 from mindserve.compat import _master_context
 from mindserve.compat._checks import check_int, check_str, int_tuple
 from mindserve.compat._loader import load_servable
@@ -181,8 +182,8 @@ def _worker_devices(ids: int | Sequence[int] | None, parallel: int) -> list[int]
 def start_servables(servable_configs: ServableStartConfig | Sequence[ServableStartConfig]) -> None:
     """Start one or several servables (``ServableStartConfig``) in this process.
 
-    As in MindSpore Serving, configs of one servable name must share its directory; configs
-    of one version are merged (device ids joined, the most workers kept) and must share
+    As in MindSpore Serving, configs of one servable name must share its directory; version
+    0 is resolved to the newest version directory first; configs of one version are merged (device ids joined, the most workers kept) and must share
     their decryption key and mode; several versions of one servable run side by side."""
     configs = [servable_configs] if isinstance(servable_configs, ServableStartConfig) else servable_configs
     if not isinstance(configs, (tuple, list)):
@@ -209,6 +210,10 @@ def _merged(configs: Sequence[ServableStartConfig]) -> dict[str, dict[int, Serva
     directories: dict[str, str] = {}
     for config in configs:
         name = config.servable_name
+        if config.version_number == 0:  # the newest, resolved before merging (as there)
+            newest = list_versions(os.path.join(config.servable_directory, name))
+            if newest:
+                config = _copy(config, version_number=newest[-1])
         known = directories.setdefault(name, config.servable_directory)
         if known != config.servable_directory:
             raise RuntimeError(
@@ -224,18 +229,28 @@ def _merged(configs: Sequence[ServableStartConfig]) -> dict[str, dict[int, Serva
             raise RuntimeError(
                 f"The dec key or dec mode of servable name {name} is different in multiple configurations."
             )
-        merged = ServableStartConfig(
-            last.servable_directory,
-            name,
-            tuple(dict.fromkeys(last.device_ids + config.device_ids)),
-            config.version_number,
-            last.device_type,
-            max(last.num_parallel_workers, config.num_parallel_workers),
-            last.dec_key,
-            last.dec_mode,
+        versions[config.version_number] = _copy(
+            last,
+            device_ids=tuple(dict.fromkeys(last.device_ids + config.device_ids)),
+            num_parallel_workers=max(last.num_parallel_workers, config.num_parallel_workers),
         )
-        versions[config.version_number] = merged
     return groups
+
+
+def _copy(config: ServableStartConfig, **changes: Any) -> ServableStartConfig:
+    """A start config with some parameters changed (checked again, as any config is)."""
+    parameters: dict[str, Any] = dict(
+        servable_directory=config.servable_directory,
+        servable_name=config.servable_name,
+        device_ids=config.device_ids,
+        version_number=config.version_number,
+        device_type=config.device_type,
+        num_parallel_workers=config.num_parallel_workers,
+        dec_key=config.dec_key,
+        dec_mode=config.dec_mode,
+    )
+    parameters.update(changes)
+    return ServableStartConfig(**parameters)
 
 
 def start_servable_in_master(
