@@ -1009,6 +1009,7 @@ def test_start_failures_are_worded_as_mindspore_serving_words_them(compat_root, 
             raised.value
         )
         shutil.rmtree(tmp_path / "add" / "1")
+        (tmp_path / "add" / "0").mkdir()  # "0/" is no version, as in MindSpore Serving
         with pytest.raises(LoadError) as raised:
             server.start_servables(server.ServableStartConfig(str(tmp_path), "add"))
         assert "There is no valid version directory of models" in str(raised.value)

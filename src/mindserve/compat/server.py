@@ -152,12 +152,7 @@ def _start(config: ServableStartConfig, *, replace: bool) -> None:
 
 def _version_words(config: ServableStartConfig, exc: Exception) -> str:
     """A missing version in MindSpore Serving's words, mindserve's detail after."""
-    where = os.path.join(config.servable_directory, config.servable_name)
-    has_versions = os.path.isdir(where) and any(
-        name.isascii() and name.isdigit() and os.path.isdir(os.path.join(where, name))
-        for name in os.listdir(where)
-    )
-    if not has_versions:
+    if not list_versions(os.path.join(config.servable_directory, config.servable_name)):  # "0/" is none
         return (
             f"There is no valid version directory of models while there are models declared in "
             f"servable_config.py, servable directory: {config.servable_directory}, servable name: "
