@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from mindserve._cli import report as report_module
 from mindserve._define.model import DEC_MODES
 from mindserve._version import __version__
 
@@ -109,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.timeout <= 0:
         parser.error(f"--timeout must be a number of seconds > 0; got {args.timeout:g}")
+    # Each finding as it is found (the text report), and what a slow step does (stderr).
+    report_module.LIVE = report_module.Live(None if args.json else sys.stdout, sys.stderr)
     if args.command == "doctor":
         from mindserve._cli.doctor import doctor
 

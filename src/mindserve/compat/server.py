@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mindserve import ExtraUnavailableError, LoadError, Runtime, VersionNotFoundError
+from mindserve._observe.visible import warn_definition
 from mindserve._serving.versions import list_versions
 from mindserve.compat import _master_context
 from mindserve.compat._checks import check_int, check_str, int_tuple
@@ -263,7 +264,8 @@ def start_servable_in_master(
 
 
 def _no_network(kind: str, address: str, hint: str = "") -> None:
-    logger.warning(
+    warn_definition(
+        logger,
         "mindserve has no network layer: %s(%r) starts nothing. Call the servables in this process with "
         "mindserve.compat.client.Client or mindserve.Runtime.infer.%s",
         kind,
