@@ -182,6 +182,27 @@ def f(x):
 """,
             "parameter 'batch_size' in multiple 'add_stage' should be enabled or disabled consistently",
         ),
+        (  # the counts first, then batch_size (MindSpore Serving's order)
+            HEADER
+            + """
+@register.register_method(output_names=["y"])
+def f(x):
+    return register.add_stage(identity, x, outputs_count=1)
+@register.register_method(output_names=["y", "z"])
+def g(x, z):
+    return register.add_stage(identity, x, z, outputs_count=2, batch_size=2)
+""",
+            r"Stage function 'bad.identity' inputs count 2 not match last registered count 1, method name 'g'",
+        ),
+        (  # the tag before the inputs
+            HEADER
+            + """
+@register.register_method(output_names=["y"])
+def f(x):
+    return register.add_stage(identity, 1, outputs_count=1, tag="")
+""",
+            "Parameter 'tag' should not be empty str",
+        ),
         (
             HEADER
             + """

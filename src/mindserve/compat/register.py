@@ -35,7 +35,7 @@ from mindserve._define.stage import Stage
 from mindserve._define.tracing import Placeholder, active_trace
 from mindserve._errors import DefinitionError, MindServeError, StageError, is_int
 from mindserve._serving_wording import StageCallFailed
-from mindserve.compat._checks import str_list
+from mindserve.compat._checks import check_str, str_list
 from mindserve.compat._device_context import (
     AclOptions,
     AscendDeviceInfo,
@@ -396,17 +396,17 @@ def _check_use(
     outputs count, and with or without batch_size, in every method."""
     first = loading.uses.setdefault(function, (inputs, outputs, sized))
     name = f"{loading.servable.name}.{getattr(function, '__name__', 'function')}"
+    for what, count, last in (("inputs", inputs, first[0]), ("outputs", outputs, first[1])):
+        if count != last:  # checked before batch_size, as MindSpore Serving does
+            raise DefinitionError(
+                f"Stage function '{name}' {what} count {count} not match last registered count {last}, "
+                f"method name '{method}'"
+            )
     if first[2] != sized:
         raise DefinitionError(
             f"Failed to add stage function {name}: parameter 'batch_size' in multiple 'add_stage' should be "
             f"enabled or disabled consistently"
         )
-    for what, count, last in (("inputs", inputs, first[0]), ("outputs", outputs, first[1])):
-        if count != last:
-            raise DefinitionError(
-                f"Stage function '{name}' {what} count {count} not match last registered count {last}, "
-                f"method name '{method}'"
-            )
 
 
 def add_stage(
@@ -419,6 +419,8 @@ def add_stage(
         raise DefinitionError(
             "register.add_stage can only be used inside a function decorated by register_method"
         )
+    if tag is not None:  # MindSpore Serving's order: the tag, the inputs, then the stage
+        check_str("tag", tag, DefinitionError)
     for item in args:
         if not isinstance(item, Placeholder):
             raise DefinitionError(
@@ -427,8 +429,6 @@ def add_stage(
             )
     if not is_int(outputs_count, 1):
         raise DefinitionError(f"outputs_count must be an int >= 1; got {outputs_count!r}")
-    if tag is not None and (not isinstance(tag, str) or not tag):
-        raise DefinitionError(f"Parameter 'tag' should be a non-empty str, but actually {tag!r}")
     loading.stage_counts[trace.method] = loading.stage_counts.get(trace.method, 0) + 1
     if isinstance(stage, Model):
         if stage not in loading.models:
