@@ -89,6 +89,7 @@ def test_doctor_prints_each_finding_as_it_is_found(monkeypatch, capsys):
     monkeypatch.setattr(doctor, "_check_native", native)
     monkeypatch.setattr(doctor, "_check_import", imported)
     assert main(["doctor"]) in (0, 1)
+    assert report.LIVE == report.Live()  # only for the command's own report
     assert seen["native"].out.startswith("Python\n  ")  # the Python findings, before the native step
     assert (
         seen["native"].err
