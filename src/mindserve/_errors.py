@@ -27,6 +27,7 @@ Each error also derives from the builtin that fits it, so ``except ValueError`` 
     └── InferenceError                        a request in which some instances failed
 
     MindSporeVersionWarning (UserWarning)     MindSpore's version is outside the tested range
+    MindServeWarning (UserWarning)            a definition or load problem to fix (shown when logging is not configured)
     RuntimeNotClosedWarning (ResourceWarning) a Runtime was dropped without close(); mindserve closed it
 """
 
@@ -48,6 +49,7 @@ __all__ = [
     "LoadError",
     "MethodNotFoundError",
     "MindServeError",
+    "MindServeWarning",
     "MindSporeUnavailableError",
     "MindSporeVersionWarning",
     "ModelError",
@@ -263,6 +265,12 @@ class InferenceError(MindServeError):
 
 class MindSporeVersionWarning(UserWarning):
     """The installed MindSpore is outside the range mindserve is tested with."""
+
+
+class MindServeWarning(UserWarning):
+    """A definition or load problem worth fixing (a model exported with a fixed batch size
+    of 1 never batches, ...). Issued when the application configured no logging; with
+    logging configured, the same message goes to the ``mindserve`` logger only."""
 
 
 class RuntimeNotClosedWarning(ResourceWarning):

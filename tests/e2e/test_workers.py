@@ -693,6 +693,32 @@ def test_a_call_waiting_for_a_restarting_worker_keeps_its_timeout(rt, tmp_path):
     assert rt.infer("slow", "run", [{"x": np.float32(1)}])[0]["output"] == 2
 
 
+def test_a_worker_death_is_shown_and_its_restart_reported(rt, capsys, caplog, monkeypatch):
+    """With no logging configured, the death reaches stderr; the restart's progress is
+    logged at INFO for those who asked (docs/running.md#warnings)."""
+    from mindserve._observe import visible
+
+    monkeypatch.setattr(visible, "logging_configured", lambda logger: False)
+    caplog.set_level(logging.INFO, logger="mindserve")
+    svc = mindserve.Servable("dies")
+    model = svc.model(double)
+    svc.add_method(lambda x: model(x), name="run")
+    rt.start(svc, workers=1)
+    victim = worker_pids(rt, "dies")[0]
+    os.kill(victim, signal.SIGKILL)
+    assert wait_for(lambda: rt.servable_status("dies").workers[0].restarts == 1, 30)
+    err = capsys.readouterr().err
+    assert f"mindserve: warning: servable 'dies' version 1: worker 0 (pid {victim}) " in err
+    assert "; restarting it" in err
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert "servable 'dies' version 1: starting 1 worker process (each loads and warms up)" in messages
+    assert any(
+        m.startswith("servable 'dies' version 1: worker 0 ready after ") and "(1 of 1)" in m for m in messages
+    )
+    assert any("worker 0: restarting in " in m and "(attempt 1 of " in m for m in messages)
+    assert any("worker 0 restarted: loaded and ready in " in m for m in messages)
+
+
 def test_a_worker_that_cannot_even_be_spawned_is_given_up(rt, monkeypatch):
     svc = mindserve.Servable("nospawn")
     model = svc.model(double)

@@ -67,6 +67,41 @@ def test_doctor_here_finds_nothing_wrong():
     assert report["data"]["threads"]["cpu_count"] == os.cpu_count()
 
 
+def test_doctor_prints_each_finding_as_it_is_found(monkeypatch, capsys):
+    """Each line is on stdout before the next slow step starts; each slow step says what it
+    does on stderr (in-process, with the slow steps replaced by recorders)."""
+    from mindserve._cli import doctor, report
+    from mindserve._cli.main import main
+
+    monkeypatch.setattr(report, "LIVE", report.Live())  # main sets it; restored after
+    seen = {}
+
+    def native(rep, package, timeout):
+        seen["native"] = capsys.readouterr()
+        rep.add(doctor.NATIVE, "ok", "native libraries load")
+        return True
+
+    def imported(rep, package, timeout, devices):
+        seen["import"] = capsys.readouterr()
+        return None
+
+    monkeypatch.setattr(doctor, "_find_mindspore", lambda rep: "/somewhere/mindspore")
+    monkeypatch.setattr(doctor, "_check_native", native)
+    monkeypatch.setattr(doctor, "_check_import", imported)
+    assert main(["doctor"]) in (0, 1)
+    assert report.LIVE == report.Live()  # only for the command's own report
+    assert seen["native"].out.startswith("Python\n  ")  # the Python findings, before the native step
+    assert (
+        seen["native"].err
+        == "mindserve doctor: loading MindSpore's native libraries in a child process ...\n"
+    )
+    assert seen["import"].out == "MindSpore\n  ok    native libraries load\n"
+    assert "importing MindSpore in a child process and asking it for its devices ..." in seen["import"].err
+    rest = capsys.readouterr().out
+    assert "Threads" in rest and rest.rstrip().splitlines()[-1].startswith("mindserve doctor: ")
+    assert "Python" not in rest  # not written twice
+
+
 def test_doctor_without_mindspore_says_what_to_install(tmp_path):
     (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['mindspore'] = None\n")
     done = run_cli("doctor", shadow=tmp_path, env={"OMP_NUM_THREADS": "0"})
@@ -364,8 +399,14 @@ def test_check_a_mindspore_serving_servable(tmp_path):
 
     shutil.copytree(os.path.join(TESTS, "compat_servables", "add"), tmp_path / "add")
     export(Add(), str(tmp_path / "add" / "1" / "tensor_add.mindir"), dynamic((3,)), dynamic((3,)))
-    code, report = run_json("check", tmp_path, "--load", env={"MINDSERVE_WARM_UP": "0"})
+    done = run_cli("check", tmp_path, "--load", "--json", env={"MINDSERVE_WARM_UP": "0"})
+    code, report = done.returncode, json.loads(done.stdout)
     assert code == 0, report
+    # The slow step says what it does as it starts (on stderr: stdout is the JSON report).
+    assert (
+        "mindserve check: loading servable 'add' version 1 in a child process (load, warm-up, a test call) ..."
+        in done.stderr.splitlines()
+    )
     assert "MindSpore Serving servable directory" in texts(report, "ok", "Target")
     ran = texts(report, "ok", "Servable 'add' version 1 (--load)")
     assert (

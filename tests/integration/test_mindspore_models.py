@@ -110,7 +110,9 @@ def test_many_threads_on_two_models_do_not_crash(rt, exported):
             for _ in range(10):
                 x = np.full(16, k / 10, np.float32)
                 (r,) = rt.infer("mlp", "predict", [{"x": x}])
-                if not np.array_equal(r["logits"], run_net(net, x[None])[0]):
+                # Batched with other threads' instances: within float tolerance of a
+                # batch-1 call, not always equal in the last bits (docs/batching.md).
+                if not np.allclose(r["logits"], run_net(net, x[None])[0], rtol=1e-5, atol=1e-6):
                     failures.append(f"wrong logits for {k}")
                 a = np.full(3, k, np.float32)
                 (s,) = rt.infer("addmul", "both", [{"a": a, "b": a}])

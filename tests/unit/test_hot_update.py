@@ -332,6 +332,32 @@ def test_start_and_watch_ignore_oddly_named_directories(rt, tmp_path):
     assert rt.servable_status("odd").watching
 
 
+def test_a_watchers_failed_version_is_shown_without_logging_configured(tmp_path, capsys, monkeypatch):
+    """With no logging configured the failure reaches stderr (docs/running.md#warnings)."""
+    from mindserve._observe import visible
+
+    monkeypatch.setattr(visible, "logging_configured", lambda logger: False)
+    root = tmp_path / "svc"
+    (root / "2").mkdir(parents=True)
+    (root / "2" / "m.bin").write_bytes(b"x")
+
+    def load(version):
+        raise LoadError("model 'm': broken file")
+
+    err = []
+    watcher = Watcher(str(root), 0.02, lambda: 1, load)
+    watcher.start()
+    try:
+        wait_until(lambda: err.append(capsys.readouterr().err) or "broken file" in "".join(err))
+    finally:
+        watcher.stop()
+        watcher.join(5)
+    assert (
+        f"mindserve: error: watching {root}: version 2 failed to load (tried again when its files change): "
+        f"model 'm': broken file\n" == "".join(err)
+    )
+
+
 def test_the_watcher_survives_unexpected_errors_and_reports_them(tmp_path, caplog):
     root = tmp_path / "svc"
     (root / "2").mkdir(parents=True)

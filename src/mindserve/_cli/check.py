@@ -459,6 +459,9 @@ def _load_version(
         "dec_key": dec_key.hex() if dec_key is not None else None,
         "dec_mode": dec_mode,
     }
+    report.progress(
+        f"loading servable '{name}' version {version} in a child process (load, warm-up, a test call)"
+    )
     result = run_probe("mindserve._cli.check:probe_load", payload, timeout=timeout, env={"GLOG_v": "3"})
     data.setdefault("loaded", {})[str(version)] = result.value if result.ok else {"failure": result.failure}
     if not result.ok:

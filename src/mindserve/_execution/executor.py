@@ -100,6 +100,14 @@ def warm_up(plan: ModelPlan, executor: Executor) -> WarmUp:
     compiled: list[tuple[int, float]] = []
     seconds = {}
     for position, size in enumerate(sizes, start=1):
+        logger.info(
+            "%s: model '%s' warming up batch size %d (%d of %d) ...",
+            plan.where,
+            plan.name,
+            size,
+            position,
+            len(sizes),
+        )
         run = functools.partial(run_batch, plan, executor, [instance] * size)
         started = time.perf_counter()
         outcome = run()

@@ -17,6 +17,7 @@ from typing import Callable
 
 from mindserve._define.servable import ServableDefinition
 from mindserve._errors import ArgumentTypeError, LoadError, MindServeError, VersionNotFoundError, is_int
+from mindserve._observe.visible import show_unconfigured, warn_event
 
 logger = logging.getLogger("mindserve")
 
@@ -150,8 +151,15 @@ class Watcher:
 
     def _report(self, version: int | None, exc: BaseException) -> None:
         which = "" if version is None else f" (version {version})"
-        logger.error(
-            "watching %s%s failed: %s: %s", self.directory, which, type(exc).__name__, exc, exc_info=exc
+        warn_event(
+            logger,
+            logging.ERROR,
+            "watching %s%s failed: %s: %s",
+            self.directory,
+            which,
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
         )
         if self._on_error is not None:
             try:
@@ -174,8 +182,14 @@ class Watcher:
             return None
         try:
             self._load(newest)
-        except MindServeError:  # reported through events and status; retried when it changes
+        except MindServeError as exc:  # logged as a FAILED event, in the status; retried when it changes
             self._failed[newest] = now
+            show_unconfigured(
+                logger,
+                logging.ERROR,
+                f"watching {self.directory}: version {newest} failed to load (tried again when its files "
+                f"change): {exc}",
+            )
             return None
         except Exception as exc:  # unexpected: reported here; retried when it changes
             self._failed[newest] = now
