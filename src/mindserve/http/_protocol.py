@@ -1,5 +1,5 @@
-"""MindSpore Serving's RESTful protocol, with no web framework: the URL, the request's JSON,
-the reply's JSON.
+"""MindSpore Serving's RESTful protocol, with no web framework: the URL and the request's
+JSON (the reply: :mod:`mindserve.http._reply`).
 
 The URL is ``/model/<servable>[/version/<n>]:<method>``; the body is
 ``{"instances": [{"<input>": value, ...}, ...]}`` (or one instance as an object). A value is
@@ -12,12 +12,6 @@ The URL is ``/model/<servable>[/version/<n>]:<method>``; the body is
 * ``{"b64": "...", "type": "...", "shape": [...]}``: base64 data, as ``bytes`` without
   ``type``, else a ``str`` (``"str"``) or an array of that type and shape (``[]`` or
   missing: a scalar), whose byte size must equal what the type and shape say.
-
-The reply is ``{"instances": [{"<output>": value, ...}, ...]}`` with
-``{"error_msg": "..."}`` in place of a failed instance, or ``{"error_msg": "..."}`` alone
-for a request that failed as a whole (every instance the same way, or before any ran).
-Arrays come back as nested lists (non-finite floats as ``null``, as MindSpore Serving's
-JSON writer does), ``str`` as strings, ``bytes`` as ``{"b64": "..."}``.
 
 Messages are MindSpore Serving's; where mindserve checks more (limits, ranges), its own
 words say what was expected and what arrived.
@@ -35,11 +29,10 @@ import attrs
 import numpy as np
 
 from mindserve._errors import InvalidArgumentError, is_int
-from mindserve._serving_wording import stage_output
+from mindserve.http._json import INSTANCES, JSONRefused, loads
 
-__all__ = ["Limits", "Refused", "Target", "parse_body", "parse_target", "reply_json"]
+__all__ = ["INSTANCES", "Limits", "Refused", "Target", "parse_body", "parse_target", "short"]
 
-INSTANCES = "instances"
 ERROR_MSG = "error_msg"
 _OBJECT_KEYS = ("b64", "type", "shape")
 
@@ -66,6 +59,9 @@ TYPES: dict[str, Any] = {
 _TYPE_NAMES = {kind: name for name, kind in reversed(TYPES.items())}
 _INT32 = np.iinfo(np.int32)
 _VERSION_LIMIT = 2**32 - 1
+#: The most elements a ``b64`` shape may claim, 0-sized dimensions left out (numpy's own limit
+#: is 2**63 bytes; a body cannot hold near this many anyway).
+_MAX_ELEMENTS = 2**62
 
 
 def _positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
@@ -107,7 +103,7 @@ def parse_target(path: str) -> Target:
     if not path.startswith(prefix):
         raise Refused(
             f"please check url, the keyword:[model] must contain. Expected "
-            f"/model/<servable>[/version/<number>]:<method>; got {_short(path)}",
+            f"/model/<servable>[/version/<number>]:<method>; got {short(path)}",
             404,
         )
     rest = path[len(prefix) :]
@@ -121,12 +117,12 @@ def parse_target(path: str) -> Target:
         keyword, _, number = version_part.partition("/")
         if keyword != "version":
             raise Refused(
-                f"please check url, expected /model/<servable>[/version/<number>]:<method>; got {_short(path)}",
+                f"please check url, expected /model/<servable>[/version/<number>]:<method>; got {short(path)}",
                 404,
             )
         if not (number.isascii() and number.isdigit()):
             raise Refused(
-                f"please check url, the keyword:[version] value invalid, request version number {_short(number)}"
+                f"please check url, the keyword:[version] value invalid, request version number {short(number)}"
             )
         version = int(number)
         if version >= _VERSION_LIMIT:
@@ -139,35 +135,35 @@ def parse_target(path: str) -> Target:
 # -- the request -------------------------------------------------------------------------------
 
 
-def parse_body(body: bytes, limits: Limits) -> list[dict[str, Any]]:
-    """The instances of a request body, their values as the servable receives them."""
+def parse_body(body: bytes, limits: Limits, *, fast: bool = True) -> list[dict[str, Any]]:
+    """The instances of a request body, their values as the servable receives them
+    (``fast=False``: parsed by the json module even when orjson is installed)."""
     if not body:
         raise Refused("http message invalid")
     try:
-        message = json.loads(body, parse_constant=_no_constant)
-    except RecursionError:
-        raise Refused("Illegal JSON format. The JSON is nested too deeply") from None
-    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        message, count = loads(body, fast=fast)
+    except JSONRefused as exc:
         raise Refused(f"Illegal JSON format. {exc}") from None
     try:
-        return _instances(message, limits)
+        return _instances(message, count, limits, _may_hold_bools(body))
     except Refused as exc:
         raise Refused(f"Parser request failed, {exc.message}", exc.status) from None
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+def _may_hold_bools(body: bytes) -> bool:
+    """Whether a body may hold a JSON ``true`` or ``false`` (then numeric arrays are walked
+    to refuse a bool among numbers, which numpy would take as 1 or 0)."""
+    return b"true" in body or b"false" in body
 
 
-def _instances(message: Any, limits: Limits) -> list[dict[str, Any]]:
-    count = 1 if isinstance(message, dict) and INSTANCES in message else 0
+def _instances(message: Any, count: int, limits: Limits, bools: bool) -> list[dict[str, Any]]:
     if count != 1:
         raise Refused(f"key 'instances' expects to exist once, but actually {count} times")
     instances = message[INSTANCES]
     if isinstance(instances, dict):
         if not instances:
             raise Refused("json object, value is empty")
-        return [_instance(instances, 0, limits)]
+        return [_instance(instances, 0, limits, bools)]
     if not isinstance(instances, list):
         raise Refused("instances no key mode is not supported")
     if not instances:
@@ -186,27 +182,27 @@ def _instances(message: Any, limits: Limits) -> list[dict[str, Any]]:
             raise Refused("json array, instance is not object type")
         if not instance:
             raise Refused("json array, instance is object type, but no value")
-        parsed.append(_instance(instance, index, limits))
+        parsed.append(_instance(instance, index, limits, bools))
     return parsed
 
 
-def _instance(instance: dict[str, Any], index: int, limits: Limits) -> dict[str, Any]:
+def _instance(instance: dict[str, Any], index: int, limits: Limits, bools: bool) -> dict[str, Any]:
     values = {}
     for key, value in instance.items():
         if not key:
             raise Refused("string key is empty")
         try:
-            values[key] = _value(value, limits)
+            values[key] = _value(value, limits, bools)
         except Refused as exc:
-            raise Refused(f"{exc.message} (instance {index}, input '{_short(key)}')", exc.status) from None
+            raise Refused(f"{exc.message} (instance {index}, input '{short(key)}')", exc.status) from None
     return values
 
 
-def _value(value: Any, limits: Limits) -> Any:
+def _value(value: Any, limits: Limits, bools: bool) -> Any:
     if isinstance(value, dict):
         return _object(value, limits)
     if isinstance(value, list):
-        return _array(value, limits)
+        return _array(value, limits, bools)
     return _scalar(value)
 
 
@@ -216,7 +212,7 @@ def _scalar(value: Any) -> Any:
     if isinstance(value, int):
         if not _INT32.min <= value <= _INT32.max:
             raise Refused(
-                f"json integer {_short(value)} is out of the range of int32 that a JSON integer becomes"
+                f"json integer {short(value)} is out of the range of int32 that a JSON integer becomes"
             )
         return np.array(value, np.int32)
     if isinstance(value, float):
@@ -239,14 +235,14 @@ def _object(value: dict[str, Any], limits: Limits) -> Any:
         )
     for key in value:
         if key not in _OBJECT_KEYS:
-            raise Refused(f"json object, key is not ['b64', 'type', 'shape'], fail key:{_short(key)}")
+            raise Refused(f"json object, key is not ['b64', 'type', 'shape'], fail key:{short(key)}")
     kind: Any = bytes
     if "type" in value:
         name = value["type"]
         if not isinstance(name, str):
             raise Refused("json object, key is 'type', value should be string type")
         if name not in TYPES:
-            raise Refused(f"json object, specified type:'{_short(name)}' is illegal")
+            raise Refused(f"json object, specified type:'{short(name)}' is illegal")
         kind = TYPES[name]
     shape = _object_shape(value.get("shape", []), limits)
     if "b64" not in value:
@@ -260,7 +256,7 @@ def _object(value: dict[str, Any], limits: Limits) -> Any:
     if not isinstance(data, str):
         raise Refused("get scalar data failed, type is string, but json is not string type")
     if len(data) % 4:
-        raise Refused(f"'{_short(data)}' is illegal b64 encode string")
+        raise Refused(f"'{short(data)}' is illegal b64 encode string")
     if kind not in (str, bytes):
         size = len(data) // 4 * 3 - (data.endswith("=") + data.endswith("=="))
         if size != count * kind.itemsize:  # checked before decoding: a lying shape costs nothing
@@ -271,7 +267,7 @@ def _object(value: dict[str, Any], limits: Limits) -> Any:
     try:
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
-        raise Refused(f"'{_short(data)}' is illegal b64 encode string") from None
+        raise Refused(f"'{short(data)}' is illegal b64 encode string") from None
     if kind is bytes:
         return raw
     if kind is str:
@@ -296,13 +292,19 @@ def _object_shape(shape: Any, limits: Limits) -> tuple[int, ...]:
         if not is_int(dim, 0):
             raise Refused("json object, key is 'shape', array value should be unsigned integer")
         if dim == 0 and position < len(shape) - 1:
-            raise Refused(
-                f"json object, key is 'shape', invalid shape value {json.dumps(shape, separators=(',', ':'))}"
-            )
+            raise Refused(f"json object, key is 'shape', invalid shape value {_shape_text(shape)}")
+    if math.prod(dim for dim in shape if dim) > _MAX_ELEMENTS:
+        raise Refused(
+            f"json object, key is 'shape', invalid shape value {_shape_text(shape)}: more than 2**62 elements"
+        )
     return tuple(shape)
 
 
-def _array(value: list[Any], limits: Limits) -> Any:
+def _shape_text(shape: list[int]) -> str:
+    return short(json.dumps(shape, separators=(",", ":")))
+
+
+def _array(value: list[Any], limits: Limits, bools: bool) -> Any:
     """A nested JSON array: an array of its first element's kind, or a one-item str/bytes."""
     shape: list[int] = []
     leaf: Any = value
@@ -341,6 +343,8 @@ def _array(value: list[Any], limits: Limits) -> Any:
         if kind == "i":
             raise Refused("json array, an integer is out of the range of int32 that JSON integers become")
         raise Refused("json array, elements type is not equal")
+    if bools and kind != "b":  # numpy took a bool among the numbers as 1 or 0
+        _check_elements(value, shape, 0, type(leaf))
     if kind == "i":
         if array.size and (array.min() < _INT32.min or array.max() > _INT32.max):
             raise Refused("json array, an integer is out of the range of int32 that JSON integers become")
@@ -371,21 +375,7 @@ def _check_elements(value: Any, shape: list[int], depth: int, leaf: type) -> Non
             raise Refused("json array, elements type is not equal")
 
 
-def _short(value: Any) -> str:
+def short(value: Any) -> str:
+    """A value as text, cut to 60 characters."""
     text = str(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-# -- the reply ---------------------------------------------------------------------------------
-
-
-def reply_json(value: Any) -> Any:
-    """One output as the reply holds it; ``RuntimeError`` for a value that is no tensor."""
-    value = stage_output(value)
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bytes):
-        return {"b64": base64.b64encode(value).decode("ascii")}
-    if value.dtype.kind == "f" and not np.isfinite(value).all():
-        value = np.where(np.isfinite(value), value.astype(np.float64), None)
-    return value.tolist()
