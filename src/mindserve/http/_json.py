@@ -24,7 +24,7 @@ from typing import Any
 try:  # the mindserve[http] extra installs it; without it, the json module serves
     import orjson
 except ImportError:  # pragma: no cover - depends on the environment
-    orjson = None
+    orjson = None  # type: ignore[assignment]
 
 __all__ = ["JSONRefused", "dumps", "loads"]
 

@@ -92,7 +92,7 @@ def native_json(value: Any, depth: int = 0) -> Any:
     )
 
 
-def _array_json(value: np.ndarray) -> Any:
+def _array_json(value: Any) -> Any:
     if value.dtype.kind == "f" and not np.isfinite(value).all():
         value = np.where(np.isfinite(value), value.astype(np.float64), None)
     return value.tolist()
