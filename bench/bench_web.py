@@ -80,7 +80,8 @@ def serve_restapp(port: int, directory: str) -> None:
 
     rt = mindserve.Runtime()
     rt.start(servable(directory, heavy=False))
-    gc.freeze()  # MindSpore's start-up objects out of the collector's way (docs/running.md)
+    gc.collect()
+    gc.freeze()  # start-up objects out of the collector's walks (docs/running.md)
     uvicorn.run(RestApp(rt), host="127.0.0.1", port=port, **uvicorn_options())
 
 
@@ -150,6 +151,7 @@ def serve_fastapi(port: int, directory: str) -> None:
         logits = await batcher.predict(np.asarray(body["x"], np.float32))
         return Response(json.dumps({"logits": logits.tolist()}), media_type="application/json")
 
+    gc.collect()
     gc.freeze()
     uvicorn.run(app, host="127.0.0.1", port=port, **uvicorn_options())
 
