@@ -141,29 +141,54 @@ def parse_body(body: bytes, limits: Limits, *, fast: bool = True) -> list[dict[s
     if not body:
         raise Refused("http message invalid")
     try:
-        message, count = loads(body, fast=fast)
+        message, count, exact = loads(body, fast=fast)
     except JSONRefused as exc:
         raise Refused(f"Illegal JSON format. {exc}") from None
     try:
-        return _instances(message, count, limits, _may_hold_bools(body))
+        try:
+            return _instances(message, count, _Reading(limits, _may_hold_bools(body), exact))
+        except _ReadAgain:  # a float that may have been an integer beyond 64 bits: read exactly
+            message, count, exact = loads(body, fast=False)
+            return _instances(message, count, _Reading(limits, _may_hold_bools(body), exact))
     except Refused as exc:
         raise Refused(f"Parser request failed, {exc.message}", exc.status) from None
+
+
+@attrs.frozen
+class _Reading:
+    """How a body's values are read: its limits, whether it may hold a bool, and whether
+    its integers are exact (``False``: orjson read it, turning integers beyond 64 bits into
+    floats; a float that large is then read again by the json module)."""
+
+    limits: Limits
+    bools: bool
+    exact: bool
+
+
+class _ReadAgain(Exception):
+    """A float of 2**63 or more: the body is read again by the json module."""
+
+
+#: Floats at least this large may have been integers beyond 64 bits, read inexactly.
+_INEXACT = float(2**63)
 
 
 def _may_hold_bools(body: bytes) -> bool:
     """Whether a body may hold a JSON ``true`` or ``false`` (then numeric arrays are walked
     to refuse a bool among numbers, which numpy would take as 1 or 0)."""
-    return b"true" in body or b"false" in body
+    # (one byte is found many times faster than four: "u" and "l" first, rare in bodies)
+    return (b"u" in body or b"l" in body) and (b"true" in body or b"false" in body)
 
 
-def _instances(message: Any, count: int, limits: Limits, bools: bool) -> list[dict[str, Any]]:
+def _instances(message: Any, count: int, reading: _Reading) -> list[dict[str, Any]]:
+    limits = reading.limits
     if count != 1:
         raise Refused(f"key 'instances' expects to exist once, but actually {count} times")
     instances = message[INSTANCES]
     if isinstance(instances, dict):
         if not instances:
             raise Refused("json object, value is empty")
-        return [_instance(instances, 0, limits, bools)]
+        return [_instance(instances, 0, reading)]
     if not isinstance(instances, list):
         raise Refused("instances no key mode is not supported")
     if not instances:
@@ -182,27 +207,29 @@ def _instances(message: Any, count: int, limits: Limits, bools: bool) -> list[di
             raise Refused("json array, instance is not object type")
         if not instance:
             raise Refused("json array, instance is object type, but no value")
-        parsed.append(_instance(instance, index, limits, bools))
+        parsed.append(_instance(instance, index, reading))
     return parsed
 
 
-def _instance(instance: dict[str, Any], index: int, limits: Limits, bools: bool) -> dict[str, Any]:
+def _instance(instance: dict[str, Any], index: int, reading: _Reading) -> dict[str, Any]:
     values = {}
     for key, value in instance.items():
         if not key:
             raise Refused("string key is empty")
         try:
-            values[key] = _value(value, limits, bools)
+            values[key] = _value(value, reading)
         except Refused as exc:
             raise Refused(f"{exc.message} (instance {index}, input '{short(key)}')", exc.status) from None
     return values
 
 
-def _value(value: Any, limits: Limits, bools: bool) -> Any:
+def _value(value: Any, reading: _Reading) -> Any:
     if isinstance(value, dict):
-        return _object(value, limits)
+        return _object(value, reading)
     if isinstance(value, list):
-        return _array(value, limits, bools)
+        return _array(value, reading)
+    if isinstance(value, float) and not reading.exact and abs(value) >= _INEXACT:
+        raise _ReadAgain
     return _scalar(value)
 
 
@@ -225,7 +252,7 @@ def _scalar(value: Any) -> Any:
     raise Refused("json value type is unregistered")
 
 
-def _object(value: dict[str, Any], limits: Limits) -> Any:
+def _object(value: dict[str, Any], reading: _Reading) -> Any:
     """``{"b64": ..., "type": ..., "shape": ...}`` as bytes, a str or an array."""
     if not value:
         raise Refused("json object, value is empty")
@@ -244,7 +271,7 @@ def _object(value: dict[str, Any], limits: Limits) -> Any:
         if name not in TYPES:
             raise Refused(f"json object, specified type:'{short(name)}' is illegal")
         kind = TYPES[name]
-    shape = _object_shape(value.get("shape", []), limits)
+    shape = _object_shape(value.get("shape", []), reading)
     if "b64" not in value:
         raise Refused("json object, 'b64' should be specified only one time")
     count = math.prod(shape)
@@ -280,7 +307,8 @@ def _object(value: dict[str, Any], limits: Limits) -> Any:
     return np.frombuffer(bytearray(raw), kind).reshape(shape)
 
 
-def _object_shape(shape: Any, limits: Limits) -> tuple[int, ...]:
+def _object_shape(shape: Any, reading: _Reading) -> tuple[int, ...]:
+    limits = reading.limits
     if not isinstance(shape, list):
         raise Refused("json object, key is 'shape', value should be array type")
     if len(shape) > limits.max_depth:
@@ -290,6 +318,8 @@ def _object_shape(shape: Any, limits: Limits) -> tuple[int, ...]:
         )
     for position, dim in enumerate(shape):
         if not is_int(dim, 0):
+            if not reading.exact and isinstance(dim, float) and dim >= _INEXACT:
+                raise _ReadAgain
             raise Refused("json object, key is 'shape', array value should be unsigned integer")
         if dim == 0 and position < len(shape) - 1:
             raise Refused(f"json object, key is 'shape', invalid shape value {_shape_text(shape)}")
@@ -304,14 +334,14 @@ def _shape_text(shape: list[int]) -> str:
     return short(json.dumps(shape, separators=(",", ":")))
 
 
-def _array(value: list[Any], limits: Limits, bools: bool) -> Any:
+def _array(value: list[Any], reading: _Reading) -> Any:
     """A nested JSON array: an array of its first element's kind, or a one-item str/bytes."""
     shape: list[int] = []
     leaf: Any = value
     while isinstance(leaf, list) and leaf:
-        if len(shape) == limits.max_depth:
+        if len(shape) == reading.limits.max_depth:
             raise Refused(
-                f"json array, nested deeper than the {limits.max_depth} dimensions this server takes"
+                f"json array, nested deeper than the {reading.limits.max_depth} dimensions this server takes"
             )
         shape.append(len(leaf))
         leaf = leaf[0]
@@ -326,7 +356,7 @@ def _array(value: list[Any], limits: Limits, bools: bool) -> Any:
             )
         if isinstance(leaf, str):
             return leaf
-        found = _object(leaf, limits)
+        found = _object(leaf, reading)
         if not isinstance(found, (str, bytes)):
             raise Refused("json array, item is object type, object only support string or bytes type")
         return found
@@ -339,17 +369,21 @@ def _array(value: list[Any], limits: Limits, bools: bool) -> Any:
     except (ValueError, OverflowError, TypeError):
         array = None
     if array is None or array.shape != tuple(shape) or array.dtype.kind != kind:
+        if not reading.exact:  # say what is wrong with the integers as they were written
+            raise _ReadAgain
         _check_elements(value, shape, 0, type(leaf))  # MindSpore Serving's words for what is wrong
         if kind == "i":
             raise Refused("json array, an integer is out of the range of int32 that JSON integers become")
         raise Refused("json array, elements type is not equal")
-    if bools and kind != "b":  # numpy took a bool among the numbers as 1 or 0
+    if reading.bools and kind != "b":  # numpy took a bool among the numbers as 1 or 0
         _check_elements(value, shape, 0, type(leaf))
     if kind == "i":
         if array.size and (array.min() < _INT32.min or array.max() > _INT32.max):
             raise Refused("json array, an integer is out of the range of int32 that JSON integers become")
         return array.astype(np.int32)
     if kind == "f":
+        if not reading.exact and array.size and abs(array).max() >= _INEXACT:
+            raise _ReadAgain
         with np.errstate(over="ignore"):  # beyond float32: infinity, as in MindSpore Serving
             return array.astype(np.float32)
     return array
