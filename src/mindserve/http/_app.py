@@ -63,7 +63,13 @@ class RestApp:
     while the body streams in), ``max_instances`` per request, ``max_depth`` dimensions of
     an array. ``http_status``: ``False`` (MindSpore Serving's way) answers every request
     with status 200 and the error in the JSON; ``True`` gives refused and failed requests a
-    4xx or 5xx status as well (the body is the same).
+    4xx or 5xx status as well (the body is the same): a request whose every instance failed
+    on its input (a stage may raise :class:`~mindserve.InvalidInputError`) is a 400, one whose
+    every instance failed in the server a 500, one with some results a 200.
+
+    Outputs are sent as JSON whatever they are, if JSON can hold them (numbers, str, lists,
+    tuples, dicts with str keys, numpy arrays and scalars; ``bytes`` as ``{"b64": ...}``);
+    an output it cannot hold fails its instance. See docs/http.md.
     """
 
     def __init__(
