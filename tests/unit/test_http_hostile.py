@@ -279,3 +279,12 @@ def test_orjson_is_what_parses_when_installed():
         json.dumps({"instances": {"x": {"b64": b64, "type": "fp32", "shape": [2]}}}).encode(), Limits()
     )
     assert instance["x"].tolist() == [1.0, 1.0]
+
+
+def test_without_orjson_the_json_module_serves_the_same_replies(client, monkeypatch):
+    body = b'{"instances": [{"x": [1.5, 2]}, {"x": "\\u00e9"}, {"x": {"b64": "AAE=", "type": "int8", "shape": [2]}}]}'
+    with_orjson = post(client, body)
+    monkeypatch.setattr(fast_json, "orjson", None)
+    assert post(client, body) == with_orjson
+    assert with_orjson[1]["instances"][1] == {"kind": "str", "y": "é"}
+    assert post(client, b'{"instances": [{"x": 1}], "instances": []}')[0] == 400
