@@ -301,3 +301,26 @@ def test_background_server_limits_connections_by_default_and_checks_its_options(
         mindserve.InvalidArgumentError, match="body_timeout must be a number > 0 or None; got 0"
     ):
         BackgroundServer(RestApp(rt), body_timeout=0)
+
+
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+def test_a_100_kb_servable_name_is_answered_briefly_over_real_http(rt, http):
+    pytest.importorskip(http)
+    rt.start(echo_servable())
+    with BackgroundServer(RestApp(rt, http_status=True), http=http) as server:
+        client = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        body = b'{"instances": [{"x": 1}]}'
+        client.sendall(
+            b"POST /model/%s:echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+            % (b"n" * 100_000, len(body), body)
+        )
+        reply = b""
+        while chunk := client.recv(65536):
+            reply += chunk
+        client.close()
+    assert len(reply) < 2000, reply[:300]
+    head, _, text = reply.partition(b"\r\n\r\n")
+    if head.startswith(b"HTTP/1.1 404"):  # the app answered, the name cut short
+        assert "servable is not available" in json.loads(text)["error_msg"]
+    else:  # the HTTP parser refused the request line itself
+        assert head.startswith(b"HTTP/1.1 4"), reply[:300]

@@ -253,7 +253,7 @@ bodies = st.builds(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.one_of(bodies, st.sampled_from(HOSTILE)))
 def test_requests_are_read_alike_by_orjson_and_by_the_json_module(body):
     limits = Limits(max_depth=4)
