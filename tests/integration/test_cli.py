@@ -260,6 +260,14 @@ def double(x):
 @svc.method
 def doubled(x):
     return mlp(double(x))
+
+@svc.stage(outputs=2)
+def explain(logits):
+    return {{"top": int(logits.argmax())}}, {{int(logits.argmax())}}
+
+@svc.method(outputs=["top", "classes"])
+def explained(x):
+    return explain(mlp(x))
 """
 
 
@@ -270,7 +278,7 @@ def test_check_and_load_a_good_servable(exported, tmp_path):
     assert code == 0, report
     (servable,) = report["data"]["servables"]
     assert servable["versions"] == [1, 2]
-    assert [m["name"] for m in servable["methods"]] == ["predict", "doubled"]
+    assert [m["name"] for m in servable["methods"]] == ["predict", "doubled", "explained"]
     for version in (1, 2):
         ran = texts(report, "ok", f"Servable 'mlp' version {version} (--load)")
         assert (
@@ -279,6 +287,11 @@ def test_check_and_load_a_good_servable(exported, tmp_path):
         )
         skipped = texts(report, "warn", f"Servable 'mlp' version {version} (--load)")
         assert "method 'doubled' not run: input 'x' goes to stage 'double' first" in skipped
+        # an output that runs in process but that mindserve.http.RestApp cannot send
+        assert (
+            "method 'explained': output 'classes' (a set) cannot be sent by mindserve.http.RestApp: a "
+            "builtins.set, which JSON cannot hold" in skipped
+        )
     assert "batches of up to 64, padded to [1, 2, 4, 8, 16, 32, 64]" in texts(report, "ok", "Servable 'mlp'")
 
 

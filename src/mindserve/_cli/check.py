@@ -495,6 +495,13 @@ def _load_version(
         else:
             outputs = ", ".join(f"{k}: {v}" for k, v in method["outputs"].items())
             report.add(section, "ok", f"method '{method['name']}' ran on {method['instance']}: {outputs}")
+            for problem in method.get("unsendable", ()):
+                report.add(
+                    section,
+                    "warn",
+                    f"method '{method['name']}': {problem}",
+                    fix="return numbers, str, bytes, lists, dicts or numpy arrays to serve it over HTTP",
+                )
 
 
 def probe_load(payload: dict[str, Any]) -> dict[str, Any]:
@@ -503,7 +510,7 @@ def probe_load(payload: dict[str, Any]) -> dict[str, Any]:
 
     key = bytes.fromhex(payload["dec_key"]) if payload["dec_key"] else None
     try:
-        _, servables = load_target(payload["target"], key, payload["dec_mode"])
+        kind, servables = load_target(payload["target"], key, payload["dec_mode"])
         (servable,) = _select(servables, payload["servable"])
     except TargetError as exc:
         return {"error": str(exc), "detail": exc.detail}
@@ -535,7 +542,23 @@ def probe_load(payload: dict[str, Any]) -> dict[str, Any]:
                 outcome["error"] = f"{type(exc).__name__}: {exc}"
                 continue
             outcome["outputs"] = {k: describe_value(v) for k, v in outputs.items()}
+            outcome["unsendable"] = unsendable(outputs, compat=kind.startswith("MindSpore Serving"))
     return result
+
+
+def unsendable(outputs: dict[str, Any], *, compat: bool) -> list[str]:
+    """What an HTTP reply could not hold of one instance's outputs: RestApp's own rule
+    (any JSON-able value), or MindSpore Serving's (tensors, str, bytes) for its servables."""
+    from mindserve.http._reply import Unsendable, native_json, tensor_json
+
+    app = "mindserve.compat.server.start_restful_server" if compat else "mindserve.http.RestApp"
+    problems = []
+    for name, value in outputs.items():
+        try:
+            (tensor_json if compat else native_json)(value)
+        except Unsendable as exc:
+            problems.append(f"output '{name}' (a {type(value).__name__}) cannot be sent by {app}: {exc}")
+    return problems
 
 
 def generate_instance(
