@@ -133,9 +133,13 @@ def test_a_stage_raising_invalid_input_error_marks_the_clients_bad_value(status_
     assert status == 400 and "x must be b64 bytes; got str" in reply["error_msg"]
     status, reply = status_of(status_client, "decode", [{"x": good}, {"x": "text"}])
     assert status == 200 and reply["instances"][0] == {"y": 3.0}
-    # in process: the instance's error carries the stage's InvalidInputError as its cause
+    # in process: the instance fails with an InvalidInputError, located, caused by the stage's
     (error,) = rt.infer("py", "decode", [{"x": "text"}], return_exceptions=True)
+    assert type(error) is mindserve.InvalidInputError and error.index == 0
+    assert "stage 'decode': x must be b64 bytes; got str" in str(error)
     assert isinstance(error.__cause__, mindserve.InvalidInputError)
+    outcomes = rt.metrics().method("py", "decode").instances
+    assert outcomes.get("invalid_input", 0) >= 1 and "stage_error" not in outcomes
 
 
 def test_by_default_every_reply_is_a_200(rt):

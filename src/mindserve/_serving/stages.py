@@ -20,7 +20,7 @@ import attrs
 from mindserve._batching.alone import isolating
 from mindserve._calls import Failure, Outcome, Request, in_caller_thread
 from mindserve._define.stage import Stage
-from mindserve._errors import StageError, counted, describe
+from mindserve._errors import InvalidInputError, StageError, counted, describe
 from mindserve._observe.visible import warn_event
 
 logger = logging.getLogger("mindserve")
@@ -111,6 +111,8 @@ def _run_batch(
 
 
 def _raised(stage: Stage, exc: BaseException) -> Failure:
+    if isinstance(exc, InvalidInputError):  # the stage found the client's value bad
+        return Failure(InvalidInputError, f"stage '{stage.name}': {exc}", exc)
     return Failure(StageError, f"stage '{stage.name}' raised {describe(exc)}", exc)
 
 
