@@ -111,7 +111,8 @@ def _run_batch(
 
 
 def _raised(stage: Stage, exc: BaseException) -> Failure:
-    if isinstance(exc, InvalidInputError):  # the stage found the client's value bad
+    if isinstance(exc, InvalidInputError) and not getattr(exc, "_from_model_call", False):
+        # the stage found the client's value bad (not a Model.call it made wrongly)
         return Failure(InvalidInputError, f"stage '{stage.name}': {exc}", exc)
     return Failure(StageError, f"stage '{stage.name}' raised {describe(exc)}", exc)
 
