@@ -26,11 +26,19 @@ class NetworkExecutor:
     capacity = 1  # MindSpore crashes when one network is entered from two threads
     inline = True
 
+    #: Runs of a network after which MindSpore may still start threads (each registers its own
+    #: SIGINT handler): Python's handling is restored again over the seconds after them.
+    _SETTLING_RUNS = 3
+
     def __init__(self, network: Any, input_specs: tuple[TensorSpec, ...] | None = None) -> None:
         self.network: Any = network
         self.input_specs = input_specs
+        self._unsettled = self._SETTLING_RUNS
 
     def run(self, arrays: tuple[np.ndarray, ...], requests: Sequence[Request] = ()) -> tuple[np.ndarray, ...]:
+        if self._unsettled:
+            self._unsettled -= 1
+            return _mindspore.run_network(self.network, arrays, settle=True)
         return _mindspore.run_network(self.network, arrays)
 
     def warm_up(self, plan: ModelPlan) -> WarmUp:

@@ -28,6 +28,7 @@ from mindserve._errors import (
     MindSporeUnavailableError,
     MindSporeVersionWarning,
 )
+from mindserve._execution import signals
 from mindserve._execution.memory import limit_arenas
 from mindserve._requirements import (
     MINDSPORE_BELOW,
@@ -155,6 +156,7 @@ def use_device(target: str | None, device_id: int) -> tuple[str, int]:
     global _device
     chosen = target or ("Ascend" if ascend_present() else "CPU")
     with _LOCK:
+        signals.capture_python_sigint()  # before MindSpore runs anything: see .signals
         if _device is not None:
             if target is not None and (chosen, device_id) != _device:
                 raise DeviceError(
@@ -277,21 +279,36 @@ def load_mindir(path: str, dec_key: bytes | None, dec_mode: str) -> Any:
     """Load a MindIR file into a callable ``nn.GraphCell`` (raises MindSpore's errors)."""
     ms = import_mindspore()
     with _LOCK:
-        if dec_key is None:
-            graph = ms.load(path)
-        else:
-            graph = ms.load(path, dec_key=dec_key, dec_mode=dec_mode)
-        return ms.nn.GraphCell(graph)
+        try:
+            if dec_key is None:
+                graph = ms.load(path)
+            else:
+                graph = ms.load(path, dec_key=dec_key, dec_mode=dec_mode)
+            return ms.nn.GraphCell(graph)
+        finally:
+            signals.keep_python_sigint()
 
 
-def run_network(network: Any, arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
-    """Run a Cell or GraphCell on numpy arrays; return its outputs as numpy arrays."""
+def run_network(
+    network: Any, arrays: tuple[np.ndarray, ...], *, settle: bool = False
+) -> tuple[np.ndarray, ...]:
+    """Run a Cell or GraphCell on numpy arrays; return its outputs as numpy arrays.
+
+    MindSpore installs its own SIGINT handler at every graph run: Python's is put back after
+    each (see :mod:`.signals`); ``settle`` (a network's first runs, which may start
+    MindSpore's threads) puts it back again over the next seconds.
+    """
     ms = _module or import_mindspore()
     with _LOCK:
-        outputs = network(*(ms.Tensor(a) for a in arrays))
-        if not isinstance(outputs, (tuple, list)):
-            outputs = (outputs,)
-        return tuple(_to_numpy(o) for o in outputs)
+        try:
+            outputs = network(*(ms.Tensor(a) for a in arrays))
+            if not isinstance(outputs, (tuple, list)):
+                outputs = (outputs,)
+            return tuple(_to_numpy(o) for o in outputs)
+        finally:
+            signals.keep_python_sigint()
+            if settle:
+                signals.settle()
 
 
 def _to_numpy(value: Any) -> np.ndarray:
