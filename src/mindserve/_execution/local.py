@@ -34,12 +34,41 @@ class NetworkExecutor:
         self.network: Any = network
         self.input_specs = input_specs
         self._unsettled = self._SETTLING_RUNS
+        #: The inputs of the last batch that ran (their dtypes and shapes explain a refusal).
+        self._ran: tuple[np.ndarray, ...] | None = None
 
     def run(self, arrays: tuple[np.ndarray, ...], requests: Sequence[Request] = ()) -> tuple[np.ndarray, ...]:
         if self._unsettled:
             self._unsettled -= 1
-            return _mindspore.run_network(self.network, arrays, settle=True)
-        return _mindspore.run_network(self.network, arrays)
+            outputs = _mindspore.run_network(self.network, arrays, settle=True)
+        else:
+            outputs = _mindspore.run_network(self.network, arrays)
+        self._ran = arrays
+        return outputs
+
+    def explain(self, arrays: tuple[np.ndarray, ...], batched: bool) -> str | None:
+        """What was expected of the inputs of a batch MindSpore refused, and what arrived
+        (``input 0: expected float32 ...; got float64 array of shape (1, 32, 32)``): the
+        dtypes and shapes of the last batch that ran, else the dtype of the network's
+        parameters; ``None`` when nothing differs from what is known."""
+        ran = self._ran
+        if ran is not None and len(ran) != len(arrays):
+            ran = None
+        parameters = _mindspore.parameter_dtype(self.network) if ran is None else None
+        for position, array in enumerate(arrays):
+            shape = array.shape[1:] if batched else array.shape
+            got = f"got {array.dtype} array of shape {shape}"
+            if ran is not None:
+                before = ran[position]
+                expected_shape = before.shape[1:] if batched else before.shape
+                if before.dtype != array.dtype or expected_shape != shape:
+                    return (
+                        f"input {position}: expected {before.dtype} array of shape {expected_shape} "
+                        f"(as it last ran); {got}"
+                    )
+            elif parameters is not None and array.dtype.kind == "f" and array.dtype != parameters:
+                return f"input {position}: expected {parameters} (the dtype of its parameters); {got}"
+        return None
 
     def warm_up(self, plan: ModelPlan) -> WarmUp:
         return warm_up(plan, self)

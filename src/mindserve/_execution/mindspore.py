@@ -27,6 +27,7 @@ from mindserve._errors import (
     DeviceError,
     MindSporeUnavailableError,
     MindSporeVersionWarning,
+    meaningful_line,
 )
 from mindserve._execution import signals
 from mindserve._execution.memory import limit_arenas
@@ -193,11 +194,9 @@ def _current_device(ms: ModuleType) -> tuple[str, int] | None:
 
 
 def first_line(exc: BaseException) -> str:
-    """The first meaningful line of an exception's message (MindSpore appends C++ stacks)."""
-    for line in str(exc).splitlines():
-        if line.strip():
-            return line.strip()
-    return type(exc).__name__
+    """The first meaningful line of an exception's message (MindSpore frames its messages
+    and appends C++ stacks)."""
+    return meaningful_line(str(exc)) or type(exc).__name__
 
 
 def read_mindir_signature(path: str, dec_key: bytes | None, dec_mode: str) -> tuple[TensorSpec, ...] | None:
@@ -309,6 +308,22 @@ def run_network(
             signals.keep_python_sigint()
             if settle:
                 signals.settle()
+
+
+def parameter_dtype(network: Any) -> np.dtype | None:
+    """The one floating dtype of a network's floating parameters (``None`` when they have
+    none, or several)."""
+    ms = _module or import_mindspore()
+    found = set()
+    with _LOCK:
+        try:
+            for parameter in network.get_parameters():
+                dtype = np.dtype(ms.dtype_to_nptype(parameter.dtype))
+                if dtype.kind == "f":
+                    found.add(dtype)
+        except Exception:  # a network without parameters to list
+            return None
+    return found.pop() if len(found) == 1 else None
 
 
 def _to_numpy(value: Any) -> np.ndarray:
