@@ -243,6 +243,9 @@ def read_mindir_io(
             data = handle.read()
     proto = mind_ir_pb2.ModelProto()
     proto.ParseFromString(data)
+    if not proto.HasField("graph") or not (proto.graph.node or proto.graph.output):
+        # protobuf parses an empty file (or a few stray bytes) as an empty model
+        raise ValueError(f"the file holds no MindIR graph ({len(data)} bytes)")
     inputs: tuple[tuple[str, TensorSpec], ...] | None = ()
     for value in proto.graph.input:
         if len(value.tensor) != 1:
