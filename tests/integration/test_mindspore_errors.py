@@ -62,7 +62,7 @@ def test_a_cell_given_the_wrong_dtype_says_what_it_expected_and_what_it_got(lene
     error = caught.value.errors[0]
     assert isinstance(error, mindserve.ModelError)
     message = str(error)
-    assert "model 'lenet' input 0: expected float32" in message
+    assert "model 'lenet' failed on input 0: expected float32" in message
     assert "got float64 array of shape (1, 32, 32)" in message
     assert "For primitive[Conv2D], the input type must be same" in message  # MindSpore's words kept
 
@@ -74,7 +74,10 @@ def test_a_cell_given_the_wrong_shape_after_serving_says_the_shape_it_ran_with(l
     with pytest.raises(InferenceError) as caught:
         lenet_rt.infer("cnn", "predict", [{"x": np.ones((2, 32, 32), np.float32)}])
     message = str(caught.value.errors[0])
-    assert "model 'lenet' input 0: expected float32 array of shape (1, 32, 32) (as it last ran)" in message
+    assert (
+        "model 'lenet' failed on input 0: expected float32 array of shape (1, 32, 32) (as it last ran)"
+        in message
+    )
     assert "got float32 array of shape (2, 32, 32)" in message
 
 

@@ -89,7 +89,7 @@ def _failed(
     plan: ModelPlan, executor: Executor, inputs: tuple[np.ndarray, ...] | None, exc: BaseException
 ) -> str:
     """``model 'm' failed: <the error>``; for a network that can say what it expected
-    (:meth:`~mindserve._execution.local.NetworkExecutor.explain`), ``model 'm' input 0:
+    (:meth:`~mindserve._execution.local.NetworkExecutor.explain`), ``model 'm' failed on input 0:
     expected ...; got .... MindSpore: <the error>``."""
     explain = getattr(executor, "explain", None)
     if inputs is not None and explain is not None and not isinstance(exc, KeyboardInterrupt):
@@ -98,7 +98,7 @@ def _failed(
         except Exception:  # explaining must never hide the error itself
             located = None
         if located is not None:
-            return f"model '{plan.name}' {located}. MindSpore: {describe(exc, first_line=True)}"
+            return f"model '{plan.name}' failed on {located}. MindSpore: {describe(exc, first_line=True)}"
     return f"model '{plan.name}' failed: {describe(exc, first_line=True)}"
 
 

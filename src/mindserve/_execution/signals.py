@@ -123,7 +123,7 @@ def settle() -> None:
     with _capture_lock:
         _settle_wanted.set()
         if _settler is None or not _settler.is_alive():
-            _settler = threading.Thread(target=_settle_loop, name="mindserve-sigint", daemon=True)
+            _settler = threading.Thread(target=_settle_loop, name="mindserve:sigint", daemon=True)
             _settler.start()
 
 
