@@ -36,6 +36,11 @@ _SETTLE_EVERY = 0.01
 
 _SIGINT = int(signal.SIGINT)
 
+try:  # signal.getsignal wraps this one, and costs 1-2 us more per call turning it into an enum
+    from _signal import getsignal as _getsignal
+except ImportError:  # not CPython
+    _getsignal = signal.getsignal
+
 
 def _libc() -> Any:
     try:
@@ -101,15 +106,15 @@ def keep_python_sigint() -> None:
     """Put back what Python wants for ``SIGINT`` (after a MindSpore call: 1-5 us)."""
     if _sigaction is None:
         return
-    handler = signal.getsignal(_SIGINT)
-    if handler is signal.SIG_IGN:
-        wanted = _addresses.get("ignore")
-    elif handler is signal.SIG_DFL:
-        wanted = _addresses.get("default")
-    elif handler is not None:
-        wanted = _addresses.get("python")
-    else:
+    handler = _getsignal(_SIGINT)
+    if handler is None:
         return  # a handler Python did not install: not ours to touch
+    if callable(handler):
+        wanted = _addresses.get("python")
+    elif handler == signal.SIG_IGN:
+        wanted = _addresses.get("ignore")
+    else:
+        wanted = _addresses.get("default")
     if wanted is not None:
         _sigaction(_SIGINT, wanted, None)
 
