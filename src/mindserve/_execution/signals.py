@@ -107,16 +107,19 @@ def keep_python_sigint() -> None:
     if _sigaction is None:
         return
     handler = _getsignal(_SIGINT)
-    if handler is None:
-        return  # a handler Python did not install: not ours to touch
-    if callable(handler):
-        wanted = _addresses.get("python")
-    elif handler == signal.SIG_IGN:
-        wanted = _addresses.get("ignore")
-    else:
-        wanted = _addresses.get("default")
-    if wanted is not None:
-        _sigaction(_SIGINT, wanted, None)
+    while handler is not None:  # None: a handler Python did not install, not ours to touch
+        if callable(handler):
+            wanted = _addresses.get("python")
+        elif handler == signal.SIG_IGN:
+            wanted = _addresses.get("ignore")
+        else:
+            wanted = _addresses.get("default")
+        if wanted is not None:
+            _sigaction(_SIGINT, wanted, None)  # releases the GIL: signal.signal may run meanwhile
+        now = _getsignal(_SIGINT)
+        if now is handler:
+            return
+        handler = now  # the main thread chose another handler while this one was written
 
 
 def settle() -> None:
