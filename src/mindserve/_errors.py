@@ -89,8 +89,8 @@ def describe(exc: BaseException, *, first_line: bool = False) -> str:
     """``ValueError: bad value``, for a message about an exception a user's code raised.
 
     Never raises, even for an exception whose ``str()`` raises (it says so instead); the
-    type alone when the message is empty. ``first_line``: only the first line that is not
-    blank (MindSpore appends C++ stacks to its messages).
+    type alone when the message is empty. ``first_line``: only the first meaningful line
+    (:func:`meaningful_line`: MindSpore frames its messages and appends C++ stacks).
     """
     kind = type(exc).__name__
     try:
@@ -98,8 +98,24 @@ def describe(exc: BaseException, *, first_line: bool = False) -> str:
     except BaseException as problem:  # a user's __str__ may raise anything
         return f"{kind} (its str() raised {type(problem).__name__})"
     if first_line:
-        text = next((line.strip() for line in text.splitlines() if line.strip()), "")
+        text = meaningful_line(text)
     return f"{kind}: {text}" if text else kind
+
+
+def meaningful_line(text: str) -> str:
+    """The first line of a message that says something: MindSpore frames its errors
+    (``-----`` rules around ``- Memory not enough:`` headings) and appends C++ stacks, so
+    rules and headings are skipped (a heading is kept only when nothing else is there)."""
+    heading = ""
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or not line.strip("-=").strip():
+            continue
+        if line.startswith("- ") and line.endswith(":"):
+            heading = heading or line
+            continue
+        return line
+    return heading
 
 
 def counted(count: int, noun: str) -> str:

@@ -3,7 +3,6 @@ on real MindIR files, with MindSpore missing, broken or too old simulated throug
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -13,43 +12,9 @@ import textwrap
 import pytest
 
 import mindserve
+from cli import SRC, findings, run_cli, run_json, texts
 from paths import ROOT, TESTS
 from reference import ENC_KEY
-
-SRC = os.path.join(ROOT, "src")
-
-
-def run_cli(*args, shadow=None, env=None, cwd=None):
-    """Run ``python -m mindserve ARGS``; ``shadow`` is a directory put first on PYTHONPATH."""
-    paths = [str(shadow)] if shadow is not None else []
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([*paths, SRC]), **(env or {}))
-    return subprocess.run(
-        [sys.executable, "-m", "mindserve", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=environment,
-        cwd=cwd,
-        timeout=300,
-    )
-
-
-def run_json(*args, **options):
-    done = run_cli(*args, "--json", **options)
-    assert done.stdout, done.stderr
-    return done.returncode, json.loads(done.stdout)
-
-
-def findings(report, status=None, section=None):
-    return [
-        f
-        for f in report["findings"]
-        if (status is None or f["status"] == status) and (section is None or f["section"].startswith(section))
-    ]
-
-
-def texts(report, status=None, section=None):
-    return "\n".join(f["text"] for f in findings(report, status, section))
-
 
 # -- doctor --------------------------------------------------------------------------
 

@@ -60,6 +60,7 @@ def run_batch(
 ) -> list[Outcome] | Failure:
     """Run instances as one batch (padded to the plan's bucket); their outputs, or one failure."""
     with_batch_dim = plan.with_batch_dim
+    inputs = None
     try:
         if with_batch_dim:
             buckets = plan.batching.buckets
@@ -69,7 +70,7 @@ def run_batch(
             inputs = batch[0]
         outputs = executor.run(inputs, requests)
     except BaseException as exc:  # a callable model may raise anything; nothing escapes
-        return Failure(ModelError, f"model '{plan.name}' failed: {describe(exc, first_line=True)}", exc)
+        return Failure(ModelError, _failed(plan, executor, inputs, exc), exc)
     if plan.outputs is not None and len(outputs) != plan.outputs:
         return Failure(
             ModelError,
@@ -82,6 +83,23 @@ def run_batch(
     if isinstance(sliced, str):
         return Failure(ModelError, f"model '{plan.name}': {sliced}")
     return sliced  # type: ignore[return-value]
+
+
+def _failed(
+    plan: ModelPlan, executor: Executor, inputs: tuple[np.ndarray, ...] | None, exc: BaseException
+) -> str:
+    """``model 'm' failed: <the error>``; for a network that can say what it expected
+    (:meth:`~mindserve._execution.local.NetworkExecutor.explain`), ``model 'm' failed on input 0:
+    expected ...; got .... MindSpore: <the error>``."""
+    explain = getattr(executor, "explain", None)
+    if inputs is not None and explain is not None and not isinstance(exc, KeyboardInterrupt):
+        try:
+            located = explain(inputs, plan.with_batch_dim)
+        except Exception:  # explaining must never hide the error itself
+            located = None
+        if located is not None:
+            return f"model '{plan.name}' failed on {located}. MindSpore: {describe(exc, first_line=True)}"
+    return f"model '{plan.name}' failed: {describe(exc, first_line=True)}"
 
 
 def warm_up(plan: ModelPlan, executor: Executor) -> WarmUp:
