@@ -3,6 +3,7 @@ on real MindIR files, with MindSpore missing, broken or too old simulated throug
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess

@@ -15,7 +15,7 @@ import time
 from mindserve._cli.inspection import target_fix
 from mindserve._cli.loading import load_version
 from mindserve._cli.probe import run_probe
-from mindserve._cli.report import Finding, Report
+from mindserve._cli.report import Report
 from mindserve._cli.target import TARGET
 
 
@@ -41,8 +41,8 @@ def check(
             detail=result.stderr_tail(),
         )
         return report
-    for finding in result.value["findings"]:
-        report.findings.append(Finding(**{**finding, "detail": tuple(finding["detail"])}))
+    for finding in result.value["findings"]:  # shown as they are added, on the command line
+        report.add(finding["section"], finding["status"], finding["text"], finding["fix"], finding["detail"])
     report.data["servables"] = result.value["data"]["servables"]
     if load:
         for data in report.data["servables"]:
