@@ -764,17 +764,23 @@ with mindserve.Runtime() as rt:
 """
 
 
-def test_a_batch_larger_than_dev_shm_fails_clearly_and_the_process_lives(tmp_path):
-    """Docker gives containers a 64 MB /dev/shm; a bigger batch must not SIGBUS the caller."""
+def run_with_a_small_dev_shm(tmp_path, source):
+    """Run ``source`` in a private mount namespace whose /dev/shm holds 16 MB (as Docker's
+    64 MB, smaller); return the lines it printed."""
     script = tmp_path / "small_shm.py"
-    script.write_text(SMALL_SHM_SCRIPT)
+    script.write_text(source)
     probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
     if probe.returncode != 0:
         pytest.skip("needs a private mount namespace (unshare -m) to mount a small /dev/shm")
     command = f"mount -t tmpfs -o size=16m tmpfs /dev/shm && {sys.executable} {script}"
     done = subprocess.run(["unshare", "-m", "sh", "-c", command], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    lines = done.stdout.splitlines()
+    return done.stdout.splitlines()
+
+
+def test_a_batch_larger_than_dev_shm_fails_clearly_and_the_process_lives(tmp_path):
+    """Docker gives containers a 64 MB /dev/shm; a bigger batch must not SIGBUS the caller."""
+    lines = run_with_a_small_dev_shm(tmp_path, SMALL_SHM_SCRIPT)
     assert lines[0].startswith("ModelError") and "/dev/shm" in lines[0], lines
     assert lines[1] == "[2. 2. 2. 2.]"
 
@@ -996,15 +1002,7 @@ with mindserve.Runtime() as rt:
 
 def test_a_batched_stages_result_larger_than_dev_shm_fails_its_instance_and_no_worker_dies(tmp_path):
     """Issue 20, item 5: it used to kill the worker (four deaths and reloads)."""
-    script = tmp_path / "big_stage_result.py"
-    script.write_text(BIG_STAGE_RESULT_SCRIPT)
-    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
-    if probe.returncode != 0:
-        pytest.skip("needs a private mount namespace (unshare -m) to mount a small /dev/shm")
-    command = f"mount -t tmpfs -o size=16m tmpfs /dev/shm && {sys.executable} {script}"
-    done = subprocess.run(["unshare", "-m", "sh", "-c", command], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    lines = done.stdout.splitlines()
+    lines = run_with_a_small_dev_shm(tmp_path, BIG_STAGE_RESULT_SCRIPT)
     assert lines[0].startswith("StageError WorkerError"), lines
     assert "shared memory has no room" in lines[0] and "/dev/shm" in lines[0], lines
     assert lines[1] == "[1. 1. 1. 1.]"
