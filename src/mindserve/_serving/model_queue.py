@@ -48,6 +48,8 @@ class LoadedModel:
         self.fixed_batch_size = plan.fixed_batch_size
         self.batching = plan.batching
         self.warmed_up = plan.warmed_up
+        #: How variable-length inputs are padded (``None``: each shape batches on its own).
+        self.lengths = plan.lengths
         if self.fixed_batch_size == 1:
             logger.warning(
                 "%s: model '%s' was exported with a fixed batch size of 1, so it will never batch "
@@ -102,8 +104,9 @@ class LoadedModel:
         assert self.scheduler is not None, "LoadedModel.start() was not called"
         alike = self._alike(instances, labels) if len(instances) > 1 else None
         if alike is not None:  # one check for many instances of one dtype and shape
+            same = None if self.lengths is None else [self.lengths.key(alike[0])] * len(alike)
             return Pending(
-                self.scheduler.submit(request, alike, None, inline and self.backend.inline), self._what
+                self.scheduler.submit(request, alike, same, inline and self.backend.inline), self._what
             )
         outcomes: list[Outcome | None] = [None] * len(instances)
         ready: list[int] = []
@@ -116,7 +119,9 @@ class LoadedModel:
                 ready.append(index)
                 arrays.append(converted)
         keys = None
-        if self.model.with_batch_dim:
+        if self.lengths is not None:  # a length bucket, not the length, keys a padded input
+            keys = [self.lengths.key(a) for a in arrays]
+        elif self.model.with_batch_dim:
             keys = [_batching.batch_key(a, self.unbatched) for a in arrays]
         ticket = self.scheduler.submit(request, arrays, keys, inline and self.backend.inline)
         if len(ready) == len(instances):  # nothing failed before queueing: outcomes as they come
@@ -175,6 +180,10 @@ class LoadedModel:
                 return Failure(InvalidInputError, detail)
             assert array is not None
             converted.append(array)
+        if self.lengths is not None:
+            problem = self.lengths.check(converted)
+            if problem is not None:
+                return Failure(InvalidInputError, f"model '{self.name}' {problem}")
         return tuple(converted)
 
     def _run_isolating(
