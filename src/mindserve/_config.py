@@ -35,7 +35,9 @@ def _non_negative_seconds(name: str):  # type: ignore[no-untyped-def]
 
 def _flag(instance: object, attribute: attrs.Attribute, value: object) -> None:  # type: ignore[type-arg]
     if not isinstance(value, bool):
-        raise DefinitionError(f"{type(instance).__name__} {attribute.name} must be True or False; got {value!r}")
+        raise DefinitionError(
+            f"{type(instance).__name__} {attribute.name} must be True or False; got {value!r}"
+        )
 
 
 def _buckets(value: Sequence[int] | None) -> tuple[int, ...] | None:
@@ -139,7 +141,8 @@ def _positions(name: str, value: Any, *, values: str = "int") -> dict[int, Any] 
         if values == "int" and not is_int(item, 0):
             raise DefinitionError(f"Padding {name}[{key}] must be an int >= 0; got {item!r}")
         if values == "axis" and not (
-            is_int(item, 0) or (isinstance(item, tuple) and len(item) == 2 and all(is_int(i, 0) for i in item))
+            is_int(item, 0)
+            or (isinstance(item, tuple) and len(item) == 2 and all(is_int(i, 0) for i in item))
         ):
             raise DefinitionError(
                 f"Padding {name}[{key}] must be an instance axis (int >= 0) or (input, axis); got {item!r}"
@@ -209,7 +212,9 @@ class Padding:
             )
         filled = [*(self.mask or {}), *(self.lengths or {})]
         if len(filled) != len(set(filled)):
-            raise DefinitionError(f"Padding: an input is named twice among mask and lengths: {sorted(filled)}")
+            raise DefinitionError(
+                f"Padding: an input is named twice among mask and lengths: {sorted(filled)}"
+            )
         clash = set(filled) & set(self.inputs or {})
         if clash:
             raise DefinitionError(

@@ -114,9 +114,9 @@ def test_declaration_errors_are_named():
         Padding(buckets=[8, 16], max_length=32)
     with pytest.raises(mindserve.DefinitionError, match="cannot also be padded inputs"):
         Padding(inputs={0: 0, 1: 0}, mask={1: 0})
-    with pytest.raises(mindserve.DefinitionError, match="names input.* that are not padded"):
+    with pytest.raises(mindserve.DefinitionError, match=r"names input.* that are not padded"):
         Padding(inputs={0: 0}, lengths={2: 1})
-    with pytest.raises(mindserve.DefinitionError, match="padding must be a mindserve.Padding"):
+    with pytest.raises(mindserve.DefinitionError, match=r"padding must be a mindserve\.Padding"):
         mindserve.Servable("s").model(lambda x: x, padding={0: 0})
 
 

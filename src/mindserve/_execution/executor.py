@@ -139,7 +139,9 @@ def warm_up(plan: ModelPlan, executor: Executor) -> WarmUp:
     what = f"{len(sizes)} batch sizes"
     if plan.lengths is not None:
         what = f"{len(grid)} graphs ({len(sizes)} batch sizes x {len(lengths)} lengths)"
-    logger.info("%s: model '%s' warmed up %s in %.2f s", plan.where, plan.name, what, sum(t for _, t in compiled))
+    logger.info(
+        "%s: model '%s' warmed up %s in %.2f s", plan.where, plan.name, what, sum(t for _, t in compiled)
+    )
     kept = _batching.prune_buckets(seconds) if prune else plan.batching.buckets
     return WarmUp(tuple(compiled), kept, () if plan.lengths is None else tuple(lengths))  # type: ignore[arg-type]
 

@@ -93,13 +93,17 @@ def declared_lengths(
     for label, mapping in (("mask", padding.mask), ("lengths", padding.lengths)):
         stray_map = {k: v for k, v in (mapping or {}).items() if v not in axes}
         if stray_map:
-            raise LoadError(f"{what}: Padding {label}={stray_map} names unpadded input(s); padded: {sorted(axes)}")
+            raise LoadError(
+                f"{what}: Padding {label}={stray_map} names unpadded input(s); padded: {sorted(axes)}"
+            )
     first = min(axes)
     follows: dict[int, tuple[int, int]] = {}
     for output, item in (padding.outputs or {}).items():
         position, axis = (first, item) if isinstance(item, int) else item
         if position not in axes:
-            raise LoadError(f"{what}: Padding outputs[{output}] follows input {position}, which is not padded")
+            raise LoadError(
+                f"{what}: Padding outputs[{output}] follows input {position}, which is not padded"
+            )
         if outputs is not None and output >= outputs:
             raise LoadError(f"{what} has {outputs} output(s); Padding outputs names output {output}")
         follows[output] = (position, axis)

@@ -215,7 +215,9 @@ def check_signature(model: Declaration, specs: Specs | None, where: str, filled:
     """The load-time checks of a declaration against its executor's input specs (``filled``:
     how many inputs mindserve fills in, which methods do not pass)."""
     if specs is not None and model.inputs is not None and len(specs) - filled != model.inputs:
-        takes = counted(len(specs), "input") + (f", {filled} of them filled in by mindserve" if filled else "")
+        takes = counted(len(specs), "input") + (
+            f", {filled} of them filled in by mindserve" if filled else ""
+        )
         raise LoadError(
             f"{serving_count(model.name, model.reshape_inputs, 'inputs', model.inputs, len(specs))}{where}: "
             f"model '{model.name}' takes {takes}, but a method calls it with {model.inputs}"
