@@ -130,8 +130,10 @@ class Lengths:
             first = parts[0]
             shape = (*first.shape[:axis], buckets[position], *first.shape[axis + 1 :])
             out = np.full((rows, *shape), self.values.get(position, 0), dtype=first.dtype)
+            lead: tuple[slice, ...] = (slice(None),) * axis
             for row, part in enumerate(parts):
-                out[(row, *[slice(None)] * axis, slice(0, part.shape[axis]))] = part
+                where: tuple[int | slice, ...] = (row, *lead, slice(0, part.shape[axis]))
+                out[where] = part
             if rows > count:
                 out[count:] = out[0]
             inputs[position] = out
@@ -169,7 +171,8 @@ class Lengths:
         for row, instance in enumerate(sliced):
             items = list(instance)
             for output, position, lead in cut:
-                items[output] = items[output][(*lead, slice(0, lengths[position][row]))]
+                own: tuple[slice, ...] = (*lead, slice(0, lengths[position][row]))
+                items[output] = items[output][own]
             result.append(tuple(items))
         return result
 

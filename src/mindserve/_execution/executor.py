@@ -108,7 +108,9 @@ def warm_up(plan: ModelPlan, executor: Executor) -> WarmUp:
     if any(instance is None for instance in instances):
         return WarmUp((), plan.batching.buckets)
     sizes = plan.warm_up_sizes()
-    grid = [(size, length, instance) for length, instance in zip(lengths, instances) for size in sizes]
+    grid = [
+        (size, length, instance) for length, instance in zip(lengths, instances) if instance for size in sizes
+    ]
     prune = plan.prunes and plan.lengths is None
     compiled: list[tuple[int, float]] = []
     seconds = {}
