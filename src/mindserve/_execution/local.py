@@ -29,8 +29,16 @@ class NetworkExecutor:
     def __init__(self, network: Any, input_specs: tuple[TensorSpec, ...] | None = None) -> None:
         self.network: Any = network
         self.input_specs = input_specs
+        #: The input shapes it has run: MindSpore compiles a graph for each.
+        self.shapes: set[tuple[tuple[int, ...], ...]] = set()
+
+    @property
+    def graphs(self) -> int:
+        """How many graphs MindSpore compiled for it (one per distinct input shapes)."""
+        return len(self.shapes)
 
     def run(self, arrays: tuple[np.ndarray, ...], requests: Sequence[Request] = ()) -> tuple[np.ndarray, ...]:
+        self.shapes.add(tuple([a.shape for a in arrays]))
         return _mindspore.run_network(self.network, arrays)
 
     def warm_up(self, plan: ModelPlan) -> WarmUp:

@@ -25,6 +25,7 @@ from mindserve._define.model import Model
 from mindserve._errors import InvalidInputError, counted
 from mindserve._execution.executor import Executor, run_batch
 from mindserve._execution.plan import ModelPlan
+from mindserve._execution.probe import probe
 from mindserve._observe.observer import ObserverHub, Step
 from mindserve._values import serving_input_error, to_model_input
 
@@ -206,7 +207,9 @@ def ready_model(
 ) -> tuple[LoadedModel, tuple[tuple[int, float], ...]]:
     """A model's queue on its executor, planned and warmed up (if ``warm_up``), and the
     batch sizes compiled with their seconds."""
-    plan = ModelPlan.of(model, executor.input_specs, where)
+    plan = probe(
+        ModelPlan.of(model, executor.input_specs, where), executor, declared=model.padding is not None
+    )
     if not warm_up:
         return LoadedModel(model, plan, executor), ()
     result = executor.warm_up(plan)
