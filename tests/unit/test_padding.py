@@ -167,3 +167,23 @@ def test_grouping_answers_every_instance_once_with_its_own_length(lengths, bucke
             assert out.tolist() == [float(i)] * lengths[i]
             answered.append(i)
     assert sorted(answered) == good
+
+
+def test_padding_waste_is_in_the_batch_log_and_the_metrics(rt):
+    seen = []
+    rt.start(text_servable(seen, buckets=[4, 8]))
+    rt.infer("text", "encode", [{"x": tokens(n)} for n in (5, 7, 2)])
+    log = rt.batch_log("text")
+    assert sorted((b.size, b.elements, b.padded_elements) for b in log) == [
+        (1, 2 * 4, 4 * 4),
+        (2, 12 * 4, 16 * 4),
+    ]
+    (model,) = rt.metrics().servable("text").models
+    assert (model.elements, model.padded_elements) == (14 * 4, 20 * 4)
+
+
+def test_models_without_padding_count_no_elements(calc):
+    rt, _ = calc
+    rt.infer("calc", "raw", [{"x": np.ones(3, np.float32)}])
+    (batch,) = rt.batch_log("calc", "times_ten")
+    assert batch.elements is None and batch.padded_elements is None

@@ -131,7 +131,9 @@ def _padding_is_safe(plan: ModelPlan, executor: Executor, axes: dict[int, int]) 
     except Exception as exc:  # the model refuses a padded shape: do not pad it
         return f"nothing (the padded probe run failed: {exc})"
     follows: dict[int, int] = {}
-    for output, (want, got) in enumerate(zip(exact[0], padded)):
+    (alone,) = exact
+    assert not isinstance(alone, Failure)  # a batch's failure is the whole batch's
+    for output, (want, got) in enumerate(zip(alone, padded)):
         got = got[0]
         if want.shape != got.shape:
             grown = [

@@ -83,6 +83,7 @@ class LoadedModel:
             padded=functools.partial(_batching.bucket_for, buckets=buckets) if buckets else None,
             on_drained=self.backend.close,
             step=step,
+            elements=None if self.lengths is None else self.lengths.elements,
         )
 
     def close(self) -> None:
