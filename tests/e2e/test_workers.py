@@ -820,3 +820,23 @@ def test_a_cell_that_cannot_be_sent_says_to_export_it(rt):
     svc.add_method(lambda x: model(x), name="run")
     with pytest.raises(mindserve.LoadError, match=r"ReLU cannot be rebuilt.*export it with mindspore.export"):
         rt.start(svc, workers=1)
+
+
+def test_padded_variable_length_inputs_batch_the_same_in_worker_processes(rt, text_models):
+    """A Padding (with a filled-in attention mask) works the same when batches run in workers:
+    instances of different lengths answered at their own length, the too-long one refused."""
+    svc = mindserve.Servable("encoder", directory=os.path.join(text_models["root"], "encoder"))
+    padding = mindserve.Padding(mask={1: 0}, outputs={0: 0}, buckets=[8, 16])
+    encoder = svc.model("encoder.mindir", outputs=2, padding=padding)
+    svc.add_method(lambda ids: encoder(ids), name="encode", outputs=["tokens", "pooled"])
+    (model,) = rt.start(svc, workers=2).models
+    assert model.lengths == (8, 16)
+    rng = np.random.default_rng(7)
+    xs = [rng.integers(1, 50, size=n).astype(np.int32) for n in (3, 9, 16, 17)]
+    results = rt.infer("encoder", "encode", [{"ids": x} for x in xs], return_exceptions=True)
+    assert isinstance(results[3], mindserve.InvalidInputError) and "longest accepted is 16" in str(results[3])
+    for x, result in zip(xs[:3], results[:3]):
+        tokens, pooled = run_net(text_models["nets"]["encoder"], x[None], np.ones((1, len(x)), np.float32))
+        assert result["tokens"].shape == (len(x), 16)
+        np.testing.assert_allclose(result["tokens"], tokens[0], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(result["pooled"], pooled[0], rtol=1e-4, atol=1e-5)

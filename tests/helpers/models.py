@@ -105,12 +105,16 @@ class EncoderLayer(nn.Cell):
         return x + ops.matmul(self.relu(ops.matmul(x, self.w1)), self.w2)
 
 
+#: The vocabulary of TinyEncoder's token ids.
+VOCAB = 50
+
+
 class TinyEncoder(nn.Cell):
     """A small transformer encoder: token ids (batch, length) and an attention mask (batch,
     length; 1 on tokens, 0 on padding) -> per-token states (batch, length, dim) and their
     masked mean (batch, dim). Random, seeded weights."""
 
-    def __init__(self, vocab: int = 50, dim: int = 16, layers: int = 2, seed: int = 0) -> None:
+    def __init__(self, vocab: int = VOCAB, dim: int = 16, layers: int = 2, seed: int = 0) -> None:
         super().__init__()
         rng = np.random.default_rng(seed)
         self.embedding = _weights(rng, vocab, dim, scale=1.0)

@@ -14,28 +14,7 @@ import mindserve
 from mindserve import Batching, Padding
 from reference import run_net
 
-VOCAB = 50
-
-
-@pytest.fixture(scope="module")
-def text_models(tmp_path_factory):
-    """The models, exported once with dynamic batch and length dimensions."""
-    import mindspore as ms
-    from mindspore import Tensor
-
-    from models import MeanPool, PerToken, TinyEncoder, export
-
-    root = tmp_path_factory.mktemp("lengths")
-    nets = {"encoder": TinyEncoder(vocab=VOCAB), "per_token": PerToken(seed=1), "mean_pool": MeanPool(seed=2)}
-    export(
-        nets["encoder"],
-        f"{root}/encoder/1/encoder.mindir",
-        Tensor(shape=[None, None], dtype=ms.int32),
-        Tensor(shape=[None, None], dtype=ms.float32),
-    )
-    for name in ("per_token", "mean_pool"):
-        export(nets[name], f"{root}/{name}/1/{name}.mindir", Tensor(shape=[None, None, 8], dtype=ms.float32))
-    return {"root": str(root), "nets": nets}
+VOCAB = 50  # TinyEncoder's vocabulary (models.VOCAB; imported lazily, with MindSpore)
 
 
 def encoder_servable(root, padding=None, batching=None):
