@@ -145,3 +145,11 @@ def test_a_declaration_that_does_not_fit_the_file_is_named(rt, text_models):
     svc = one_model_servable(text_models["root"], "per_token", padding=Padding(inputs={0: 1}))
     with pytest.raises(mindserve.LoadError, match=r"pads input 0 along axis 1, but .* \(it is fixed at 8\)"):
         rt.start(svc)
+
+
+def test_a_filled_input_of_the_wrong_rank_is_named(rt, text_models):
+    svc = encoder_servable(text_models["root"], padding=Padding(lengths={1: 0}))
+    with pytest.raises(
+        mindserve.LoadError, match=r"fills input 1 as a lengths of shape \(batch,\), but the model"
+    ):
+        rt.start(svc)

@@ -96,6 +96,15 @@ def declared_lengths(
             raise LoadError(
                 f"{what}: Padding {label}={stray_map} names unpadded input(s); padded: {sorted(axes)}"
             )
+    if specs is not None:
+        for label, mapping, rank in (("mask", padding.mask, 2), ("lengths", padding.lengths, 1)):
+            for position in mapping or {}:
+                if len(specs[position].shape) != rank:
+                    shape = "(batch, length)" if rank == 2 else "(batch,)"
+                    raise LoadError(
+                        f"{what}: Padding fills input {position} as a {label} of shape {shape}, but the "
+                        f"model file says {specs[position].describe()}"
+                    )
     first = min(axes)
     follows: dict[int, tuple[int, int]] = {}
     for output, item in (padding.outputs or {}).items():
