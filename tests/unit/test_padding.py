@@ -13,31 +13,7 @@ from hypothesis import strategies as st
 import mindserve
 from mindserve import Padding
 from mindserve._batching.lengths import Lengths, length_buckets
-
-
-def per_token_and_pooled(seen):
-    """(B, L, 4) tokens and a (B, L) mask -> per-token (B, L, 4) and masked mean (B, 4)."""
-
-    def model(x, mask):
-        seen.append((x.shape, mask.copy()))
-        weights = mask[..., None]
-        return x * 2, (x * weights).sum(axis=1) / weights.sum(axis=1)
-
-    return model
-
-
-def text_servable(seen, **padding):
-    svc = mindserve.Servable("text")
-    padding.setdefault("inputs", {0: 0})
-    padding.setdefault("mask", {1: 0})
-    padding.setdefault("outputs", {0: 0})
-    model = svc.model(per_token_and_pooled(seen), outputs=2, padding=Padding(**padding))
-    svc.add_method(lambda x: model(x), name="encode", outputs=["tokens", "pooled"])
-    return svc
-
-
-def tokens(length, seed=0):
-    return np.random.default_rng(seed).normal(size=(length, 4)).astype(np.float32)
+from servables import per_token_and_pooled, text_servable, tokens
 
 
 def test_instances_of_different_lengths_share_one_padded_batch(rt):
@@ -187,3 +163,20 @@ def test_models_without_padding_count_no_elements(calc):
     rt.infer("calc", "raw", [{"x": np.ones(3, np.float32)}])
     (batch,) = rt.batch_log("calc", "times_ten")
     assert batch.elements is None and batch.padded_elements is None
+
+
+def test_a_test_double_of_a_padded_model_gets_padded_batches(rt):
+    """mindserve.testing: a fake standing in for a padded MindIR keeps its Padding (declared
+    inputs: the fake reports no shapes), so it sees the batches the model would."""
+    from mindserve.testing import replace_models
+
+    svc = mindserve.Servable("text")
+    padding = Padding(inputs={0: 0}, mask={1: 0}, outputs={0: 0}, buckets=[4, 8])
+    encoder = svc.model("encoder.mindir", outputs=2, padding=padding)
+    svc.add_method(lambda x: encoder(x), name="encode", outputs=["tokens", "pooled"])
+    seen = []
+    rt.start(replace_models(svc, {"encoder": per_token_and_pooled(seen)}))
+    xs = [tokens(3), tokens(6)]
+    results = rt.infer("text", "encode", [{"x": x} for x in xs])
+    assert [r["tokens"].shape for r in results] == [(3, 4), (6, 4)]
+    assert [shape for shape, _ in seen] in ([(1, 4, 4), (1, 8, 4)], [(1, 8, 4), (1, 4, 4)])

@@ -51,6 +51,8 @@ class LoadedModel:
         self.warmed_up = plan.warmed_up
         #: How variable-length inputs are padded (``None``: each shape batches on its own).
         self.lengths = plan.lengths
+        if self.lengths is not None:  # models without padding check nothing more per instance
+            self._convert = self._convert_padded  # type: ignore[method-assign]
         if self.fixed_batch_size == 1:
             logger.warning(
                 "%s: model '%s' was exported with a fixed batch size of 1, so it will never batch "
@@ -182,11 +184,19 @@ class LoadedModel:
                 return Failure(InvalidInputError, detail)
             assert array is not None
             converted.append(array)
-        if self.lengths is not None:
+        return tuple(converted)
+
+    def _convert_padded(
+        self, values: tuple[Any, ...], labels: Sequence[str] | None
+    ) -> tuple[np.ndarray, ...] | Failure:
+        """:meth:`_convert`, and the padded inputs' lengths checked against the limit."""
+        converted = LoadedModel._convert(self, values, labels)
+        if not isinstance(converted, Failure):
+            assert self.lengths is not None
             problem = self.lengths.check(converted)
             if problem is not None:
                 return Failure(InvalidInputError, f"model '{self.name}' {problem}")
-        return tuple(converted)
+        return converted
 
     def _run_isolating(
         self, batch: list[tuple[np.ndarray, ...]], requests: Sequence[Request] = ()
