@@ -840,3 +840,19 @@ def test_padded_variable_length_inputs_batch_the_same_in_worker_processes(rt, te
         assert result["tokens"].shape == (len(x), 16)
         np.testing.assert_allclose(result["tokens"], tokens[0], rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(result["pooled"], pooled[0], rtol=1e-4, atol=1e-5)
+
+
+def test_the_padding_probe_decides_the_same_with_workers(rt, text_models):
+    """No declaration: the load-time probe runs through the workers too, and pads the
+    per-token model (outputs sliced back) but not the mean-pool model (exact answers)."""
+    for name, padded in (("per_token", True), ("mean_pool", False)):
+        svc = mindserve.Servable(name, directory=os.path.join(text_models["root"], name))
+        model = svc.model(f"{name}.mindir")
+        svc.add_method(lambda x, model=model: model(x), name="run", outputs="y")
+        (info,) = rt.start(svc, workers=1).models
+        assert (info.lengths is not None) == padded
+        xs = [np.random.default_rng(n).normal(size=(n, 8)).astype(np.float32) for n in (3, 6)]
+        for x, result in zip(xs, rt.infer(name, "run", [{"x": x} for x in xs])):
+            np.testing.assert_allclose(
+                result["y"], run_net(text_models["nets"][name], x[None])[0], rtol=1e-5, atol=1e-6
+            )

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 import mindserve
 from mindserve import Padding
 from mindserve._batching.lengths import Lengths, length_buckets
+from mindserve._execution.local import CallableExecutor
 from servables import per_token_and_pooled, text_servable, tokens
 
 
@@ -180,3 +181,37 @@ def test_a_test_double_of_a_padded_model_gets_padded_batches(rt):
     results = rt.infer("text", "encode", [{"x": x} for x in xs])
     assert [r["tokens"].shape for r in results] == [(3, 4), (6, 4)]
     assert [shape for shape, _ in seen] in ([(1, 4, 4), (1, 8, 4)], [(1, 8, 4), (1, 4, 4)])
+
+
+class SpecsExecutor(CallableExecutor):
+    """A callable with input specs, as a MindIR file reports them (for the probe)."""
+
+    def __init__(self, function, *specs):
+        super().__init__(function)
+        self.input_specs = specs
+
+
+@pytest.mark.parametrize(
+    ("function", "padded", "follows"),
+    [
+        (lambda x: x * 2 + 1, True, {0: (0, 0)}),  # per token: safe, output 0 follows the length
+        (lambda x: x.sum(axis=1), True, {}),  # zeros add nothing to a sum
+        (lambda x: x.mean(axis=1), False, None),  # the mean counts the padding
+        (lambda x: x.max(axis=1), False, None),  # fails on an all-negative instance
+        (lambda x: x.min(axis=1), False, None),  # fails on an all-positive instance
+        (lambda x: (x * 2 + 1).sum(axis=1), False, None),  # a bias on the padding
+    ],
+)
+def test_the_probe_pads_only_what_padding_does_not_change(function, padded, follows, caplog):
+    from mindserve._execution.plan import ModelPlan
+    from mindserve._execution.probe import probe
+    from mindserve._values import TensorSpec
+
+    model = mindserve.Servable("s").model(function, name="m")
+    executor = SpecsExecutor(function, TensorSpec((None, None, 4), "float32"))
+    plan = probe(ModelPlan.of(model, executor.input_specs, "here"), executor, declared=False)
+    assert (plan.lengths is not None) == padded
+    if padded:
+        assert dict(plan.lengths.outputs) == follows and plan.lengths.source == "probe"
+    else:
+        assert "padding changed output 0 in a load-time probe" in caplog.text

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 
-import attrs
 import numpy as np
 
 from mindserve._batching.lengths import DEFAULT_MAX_LENGTH, Lengths, length_buckets
@@ -44,6 +43,7 @@ def probe(plan: ModelPlan, executor: Executor, declared: bool) -> ModelPlan:
     specs = plan.instance_specs
     if (
         declared
+        or plan.reshape_inputs  # mindserve.compat: batch as MindSpore Serving did, by exact shape
         or plan.lengths is not None
         or specs is None
         or not plan.with_batch_dim
@@ -105,49 +105,55 @@ def _lengths(
     )
 
 
-def _padding_is_safe(plan: ModelPlan, executor: Executor, axes: dict[int, int]) -> dict[int, int] | str:
-    """The outputs that follow the padded length (output -> axis of one instance's output), if
-    the padded run gave the same answers; else what changed."""
-    rng = np.random.default_rng(0)
-    instance = []
+def _instance(plan: ModelPlan, rng: np.random.Generator, sign: int) -> tuple[np.ndarray, ...]:
+    """A probe instance of random values at :data:`PROBE_LENGTH` (floats of any sign, or all
+    positive, or all negative: a max or min over the length fails one of them)."""
+    arrays = []
     for spec in plan.instance_specs or ():
         assert spec is not None and spec.dtype is not None
         shape = tuple(PROBE_LENGTH if d is None else d for d in spec.shape)
         if spec.dtype.kind == "f":
-            instance.append(rng.normal(size=shape).astype(spec.dtype))
+            values = rng.normal(size=shape)
+            if sign:
+                values = sign * (np.abs(values) + 1)
+            arrays.append(values.astype(spec.dtype))
         elif spec.dtype.kind == "b":
-            instance.append(np.ones(shape, spec.dtype))
+            arrays.append(np.ones(shape, spec.dtype))
         else:  # token ids: small, non-zero (zero is the pad value)
-            instance.append(rng.integers(1, 4, size=shape).astype(spec.dtype))
-    exact = run_batch(
-        attrs.evolve(plan, batching=attrs.evolve(plan.batching, buckets=None)), executor, [tuple(instance)]
-    )
+            arrays.append(rng.integers(1, 4, size=shape).astype(spec.dtype))
+    return tuple(arrays)
+
+
+def _padding_is_safe(plan: ModelPlan, executor: Executor, axes: dict[int, int]) -> dict[int, int] | str:
+    """The outputs that follow the padded length (output -> axis of one instance's output), if
+    padded runs gave the same answers as unpadded ones; else what changed."""
+    rng = np.random.default_rng(0)
+    instances = [_instance(plan, rng, sign) for sign in (0, 1, -1)]
+    exact = run_batch(plan, executor, instances)
     if isinstance(exact, Failure):
         return f"nothing (the unpadded probe run failed: {exact.detail})"
-    trial = _lengths(plan, axes, {}, (PROBE_PADDED,))
-    try:
-        inputs, _ = trial.stack([tuple(instance)])
-        padded = executor.run(inputs)
-    except Exception as exc:  # the model refuses a padded shape: do not pad it
-        return f"nothing (the padded probe run failed: {exc})"
+    padded = run_batch(plan.with_lengths(_lengths(plan, axes, {}, (PROBE_PADDED,))), executor, instances)
+    if isinstance(padded, Failure):
+        return f"nothing (the padded probe run failed: {padded.detail})"
     follows: dict[int, int] = {}
-    (alone,) = exact
-    assert not isinstance(alone, Failure)  # a batch's failure is the whole batch's
-    for output, (want, got) in enumerate(zip(alone, padded)):
-        got = got[0]
-        if want.shape != got.shape:
-            grown = [
-                a
-                for a in range(want.ndim)
-                if want.shape[a] == PROBE_LENGTH and got.ndim == want.ndim and got.shape[a] == PROBE_PADDED
-            ]
-            same_rest = got.ndim == want.ndim and all(
-                want.shape[a] == got.shape[a] for a in range(want.ndim) if a not in grown
-            )
-            if len(grown) != 1 or not same_rest:
-                return f"output {output}'s shape ({want.shape} unpadded, {got.shape} padded)"
-            follows[output] = grown[0]
-            got = got[(slice(None),) * grown[0] + (slice(0, PROBE_LENGTH),)]
-        if not np.allclose(want, got, rtol=RTOL, atol=ATOL):
-            return f"output {output}"
+    for alone, grown in zip(exact, padded):
+        assert not isinstance(alone, Failure) and not isinstance(grown, Failure)  # a batch fails whole
+        for output, (want, got) in enumerate(zip(alone, grown)):
+            if want.shape != got.shape:
+                longer = [
+                    a
+                    for a in range(want.ndim)
+                    if got.ndim == want.ndim
+                    and want.shape[a] == PROBE_LENGTH
+                    and got.shape[a] == PROBE_PADDED
+                ]
+                same_rest = got.ndim == want.ndim and all(
+                    want.shape[a] == got.shape[a] for a in range(want.ndim) if a not in longer
+                )
+                if len(longer) != 1 or not same_rest or follows.get(output, longer[0]) != longer[0]:
+                    return f"output {output}'s shape ({want.shape} unpadded, {got.shape} padded)"
+                follows[output] = longer[0]
+                got = got[(slice(None),) * longer[0] + (slice(0, PROBE_LENGTH),)]
+            if not np.allclose(want, got, rtol=RTOL, atol=ATOL):
+                return f"output {output}"
     return follows
