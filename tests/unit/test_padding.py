@@ -215,3 +215,28 @@ def test_the_probe_pads_only_what_padding_does_not_change(function, padded, foll
         assert dict(plan.lengths.outputs) == follows and plan.lengths.source == "probe"
     else:
         assert "padding changed output 0 in a load-time probe" in caplog.text
+
+
+def test_variable_lengths_through_the_rest_app(rt):
+    """mindserve.http: JSON instances of different lengths share a padded batch and come back
+    at their own length."""
+    pytest.importorskip("starlette")
+    pytest.importorskip("httpx")
+    import json
+    import warnings
+
+    from mindserve.http import RestApp
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+    seen = []
+    rt.start(text_servable(seen, buckets=[4, 8]))
+    xs = [tokens(5).round(2), tokens(7).round(2)]
+    body = {"instances": [{"x": x.tolist()} for x in xs]}
+    reply = TestClient(RestApp(rt)).post("/model/text:encode", content=json.dumps(body).encode()).json()
+    for x, instance in zip(xs, reply["instances"]):
+        np.testing.assert_allclose(np.array(instance["tokens"]), x * 2, rtol=1e-5)
+        np.testing.assert_allclose(np.array(instance["pooled"]), x.mean(axis=0), rtol=1e-5)
+    assert [shape for shape, _ in seen] == [(2, 8, 4)]
