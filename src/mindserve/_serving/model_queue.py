@@ -51,8 +51,6 @@ class LoadedModel:
         self.warmed_up = plan.warmed_up
         #: How variable-length inputs are padded (``None``: each shape batches on its own).
         self.lengths = plan.lengths
-        if self.lengths is not None:  # models without padding check nothing more per instance
-            self._convert = self._convert_padded  # type: ignore[method-assign]
         if self.fixed_batch_size == 1:
             logger.warning(
                 "%s: model '%s' was exported with a fixed batch size of 1, so it will never batch "
@@ -186,18 +184,6 @@ class LoadedModel:
             converted.append(array)
         return tuple(converted)
 
-    def _convert_padded(
-        self, values: tuple[Any, ...], labels: Sequence[str] | None
-    ) -> tuple[np.ndarray, ...] | Failure:
-        """:meth:`_convert`, and the padded inputs' lengths checked against the limit."""
-        converted = LoadedModel._convert(self, values, labels)
-        if not isinstance(converted, Failure):
-            assert self.lengths is not None
-            problem = self.lengths.check(converted)
-            if problem is not None:
-                return Failure(InvalidInputError, f"model '{self.name}' {problem}")
-        return converted
-
     def _run_isolating(
         self, batch: list[tuple[np.ndarray, ...]], requests: Sequence[Request] = ()
     ) -> list[Outcome]:
@@ -213,6 +199,28 @@ class LoadedModel:
         return run_batch(self.plan, self.backend, batch, requests)
 
 
+class PaddedModel(LoadedModel):
+    """A loaded model whose variable-length inputs are padded (:class:`~mindserve.Padding`):
+    each instance's lengths are checked against the longest accepted too (a subclass, so
+    that other models check nothing more per instance)."""
+
+    def _convert(
+        self, values: tuple[Any, ...], labels: Sequence[str] | None
+    ) -> tuple[np.ndarray, ...] | Failure:
+        converted = super()._convert(values, labels)
+        if not isinstance(converted, Failure):
+            assert self.lengths is not None
+            problem = self.lengths.check(converted)
+            if problem is not None:
+                return Failure(InvalidInputError, f"model '{self.name}' {problem}")
+        return converted
+
+
+def loaded(model: Model, plan: ModelPlan, executor: Executor) -> LoadedModel:
+    """The queue of a model on ``plan``: padded or not."""
+    return (LoadedModel if plan.lengths is None else PaddedModel)(model, plan, executor)
+
+
 def ready_model(
     model: Model, executor: Executor, where: str, warm_up: bool
 ) -> tuple[LoadedModel, tuple[tuple[int, float], ...]]:
@@ -222,9 +230,9 @@ def ready_model(
         ModelPlan.of(model, executor.input_specs, where), executor, declared=model.padding is not None
     )
     if not warm_up:
-        return LoadedModel(model, plan, executor), ()
+        return loaded(model, plan, executor), ()
     result = executor.warm_up(plan)
-    return LoadedModel(model, plan.warmed(result), executor), result.compiled
+    return loaded(model, plan.warmed(result), executor), result.compiled
 
 
 def _merge(outcomes: list[Outcome | None], ready: list[int], results: list[Outcome]) -> list[Outcome]:
