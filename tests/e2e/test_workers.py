@@ -845,11 +845,15 @@ def test_padded_variable_length_inputs_batch_the_same_in_worker_processes(rt, te
 def test_the_padding_probe_decides_the_same_with_workers(rt, text_models):
     """No declaration: the load-time probe runs through the workers too, and pads the
     per-token model (outputs sliced back) but not the mean-pool model (exact answers)."""
-    for name, padded in (("per_token", True), ("mean_pool", False)):
+
+    def servable(name):
         svc = mindserve.Servable(name, directory=os.path.join(text_models["root"], name))
         model = svc.model(f"{name}.mindir")
-        svc.add_method(lambda x, model=model: model(x), name="run", outputs="y")
-        (info,) = rt.start(svc, workers=1).models
+        svc.add_method(lambda x: model(x), name="run", outputs="y")
+        return svc
+
+    for name, padded in (("per_token", True), ("mean_pool", False)):
+        (info,) = rt.start(servable(name), workers=1).models
         assert (info.lengths is not None) == padded
         xs = [np.random.default_rng(n).normal(size=(n, 8)).astype(np.float32) for n in (3, 6)]
         for x, result in zip(xs, rt.infer(name, "run", [{"x": x} for x in xs])):
