@@ -19,7 +19,8 @@ def _read(module, name):
 with open(os.path.join(HERE, "README.md"), encoding="utf-8") as handle:
     LONG_DESCRIPTION = handle.read()
 
-HTTP = ["starlette>=0.27", "uvicorn>=0.23"]
+# uvicorn[standard]: httptools and uvloop; orjson parses and writes the JSON (mindserve.http._json).
+HTTP = ["starlette>=0.27", "uvicorn[standard]>=0.23", "orjson>=3.9"]
 TEST = [
     "pytest>=7.3",
     "hypothesis>=6",
@@ -29,6 +30,9 @@ TEST = [
     "pillow",
     *HTTP,
     "httpx",
+    # examples/fastapi_app.py and its test: FastAPI, and python-multipart for its file upload
+    "fastapi>=0.100",
+    "python-multipart>=0.0.9",
 ]
 PROMETHEUS = ["prometheus-client>=0.17"]
 OPENTELEMETRY = ["opentelemetry-api>=1.20"]

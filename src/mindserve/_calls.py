@@ -145,6 +145,16 @@ def running(loaded: RunningVersion, request: Request) -> Iterator[None]:
 _request_ids = itertools.count(1)
 
 
+def _seconds(timeout: object) -> float:
+    """A timeout that is a number of another kind (``numpy.float32``, ``numpy.int64``), as
+    a float; anything else raises :class:`ArgumentTypeError`."""
+    import numbers
+
+    if isinstance(timeout, numbers.Real) and not isinstance(timeout, bool):
+        return float(timeout)
+    raise ArgumentTypeError(f"timeout must be a number of seconds or None; got {timeout!r}")
+
+
 class Request:
     """One call's deadline, and whether its caller has given up on it."""
 
@@ -161,7 +171,7 @@ class Request:
 
     def __init__(self, timeout: float | None = None) -> None:
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
-            raise ArgumentTypeError(f"timeout must be a number of seconds or None; got {timeout!r}")
+            timeout = _seconds(timeout)
         if timeout is not None and not timeout >= 0:  # negative, or NaN
             raise InvalidArgumentError(f"timeout must be a number of seconds >= 0 or None; got {timeout!r}")
         self.timeout = timeout

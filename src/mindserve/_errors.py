@@ -15,7 +15,7 @@ Each error also derives from the builtin that fits it, so ``except ValueError`` 
     ├── ExtraUnavailableError (ImportError)   an optional extra (mindserve[http]) is not installed
     ├── DeviceError (RuntimeError)            the device cannot be used (already set to another one, ...)
     ├── LoadError (RuntimeError)              a model or a version failed to load; nothing running stops
-    ├── WorkerError (RuntimeError)            a worker process died under a batch, or none is left
+    ├── WorkerError (RuntimeError)            a worker process died under a batch, or none is left; no shared memory
     ├── CallError                             a whole call failed (.servable, .version, .method)
     │   ├── RuntimeClosedError (RuntimeError)     the runtime was closed (or inherited by fork())
     │   ├── OverloadedError (RuntimeError)        a model's queue is full; retry later
@@ -27,6 +27,7 @@ Each error also derives from the builtin that fits it, so ``except ValueError`` 
     └── InferenceError                        a request in which some instances failed
 
     MindSporeVersionWarning (UserWarning)     MindSpore's version is outside the tested range
+    MindServeWarning (UserWarning)            a definition or load problem to fix (shown when logging is not configured)
     RuntimeNotClosedWarning (ResourceWarning) a Runtime was dropped without close(); mindserve closed it
 """
 
@@ -48,6 +49,7 @@ __all__ = [
     "LoadError",
     "MethodNotFoundError",
     "MindServeError",
+    "MindServeWarning",
     "MindSporeUnavailableError",
     "MindSporeVersionWarning",
     "ModelError",
@@ -87,8 +89,8 @@ def describe(exc: BaseException, *, first_line: bool = False) -> str:
     """``ValueError: bad value``, for a message about an exception a user's code raised.
 
     Never raises, even for an exception whose ``str()`` raises (it says so instead); the
-    type alone when the message is empty. ``first_line``: only the first line that is not
-    blank (MindSpore appends C++ stacks to its messages).
+    type alone when the message is empty. ``first_line``: only the first meaningful line
+    (:func:`meaningful_line`: MindSpore frames its messages and appends C++ stacks).
     """
     kind = type(exc).__name__
     try:
@@ -96,8 +98,24 @@ def describe(exc: BaseException, *, first_line: bool = False) -> str:
     except BaseException as problem:  # a user's __str__ may raise anything
         return f"{kind} (its str() raised {type(problem).__name__})"
     if first_line:
-        text = next((line.strip() for line in text.splitlines() if line.strip()), "")
+        text = meaningful_line(text)
     return f"{kind}: {text}" if text else kind
+
+
+def meaningful_line(text: str) -> str:
+    """The first line of a message that says something: MindSpore frames its errors
+    (``-----`` rules around ``- Memory not enough:`` headings) and appends C++ stacks, so
+    rules and headings are skipped (a heading is kept only when nothing else is there)."""
+    heading = ""
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or not line.strip("-=").strip():
+            continue
+        if line.startswith("- ") and line.endswith(":"):
+            heading = heading or line
+            continue
+        return line
+    return heading
 
 
 def counted(count: int, noun: str) -> str:
@@ -157,7 +175,8 @@ class LoadError(MindServeError, RuntimeError):
 
 
 class WorkerError(MindServeError, RuntimeError):
-    """A worker process died under a batch more than once, or no worker process is left.
+    """A worker process died under a batch more than once, or no worker process is left; or
+    a batch or its result found no room (or no segment) in shared memory.
 
     Instances reach their caller as :class:`ModelError` or :class:`StageError` with this
     as their ``__cause__``; :meth:`Runtime.servable_status` says what happened to each
@@ -262,6 +281,12 @@ class InferenceError(MindServeError):
 
 class MindSporeVersionWarning(UserWarning):
     """The installed MindSpore is outside the range mindserve is tested with."""
+
+
+class MindServeWarning(UserWarning):
+    """A definition or load problem worth fixing (a model exported with a fixed batch size
+    of 1 never batches, ...). Issued when the application configured no logging; with
+    logging configured, the same message goes to the ``mindserve`` logger only."""
 
 
 class RuntimeNotClosedWarning(ResourceWarning):

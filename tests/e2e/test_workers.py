@@ -693,6 +693,32 @@ def test_a_call_waiting_for_a_restarting_worker_keeps_its_timeout(rt, tmp_path):
     assert rt.infer("slow", "run", [{"x": np.float32(1)}])[0]["output"] == 2
 
 
+def test_a_worker_death_is_shown_and_its_restart_reported(rt, capsys, caplog, monkeypatch):
+    """With no logging configured, the death reaches stderr; the restart's progress is
+    logged at INFO for those who asked (docs/running.md#warnings)."""
+    from mindserve._observe import visible
+
+    monkeypatch.setattr(visible, "logging_configured", lambda logger: False)
+    caplog.set_level(logging.INFO, logger="mindserve")
+    svc = mindserve.Servable("dies")
+    model = svc.model(double)
+    svc.add_method(lambda x: model(x), name="run")
+    rt.start(svc, workers=1)
+    victim = worker_pids(rt, "dies")[0]
+    os.kill(victim, signal.SIGKILL)
+    assert wait_for(lambda: rt.servable_status("dies").workers[0].restarts == 1, 30)
+    err = capsys.readouterr().err
+    assert f"mindserve: warning: servable 'dies' version 1: worker 0 (pid {victim}) " in err
+    assert "; restarting it" in err
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert "servable 'dies' version 1: starting 1 worker process (each loads and warms up)" in messages
+    assert any(
+        m.startswith("servable 'dies' version 1: worker 0 ready after ") and "(1 of 1)" in m for m in messages
+    )
+    assert any("worker 0: restarting in " in m and "(attempt 1 of " in m for m in messages)
+    assert any("worker 0 restarted: loaded and ready in " in m for m in messages)
+
+
 def test_a_worker_that_cannot_even_be_spawned_is_given_up(rt, monkeypatch):
     svc = mindserve.Servable("nospawn")
     model = svc.model(double)
@@ -860,3 +886,166 @@ def test_the_padding_probe_decides_the_same_with_workers(rt, text_models):
             np.testing.assert_allclose(
                 result["y"], run_net(text_models["nets"][name], x[None])[0], rtol=1e-5, atol=1e-6
             )
+
+
+# -- shared memory another account holds (issue 20, items 1, 3 and 5) ------------------------
+
+
+def doubling_servable(name):
+    svc = mindserve.Servable(name)
+    model = svc.model(double)
+    svc.add_method(lambda x: model(x), name="run")
+    return svc
+
+
+def test_segment_names_hold_a_part_no_other_process_can_predict(rt):
+    from mindserve._workers.transfer import owner_prefix
+
+    rt.start(doubling_servable("a"), workers=1)
+    rt.start(doubling_servable("b"), workers=1)
+    prefixes = [pool_of(rt, name).prefix for name in ("a", "b")]
+    for prefix in prefixes:
+        assert prefix.startswith(owner_prefix())
+        random_part = prefix[len(owner_prefix()) :].split("-")[0]
+        assert len(random_part) == 16 and int(random_part, 16) >= 0
+    assert prefixes[0].split("-")[3] != prefixes[1].split("-")[3]
+
+
+def test_a_taken_segment_name_neither_wedges_nor_fails_the_worker(rt):
+    """Names left by an earlier process that had the same pid (a container's pid 1), or made
+    by another account: skipped on both sides, and left alone."""
+    rt.start(doubling_servable("taken"), workers=1)
+    slot = pool_of(rt, "taken")._slots[0]
+    pid = worker_pids(rt, "taken")[0]
+    taken = [
+        os.path.join(SHM_DIR, f"{slot.prefix}{side}-{n}")
+        for side in ("in", "out")
+        for n in (1, 2, 3)
+        if not os.path.exists(os.path.join(SHM_DIR, f"{slot.prefix}{side}-{n}"))
+    ]
+    for path in taken:
+        with open(path, "wb") as handle:
+            handle.write(b"theirs")
+        os.chown(path, 65534, 65534)  # nobody's
+    try:
+        (result,) = rt.infer("taken", "run", [{"x": np.ones(1000, np.float32)}], timeout=30)
+        np.testing.assert_array_equal(result["output"], np.full(1000, 2, np.float32))
+        (worker,) = rt.servable_status("taken").workers
+        assert (worker.state, worker.pid, worker.restarts) == ("ready", pid, 0)
+        for path in taken:
+            with open(path, "rb") as handle:
+                assert handle.read() == b"theirs"
+    finally:
+        for path in taken:
+            os.unlink(path)
+
+
+def test_a_segment_that_cannot_be_created_fails_its_batch_and_the_worker_serves_on(rt, monkeypatch):
+    from mindserve._workers import transfer
+
+    rt.start(doubling_servable("refused"), workers=1)
+    pid = worker_pids(rt, "refused")[0]
+    real_open = os.open
+
+    def refused(path, flags, *args):
+        if flags & os.O_CREAT and os.fspath(path).startswith(SHM_DIR):
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(transfer.os, "open", refused)
+    (result,) = rt.infer(
+        "refused", "run", [{"x": np.ones(10, np.float32)}], return_exceptions=True, timeout=30
+    )
+    assert isinstance(result, mindserve.ModelError), result
+    assert isinstance(result.__cause__, mindserve.WorkerError)
+    assert "cannot create a shared-memory segment" in str(result) and "Permission denied" in str(result)
+    monkeypatch.setattr(transfer.os, "open", real_open)
+    (worker,) = rt.servable_status("refused").workers
+    assert (worker.state, worker.pid, worker.restarts) == ("ready", pid, 0)
+    (result,) = rt.infer("refused", "run", [{"x": np.ones(10, np.float32)}], timeout=30)
+    assert result["output"][0] == 2
+
+
+@pytest.fixture
+def theirs(monkeypatch):
+    """Paths added to this set belong to another account: removing them raises PermissionError
+    (the sticky /dev/shm; this test runs as root, whom chmod does not stop)."""
+    from mindserve._workers import transfer
+
+    paths: set[str] = set()
+    real_unlink = os.unlink
+
+    def unlink(path, *args, **kwargs):
+        if os.fspath(path) in paths:
+            raise PermissionError(1, "Operation not permitted", path)
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(transfer.os, "unlink", unlink)
+    yield paths
+    for path in paths:
+        if os.path.exists(path):
+            real_unlink(path)
+
+
+def test_close_is_not_held_by_a_file_it_may_not_remove(theirs):
+    rt = mindserve.Runtime()
+    rt.start(doubling_servable("s"), workers=1)
+    pids = worker_pids(rt, "s")
+    path = os.path.join(SHM_DIR, pool_of(rt, "s").prefix + "theirs")
+    open(path, "wb").close()
+    theirs.add(path)
+    closing = threading.Thread(target=lambda: rt.close(grace=None), daemon=True)
+    closing.start()
+    closing.join(60)  # a hang guard: it used to wait for ever
+    assert not closing.is_alive(), "close(grace=None) never returned"
+    assert not any(alive(p) for p in pids)
+    assert os.path.exists(path), "another account's file stays"
+
+
+def test_a_dead_processes_file_it_may_not_remove_does_not_fail_a_start(rt, theirs):
+    from mindserve._workers.transfer import owner_prefix
+
+    dead = 2**22 + 12345  # beyond the default pid_max: no such process
+    path = os.path.join(SHM_DIR, owner_prefix(dead) + "theirs")
+    open(path, "wb").close()
+    theirs.add(path)
+    rt.start(doubling_servable("s"), workers=1)
+    assert rt.infer("s", "run", [{"x": np.float32(1)}])[0]["output"] == 2
+    assert os.path.exists(path)
+
+
+BIG_STAGE_RESULT_SCRIPT = """
+import numpy as np, mindserve
+svc = mindserve.Servable("s")
+
+@svc.stage(batch_size=4)
+def grow(xs):
+    return [np.ones(int(n), np.float32) for n in xs]
+
+svc.add_method(lambda n: grow(n), name="run")
+with mindserve.Runtime() as rt:
+    rt.start(svc, workers=1)
+    pid = rt.servable_status("s").workers[0].pid
+    (result,) = rt.infer("s", "run", [{"n": 8_000_000}], return_exceptions=True)
+    print(type(result).__name__, type(result.__cause__).__name__, result)
+    print(rt.infer("s", "run", [{"n": 4}])[0]["output"])
+    (worker,) = rt.servable_status("s").workers
+    print(worker.pid == pid, worker.restarts, worker.state)
+"""
+
+
+def test_a_batched_stages_result_larger_than_dev_shm_fails_its_instance_and_no_worker_dies(tmp_path):
+    """Issue 20, item 5: it used to kill the worker (four deaths and reloads)."""
+    script = tmp_path / "big_stage_result.py"
+    script.write_text(BIG_STAGE_RESULT_SCRIPT)
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("needs a private mount namespace (unshare -m) to mount a small /dev/shm")
+    command = f"mount -t tmpfs -o size=16m tmpfs /dev/shm && {sys.executable} {script}"
+    done = subprocess.run(["unshare", "-m", "sh", "-c", command], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("StageError WorkerError"), lines
+    assert "shared memory has no room" in lines[0] and "/dev/shm" in lines[0], lines
+    assert lines[1] == "[1. 1. 1. 1.]"
+    assert lines[2] == "True 0 ready", lines

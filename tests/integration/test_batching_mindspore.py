@@ -3,6 +3,7 @@
 import logging
 import os
 import random
+import re
 import threading
 
 import numpy as np
@@ -34,6 +35,12 @@ def test_warm_up_compiles_every_bucket_once_and_keeps_them_all(rt, exported, cap
     assert len(runs) == 7
     assert "model 'mlp' warmed up batch size 64 in" in runs[-1] and "(7 of 7)" in runs[-1]
     assert any("warmed up 7 batch sizes in" in r.getMessage() for r in caplog.records)
+    # Each bucket says what it does before its compile, and how long it took after.
+    steps = [re.search(r"(warming|warmed) up batch size (\d+)", r.getMessage()) for r in caplog.records]
+    assert [(m[1], int(m[2])) for m in steps if m] == [
+        (word, size) for size in (1, 2, 4, 8, 16, 32, 64) for word in ("warming", "warmed")
+    ]
+    assert "model 'mlp' warming up batch size 64 (7 of 7) ..." in caplog.text
 
 
 @pytest.mark.warm_up
@@ -86,13 +93,28 @@ def test_a_model_exported_with_batch_size_1_warns_that_it_never_batches(rt, tmp_
     assert "Tensor(shape=[None, ...])" in message
 
 
+def test_the_batch_size_1_warning_is_a_python_warning_without_logging_configured(rt, tmp_path, monkeypatch):
+    """With no logging configured it is a MindServeWarning at the user's line (here)."""
+    from mindserve._observe import visible
+    from models import MLP, export, zeros
+
+    monkeypatch.setattr(visible, "logging_configured", lambda logger: False)
+    export(MLP(seed=1), f"{tmp_path}/one/1/mlp.mindir", zeros(1, 16))
+    with pytest.warns(
+        mindserve.MindServeWarning, match="fixed batch size of 1, so it will never batch"
+    ) as caught:
+        rt.start(mlp_servable(f"{tmp_path}/one"))
+    assert [w.filename for w in caught] == [__file__]
+
+
 @pytest.mark.warm_up
 def test_explicit_buckets_and_fixed_batch_sizes(rt, exported):
     svc = mlp_servable(os.path.join(exported["root"], "mlp"), batching=Batching(buckets=[4, 16]))
     (model,) = rt.start(svc, version=1).models
     assert model.batching.buckets == (4, 16) and model.batching.max_batch_size == 16
     assert model.warmed_up == (4, 16)
-    (fixed,) = rt.start(mlp_servable(os.path.join(exported["root"], "mlp_fixed"))).models
+    fixed_svc = mlp_servable(os.path.join(exported["root"], "mlp_fixed"))  # another directory: say so
+    (fixed,) = rt.start(fixed_svc, replace=True).models
     assert fixed.batching.buckets == (4,) and fixed.batching.max_batch_size == 4
 
 

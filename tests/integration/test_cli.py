@@ -13,43 +13,9 @@ import textwrap
 import pytest
 
 import mindserve
+from cli import SRC, findings, run_cli, run_json, texts
 from paths import ROOT, TESTS
 from reference import ENC_KEY
-
-SRC = os.path.join(ROOT, "src")
-
-
-def run_cli(*args, shadow=None, env=None, cwd=None):
-    """Run ``python -m mindserve ARGS``; ``shadow`` is a directory put first on PYTHONPATH."""
-    paths = [str(shadow)] if shadow is not None else []
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([*paths, SRC]), **(env or {}))
-    return subprocess.run(
-        [sys.executable, "-m", "mindserve", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=environment,
-        cwd=cwd,
-        timeout=300,
-    )
-
-
-def run_json(*args, **options):
-    done = run_cli(*args, "--json", **options)
-    assert done.stdout, done.stderr
-    return done.returncode, json.loads(done.stdout)
-
-
-def findings(report, status=None, section=None):
-    return [
-        f
-        for f in report["findings"]
-        if (status is None or f["status"] == status) and (section is None or f["section"].startswith(section))
-    ]
-
-
-def texts(report, status=None, section=None):
-    return "\n".join(f["text"] for f in findings(report, status, section))
-
 
 # -- doctor --------------------------------------------------------------------------
 
@@ -65,6 +31,41 @@ def test_doctor_here_finds_nothing_wrong():
     assert report["data"]["mindspore"]["supported"] is True
     assert report["data"]["python"]["supported"] == mindserve._requirements.PYTHON_REQUIREMENT
     assert report["data"]["threads"]["cpu_count"] == os.cpu_count()
+
+
+def test_doctor_prints_each_finding_as_it_is_found(monkeypatch, capsys):
+    """Each line is on stdout before the next slow step starts; each slow step says what it
+    does on stderr (in-process, with the slow steps replaced by recorders)."""
+    from mindserve._cli import doctor, report
+    from mindserve._cli.main import main
+
+    monkeypatch.setattr(report, "LIVE", report.Live())  # main sets it; restored after
+    seen = {}
+
+    def native(rep, package, timeout):
+        seen["native"] = capsys.readouterr()
+        rep.add(doctor.NATIVE, "ok", "native libraries load")
+        return True
+
+    def imported(rep, package, timeout, devices):
+        seen["import"] = capsys.readouterr()
+        return None
+
+    monkeypatch.setattr(doctor, "_find_mindspore", lambda rep: "/somewhere/mindspore")
+    monkeypatch.setattr(doctor, "_check_native", native)
+    monkeypatch.setattr(doctor, "_check_import", imported)
+    assert main(["doctor"]) in (0, 1)
+    assert report.LIVE == report.Live()  # only for the command's own report
+    assert seen["native"].out.startswith("Python\n  ")  # the Python findings, before the native step
+    assert (
+        seen["native"].err
+        == "mindserve doctor: loading MindSpore's native libraries in a child process ...\n"
+    )
+    assert seen["import"].out == "MindSpore\n  ok    native libraries load\n"
+    assert "importing MindSpore in a child process and asking it for its devices ..." in seen["import"].err
+    rest = capsys.readouterr().out
+    assert "Threads" in rest and rest.rstrip().splitlines()[-1].startswith("mindserve doctor: ")
+    assert "Python" not in rest  # not written twice
 
 
 def test_doctor_without_mindspore_says_what_to_install(tmp_path):
@@ -234,6 +235,14 @@ def double(x):
 @svc.method
 def doubled(x):
     return mlp(double(x))
+
+@svc.stage(outputs=2)
+def explain(logits):
+    return {{"top": int(logits.argmax())}}, {{int(logits.argmax())}}
+
+@svc.method(outputs=["top", "classes"])
+def explained(x):
+    return explain(mlp(x))
 """
 
 
@@ -244,7 +253,7 @@ def test_check_and_load_a_good_servable(exported, tmp_path):
     assert code == 0, report
     (servable,) = report["data"]["servables"]
     assert servable["versions"] == [1, 2]
-    assert [m["name"] for m in servable["methods"]] == ["predict", "doubled"]
+    assert [m["name"] for m in servable["methods"]] == ["predict", "doubled", "explained"]
     for version in (1, 2):
         ran = texts(report, "ok", f"Servable 'mlp' version {version} (--load)")
         assert (
@@ -253,6 +262,11 @@ def test_check_and_load_a_good_servable(exported, tmp_path):
         )
         skipped = texts(report, "warn", f"Servable 'mlp' version {version} (--load)")
         assert "method 'doubled' not run: input 'x' goes to stage 'double' first" in skipped
+        # an output that runs in process but that mindserve.http.RestApp cannot send
+        assert (
+            "method 'explained': output 'classes' (a set) cannot be sent by mindserve.http.RestApp: a "
+            "builtins.set, which JSON cannot hold" in skipped
+        )
     assert "batches of up to 64, padded to [1, 2, 4, 8, 16, 32, 64]" in texts(report, "ok", "Servable 'mlp'")
 
 
@@ -373,8 +387,14 @@ def test_check_a_mindspore_serving_servable(tmp_path):
 
     shutil.copytree(os.path.join(TESTS, "compat_servables", "add"), tmp_path / "add")
     export(Add(), str(tmp_path / "add" / "1" / "tensor_add.mindir"), dynamic((3,)), dynamic((3,)))
-    code, report = run_json("check", tmp_path, "--load", env={"MINDSERVE_WARM_UP": "0"})
+    done = run_cli("check", tmp_path, "--load", "--json", env={"MINDSERVE_WARM_UP": "0"})
+    code, report = done.returncode, json.loads(done.stdout)
     assert code == 0, report
+    # The slow step says what it does as it starts (on stderr: stdout is the JSON report).
+    assert (
+        "mindserve check: loading servable 'add' version 1 in a child process (load, warm-up, a test call) ..."
+        in done.stderr.splitlines()
+    )
     assert "MindSpore Serving servable directory" in texts(report, "ok", "Target")
     ran = texts(report, "ok", "Servable 'add' version 1 (--load)")
     assert (

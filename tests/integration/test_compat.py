@@ -160,7 +160,48 @@ def identity(x):
 model = register.declare_model("a.mindir", "MindIR")
 again = register.declare_model("a.mindir", "MindIR")
 """,
-            "The model file 'a.mindir' has already been declared",
+            r"Declare model \[a.mindir\] failed, model file 'a.mindir' has already been used",
+        ),
+        (
+            HEADER
+            + """
+model = register.declare_model("a.mindir", "MindIR")
+both = register.declare_model(["b.mindir", "a.mindir"], "MindIR")
+""",
+            r"Declare model \[b.mindir, a.mindir\] failed, model file 'a.mindir' has already been used",
+        ),
+        (  # MindSpore Serving traces a method before it registers its name
+            HEADER
+            + """
+@register.register_method(output_names=["y"])
+def f(x):
+    return register.add_stage(identity, x, outputs_count=1)
+@register.register_method(output_names=["y"])
+def f(x):
+    return register.add_stage(identity, x, outputs_count=1, batch_size=4)
+""",
+            "parameter 'batch_size' in multiple 'add_stage' should be enabled or disabled consistently",
+        ),
+        (  # the counts first, then batch_size (MindSpore Serving's order)
+            HEADER
+            + """
+@register.register_method(output_names=["y"])
+def f(x):
+    return register.add_stage(identity, x, outputs_count=1)
+@register.register_method(output_names=["y", "z"])
+def g(x, z):
+    return register.add_stage(identity, x, z, outputs_count=2, batch_size=2)
+""",
+            r"Stage function 'bad.identity' inputs count 2 not match last registered count 1, method name 'g'",
+        ),
+        (  # the tag before the inputs
+            HEADER
+            + """
+@register.register_method(output_names=["y"])
+def f(x):
+    return register.add_stage(identity, 1, outputs_count=1, tag="")
+""",
+            "Parameter 'tag' should not be empty str",
         ),
         (
             HEADER
@@ -314,18 +355,19 @@ def test_a_stage_result_that_is_no_tensor_fails_its_instance(served):
     assert results[3]["y"].shape == () and results[3]["y"] == 7
 
 
-def test_batch_functions_results_beyond_the_instances_are_ignored_and_too_few_fail(served):
+def test_batch_functions_results_beyond_the_instances_are_ignored_and_too_few_keep_theirs(served):
     served("values")
     instances = [{"x": np.array([float(i)], np.float32)} for i in range(3)]
     extra = Client("", "values", "extra").infer(instances)
     assert [r["y"].tolist() for r in extra] == [[0.0], [2.0], [4.0]]
     missing = Client("", "values", "missing").infer(instances)
-    # The batch fails; as everywhere in mindserve, its instances then run alone (MindSpore
-    # Serving fails them all at once), and each reports its own run.
-    assert missing["error"].startswith("Call Function 'values.one_too_few' Failed, method: 'missing'")
-    assert (
-        "of instances returned by function 'one_too_few' is not equal to the number 1 of instances"
-        in missing["error"]
+    # As in MindSpore Serving: the instances the batch function answered keep their
+    # results, the one it gave none for fails (no rerun one instance at a time).
+    assert [r["y"].tolist() for r in missing[:2]] == [[0.0], [2.0]]
+    assert missing[2]["error"] == (
+        "Call Function 'values.one_too_few' Failed, method: 'missing', stage index(begin with 1): 1, error msg: "
+        "The number 2 of instances returned by function 'one_too_few' is not equal to the number 3 of "
+        "instances provided to this function."
     )
 
 
@@ -514,6 +556,27 @@ def test_two_configs_of_one_servable_must_agree(compat_root, tmp_path):
         server.stop()
 
 
+def test_version_0_is_the_newest_before_configs_are_merged(tmp_path):
+    """As in MindSpore Serving, version 0 and the newest version's number are one version:
+    their configs merge (device ids joined), and the merged config names the version."""
+    from mindserve.compat.server import _merged
+
+    root = write_servable(tmp_path, "add", "", versions=(1, 2))
+    merged = _merged(
+        [
+            server.ServableStartConfig(root, "add", device_ids=1, version_number=0),
+            server.ServableStartConfig(root, "add", device_ids=2, version_number=2),
+            server.ServableStartConfig(root, "add", device_ids=3, version_number=1),
+        ]
+    )["add"]
+    assert sorted(merged) == [1, 2]
+    assert merged[2].version_number == 2 and merged[2].device_ids == (1, 2)
+    assert merged[1].device_ids == (3,)
+    # Without version directories, 0 stays 0 (the start then says no version exists).
+    empty = write_servable(tmp_path / "empty", "add", "", versions=())
+    assert list(_merged([server.ServableStartConfig(empty, "add")])["add"]) == [0]
+
+
 def test_a_missing_version_is_a_runtime_error(compat_root):
     try:
         with pytest.raises(RuntimeError, match="version 9"):
@@ -528,6 +591,56 @@ def test_start_servables_takes_configs(compat_root):
 
 
 # -- errors as MindSpore Serving words and shapes them -------------------------------------------
+
+
+def test_a_missing_input_is_reported_in_mindspore_serving_words(served):
+    """MindSpore Serving looks for the method's inputs in order: x1 is missing, whatever
+    other name the instance holds."""
+    served("add")
+    x = floats(1, 2, 3)
+    result = Client("", "add", "add_common").infer([{"x3": x, "x2": x}])
+    assert result["error"].startswith(
+        "Cannot find input x1 in instance input , servable add, method add_common"
+    )
+    results = Client("", "add", "add_common").infer([{"x1": x, "x2": x}, {"x1": x}])
+    assert results[0]["y"].tolist() == [2, 4, 6]
+    assert results[1]["error"].startswith("Cannot find input x2 in instance input , servable add, method")
+
+
+def test_a_model_handle_built_by_key_calls_the_declared_model(compat_root, tmp_path):
+    """``register.model.Model("<file>")`` names a declared model by its key, as in MindSpore
+    Serving; a key that no declared model has fails the call in its words."""
+    config = """
+from mindspore_serving.server import register
+model = register.declare_model(model_file="tensor_add.mindir", model_format="MindIR")
+by_key = register.model.Model("tensor_add.mindir")
+unknown = register.model.Model("tensor_add_test.mindir")
+
+def call_by_key(x1, x2):
+    return by_key.call(x1, x2)
+
+def call_unknown(x1, x2):
+    return unknown.call(x1, x2)
+
+@register.register_method(output_names="y")
+def known(x1, x2):
+    return register.add_stage(call_by_key, x1, x2, outputs_count=1)
+
+@register.register_method(output_names="y")
+def missing(x1, x2):
+    return register.add_stage(call_unknown, x1, x2, outputs_count=1)
+"""
+    root = write_servable(tmp_path, "bykey", config)
+    shutil.copy(os.path.join(compat_root["root"], "add", "1", "tensor_add.mindir"), tmp_path / "bykey" / "1")
+    try:
+        server.start_servables(server.ServableStartConfig(root, "bykey", device_ids=0))
+        x = floats(1, 2, 3)
+        (result,) = Client("", "bykey", "known").infer([{"x1": x, "x2": x}])
+        assert result["y"].tolist() == [2, 4, 6]
+        failed = Client("", "bykey", "missing").infer([{"x1": x, "x2": x}])
+        assert "Model(tensor_add_test.mindir).call() failed: the model is not declared" in failed["error"]
+    finally:
+        server.stop()
 
 
 def test_a_failing_stage_is_reported_in_mindspore_serving_words(served):
@@ -917,6 +1030,7 @@ def test_start_failures_are_worded_as_mindspore_serving_words_them(compat_root, 
             raised.value
         )
         shutil.rmtree(tmp_path / "add" / "1")
+        (tmp_path / "add" / "0").mkdir()  # "0/" is no version, as in MindSpore Serving
         with pytest.raises(LoadError) as raised:
             server.start_servables(server.ServableStartConfig(str(tmp_path), "add"))
         assert "There is no valid version directory of models" in str(raised.value)

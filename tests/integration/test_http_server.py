@@ -245,3 +245,82 @@ def test_https_with_an_ssl_config(served, tmp_path):
     request = urllib.request.Request(f"https://{address}/model/add:add_common", data=body, method="POST")
     with urllib.request.urlopen(request, timeout=60, context=context) as reply:
         assert json.loads(reply.read()) == {"instances": [{"y": [2.0, 3.0, 4.0]}]}
+
+
+# -- slow clients ----------------------------------------------------------------------------------
+
+
+def echo_servable():
+    svc = mindserve.Servable("py")
+
+    @svc.stage
+    def same(x):
+        return x
+
+    svc.add_method(lambda x: same(x), name="echo", outputs="y")
+    return svc
+
+
+def test_a_body_that_stops_short_is_answered_408_and_dropped_after_the_body_timeout(rt):
+    """Idle clients one byte short of their Content-Length do not hold the server's memory
+    for ever: after body_timeout each gets a 408 and its connection closes; others are served."""
+    rt.start(echo_servable())
+    with BackgroundServer(RestApp(rt), body_timeout=0.5) as server:
+        body = json.dumps({"instances": [{"x": "a" * 100_000}]}).encode()
+        slow = []
+        for _ in range(3):
+            client = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+            client.sendall(
+                b"POST /model/py:echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+                + body[:-1]
+            )
+            slow.append(client)
+        assert http_post(f"{server.url}/model/py:echo", {"instances": [{"x": 1}]}) == {
+            "instances": [{"y": 1}]
+        }
+        for client in slow:
+            reply = b""
+            while chunk := client.recv(65536):  # until the server closes (the socket timeout: a hang guard)
+                reply += chunk
+            client.close()
+            head, _, text = reply.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 408 "), reply[:200]
+            assert json.loads(text) == {"error_msg": "the request body did not arrive within 0.5 s"}
+
+
+def test_background_server_limits_connections_by_default_and_checks_its_options(rt):
+    rt.start(echo_servable())
+    with BackgroundServer(RestApp(rt)) as server:
+        assert server._server.config.limit_concurrency == 256
+    with BackgroundServer(RestApp(rt), limit_concurrency=None, body_timeout=None) as server:
+        assert server._server.config.limit_concurrency is None
+        assert http_post(f"{server.url}/model/py:echo", {"instances": [{"x": 2}]}) == {
+            "instances": [{"y": 2}]
+        }
+    with pytest.raises(
+        mindserve.InvalidArgumentError, match="body_timeout must be a number > 0 or None; got 0"
+    ):
+        BackgroundServer(RestApp(rt), body_timeout=0)
+
+
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+def test_a_100_kb_servable_name_is_answered_briefly_over_real_http(rt, http):
+    pytest.importorskip(http)
+    rt.start(echo_servable())
+    with BackgroundServer(RestApp(rt, http_status=True), http=http) as server:
+        client = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        body = b'{"instances": [{"x": 1}]}'
+        client.sendall(
+            b"POST /model/%s:echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+            % (b"n" * 100_000, len(body), body)
+        )
+        reply = b""
+        while chunk := client.recv(65536):
+            reply += chunk
+        client.close()
+    assert len(reply) < 2000, reply[:300]
+    head, _, text = reply.partition(b"\r\n\r\n")
+    if head.startswith(b"HTTP/1.1 404"):  # the app answered, the name cut short
+        assert "servable is not available" in json.loads(text)["error_msg"]
+    else:  # the HTTP parser refused the request line itself
+        assert head.startswith(b"HTTP/1.1 4"), reply[:300]

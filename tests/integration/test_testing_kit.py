@@ -547,7 +547,7 @@ def test_the_fixture_closes_the_runtime_and_fails_a_test_that_leaks(tmp_path):
     assert "3 passed, 1 error" in out.stdout  # test_leaks passed, and failed its teardown
     assert "ERROR at teardown of test_leaks" in out.stdout
     assert (
-        "mindserve_runtime: 1 thread of the runtime still run after close(): [\"mindserve:servable 'stuck' version 1: model 'model'#0\"]"
+        "mindserve_runtime: 1 thread of the runtime still runs after close(): [\"mindserve:servable 'stuck' version 1: model 'model'#0\"]"
         in out.stdout
     )
 

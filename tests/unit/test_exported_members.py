@@ -32,7 +32,7 @@ def test_public_subpackages():
 
     assert mindserve.compat.__all__ == ["load_servable"]
     assert pytest_plugin.__all__ == ["mindserve_runtime"]
-    assert mindserve.http.__all__ == ["BackgroundServer", "RestApp"]
+    assert mindserve.http.__all__ == ["BackgroundServer", "BodyTimeout", "RestApp"]
     for module in (client, register, server, mindserve.testing, pytest_plugin, mindserve.http):
         for name in module.__all__:
             assert hasattr(module, name), (module.__name__, name)

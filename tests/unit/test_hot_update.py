@@ -332,6 +332,32 @@ def test_start_and_watch_ignore_oddly_named_directories(rt, tmp_path):
     assert rt.servable_status("odd").watching
 
 
+def test_a_watchers_failed_version_is_shown_without_logging_configured(tmp_path, capsys, monkeypatch):
+    """With no logging configured the failure reaches stderr (docs/running.md#warnings)."""
+    from mindserve._observe import visible
+
+    monkeypatch.setattr(visible, "logging_configured", lambda logger: False)
+    root = tmp_path / "svc"
+    (root / "2").mkdir(parents=True)
+    (root / "2" / "m.bin").write_bytes(b"x")
+
+    def load(version):
+        raise LoadError("model 'm': broken file")
+
+    err = []
+    watcher = Watcher(str(root), 0.02, lambda: 1, load)
+    watcher.start()
+    try:
+        wait_until(lambda: err.append(capsys.readouterr().err) or "broken file" in "".join(err))
+    finally:
+        watcher.stop()
+        watcher.join(5)
+    assert (
+        f"mindserve: error: watching {root}: version 2 failed to load (tried again when its files change): "
+        f"model 'm': broken file\n" == "".join(err)
+    )
+
+
 def test_the_watcher_survives_unexpected_errors_and_reports_them(tmp_path, caplog):
     root = tmp_path / "svc"
     (root / "2").mkdir(parents=True)
@@ -357,3 +383,67 @@ def test_the_watcher_survives_unexpected_errors_and_reports_them(tmp_path, caplo
         watcher.join(5)
     assert not watcher.alive
     assert any("something nobody expected" in r.getMessage() for r in caplog.records)
+
+
+# -- listeners that call back into the runtime (issue 20, item 2) -------------------------
+
+
+def _in_thread(function, seconds=10.0):
+    """Run ``function`` in a thread; whether it ended within ``seconds`` (a hang guard)."""
+    thread = threading.Thread(target=function, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return not thread.is_alive()
+
+
+def test_a_listener_that_rolls_back_on_failed_does_not_deadlock(rt, tree, events):
+    svc = versioned(tree)
+    rolled_back = []
+
+    def roll_back(event):
+        if event.kind == "failed" and not rolled_back:
+            rolled_back.append(rt.update("v", version=1).version)
+
+    rt.add_listener(roll_back)
+    rt.start(svc, version=2)
+    broken = mindserve.Servable("v", directory=tree)
+    model = broken.model("missing.mindir")
+    broken.add_method(lambda x: model(x), name="f")
+
+    def update():
+        with pytest.raises(LoadError):
+            rt.update(broken, version=3)
+
+    assert _in_thread(update), "the listener's rt.update() deadlocked"
+    assert rolled_back == [1]
+    assert rt.servable_status("v").default_version == 1
+    assert events[-4:] == [("failed", "v", 3), ("loaded", "v", 1), ("swapped", "v", 1), ("unloaded", "v", 2)]
+    assert _in_thread(lambda: rt.update("v", version=3)), "later updates of that servable block"
+
+
+def test_an_observer_that_loads_on_swapped_does_not_deadlock(rt, tree, events):
+    svc = versioned(tree)
+    loaded = []
+
+    class LoadBeside(mindserve.Observer):
+        def on_version(self, event):
+            if event.kind == "swapped" and event.version == 2 and not loaded:
+                loaded.append(rt.load(svc, version=3).version)
+
+    rt.add_observer(LoadBeside())
+    assert _in_thread(lambda: rt.start(svc, version=2)), "the observer's rt.load() deadlocked"
+    assert loaded == [3]
+    assert [i.version for i in rt.status()] == [2, 3]
+    assert events == [("loaded", "v", 2), ("swapped", "v", 2), ("loaded", "v", 3), ("swapped", "v", 3)]
+
+
+def test_a_failed_update_to_the_newest_records_the_version_it_tried(rt, tree, events):
+    """Issue 20, item 13: not version=None."""
+    rt.start(versioned(tree), version=1)
+    broken = mindserve.Servable("v", directory=tree)
+    model = broken.model("missing.mindir")
+    broken.add_method(lambda x: model(x), name="f")
+    with pytest.raises(LoadError):
+        rt.update(broken)
+    assert rt.servable_status("v").last_error_version == 3
+    assert events[-1] == ("failed", "v", 3)

@@ -289,18 +289,21 @@ def test_when_every_instance_fails_the_same_way_the_reply_is_one_error(client):
     assert set(reply) == {"error_msg"} and "x must be >= 0, got -1.0" in reply["error_msg"]
 
 
-def test_an_output_that_is_no_tensor_fails_its_instance(rt):
+def test_an_output_json_cannot_hold_fails_its_instance(rt):
     svc = mindserve.Servable("odd")
 
     @svc.stage
     def odd(x):
-        return {"not": "a tensor"} if x > 0 else x
+        return {"a set": {1, 2}} if x > 0 else x
 
     svc.add_method(lambda x: odd(x), name="f", outputs="y")
     rt.start(svc)
     reply = post(TestClient(RestApp(rt)), {"instances": [{"x": 0}, {"x": 1}]}, path="/model/odd:f")
     assert reply["instances"][0] == {"y": 0}
-    assert reply["instances"][1]["error_msg"].startswith("Failed to construct the response: output 'y'")
+    assert reply["instances"][1]["error_msg"] == (
+        "Failed to construct the response: output 'y': a builtins.set, which JSON cannot hold; return "
+        "numbers, str, bytes, lists, tuples, dicts with str keys or numpy arrays"
+    )
 
 
 # -- limits --------------------------------------------------------------------------------------

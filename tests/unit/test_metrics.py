@@ -147,6 +147,15 @@ def test_batched_stages_have_metrics_and_a_log(rt):
         rt.batch_log("st", "nope")
     with pytest.raises(mindserve.InvalidArgumentError, match="a model or a stage, not both"):
         rt.batch_log("st", "a", stage="b")
+    # Issue 20, item 17: a batched stage looked up as a model says how to name it.
+    with pytest.raises(
+        mindserve.NotFoundError, match=r"Hint: 'scale' is a batched stage: batch_log\(\.\.\., stage='scale'\)"
+    ):
+        rt.batch_log("st", "scale")
+    with pytest.raises(
+        mindserve.NotFoundError, match=r"Hint: 'scale' is a batched stage: \.model\(\.\.\., kind='stage'\)"
+    ):
+        rt.metrics().model("st", "scale")
 
 
 def test_metrics_of_a_hot_updated_servable_keep_both_versions(rt, tmp_path):

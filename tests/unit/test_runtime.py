@@ -1,6 +1,7 @@
 """The runtime's lifecycle, lookups and versions (Python callables as models)."""
 
 import os
+import re
 import threading
 import time
 
@@ -46,6 +47,49 @@ def test_unknown_names_list_what_is_available(rt):
     assert issubclass(ServableNotFoundError, LookupError)
 
 
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"method": []}, "a method is named by a str; got list"),
+        ({"method": 1}, "a method is named by a str; got int"),
+        ({"version": "1"}, "a version must be an int >= 1, or 0 for the newest; got '1'"),
+        ({"version": 1.0}, "a version must be an int >= 1, or 0 for the newest; got 1.0"),
+    ],
+)
+def test_arguments_of_a_wrong_type_are_argument_type_errors(rt, arguments, message):
+    """Issue 20, item 15: as docs/errors.md says, not TypeError, MethodNotFoundError or
+    VersionNotFoundError."""
+    import asyncio
+
+    rt.start(echo_servable())
+    call = {"method": "say", **arguments}
+    method, version = call["method"], call.get("version", 0)
+    for run in (
+        lambda: rt.infer("echo", method, [{"x": 1}], version=version),
+        lambda: rt.infer_async("echo", method, [{"x": 1}], version=version),
+        lambda: asyncio.run(rt.ainfer("echo", method, [{"x": 1}], version=version)),
+    ):
+        with pytest.raises(mindserve.ArgumentTypeError, match=re.escape(message)):
+            run()
+    if "version" in arguments:
+        for run in (
+            lambda: rt.update("echo", version=version),
+            lambda: rt.batch_log("echo", version=version),
+        ):
+            with pytest.raises(mindserve.ArgumentTypeError, match=re.escape(message)):
+                run()
+
+
+def test_a_numpy_float32_timeout_is_taken_like_a_float(rt):
+    import numpy as np
+
+    rt.start(echo_servable())
+    for timeout in (np.float32(1.0), np.float64(1.0), np.int64(2), 1, 1.5):
+        assert rt.infer("echo", "say", [{"x": 1}], timeout=timeout) == [{"text": "v:1"}]
+    with pytest.raises(mindserve.ArgumentTypeError, match="timeout must be a number of seconds or None"):
+        rt.infer("echo", "say", [{"x": 1}], timeout=np.bool_(True))
+
+
 def test_instances_must_be_a_list(rt):
     rt.start(echo_servable())
     with pytest.raises(
@@ -60,6 +104,31 @@ def test_starting_the_same_name_again_replaces_it(rt):
     rt.start(echo_servable(tag="new"))
     assert rt.infer("echo", "say", [{"x": 1}]) == [{"text": "new:1"}]
     assert [(i.name, i.version) for i in rt.status()] == [("echo", 1)]
+
+
+def test_starting_a_different_servable_under_a_running_name_is_refused(rt, tmp_path):
+    """Issue 20, item 14: another servable (another directory, other models) does not replace
+    a running one silently; replace=True or update() says so."""
+    rt.start(echo_servable())
+    other = echo_servable(directory=str(tmp_path), tag="other")
+    model = other.model(lambda x: x, name="identity")
+    other.add_method(lambda x: model(x), name="same")
+    with pytest.raises(
+        mindserve.InvalidArgumentError, match=r"already running.*Hint: .*replace=True.*update"
+    ) as caught:
+        rt.start(other)
+    assert "directory" in str(caught.value) and "models" in str(caught.value)
+    assert rt.infer("echo", "say", [{"x": 1}]) == [{"text": "v:1"}], "the running one still serves"
+    assert rt.servable_status("echo").last_error is None
+    rt.start(other, replace=True)
+    assert rt.infer("echo", "same", [{"x": 2}]) == [{"output": 2}]
+    rt.update(echo_servable(tag="back"))
+    assert rt.infer("echo", "say", [{"x": 3}]) == [{"text": "back:3"}]
+
+
+def test_start_takes_replace_as_true_or_false(rt):
+    with pytest.raises(mindserve.ArgumentTypeError, match="replace must be True or False; got 1"):
+        rt.start(echo_servable(), replace=1)
 
 
 def test_definition_is_a_snapshot_at_start(rt):
@@ -301,6 +370,52 @@ def test_an_unreachable_runtime_is_closed_with_a_warning_naming_the_fix(tmp_path
     wait_until(lambda: unloaded() >= 1)  # the closing runs on a thread of its own
     assert _wait_ended(started) == []
     assert unloaded() == 1
+
+
+def test_the_not_closed_warning_points_at_the_users_line(tmp_path):
+    """Issue 20, item 17: not at weakref.py."""
+    import gc
+    import inspect
+    import warnings
+
+    def drop():
+        rt = mindserve.Runtime(warm_up=False)
+        rt.start(_batched_servable(str(tmp_path)))
+        line = inspect.currentframe().f_lineno + 1
+        del rt
+        return line
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", mindserve.RuntimeNotClosedWarning)
+        dropped = drop()
+        collected = inspect.currentframe().f_lineno + 1
+        gc.collect()
+    (warning,) = [w for w in caught if issubclass(w.category, mindserve.RuntimeNotClosedWarning)]
+    assert (warning.filename, warning.lineno) in ((__file__, dropped), (__file__, collected))
+
+
+def test_the_first_start_logs_a_load_not_a_swap(rt, caplog):
+    """Issue 20, item 17."""
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="mindserve"):
+        rt.start(echo_servable())
+    messages = [r.getMessage() for r in caplog.records]
+    assert "servable 'echo' version 1 loaded" in messages
+    assert not any("swapped" in m for m in messages), messages
+
+
+def test_a_servable_infos_repr_is_short(rt):
+    """Issue 20, item 17: one line, not every spec of every model."""
+    svc = echo_servable()
+    for k in range(20):
+        svc.model(lambda x: x, name=f"m{k}")
+    svc.add_method(lambda x: x, name="other")
+    info = rt.start(svc)
+    text = repr(info)
+    assert len(text) < 200 and "\n" not in text, text
+    assert text.startswith("ServableInfo(") and "'echo'" in text and "version=1" in text
+    assert "20 models" in text and "2 methods" in text
 
 
 def test_rerunning_a_notebook_cell_leaves_one_runtime_running(tmp_path):

@@ -10,6 +10,7 @@ from multiprocessing.connection import Connection
 import numpy as np
 import pytest
 
+import mindserve
 from mindserve._config import WorkerPlan
 from mindserve._workers import transfer
 from mindserve._workers.pinning import cpu_sets
@@ -138,3 +139,111 @@ def test_strided_arrays_go_through_shared_memory_too(channels):
     writer.write(message)
     _, [(got, blob, text)] = reader.receive(copy=True)
     assert np.array_equal(got, image) and (blob, text) == (b"bytes", "text")
+
+
+# -- taken names, files of another account (issue 20, items 1 and 3) -------------------------
+
+
+def test_a_taken_segment_name_is_skipped_and_left_alone(channels):
+    """A name left by an earlier process with the same pid, or made by another account."""
+    writer, reader = channels
+    taken = os.path.join(SHM_DIR, writer.prefix + "-1")
+    with open(taken, "wb") as handle:
+        handle.write(b"not ours")
+    try:
+        writer.send("model", np.arange(10, dtype=np.float32))
+        _, got = reader.receive(copy=True)
+        np.testing.assert_array_equal(got, np.arange(10, dtype=np.float32))
+        assert writer.segment.name != os.path.basename(taken)
+        with open(taken, "rb") as handle:
+            assert handle.read() == b"not ours", "a name it did not make is not touched"
+    finally:
+        os.unlink(taken)
+
+
+def test_a_segment_that_cannot_be_created_is_a_worker_error(channels, monkeypatch):
+    writer, _ = channels
+    real_open = os.open
+
+    def refused(path, flags, *args):
+        if flags & os.O_CREAT:
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(transfer.os, "open", refused)
+    with pytest.raises(
+        mindserve.WorkerError, match=r"cannot create a shared-memory segment .*Permission denied"
+    ):
+        writer.send("model", np.arange(10, dtype=np.float32))
+
+
+@pytest.fixture
+def unremovable(tmp_path, monkeypatch):
+    """A temporary directory standing in for /dev/shm, where the paths added to the returned
+    set belong to another account: removing them raises PermissionError (as in /dev/shm,
+    which is sticky: even root's chmod tricks do not stop root, so removal is what fails)."""
+    monkeypatch.setattr(transfer, "SHM_DIR", str(tmp_path))
+    theirs: set[str] = set()
+    real_unlink = os.unlink
+
+    def unlink(path, *args, **kwargs):
+        if os.fspath(path) in theirs:
+            raise PermissionError(1, "Operation not permitted", path)
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(transfer.os, "unlink", unlink)
+    return tmp_path, theirs
+
+
+def test_sweeping_skips_files_it_may_not_remove(unremovable):
+    directory, theirs = unremovable
+    prefix = transfer.owner_prefix() + "swept-"
+    dead = 2**22 + 12345  # beyond the default pid_max: no such process
+    names = [
+        prefix + "mine",
+        prefix + "theirs",
+        transfer.owner_prefix(dead) + "theirs",
+        transfer.owner_prefix(dead) + "x",
+    ]
+    for name in names:
+        (directory / name).write_bytes(b"")
+    theirs.update({str(directory / names[1]), str(directory / names[2])})
+    assert transfer.sweep(prefix) == 1
+    assert transfer.sweep_orphans() == 1
+    assert sorted(p.name for p in directory.iterdir()) == sorted([names[1], names[2]])
+
+
+class _NoRoom:
+    """A reply channel whose shared memory has no room: a message with array data raises the
+    "no room" WorkerError, one without goes through (recorded)."""
+
+    def __init__(self):
+        self.sent = []
+
+    def write(self, message):
+        import pickle
+
+        header, raws, _, _ = message
+        if raws:
+            raise mindserve.WorkerError(
+                "shared memory has no room for 32 MiB in /dev/shm (No space left on device)"
+            )
+        _, data, _, _ = pickle.loads(header)
+        self.sent.append(pickle.loads(data))
+
+
+@pytest.mark.parametrize(
+    "result",
+    [[np.ones(8, np.float32), np.ones(8, np.float32)], (np.ones(8, np.float32),)],
+    ids=["a batched stage's outcomes", "a model's outputs"],
+)
+def test_a_result_with_no_room_in_shared_memory_fails_the_command_not_the_worker(result):
+    """Issue 20, item 5: a stage's result used to be sent again, uncaught: the worker died."""
+    from mindserve._workers.child import Worker, _Collect
+    from mindserve._workers.protocol import Raised
+
+    replies = _NoRoom()
+    Worker(None, replies, None, _Collect())._reply(result, False, 0.1)
+    (reply,) = replies.sent
+    assert isinstance(reply, Raised) and isinstance(reply.error, mindserve.WorkerError)
+    assert "shared memory has no room" in str(reply.error)

@@ -43,7 +43,11 @@ def doctor(timeout: float) -> Report:
     _check_python(report)
     package = _find_mindspore(report)
     if package is not None:
+        report.progress("loading MindSpore's native libraries in a child process")
         loads = _check_native(report, package, timeout)
+        report.progress(
+            f"importing MindSpore in a child process{' and asking it for its devices' if loads else ''}"
+        )
         devices = _check_import(report, package, timeout, devices=loads)
         if devices is not None:
             _check_devices(report, devices["found"], devices["stderr"])

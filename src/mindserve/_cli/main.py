@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from mindserve._cli import report as report_module
 from mindserve._define.model import DEC_MODES
 from mindserve._version import __version__
 
@@ -109,24 +110,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.timeout <= 0:
         parser.error(f"--timeout must be a number of seconds > 0; got {args.timeout:g}")
-    if args.command == "doctor":
-        from mindserve._cli.doctor import doctor
-
-        report = doctor(args.timeout)
-    elif args.command == "info":
-        from mindserve._cli.info import info
-
-        report = info(args.model, _key(parser, args), args.dec_mode, args.timeout)
-    else:
-        from mindserve._cli.check import check
-
-        target = args.target
-        if not os.path.exists(target) and (target.endswith(".py") or os.sep in target):
-            parser.error(f"{target} does not exist")
-        report = check(target, args.servable, args.load, _key(parser, args), args.dec_mode, args.timeout)
+    # Each finding as it is found (the text report), and what a slow step does (stderr).
+    previous = report_module.LIVE
+    report_module.LIVE = report_module.Live(None if args.json else sys.stdout, sys.stderr)
+    try:
+        report = _run(parser, args)
+    finally:
+        report_module.LIVE = previous
     report.write(as_json=args.json)
     sys.stdout.flush()
     return report.exit_status
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> report_module.Report:
+    """The report of the command ``args`` names."""
+    if args.command == "doctor":
+        from mindserve._cli.doctor import doctor
+
+        return doctor(args.timeout)
+    if args.command == "info":
+        from mindserve._cli.info import info
+
+        return info(args.model, _key(parser, args), args.dec_mode, args.timeout)
+    from mindserve._cli.check import check
+
+    target = args.target
+    if not os.path.exists(target) and (target.endswith(".py") or os.sep in target):
+        parser.error(f"{target} does not exist")
+    return check(target, args.servable, args.load, _key(parser, args), args.dec_mode, args.timeout)
 
 
 if __name__ == "__main__":

@@ -3,12 +3,14 @@ line down with it.
 
 The parent sends ``{"function": ..., "payload": ...}`` on the child's stdin; the child
 (``python -m mindserve._cli.probe``) calls that function of a ``mindserve._cli`` module and
-prints its JSON result on one line after a marker. A child that dies (a signal, an exit
+prints its JSON result on one line after a marker (on its own copy of stdout), then ends at
+once, whatever threads the code it ran left behind. A child that dies (a signal, an exit
 without a result) or overruns its time becomes a :class:`ProbeResult` that says so.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import importlib
 import json
 import os
@@ -89,15 +91,30 @@ def run_probe(
 
 
 def _main() -> None:
+    faulthandler.enable()  # a crash prints where it happened (the tail the report shows)
+    # The result goes out on a private copy of stdout: the code the function imports may
+    # close or replace sys.stdout (and may print: the result's line has its marker).
+    result = os.dup(sys.stdout.fileno())
     request = json.loads(sys.stdin.read())
     module_name, _, name = request["function"].partition(":")
     if not module_name.startswith("mindserve._cli."):
         raise SystemExit(f"mindserve._cli.probe runs functions of mindserve._cli only; got {module_name!r}")
     function = getattr(importlib.import_module(module_name), name)
     value = function(request["payload"])
-    sys.stdout.flush()
-    sys.stdout.write("\n" + _MARKER + json.dumps(value, default=str) + "\n")
-    sys.stdout.flush()
+    _flush_quietly()
+    line = ("\n" + _MARKER + json.dumps(value, default=str) + "\n").encode()
+    while line:
+        line = line[os.write(result, line) :]
+    # Done: a thread the imported code started (not a daemon) must not keep the child alive.
+    os._exit(0)
+
+
+def _flush_quietly() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):  # closed, or replaced by something odd
+            pass
 
 
 if __name__ == "__main__":

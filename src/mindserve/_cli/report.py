@@ -24,6 +24,20 @@ class Finding:
     detail: tuple[str, ...] = ()
 
 
+@attrs.define
+class Live:
+    """Where a command run from the command line shows what it does as it goes (set by
+    :func:`mindserve._cli.main.main`): ``findings`` (each line as it is found, for the text
+    report) and ``progress`` (what a slow step is doing, on stderr). ``None``: at the end."""
+
+    findings: TextIO | None = None
+    progress: TextIO | None = None
+
+
+#: The reports made from now on show their findings and progress there (see :class:`Live`).
+LIVE = Live()
+
+
 class Report:
     """The findings of one command, in order, with machine-readable ``data`` beside them."""
 
@@ -31,12 +45,23 @@ class Report:
         self.command = command
         self.findings: list[Finding] = []
         self.data: dict[str, Any] = {}
+        self._live = attrs.evolve(LIVE)
+        self._section: str | None = None  # the heading last written
 
     def add(self, section: str, status: str, text: str, fix: str | None = None, detail: Any = ()) -> Finding:
         lines = tuple(detail) if not isinstance(detail, str) else tuple(detail.splitlines())
         finding = Finding(section, status, text, fix, tuple(line for line in lines if line.strip()))
         self.findings.append(finding)
+        if self._live.findings is not None:
+            self._write_finding(self._live.findings, finding)
+            self._live.findings.flush()
         return finding
+
+    def progress(self, text: str) -> None:
+        """Say what a slow step is doing (on the command line: on stderr, as it starts)."""
+        if self._live.progress is not None:
+            self._live.progress.write(f"mindserve {self.command}: {text} ...\n")
+            self._live.progress.flush()
 
     @property
     def problems(self) -> list[Finding]:
@@ -61,22 +86,26 @@ class Report:
             json.dump(self.to_json(), out, indent=2, default=str)
             out.write("\n")
             return
-        section = None
-        for finding in self.findings:
-            if finding.section != section:
-                section = finding.section
-                out.write(f"{section}\n")
-            out.write(f"  {_LABELS[finding.status]:<5} {_indent(finding.text, 8)}\n")
-            for line in finding.detail:
-                out.write(f"        {line}\n")
-            if finding.fix:
-                out.write(f"        fix: {_indent(finding.fix, 13)}\n")
+        if self._live.findings is None:  # else each was written as it was found
+            self._section = None
+            for finding in self.findings:
+                self._write_finding(out, finding)
         problems = len(self.problems)
         warnings = sum(1 for f in self.findings if f.status == "warn")
         summary = "no problems" if not problems else f"{problems} problem{'s' if problems != 1 else ''}"
         if warnings:
             summary += f", {warnings} warning{'s' if warnings != 1 else ''}"
         out.write(f"\nmindserve {self.command}: {summary}.\n")
+
+    def _write_finding(self, out: TextIO, finding: Finding) -> None:
+        if finding.section != self._section:
+            self._section = finding.section
+            out.write(f"{finding.section}\n")
+        out.write(f"  {_LABELS[finding.status]:<5} {_indent(finding.text, 8)}\n")
+        for line in finding.detail:
+            out.write(f"        {line}\n")
+        if finding.fix:
+            out.write(f"        fix: {_indent(finding.fix, 13)}\n")
 
 
 def _indent(text: str, width: int) -> str:

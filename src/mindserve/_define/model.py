@@ -167,7 +167,10 @@ class Model:
         outcomes = step.loaded.run_model(self, [tuple(instance) for instance in instances], step.request)
         for outcome in outcomes:
             if isinstance(outcome, Failure):
-                raise outcome.error(outcome.detail) from outcome.cause
+                error = outcome.error(outcome.detail)
+                # The stage's own mistake, not a client's value the stage refused.
+                error._from_model_call = True  # type: ignore[attr-defined]
+                raise error from outcome.cause
         return [tuple(outcome) for outcome in outcomes if not isinstance(outcome, Failure)]
 
 

@@ -62,6 +62,7 @@ def run_batch(
     axes to their length bucket); their outputs, or one failure."""
     with_batch_dim = plan.with_batch_dim
     lengths = plan.lengths
+    inputs = None
     try:
         if with_batch_dim:
             buckets = plan.batching.buckets
@@ -74,7 +75,7 @@ def run_batch(
             inputs = batch[0]
         outputs = executor.run(inputs, requests)
     except BaseException as exc:  # a callable model may raise anything; nothing escapes
-        return Failure(ModelError, f"model '{plan.name}' failed: {describe(exc, first_line=True)}", exc)
+        return Failure(ModelError, _failed(plan, executor, inputs, exc), exc)
     if plan.outputs is not None and len(outputs) != plan.outputs:
         return Failure(
             ModelError,
@@ -90,6 +91,23 @@ def run_batch(
     if isinstance(sliced, str):
         return Failure(ModelError, f"model '{plan.name}': {sliced}")
     return sliced  # type: ignore[return-value]
+
+
+def _failed(
+    plan: ModelPlan, executor: Executor, inputs: tuple[np.ndarray, ...] | None, exc: BaseException
+) -> str:
+    """``model 'm' failed: <the error>``; for a network that can say what it expected
+    (:meth:`~mindserve._execution.local.NetworkExecutor.explain`), ``model 'm' failed on input 0:
+    expected ...; got .... MindSpore: <the error>``."""
+    explain = getattr(executor, "explain", None)
+    if inputs is not None and explain is not None and not isinstance(exc, KeyboardInterrupt):
+        try:
+            located = explain(inputs, plan.with_batch_dim)
+        except Exception:  # explaining must never hide the error itself
+            located = None
+        if located is not None:
+            return f"model '{plan.name}' failed on {located}. MindSpore: {describe(exc, first_line=True)}"
+    return f"model '{plan.name}' failed: {describe(exc, first_line=True)}"
 
 
 def warm_up(plan: ModelPlan, executor: Executor) -> WarmUp:
@@ -115,6 +133,16 @@ def warm_up(plan: ModelPlan, executor: Executor) -> WarmUp:
     compiled: list[tuple[int, float]] = []
     seconds = {}
     for position, (size, length, instance) in enumerate(grid, start=1):
+        at = "" if length is None else f" at length {length}"
+        logger.info(
+            "%s: model '%s' warming up batch size %d%s (%d of %d) ...",
+            plan.where,
+            plan.name,
+            size,
+            at,
+            position,
+            len(grid),
+        )
         run = functools.partial(run_batch, plan, executor, [instance] * size)
         started = time.perf_counter()
         outcome = run()
@@ -127,7 +155,7 @@ def warm_up(plan: ModelPlan, executor: Executor) -> WarmUp:
             plan.where,
             plan.name,
             size,
-            "" if length is None else f" at length {length}",
+            at,
             took,
             position,
             len(grid),

@@ -26,9 +26,16 @@ class NetworkExecutor:
     capacity = 1  # MindSpore crashes when one network is entered from two threads
     inline = True
 
+    #: Runs of a network after which MindSpore may still start threads (each registers its own
+    #: SIGINT handler): Python's handling is restored again over the seconds after them.
+    _SETTLING_RUNS = 3
+
     def __init__(self, network: Any, input_specs: tuple[TensorSpec, ...] | None = None) -> None:
         self.network: Any = network
         self.input_specs = input_specs
+        self._unsettled = self._SETTLING_RUNS
+        #: The dtype and shape of each input of the last batch that ran (they explain a refusal).
+        self._ran: tuple[tuple[np.dtype, tuple[int, ...]], ...] | None = None
         #: The input shapes it has run: MindSpore compiles a graph for each.
         self.shapes: set[tuple[tuple[int, ...], ...]] = set()
 
@@ -39,7 +46,40 @@ class NetworkExecutor:
 
     def run(self, arrays: tuple[np.ndarray, ...], requests: Sequence[Request] = ()) -> tuple[np.ndarray, ...]:
         self.shapes.add(tuple([a.shape for a in arrays]))
-        return _mindspore.run_network(self.network, arrays)
+        if self._unsettled:
+            self._unsettled -= 1
+            outputs = _mindspore.run_network(self.network, arrays, settle=True)
+        else:
+            outputs = _mindspore.run_network(self.network, arrays)
+        self._ran = tuple((a.dtype, a.shape) for a in arrays)
+        return outputs
+
+    def explain(self, arrays: tuple[np.ndarray, ...], batched: bool) -> str | None:
+        """What was expected of the inputs of a batch MindSpore refused, and what arrived
+        (``input 0: expected float32 ...; got float64 array of shape (1, 32, 32)``): the
+        dtypes and shapes of the last batch that ran, else the dtype of the network's
+        parameters; ``None`` when nothing differs from what is known, or when the model's
+        file declares its inputs (they were checked before the run)."""
+        if self.input_specs is not None:
+            return None
+        ran = self._ran
+        if ran is not None and len(ran) != len(arrays):
+            ran = None
+        parameters = _mindspore.parameter_dtype(self.network) if ran is None else None
+        for position, array in enumerate(arrays):
+            shape = array.shape[1:] if batched else array.shape
+            got = f"got {array.dtype} array of shape {shape}"
+            if ran is not None:
+                dtype, expected_shape = ran[position]
+                expected_shape = expected_shape[1:] if batched else expected_shape
+                if dtype != array.dtype or expected_shape != shape:
+                    return (
+                        f"input {position}: expected {dtype} array of shape {expected_shape} "
+                        f"(as it last ran); {got}"
+                    )
+            elif parameters is not None and array.dtype.kind == "f" and array.dtype != parameters:
+                return f"input {position}: expected {parameters} (the dtype of its parameters); {got}"
+        return None
 
     def warm_up(self, plan: ModelPlan) -> WarmUp:
         return warm_up(plan, self)

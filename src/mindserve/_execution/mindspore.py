@@ -27,7 +27,9 @@ from mindserve._errors import (
     DeviceError,
     MindSporeUnavailableError,
     MindSporeVersionWarning,
+    meaningful_line,
 )
+from mindserve._execution import signals
 from mindserve._execution.memory import limit_arenas
 from mindserve._requirements import (
     MINDSPORE_BELOW,
@@ -155,6 +157,7 @@ def use_device(target: str | None, device_id: int) -> tuple[str, int]:
     global _device
     chosen = target or ("Ascend" if ascend_present() else "CPU")
     with _LOCK:
+        signals.capture_python_sigint()  # before MindSpore runs anything: see .signals
         if _device is not None:
             if target is not None and (chosen, device_id) != _device:
                 raise DeviceError(
@@ -191,11 +194,9 @@ def _current_device(ms: ModuleType) -> tuple[str, int] | None:
 
 
 def first_line(exc: BaseException) -> str:
-    """The first meaningful line of an exception's message (MindSpore appends C++ stacks)."""
-    for line in str(exc).splitlines():
-        if line.strip():
-            return line.strip()
-    return type(exc).__name__
+    """The first meaningful line of an exception's message (MindSpore frames its messages
+    and appends C++ stacks)."""
+    return meaningful_line(str(exc)) or type(exc).__name__
 
 
 def read_mindir_signature(path: str, dec_key: bytes | None, dec_mode: str) -> tuple[TensorSpec, ...] | None:
@@ -242,6 +243,9 @@ def read_mindir_io(
             data = handle.read()
     proto = mind_ir_pb2.ModelProto()
     proto.ParseFromString(data)
+    if not proto.HasField("graph") or not (proto.graph.node or proto.graph.output):
+        # protobuf parses an empty file (or a few stray bytes) as an empty model
+        raise ValueError(f"the file holds no MindIR graph ({len(data)} bytes)")
     inputs: tuple[tuple[str, TensorSpec], ...] | None = ()
     for value in proto.graph.input:
         if len(value.tensor) != 1:
@@ -277,21 +281,52 @@ def load_mindir(path: str, dec_key: bytes | None, dec_mode: str) -> Any:
     """Load a MindIR file into a callable ``nn.GraphCell`` (raises MindSpore's errors)."""
     ms = import_mindspore()
     with _LOCK:
-        if dec_key is None:
-            graph = ms.load(path)
-        else:
-            graph = ms.load(path, dec_key=dec_key, dec_mode=dec_mode)
-        return ms.nn.GraphCell(graph)
+        try:
+            if dec_key is None:
+                graph = ms.load(path)
+            else:
+                graph = ms.load(path, dec_key=dec_key, dec_mode=dec_mode)
+            return ms.nn.GraphCell(graph)
+        finally:
+            signals.keep_python_sigint()
 
 
-def run_network(network: Any, arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
-    """Run a Cell or GraphCell on numpy arrays; return its outputs as numpy arrays."""
+def run_network(
+    network: Any, arrays: tuple[np.ndarray, ...], *, settle: bool = False
+) -> tuple[np.ndarray, ...]:
+    """Run a Cell or GraphCell on numpy arrays; return its outputs as numpy arrays.
+
+    MindSpore installs its own SIGINT handler at every graph run: Python's is put back after
+    each (see :mod:`.signals`); ``settle`` (a network's first runs, which may start
+    MindSpore's threads) puts it back again over the next seconds.
+    """
     ms = _module or import_mindspore()
     with _LOCK:
-        outputs = network(*(ms.Tensor(a) for a in arrays))
-        if not isinstance(outputs, (tuple, list)):
-            outputs = (outputs,)
-        return tuple(_to_numpy(o) for o in outputs)
+        try:
+            outputs = network(*(ms.Tensor(a) for a in arrays))
+            if not isinstance(outputs, (tuple, list)):
+                outputs = (outputs,)
+            return tuple(_to_numpy(o) for o in outputs)
+        finally:
+            signals.keep_python_sigint()
+            if settle:
+                signals.settle()
+
+
+def parameter_dtype(network: Any) -> np.dtype | None:
+    """The one floating dtype of a network's floating parameters (``None`` when they have
+    none, or several)."""
+    ms = _module or import_mindspore()
+    found = set()
+    with _LOCK:
+        try:
+            for parameter in network.get_parameters():
+                dtype = np.dtype(ms.dtype_to_nptype(parameter.dtype))
+                if dtype.kind == "f":
+                    found.add(dtype)
+        except Exception:  # a network without parameters to list
+            return None
+    return found.pop() if len(found) == 1 else None
 
 
 def _to_numpy(value: Any) -> np.ndarray:

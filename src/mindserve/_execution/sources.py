@@ -20,7 +20,7 @@ import attrs
 from mindserve._errors import DefinitionError, LoadError, refuse_async
 from mindserve._execution import mindspore as _mindspore
 from mindserve._execution.executor import Executor
-from mindserve._execution.integrity import check_model_file
+from mindserve._execution.integrity import checked_file
 from mindserve._execution.local import CallableExecutor, NetworkExecutor
 
 #: A device as ``(target, id)``, as the runtime resolved it (``None``: MindSpore's choice).
@@ -29,7 +29,11 @@ Device = tuple[str | None, int]
 
 def is_cell(obj: object) -> bool:
     """Whether ``obj`` is a MindSpore ``nn.Cell`` (without importing MindSpore)."""
-    return any(cls.__name__ == "Cell" and cls.__module__.startswith("mindspore") for cls in type(obj).__mro__)
+    return _is_cell_class(type(obj))
+
+
+def _is_cell_class(cls: type) -> bool:
+    return any(c.__name__ == "Cell" and c.__module__.startswith("mindspore") for c in cls.__mro__)
 
 
 class ModelSource:
@@ -139,18 +143,19 @@ class MindirFile(ModelSource):
             missing = LoadError(f"{where}: model '{name}': file {path!r} does not exist")
             missing.model_file = path  # type: ignore[attr-defined]  # for mindserve.compat's wording
             raise missing
-        check_model_file(path, self.sha256, version_dir, f"{where}: model '{name}'")
-        _mindspore.use_device(*device)
-        try:
-            network = _mindspore.load_mindir(path, self.dec_key, self.dec_mode)
-        except Exception as exc:
-            failed = LoadError(
-                f"{where}: model '{name}': MindSpore cannot load {path!r}: "
-                f"{_mindspore.first_line(exc).rstrip('.')}.{self._hint}"
-            )
-            failed.model_file = path  # type: ignore[attr-defined]  # for mindserve.compat's wording
-            raise failed from exc
-        specs = _mindspore.read_mindir_signature(path, self.dec_key, self.dec_mode)
+        # What loads is what was checked: a checked file loads from a private copy of its bytes.
+        with checked_file(path, self.sha256, version_dir, f"{where}: model '{name}'") as loadable:
+            _mindspore.use_device(*device)
+            try:
+                network = _mindspore.load_mindir(loadable, self.dec_key, self.dec_mode)
+            except Exception as exc:
+                failed = LoadError(
+                    f"{where}: model '{name}': MindSpore cannot load {path!r}: "
+                    f"{_mindspore.first_line(exc).rstrip('.')}.{self._hint}"
+                )
+                failed.model_file = path  # type: ignore[attr-defined]  # for mindserve.compat's wording
+                raise failed from exc
+            specs = _mindspore.read_mindir_signature(loadable, self.dec_key, self.dec_mode)
         return NetworkExecutor(network, specs)
 
 
@@ -222,6 +227,11 @@ def source_of(source: object) -> ModelSource:
         return MindirFile(path)
     if is_cell(source):
         return CellSource(source)
+    if isinstance(source, type) and _is_cell_class(source):
+        raise DefinitionError(
+            f"a model must be a mindspore.nn.Cell instance; got the class {source.__name__}, not an "
+            f"instance. Hint: pass {source.__name__}() (with its arguments)"
+        )
     if callable(source):
         return CallableSource(source)
     raise DefinitionError(

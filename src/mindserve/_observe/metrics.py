@@ -178,10 +178,19 @@ class Metrics:
         for entry in found.models:
             if entry.name == name and entry.kind == kind:
                 return entry
+        other = next((m.kind for m in found.models if m.name == name), None)
+        hint = (
+            ""
+            if other is None
+            else f". Hint: {name!r} is a {_KIND_WORDS.get(other, other)}: .model(..., kind={other!r})"
+        )
         raise NotFoundError(
             f"servable '{found.name}' version {found.version} has no {kind} {name!r} that batches; "
-            f"it has {sorted(f'{m.kind} {m.name}' for m in found.models)}"
+            f"it has {sorted(f'{m.kind} {m.name}' for m in found.models)}{hint}"
         )
+
+
+_KIND_WORDS = {"stage": "batched stage"}
 
 
 class _Series:

@@ -299,6 +299,8 @@ class ObserverHub(Observer):
         if event.kind is EventKind.FAILED:
             which = "" if event.version is None else f" version {event.version}"  # None: the newest
             logger.error("servable '%s'%s failed to load: %s", event.servable, which, event.error)
+        elif event.kind is EventKind.SWAPPED:  # on a first start, nothing was swapped: say what holds
+            logger.info("servable '%s' version %s is now the default", event.servable, event.version)
         else:
             logger.info("servable '%s' version %s %s", event.servable, event.version, event.kind.value)
         self._send("on_version", event)

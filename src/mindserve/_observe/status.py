@@ -93,6 +93,18 @@ class ServableInfo:
     #: Its worker processes (empty when it runs in this process).
     workers: tuple[WorkerInfo, ...] = ()
 
+    def __repr__(self) -> str:
+        # One line: the methods', models' and workers' records are read from the fields.
+        return (
+            f"ServableInfo(name={self.name!r}, version={self.version}, is_default={self.is_default}, "
+            f"device={self.device!r}, {_count(self.methods, 'method')}, {_count(self.models, 'model')}, "
+            f"{_count(self.workers, 'worker')})"
+        )
+
+
+def _count(items: tuple[object, ...], noun: str) -> str:
+    return f"{len(items)} {noun}" if len(items) == 1 else f"{len(items)} {noun}s"
+
 
 @attrs.frozen
 class ServableStatus:

@@ -4,11 +4,16 @@ without ``close()``: garbage-collected unclosed, or inherited by a child made by
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import datetime
 import os
+import sys
 import threading
 import warnings
 import weakref
+from collections.abc import Iterator
+from types import FrameType
 from typing import Any, Callable
 
 from mindserve._errors import NotFoundError, RuntimeNotClosedWarning
@@ -29,19 +34,66 @@ class Listener(Observer):
         self.listener(event)
 
 
-def emit(
-    observer: ObserverHub,
-    kind: EventKind,
-    servable: str,
-    version: int | None,
-    error: BaseException | None = None,
-) -> None:
-    now = datetime.datetime.now(datetime.timezone.utc)
-    observer.on_version(VersionEvent(kind, servable, version, now, error))
+class VersionEvents:
+    """Where a runtime's version events wait to reach its observers and listeners.
 
+    Events are posted where they happen, often under a servable's update lock; they are
+    delivered, in the order posted, only outside it: a listener may call back into the
+    runtime (roll back on ``failed``, load something on ``swapped``) without deadlocking.
+    A thread inside :meth:`holding` only posts; leaving it delivers. One thread delivers
+    at a time: events posted meanwhile (by a listener's own call, or another thread) are
+    delivered by it, after those before them.
+    """
 
-def report_unloaded(observer: ObserverHub, loaded: LoadedServable) -> None:
-    emit(observer, EventKind.UNLOADED, loaded.name, loaded.version)
+    def __init__(self, observer: ObserverHub) -> None:
+        self._observer = observer
+        self._lock = threading.Lock()
+        self._waiting: collections.deque[VersionEvent] = collections.deque()
+        self._delivering = False
+        self._held = threading.local()
+
+    def post(
+        self, kind: EventKind, servable: str, version: int | None, error: BaseException | None = None
+    ) -> None:
+        now = datetime.datetime.now(datetime.timezone.utc)
+        with self._lock:
+            self._waiting.append(VersionEvent(kind, servable, version, now, error))
+        if not getattr(self._held, "depth", 0):
+            self.deliver()
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """Hold this thread's events until the block ends (a servable's update lock is taken
+        inside it), then deliver them."""
+        self._held.depth = getattr(self._held, "depth", 0) + 1
+        try:
+            yield
+        finally:
+            self._held.depth -= 1
+            if not self._held.depth:
+                self.deliver()
+
+    def deliver(self) -> None:
+        with self._lock:
+            if self._delivering:
+                return
+            self._delivering = True
+        try:
+            while True:
+                with self._lock:
+                    if not self._waiting:
+                        self._delivering = False
+                        return
+                    event = self._waiting.popleft()
+                self._observer.on_version(event)  # isolates what observers raise
+        except BaseException:
+            with self._lock:
+                self._delivering = False
+            raise
+
+    def unloaded(self, loaded: LoadedServable) -> None:
+        """A version's last call finished (its ``on_shutdown``)."""
+        self.post(EventKind.UNLOADED, loaded.name, loaded.version)
 
 
 def running_versions(hosted: dict[str, ServableSlot]) -> list[str]:
@@ -59,9 +111,7 @@ def unhost_all(hosted: dict[str, ServableSlot]) -> list[LoadedServable]:
     return [loaded for slot in slots for loaded in slot.versions.values()]
 
 
-def close_unreachable(
-    lock: threading.RLock, hosted: dict[str, ServableSlot], dispatcher: Dispatcher
-) -> None:
+def close_unreachable(lock: threading.RLock, hosted: dict[str, ServableSlot], dispatcher: Dispatcher) -> None:
     """Close a runtime Python collected unclosed. The closing happens on a thread of its
     own: a collection may run in any thread, even one holding a scheduler's lock."""
     running = running_versions(dict(hosted))  # a copy, without the lock: this thread may hold another
@@ -83,8 +133,22 @@ def close_unreachable(
             f"mindserve closed it now. Hint: use 'with mindserve.Runtime() as rt:', "
             f"or call rt.close() when done with it."
         ),
-        stacklevel=2,
+        stacklevel=_user_stacklevel(),
     )
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning raised by this function's caller point at the
+    first frame outside mindserve and the machinery that called it (``weakref.finalize``,
+    the garbage collector): the user's line that dropped the runtime."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    level = 2  # the caller's caller
+    frame: FrameType | None = sys._getframe(level)
+    while frame is not None and (
+        frame.f_code.co_filename.startswith(package) or frame.f_code.co_filename == weakref.__file__
+    ):
+        level, frame = level + 1, frame.f_back
+    return level if frame is not None else 2
 
 
 #: Every object with a ``_forked_from`` attribute to set in a child made by fork().
@@ -124,9 +188,14 @@ def log_steps(loaded: LoadedServable, model: str | None, stage: str | None) -> l
     batched stage, or (neither given) all of them."""
     if model is not None:
         if model not in loaded.models:
+            hint = (
+                f". Hint: {model!r} is a batched stage: batch_log(..., stage={model!r})"
+                if any(s.name == model for s in loaded.stage_schedulers)
+                else ""
+            )
             raise NotFoundError(
                 f"servable '{loaded.name}' version {loaded.version} has no model {model!r}; "
-                f"its models: {sorted(loaded.models)}"
+                f"its models: {sorted(loaded.models)}{hint}"
             )
         return [("model", model)]
     if stage is not None:

@@ -27,6 +27,7 @@ from mindserve._execution.executor import Executor, run_batch
 from mindserve._execution.plan import ModelPlan
 from mindserve._execution.probe import probe
 from mindserve._observe.observer import ObserverHub, Step
+from mindserve._observe.visible import warn_definition
 from mindserve._values import serving_input_error, to_model_input
 
 logger = logging.getLogger("mindserve")
@@ -52,7 +53,8 @@ class LoadedModel:
         #: How variable-length inputs are padded (``None``: each shape batches on its own).
         self.lengths = plan.lengths
         if self.fixed_batch_size == 1:
-            logger.warning(
+            warn_definition(
+                logger,
                 "%s: model '%s' was exported with a fixed batch size of 1, so it will never batch "
                 "instances across callers. Hint: export it with a dynamic batch dimension, "
                 "mindspore.Tensor(shape=[None, ...]), to batch.",

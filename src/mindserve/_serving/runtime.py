@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import threading
 import time
@@ -43,11 +42,10 @@ from mindserve._serving.calls import Call, CallBook, CallFuture
 from mindserve._serving.dispatch import Dispatcher
 from mindserve._serving.hosting import (
     Listener,
+    VersionEvents,
     close_unreachable,
-    emit,
     log_steps,
     queue_state,
-    report_unloaded,
     running_versions,
     unhost_all,
     unusable_after_fork,
@@ -57,7 +55,7 @@ from mindserve._serving.pipeline import run_method, run_method_async, run_method
 from mindserve._serving.placement import InProcess
 from mindserve._serving.running import LoadedServable
 from mindserve._serving.slot import ServableSlot
-from mindserve._serving.versions import Watcher, check_version_number
+from mindserve._serving.versions import Watcher, check_version_number, resolve_version
 from mindserve._workers.placement import WorkerPlacement
 
 
@@ -117,6 +115,8 @@ class Runtime:
             self._observer.add(self._metrics)
             self._observer.metrics = self._metrics
         self._listeners: dict[Callable[[VersionEvent], None], Listener] = {}
+        #: Version events, delivered outside every servable's update lock.
+        self._events = VersionEvents(self._observer)
         #: The calls in flight, counted once, and where their ends are counted and reported.
         self._calls = CallBook(self._lock, self._metrics, self._observer)
         self._dispatcher = Dispatcher(async_workers)
@@ -191,6 +191,7 @@ class Runtime:
         poll_interval: float = 1.0,
         workers: int | None = None,
         device_ids: Sequence[int] | None = None,
+        replace: bool = False,
     ) -> ServableInfo:
         """Load a version of ``servable`` (0: the newest) and serve it.
 
@@ -203,7 +204,10 @@ class Runtime:
         Starting a name that is already running loads the new version first, then
         replaces every running version of that name in one step; calls already running on
         the old versions finish on them. If loading fails, the :class:`LoadError` is raised
-        and whatever was running keeps running.
+        and whatever was running keeps running. That name must hold the same servable
+        defined again (same directory and models: a notebook cell run again); another
+        servable under a running name raises :class:`InvalidArgumentError` unless
+        ``replace=True`` (or use :meth:`update`).
 
         ``watch=True`` polls the servable's directory every ``poll_interval`` seconds and
         hot-loads each new version directory once it has settled (see :meth:`update`).
@@ -218,10 +222,19 @@ class Runtime:
             raise InvalidArgumentError(
                 f"poll_interval must be a number of seconds > 0; got {poll_interval!r}"
             )
+        if not isinstance(replace, bool):
+            raise ArgumentTypeError(f"replace must be True or False; got {replace!r}")
         plan = WorkerPlan.from_arguments(workers, device_ids, self._device[1])
         with self._lock:
             hosted = self._hosted.get(servable.name) or ServableSlot(servable)
-        with hosted.update_lock:
+        difference = None if replace else hosted.other_servable(servable)
+        if difference is not None:
+            raise InvalidArgumentError(
+                f"a different servable named '{servable.name}' is already running ({difference}). "
+                f"Hint: pass replace=True to start() to replace it, or rt.update(servable) to load "
+                f"the new definition as its new default version; or give this one another name."
+            )
+        with self._events.holding(), hosted.update_lock:
             loaded = self._load(hosted, servable, version, plan)
             with self._lock:
                 self._check_open_or_discard(loaded)
@@ -252,7 +265,7 @@ class Runtime:
             raise ArgumentTypeError(f"load() takes a mindserve.Servable; got {type(servable).__name__}")
         check_version_number(version)
         hosted = self._find(servable.name)
-        with hosted.update_lock:
+        with self._events.holding(), hosted.update_lock:
             loaded = self._load(hosted, servable, version, hosted.plan)
             with self._lock:
                 self._check_still_hosted(hosted, loaded)
@@ -275,7 +288,7 @@ class Runtime:
         hosted = self._find(_name(servable))
         definition = servable if isinstance(servable, Servable) else hosted.servable
         check_version_number(version)
-        with hosted.update_lock:
+        with self._events.holding(), hosted.update_lock:
             loaded = self._load(hosted, definition, version, hosted.plan)
             with self._lock:
                 self._check_still_hosted(hosted, loaded)
@@ -422,21 +435,19 @@ class Runtime:
     ) -> LoadedServable:
         """Load a version (outside the runtime lock) in this process, or in worker processes
         as ``plan`` says; report a failure to listeners."""
+        tried: int | None = version or None  # None: the newest, if even that is unknown
         try:
+            definition = servable.definition()
+            tried = resolve_version(definition, version)[0]
             placement = InProcess(self._device) if plan is None else WorkerPlacement(plan, self._device[0])
-            loaded = loading.load(servable.definition(), version, placement, self._observer, self._warm_up)
+            loaded = loading.load(definition, tried, placement, self._observer, self._warm_up)
         except MindServeError as exc:
-            hosted.failed(version or None, exc)
-            self._emit(EventKind.FAILED, hosted.name, version or None, exc)
+            hosted.failed(tried, exc)
+            self._events.post(EventKind.FAILED, hosted.name, tried, exc)
             raise
-        loaded.on_shutdown = functools.partial(report_unloaded, self._observer)
-        self._emit(EventKind.LOADED, loaded.name, loaded.version)
+        loaded.on_shutdown = self._events.unloaded
+        self._events.post(EventKind.LOADED, loaded.name, loaded.version)
         return loaded
-
-    def _emit(
-        self, kind: EventKind, servable: str, version: int | None, error: BaseException | None = None
-    ) -> None:
-        emit(self._observer, kind, servable, version, error)
 
     def _check_open_or_discard(self, loaded: LoadedServable) -> None:
         if self._closed:
@@ -454,7 +465,7 @@ class Runtime:
             )
 
     def _swapped(self, loaded: LoadedServable, retired: list[LoadedServable]) -> None:
-        self._emit(EventKind.SWAPPED, loaded.name, loaded.version)
+        self._events.post(EventKind.SWAPPED, loaded.name, loaded.version)
         for old in retired:
             old.retire()
 
@@ -580,6 +591,8 @@ class Runtime:
         name = _name(servable)
         if type(version) is not int or version < 0:
             check_version_number(version)
+        if type(method) is not str and not isinstance(method, str):
+            raise ArgumentTypeError(f"a method is named by a str; got {type(method).__name__}")
         while True:  # no lock: a version retired meanwhile turns the call away (enter)
             loaded = self._find(name).pick(version)
             found = loaded.definition.methods.get(method)

@@ -10,6 +10,7 @@ and looks again; a call keeps the version it started on for all its steps.
 from __future__ import annotations
 
 import datetime
+import os
 import threading
 
 from mindserve._config import WorkerPlan
@@ -109,6 +110,23 @@ class ServableSlot:
         del self.versions[version]
         return [stopped]
 
+    def other_servable(self, servable: Servable) -> str | None:
+        """How ``servable`` differs from the one running under this name (another directory,
+        other models), or ``None`` when it is the same servable defined again (a notebook
+        cell run again, edited methods and stages included)."""
+        running = self.servable
+        if servable is running:
+            return None
+        differences = []
+        here, there = _where(running.directory), _where(servable.directory)
+        if here != there:
+            differences.append(f"its directory is {there!r}, the running one's {here!r}")
+        if sorted(running.models) != sorted(servable.models):
+            differences.append(
+                f"its models are {sorted(servable.models)}, the running one's {sorted(running.models)}"
+            )
+        return "; ".join(differences) or None
+
     def failed(self, version: int | None, error: BaseException) -> None:
         self.last_error = error
         self.last_error_version = version
@@ -129,3 +147,7 @@ class ServableSlot:
             last_error_version=self.last_error_version,
             last_error_at=self.last_error_at,
         )
+
+
+def _where(directory: str | None) -> str | None:
+    return None if directory is None else os.path.realpath(directory)

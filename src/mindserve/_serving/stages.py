@@ -20,7 +20,8 @@ import attrs
 from mindserve._batching.alone import isolating
 from mindserve._calls import Failure, Outcome, Request, in_caller_thread
 from mindserve._define.stage import Stage
-from mindserve._errors import StageError, counted, describe
+from mindserve._errors import InvalidInputError, StageError, counted, describe
+from mindserve._observe.visible import warn_event
 
 logger = logging.getLogger("mindserve")
 
@@ -67,7 +68,9 @@ def _run_isolating(
 
     results = isolating(functools.partial(_run_batch, stage), batch, requests, outcomes, pinned)
     if isinstance(outcomes, Failure) and len(batch) > 1 and not failed:
-        logger.warning(
+        warn_event(
+            logger,
+            logging.WARNING,
             "batched stage '%s' failed on a batch of %d (%s) but on none of its instances run "
             "alone; each instance got the result of its run alone",
             stage.name,
@@ -108,10 +111,15 @@ def _run_batch(
 
 
 def _raised(stage: Stage, exc: BaseException) -> Failure:
+    if isinstance(exc, InvalidInputError) and not getattr(exc, "_from_model_call", False):
+        # the stage found the client's value bad (not a Model.call it made wrongly)
+        return Failure(InvalidInputError, f"stage '{stage.name}': {exc}", exc)
     return Failure(StageError, f"stage '{stage.name}' raised {describe(exc)}", exc)
 
 
 def _split(stage: Stage, result: Any) -> Outcome:
+    if isinstance(result, Failure):  # one instance's failure, as mindserve.compat passes it
+        return result
     if stage.outputs == 1:
         if result is None:
             return Failure(StageError, f"stage '{stage.name}' returned None")

@@ -16,7 +16,8 @@ import threading
 from typing import Callable
 
 from mindserve._define.servable import ServableDefinition
-from mindserve._errors import LoadError, MindServeError, VersionNotFoundError
+from mindserve._errors import ArgumentTypeError, LoadError, MindServeError, VersionNotFoundError, is_int
+from mindserve._observe.visible import show_unconfigured, warn_event
 
 logger = logging.getLogger("mindserve")
 
@@ -24,7 +25,8 @@ logger = logging.getLogger("mindserve")
 def check_version_number(version: object) -> int:
     """A version number is an int >= 0 (0: the newest)."""
     if type(version) is not int or version < 0:
-        raise VersionNotFoundError(f"a version must be an int >= 1, or 0 for the newest; got {version!r}")
+        message = f"a version must be an int >= 1, or 0 for the newest; got {version!r}"
+        raise (VersionNotFoundError if is_int(version) else ArgumentTypeError)(message)
     return version
 
 
@@ -149,8 +151,15 @@ class Watcher:
 
     def _report(self, version: int | None, exc: BaseException) -> None:
         which = "" if version is None else f" (version {version})"
-        logger.error(
-            "watching %s%s failed: %s: %s", self.directory, which, type(exc).__name__, exc, exc_info=exc
+        warn_event(
+            logger,
+            logging.ERROR,
+            "watching %s%s failed: %s: %s",
+            self.directory,
+            which,
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
         )
         if self._on_error is not None:
             try:
@@ -173,8 +182,14 @@ class Watcher:
             return None
         try:
             self._load(newest)
-        except MindServeError:  # reported through events and status; retried when it changes
+        except MindServeError as exc:  # logged as a FAILED event, in the status; retried when it changes
             self._failed[newest] = now
+            show_unconfigured(
+                logger,
+                logging.ERROR,
+                f"watching {self.directory}: version {newest} failed to load (tried again when its files "
+                f"change): {exc}",
+            )
             return None
         except Exception as exc:  # unexpected: reported here; retried when it changes
             self._failed[newest] = now

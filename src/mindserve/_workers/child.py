@@ -128,20 +128,32 @@ class Worker:
         return [_portable_failure(o) for o in outcomes]
 
     def _reply(self, value: Any, failed: bool, seconds: float) -> None:
-        """Send a command's result (``failed``: ``value`` is the error it raised)."""
+        """Send a command's result (``failed``: ``value`` is the error it raised).
+
+        A result that cannot travel fails its command, never the worker: one with no room
+        in shared memory (or no segment to be had) with that :class:`WorkerError`, a model's
+        or a stage's alike; one that cannot be pickled fails the instances that cannot (a
+        stage's outcomes) or the command (a model's)."""
+        from mindserve._errors import WorkerError
+
         logs = self.logs.take()
         try:
-            protocol.send(
-                self.replies, Raised(value, logs, seconds) if failed else Done(value, logs, seconds)
-            )
-            return
-        except Exception as exc:  # a result that cannot be pickled
-            problem = f"{type(exc).__name__}: {exc}"
-        if not failed and isinstance(value, list):  # a stage's outcomes: fail only the bad ones
-            protocol.send(self.replies, Done([_sendable(o) for o in value], logs, seconds))
-        else:
-            error = RuntimeError(f"the worker cannot send its result back: {problem}")
-            protocol.send(self.replies, Raised(error, logs, seconds))
+            try:
+                protocol.send(
+                    self.replies, Raised(value, logs, seconds) if failed else Done(value, logs, seconds)
+                )
+                return
+            except WorkerError:
+                raise
+            except Exception as exc:  # a result that cannot be pickled
+                problem = f"{type(exc).__name__}: {exc}"
+            if not failed and isinstance(value, list):  # a stage's outcomes: fail only the bad ones
+                protocol.send(self.replies, Done([_sendable(o) for o in value], logs, seconds))
+                return
+            error: BaseException = RuntimeError(f"the worker cannot send its result back: {problem}")
+        except WorkerError as exc:  # no room in shared memory: nothing of the result can travel
+            error = portable_error(exc)
+        protocol.send(self.replies, Raised(error, logs, seconds))
 
 
 def _portable_failure(outcome: Any) -> Any:

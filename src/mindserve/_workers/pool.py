@@ -36,6 +36,7 @@ from mindserve._config import WorkerPlan
 from mindserve._crossing import restore_traceback
 from mindserve._errors import LoadError, MindServeError, WorkerError
 from mindserve._observe.status import WorkerInfo
+from mindserve._observe.visible import warn_event
 from mindserve._workers import protocol
 from mindserve._workers.pinning import worker_cpus
 from mindserve._workers.process import Died, WorkerPlace, exit_reason, start_interpreter, wait_quietly
@@ -56,6 +57,7 @@ from mindserve._workers.transfer import (
     owner_prefix,
     sweep,
     sweep_orphans,
+    unpredictable,
 )
 
 logger = logging.getLogger("mindserve")
@@ -94,7 +96,7 @@ class WorkerPool:
         self.where = where
         self.plan = plan
         self.size = plan.size
-        self.prefix = f"{owner_prefix()}{next(_pool_ids)}-"
+        self.prefix = f"{owner_prefix()}{unpredictable()}-{next(_pool_ids)}-"
         self._owner = os.getpid()  # a child forked from this process does not own the workers
         self._version = version
         self._device_target = device_target
@@ -140,14 +142,29 @@ class WorkerPool:
 
         Raises :class:`LoadError` (and leaves nothing running) if any fails."""
         sweep_orphans()
+        started = time.monotonic()
         try:
+            logger.info(
+                "%s: starting %d worker process%s (each loads and warms up)",
+                self.where,
+                len(self._slots),
+                "" if len(self._slots) == 1 else "es",
+            )
             for slot in self._slots:
                 if not self._spawn(slot):
                     raise self._start_error(slot)
-            for slot in self._slots:
+            for position, slot in enumerate(self._slots, start=1):
                 ready = self._await_ready(slot)
                 if ready is None:
                     raise self._start_error(slot)
+                logger.info(
+                    "%s: worker %d ready after %.1f s (%d of %d)",
+                    self.where,
+                    slot.index,
+                    time.monotonic() - started,
+                    position,
+                    len(self._slots),
+                )
                 if self.ready is None:
                     self.ready = ready
         except BaseException:
@@ -279,8 +296,14 @@ class WorkerPool:
                 slot.crashes += 1
                 slot.last_error = reason
                 self._cond.notify_all()
-            logger.warning(
-                "%s: worker %d (pid %d) %s; restarting it", self.where, slot.index, process.pid, reason
+            warn_event(
+                logger,
+                logging.WARNING,
+                "%s: worker %d (pid %d) %s; restarting it",
+                self.where,
+                slot.index,
+                process.pid,
+                reason,
             )
             self._discard(slot)
             if not self._restart(slot):
@@ -290,16 +313,33 @@ class WorkerPool:
         """Start a new worker in ``slot``; False when given up (or closing)."""
         delay = min(FIRST_DELAY * 2 ** (slot.crashes - 1), LONGEST_DELAY)
         for attempt in range(1, START_ATTEMPTS + 1):
+            logger.info(
+                "%s: worker %d: restarting in %.1f s (attempt %d of %d)",
+                self.where,
+                slot.index,
+                delay,
+                attempt,
+                START_ATTEMPTS,
+            )
             if self._closing.wait(delay):
                 self._set_state(slot, WorkerState.STOPPED)
                 return False
+            started = time.monotonic()
             if self._spawn(slot) and self._await_ready(slot) is not None:
                 with self._cond:
                     slot.restarts += 1
                     self._cond.notify_all()
+                logger.info(
+                    "%s: worker %d restarted: loaded and ready in %.1f s",
+                    self.where,
+                    slot.index,
+                    time.monotonic() - started,
+                )
                 return True
             delay = min(delay * 2, LONGEST_DELAY)
-            logger.warning(
+            warn_event(
+                logger,
+                logging.WARNING,
                 "%s: worker %d failed to restart (attempt %d of %d): %s",
                 self.where,
                 slot.index,
@@ -313,7 +353,7 @@ class WorkerPool:
                 f"given up after {START_ATTEMPTS} failed starts in a row; the last: {slot.last_error}"
             )
             self._cond.notify_all()
-        logger.error("%s: worker %d %s", self.where, slot.index, slot.last_error)
+        warn_event(logger, logging.ERROR, "%s: worker %d %s", self.where, slot.index, slot.last_error)
         return False
 
     def _set_state(self, slot: WorkerPlace, state: WorkerState) -> None:
@@ -443,11 +483,15 @@ class WorkerPool:
             self._cond.notify()
 
     def _lost(self, slot: WorkerPlace, process: subprocess.Popen[bytes]) -> None:
-        """The worker died under a command: it takes no more until restarted."""
+        """The worker died under a command (its pipe broke): it takes no more until
+        restarted. One still alive is killed, so that its keeper restarts it: a worker
+        marked restarting is never left running with nobody to restart it."""
         with self._cond:
             slot.busy = False
             if slot.process is process and slot.state is WorkerState.READY:
                 slot.state = WorkerState.RESTARTING
+                if process.poll() is None:
+                    process.kill()
 
     def _emit_logs(self, slot: WorkerPlace, records: list[logging.LogRecord]) -> None:
         for record in records:
@@ -505,8 +549,10 @@ class WorkerPool:
                 slot.state = WorkerState.STOPPED
             if slot.commands is not None or slot.replies is not None:
                 self._discard(slot)
-        sweep(self.prefix)
-        self._closed.set()
+        try:
+            sweep(self.prefix)  # skips what it may not remove: never fails a close
+        finally:
+            self._closed.set()
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Wait until every worker has exited (after the last user released the pool)."""

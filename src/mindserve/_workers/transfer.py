@@ -8,9 +8,12 @@ over views of the segment (a worker: no copy) or over copies of them (the main p
 results are copied out before the segment is written again).
 
 Segments are files in ``/dev/shm`` (a RAM file system on Linux; elsewhere the temporary
-directory) named ``mindserve-<pid>-<namespace>-...``, ``pid`` being the main process's and
-``namespace`` its pid namespace, so that what a dead process left behind can be found and
-removed (:func:`sweep_orphans`).
+directory) named ``mindserve-<pid>-<namespace>-<random>-...``, ``pid`` being the main
+process's and ``namespace`` its pid namespace, so that what a dead process left behind can be
+found and removed (:func:`sweep_orphans`); the random part (:func:`unpredictable`) keeps
+another account, or an earlier process that had the same pid, from holding a name before it
+is made. A name that is taken anyway is skipped, never opened or removed; a file this
+process may not remove (another account's) is left where it is.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import io
 import mmap
 import os
 import pickle
+import secrets
 import tempfile
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
@@ -52,6 +56,14 @@ def owner_prefix(pid: int | None = None) -> str:
     """The start of the names of the segments a main process owns."""
     return f"{PREFIX}{os.getpid() if pid is None else pid}-{NAMESPACE}-"
 
+
+def unpredictable() -> str:
+    """A random part for segment names: 16 hex digits no other process can guess."""
+    return secrets.token_hex(8)
+
+
+#: A writer skips at most this many taken names in a row before it gives up.
+_TAKEN_NAMES = 16
 
 #: Buffers start at multiples of this (what numpy and SIMD kernels like).
 _ALIGN = 64
@@ -145,10 +157,12 @@ def sweep_orphans() -> int:
 
 
 def _unlink(path: str) -> bool:
-    """Remove a file; whether it was there to remove."""
+    """Remove a file; whether it was removed. A file already gone, or one this process may
+    not remove (another account's, in a sticky ``/dev/shm``), is left as it is: cleaning up
+    never fails a start or a close."""
     try:
         os.unlink(path)
-    except FileNotFoundError:
+    except OSError:
         return False
     return True
 
@@ -325,11 +339,30 @@ class Channel:
             if self._small < _SHRINK_AFTER:
                 return None
         self._small = 0
-        self._generation += 1
-        fresh = Segment(f"{self.prefix}-{self._generation}", segment_size(needed), create=True)
+        fresh = self._create(segment_size(needed))
         self.drop()
         self.segment = fresh
         return fresh.name
+
+    def _create(self, size: int) -> Segment:
+        """A new segment of ``size`` bytes under the next free name. Raises
+        :class:`WorkerError` when none can be made (no room, or the file system refuses)."""
+        for _ in range(_TAKEN_NAMES):
+            self._generation += 1
+            name = f"{self.prefix}-{self._generation}"
+            try:
+                return Segment(name, size, create=True)
+            except FileExistsError:  # not ours: skipped, left alone
+                continue
+            except OSError as exc:
+                raise WorkerError(
+                    f"cannot create a shared-memory segment in {SHM_DIR}: {type(exc).__name__}: "
+                    f"{exc.strerror or exc}"
+                ) from None
+        raise WorkerError(
+            f"cannot create a shared-memory segment in {SHM_DIR}: {_TAKEN_NAMES} names in a row "
+            f"({self.prefix}-...) are taken by files this process did not make"
+        )
 
     def _adopt(self, name: str) -> None:
         old = self.segment

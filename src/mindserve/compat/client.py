@@ -8,10 +8,11 @@ whole request failed (or its only instance did).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from mindserve._errors import InstanceError, MindServeError, is_int
+from mindserve._errors import InstanceError, InvalidInputError, MindServeError, is_int
 from mindserve._serving_wording import instance_message, one_error, request_error
 from mindserve.compat import _master_context, server
 from mindserve.compat._tensors import client_value
@@ -47,21 +48,58 @@ def _shape(results: list[Any]) -> Any:
     return [{"error": instance_message(r)} if isinstance(r, InstanceError) else r for r in results]
 
 
+def _missing_inputs(results: list[Any], items: Sequence[dict[str, Any]]) -> list[Any]:
+    """Instances that lack an input of their method, worded as MindSpore Serving words them
+    (``Cannot find input x1 in instance input ...``, the method's first missing input,
+    whatever else the instance holds), mindserve's detail after."""
+    inputs: tuple[str, ...] | None = None
+    worded = list(results)
+    for index, result in enumerate(results):
+        if not isinstance(result, InvalidInputError):
+            continue
+        if inputs is None:  # only on this failure path: look the method up once
+            inputs = _method_inputs(result)
+        missing = next((name for name in inputs if name not in items[index]), None)
+        if missing is not None:
+            worded[index] = InvalidInputError(
+                f"Cannot find input {missing} in instance input , servable {result.servable}, method "
+                f"{result.method}. {result.detail}",
+                servable=result.servable,
+                version=result.version,
+                method=result.method,
+                index=result.index,
+            )
+    return worded
+
+
+def _method_inputs(error: InstanceError) -> tuple[str, ...]:
+    """The input names of the method an instance error comes from (empty if not running)."""
+    for info in server.runtime().status():
+        if info.name == error.servable and info.version == error.version:
+            for method in info.methods:
+                if method.name == error.method:
+                    return method.inputs
+    return ()
+
+
 class _AsyncResult:
     """A call's outcome: a future, results already there, or a whole-request error."""
 
-    def __init__(self, outcome: Future[Any] | list[Any] | None, error: Any = None) -> None:
+    def __init__(
+        self, outcome: Future[Any] | list[Any] | None, error: Any = None, items: Sequence[dict[str, Any]] = ()
+    ) -> None:
         self._outcome = outcome
         self._error = error
+        self._items = items
 
     def result(self) -> Any:
         """The results, in the shape ``Client.infer`` returns."""
         if self._outcome is None:
             return self._error
         if isinstance(self._outcome, list):
-            return _shape(self._outcome)
+            return _shape(_missing_inputs(self._outcome, self._items))
         try:
-            return _shape(self._outcome.result())
+            return _shape(_missing_inputs(self._outcome.result(), self._items))
         except MindServeError as exc:
             return {"error": str(exc)}
 
@@ -122,4 +160,4 @@ class Client:
             outcome.add_done_callback(lambda _: _master_context.leave())
         else:
             _master_context.leave()
-        return _AsyncResult(outcome)
+        return _AsyncResult(outcome, items=items)

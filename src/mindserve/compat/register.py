@@ -25,14 +25,17 @@ import types
 from collections.abc import Sequence
 from typing import Any, Callable
 
-from mindserve._calls import current_step
+import attrs
+
+from mindserve._calls import Failure, current_step
+from mindserve._define.method import build_method
 from mindserve._define.model import Model as NativeModel
 from mindserve._define.servable import Servable
 from mindserve._define.stage import Stage
 from mindserve._define.tracing import Placeholder, active_trace
-from mindserve._errors import DefinitionError, MindServeError, is_int
+from mindserve._errors import DefinitionError, MindServeError, StageError, is_int
 from mindserve._serving_wording import StageCallFailed
-from mindserve.compat._checks import str_list
+from mindserve.compat._checks import check_str, str_list
 from mindserve.compat._device_context import (
     AclOptions,
     AscendDeviceInfo,
@@ -104,8 +107,10 @@ def _loading(what: str) -> _Loading:
 class Model:
     """A declared model (several files are several subgraphs), as ``declare_model`` returns."""
 
-    def __init__(self, model_key: str, subgraphs: list[NativeModel]) -> None:
+    def __init__(self, model_key: str, subgraphs: list[NativeModel] | None = None) -> None:
         self.model_key = model_key
+        #: None for a handle built by key (``register.model.Model("x.mindir")``, as MindSpore
+        #: Serving allows): the declared model of that key is looked up when it is called.
         self.subgraphs = subgraphs
 
     def __repr__(self) -> str:
@@ -136,12 +141,15 @@ class Model:
             instances = [tuple(instance) for instance in args[0]]
         else:
             instances = [tuple(args)]
-        if subgraph >= len(self.subgraphs):
+        subgraphs = self.subgraphs if self.subgraphs is not None else _declared(self.model_key)
+        if not subgraphs:
+            raise RuntimeError(f"{python_label} failed: the model is not declared")
+        if subgraph >= len(subgraphs):
             raise RuntimeError(
                 f"{label} failed: The model does not have subgraph of index {subgraph}, the subgraph count of the "
-                f"model is {len(self.subgraphs)}"
+                f"model is {len(subgraphs)}"
             )
-        native = self.subgraphs[subgraph]
+        native = subgraphs[subgraph]
         if not instances:
             raise RuntimeError(f"{label} failed: Input instances count is 0")
         expected = _inputs_count(native)
@@ -158,6 +166,21 @@ class Model:
         if several:
             return outputs
         return outputs[0][0] if len(outputs[0]) == 1 else outputs[0]
+
+
+def _declared(model_key: str) -> list[NativeModel]:
+    """The subgraphs of the running servable's model declared with ``model_key`` (none
+    outside a stage, or when no model has that key)."""
+    step = current_step()
+    if step is None:
+        return []
+    models = step.loaded.models
+    if model_key in models:
+        return [models[model_key].model]
+    found: list[NativeModel] = []
+    while f"{model_key}#{len(found)}" in models:
+        found.append(models[f"{model_key}#{len(found)}"].model)
+    return found
 
 
 def _inputs_count(native: NativeModel) -> int | None:
@@ -206,7 +229,9 @@ def declare_model(
         )
     for name in files:
         if name in loading.files:
-            raise DefinitionError(f"The model file '{name}' has already been declared")
+            raise DefinitionError(
+                f"Declare model [{', '.join(files)}] failed, model file '{name}' has already been used"
+            )
         if os.path.isabs(name) or os.path.normpath(name).split(os.sep)[0] == os.pardir:
             raise DefinitionError(
                 f"model file '{name}' is outside the servable's version directory; a model file is "
@@ -253,40 +278,62 @@ def declare_servable(
 # -- methods and stages ------------------------------------------------------------------
 
 
-def _reported(call: Callable[..., Any], tag: str, method: str, index: int) -> Callable[..., Any]:
+def _reported(call: Callable[..., Any], tag: str, method: str, index: int, batch: bool) -> Callable[..., Any]:
     """``call``, whose failures are worded as MindSpore Serving words them."""
+
+    def failed(message: object) -> StageCallFailed:
+        return StageCallFailed(
+            f"Call {tag} Failed, method: '{method}', stage index(begin with 1): {index}, error msg: {message}"
+        )
 
     def reported(*args: Any) -> Any:
         try:
-            return call(*args)
+            returned = call(*args)
         except Exception as exc:
-            raise StageCallFailed(
-                f"Call {tag} Failed, method: '{method}', stage index(begin with 1): {index}, error msg: {exc}"
-            ) from exc
+            raise failed(exc) from exc
+        if batch:  # the instances a batch function gave no result for fail
+            return [
+                Failure(StageError, str(failed(r.message)), failed(r.message))
+                if isinstance(r, _Unanswered)
+                else r
+                for r in returned
+            ]
+        return returned
 
     reported.__name__ = getattr(call, "__name__", "stage")
     reported.__qualname__ = getattr(call, "__qualname__", reported.__name__)
     return reported
 
 
+@attrs.frozen
+class _Unanswered:
+    """An instance a batch function returned no result for (its instance fails with
+    ``message``; the instances it answered keep their results, as in MindSpore Serving)."""
+
+    message: str
+
+
 def _batch_adapter(function: Callable[..., Any], outputs: int, method: str) -> Callable[..., Any]:
     """A MindSpore Serving batch function (a list of instance tuples) as a native batched
     stage (one list per input), with its values as MindSpore Serving hands them over.
 
-    Results beyond the instances given are ignored; fewer fail the batch (its instances
-    then run alone, so only those that fail alone fail)."""
+    Results beyond the instances given are ignored; with fewer, the instances answered keep
+    their results and the others fail (MindSpore Serving's semantics)."""
     name = getattr(function, "__name__", "batch_function")
 
     def adapted(*columns: list[Any]) -> Any:
         instances = [tuple(stage_input(v) for v in values) for values in zip(*columns)]
         returned = function(instances)
-        results = list(itertools.islice(iter(returned), len(instances)))
+        results: list[Any] = [
+            stage_outputs(r, outputs, name, method) for r in itertools.islice(iter(returned), len(instances))
+        ]
         if len(results) < len(instances):
-            raise RuntimeError(
+            missing = _Unanswered(
                 f"The number {len(results)} of instances returned by function '{name}' is not equal to "
                 f"the number {len(instances)} of instances provided to this function."
             )
-        return [stage_outputs(r, outputs, name, method) for r in results]
+            results += [missing] * (len(instances) - len(results))
+        return results
 
     adapted.__name__ = name
     adapted.__qualname__ = getattr(function, "__qualname__", name)
@@ -334,7 +381,7 @@ def _stage_for(
     base = getattr(function, "__name__", "stage")
     index = loading.stage_counts.get(method, 0)
     label = tag if tag is not None else f"Function '{loading.servable.name}.{base}'"
-    body = _reported(body, label, method, index)
+    body = _reported(body, label, method, index, batch_size is not None)
     name, n = base, 1
     while name in loading.servable.stages:
         n += 1
@@ -349,17 +396,17 @@ def _check_use(
     outputs count, and with or without batch_size, in every method."""
     first = loading.uses.setdefault(function, (inputs, outputs, sized))
     name = f"{loading.servable.name}.{getattr(function, '__name__', 'function')}"
+    for what, count, last in (("inputs", inputs, first[0]), ("outputs", outputs, first[1])):
+        if count != last:  # checked before batch_size, as MindSpore Serving does
+            raise DefinitionError(
+                f"Stage function '{name}' {what} count {count} not match last registered count {last}, "
+                f"method name '{method}'"
+            )
     if first[2] != sized:
         raise DefinitionError(
             f"Failed to add stage function {name}: parameter 'batch_size' in multiple 'add_stage' should be "
             f"enabled or disabled consistently"
         )
-    for what, count, last in (("inputs", inputs, first[0]), ("outputs", outputs, first[1])):
-        if count != last:
-            raise DefinitionError(
-                f"Stage function '{name}' {what} count {count} not match last registered count {last}, "
-                f"method name '{method}'"
-            )
 
 
 def add_stage(
@@ -372,6 +419,8 @@ def add_stage(
         raise DefinitionError(
             "register.add_stage can only be used inside a function decorated by register_method"
         )
+    if tag is not None:  # MindSpore Serving's order: the tag, the inputs, then the stage
+        check_str("tag", tag, DefinitionError)
     for item in args:
         if not isinstance(item, Placeholder):
             raise DefinitionError(
@@ -380,8 +429,6 @@ def add_stage(
             )
     if not is_int(outputs_count, 1):
         raise DefinitionError(f"outputs_count must be an int >= 1; got {outputs_count!r}")
-    if tag is not None and (not isinstance(tag, str) or not tag):
-        raise DefinitionError(f"Parameter 'tag' should be a non-empty str, but actually {tag!r}")
     loading.stage_counts[trace.method] = loading.stage_counts.get(trace.method, 0) + 1
     if isinstance(stage, Model):
         if stage not in loading.models:
@@ -389,6 +436,7 @@ def add_stage(
                 f"Check failed in method '{trace.method}', the parameter 'stage' of add_stage must be function "
                 f"or Model returned by declare_model"
             )
+        assert stage.subgraphs is not None  # (a declared model, checked above)
         native = stage.subgraphs[0]
         for what, count, old in (
             ("inputs", len(args), native.inputs),
@@ -555,11 +603,14 @@ def register_method(output_names: str | Sequence[str]) -> Callable[[Callable[...
                 raise DefinitionError(
                     f"'{function.__name__}' input {param.name} cannot be {kinds[param.kind]} !"
                 )
-        if function.__name__ in loading.servable.methods:
-            raise DefinitionError(f"Method {function.__name__} has been registered more than once.")
         loading.legacy = _legacy_meta(function)
         loading.legacy_called = set()
         try:
+            if function.__name__ in loading.servable.methods:
+                # MindSpore Serving traces the method before it registers the name: the
+                # checks of its stages come first.
+                build_method(function, servable=loading.servable.name, outputs=names)
+                raise DefinitionError(f"Method {function.__name__} has been registered more than once.")
             loading.servable.add_method(function, outputs=names)
         except DefinitionError as exc:
             if getattr(exc, "not_placeholder", False):

@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from mindserve import ExtraUnavailableError, LoadError, Runtime, VersionNotFoundError
+from mindserve._observe.visible import warn_definition
+from mindserve._serving.versions import list_versions
 from mindserve.compat import _master_context
 from mindserve.compat._checks import check_int, check_str, int_tuple
 from mindserve.compat._loader import load_servable
@@ -133,7 +135,7 @@ def _start(config: ServableStartConfig, *, replace: bool) -> None:
     )
     try:
         if replace:
-            rt.start(servable, version=config.version_number, device_ids=device_ids)
+            rt.start(servable, version=config.version_number, device_ids=device_ids, replace=True)
         else:
             rt.load(servable, version=config.version_number)
     except VersionNotFoundError as exc:
@@ -151,12 +153,7 @@ def _start(config: ServableStartConfig, *, replace: bool) -> None:
 
 def _version_words(config: ServableStartConfig, exc: Exception) -> str:
     """A missing version in MindSpore Serving's words, mindserve's detail after."""
-    where = os.path.join(config.servable_directory, config.servable_name)
-    has_versions = os.path.isdir(where) and any(
-        name.isascii() and name.isdigit() and os.path.isdir(os.path.join(where, name))
-        for name in os.listdir(where)
-    )
-    if not has_versions:
+    if not list_versions(os.path.join(config.servable_directory, config.servable_name)):  # "0/" is none
         return (
             f"There is no valid version directory of models while there are models declared in "
             f"servable_config.py, servable directory: {config.servable_directory}, servable name: "
@@ -181,8 +178,8 @@ def _worker_devices(ids: int | Sequence[int] | None, parallel: int) -> list[int]
 def start_servables(servable_configs: ServableStartConfig | Sequence[ServableStartConfig]) -> None:
     """Start one or several servables (``ServableStartConfig``) in this process.
 
-    As in MindSpore Serving, configs of one servable name must share its directory; configs
-    of one version are merged (device ids joined, the most workers kept) and must share
+    As in MindSpore Serving, configs of one servable name must share its directory; version
+    0 is resolved to the newest version directory first; configs of one version are merged (device ids joined, the most workers kept) and must share
     their decryption key and mode; several versions of one servable run side by side."""
     configs = [servable_configs] if isinstance(servable_configs, ServableStartConfig) else servable_configs
     if not isinstance(configs, (tuple, list)):
@@ -209,6 +206,10 @@ def _merged(configs: Sequence[ServableStartConfig]) -> dict[str, dict[int, Serva
     directories: dict[str, str] = {}
     for config in configs:
         name = config.servable_name
+        if config.version_number == 0:  # the newest, resolved before merging (as there)
+            newest = list_versions(os.path.join(config.servable_directory, name))
+            if newest:
+                config = _copy(config, version_number=newest[-1])
         known = directories.setdefault(name, config.servable_directory)
         if known != config.servable_directory:
             raise RuntimeError(
@@ -224,18 +225,28 @@ def _merged(configs: Sequence[ServableStartConfig]) -> dict[str, dict[int, Serva
             raise RuntimeError(
                 f"The dec key or dec mode of servable name {name} is different in multiple configurations."
             )
-        merged = ServableStartConfig(
-            last.servable_directory,
-            name,
-            tuple(dict.fromkeys(last.device_ids + config.device_ids)),
-            config.version_number,
-            last.device_type,
-            max(last.num_parallel_workers, config.num_parallel_workers),
-            last.dec_key,
-            last.dec_mode,
+        versions[config.version_number] = _copy(
+            last,
+            device_ids=tuple(dict.fromkeys(last.device_ids + config.device_ids)),
+            num_parallel_workers=max(last.num_parallel_workers, config.num_parallel_workers),
         )
-        versions[config.version_number] = merged
     return groups
+
+
+def _copy(config: ServableStartConfig, **changes: Any) -> ServableStartConfig:
+    """A start config with some parameters changed (checked again, as any config is)."""
+    parameters: dict[str, Any] = dict(
+        servable_directory=config.servable_directory,
+        servable_name=config.servable_name,
+        device_ids=config.device_ids,
+        version_number=config.version_number,
+        device_type=config.device_type,
+        num_parallel_workers=config.num_parallel_workers,
+        dec_key=config.dec_key,
+        dec_mode=config.dec_mode,
+    )
+    parameters.update(changes)
+    return ServableStartConfig(**parameters)
 
 
 def start_servable_in_master(
@@ -253,7 +264,8 @@ def start_servable_in_master(
 
 
 def _no_network(kind: str, address: str, hint: str = "") -> None:
-    logger.warning(
+    warn_definition(
+        logger,
         "mindserve has no network layer: %s(%r) starts nothing. Call the servables in this process with "
         "mindserve.compat.client.Client or mindserve.Runtime.infer.%s",
         kind,

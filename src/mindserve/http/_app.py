@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any, Callable
 
@@ -23,16 +22,11 @@ from mindserve._errors import (
 )
 from mindserve._serving.runtime import Runtime
 from mindserve._serving_wording import instance_message, one_error, request_error
-from mindserve.http._protocol import (
-    ERROR_MSG,
-    INSTANCES,
-    Limits,
-    Refused,
-    Target,
-    parse_body,
-    parse_target,
-    reply_json,
-)
+from mindserve.http._json import dumps
+from mindserve.http._protocol import INSTANCES, Limits, Refused, Target, parse_body, parse_target, short
+from mindserve.http._reply import Unsendable, native_json, tensor_json
+
+ERROR_MSG = "error_msg"
 
 logger = logging.getLogger("mindserve.http")
 
@@ -69,7 +63,13 @@ class RestApp:
     while the body streams in), ``max_instances`` per request, ``max_depth`` dimensions of
     an array. ``http_status``: ``False`` (MindSpore Serving's way) answers every request
     with status 200 and the error in the JSON; ``True`` gives refused and failed requests a
-    4xx or 5xx status as well (the body is the same).
+    4xx or 5xx status as well (the body is the same): a request whose every instance failed
+    on its input (a stage may raise :class:`~mindserve.InvalidInputError`) is a 400, one whose
+    every instance failed in the server a 500, one with some results a 200.
+
+    Outputs are sent as JSON whatever they are, if JSON can hold them (numbers, str, lists,
+    tuples, dicts with str keys, numpy arrays and scalars; ``bytes`` as ``{"b64": ...}``);
+    an output it cannot hold fails its instance. See docs/http.md.
     """
 
     def __init__(
@@ -83,9 +83,17 @@ class RestApp:
     ) -> None:
         if not isinstance(runtime, Runtime):
             raise ArgumentTypeError(f"runtime must be a mindserve.Runtime; got {type(runtime).__name__}")
-        self._setup(lambda: runtime, Limits(max_body_size, max_instances, max_depth), http_status)
+        self._setup(
+            lambda: runtime, Limits(max_body_size, max_instances, max_depth), http_status, native_json
+        )
 
-    def _setup(self, runtime_of: Callable[[], Runtime | None], limits: Limits, http_status: bool) -> None:
+    def _setup(
+        self,
+        runtime_of: Callable[[], Runtime | None],
+        limits: Limits,
+        http_status: bool,
+        output_json: Callable[[Any], Any],
+    ) -> None:
         requests = require("starlette.requests")
         self._Request = requests.Request
         self._ClientDisconnect = requests.ClientDisconnect
@@ -95,6 +103,8 @@ class RestApp:
         self._runtime_of = runtime_of
         self.limits = limits
         self._http_status = http_status
+        #: One output as the reply holds it (``Unsendable`` when it cannot be sent).
+        self._output_json = output_json
         #: Called before and after each call to a servable (compat: the queue limit).
         self._admit: Callable[[], str | None] = lambda: None
         self._release: Callable[[], None] = lambda: None
@@ -180,44 +190,99 @@ class RestApp:
             )
         except MindServeError as exc:
             message = request_error(target.servable, target.method, target.version, exc)
+            for name in {target.servable, target.method}:  # a long name is echoed once, shortened
+                if len(name) > 60:
+                    message = message.replace(name, short(name))
             return self._reply({ERROR_MSG: message}, _status(exc))
         finally:
             self._release()
+        status = _results_status(results)
         single = one_error(results)
         if single is not None:
-            return self._reply({ERROR_MSG: single}, _status(results[0]))
+            return self._reply({ERROR_MSG: single}, status)
         size = sum(
             v.nbytes for r in results if isinstance(r, dict) for v in r.values() if isinstance(v, np.ndarray)
         )
         if size > _OFF_LOOP:
-            return await asyncio.to_thread(self._instances_reply, results)
-        return self._instances_reply(results)
+            return await asyncio.to_thread(self._instances_reply, results, status)
+        return self._instances_reply(results, status)
 
-    def _instances_reply(self, results: list[Any]) -> tuple[bytes, int]:
-        return self._reply({INSTANCES: [_instance_reply(r) for r in results]}, 200)
+    def _instances_reply(self, results: list[Any], status: int) -> tuple[bytes, int]:
+        instances = [self._instance_reply(r) for r in results]
+        try:
+            return self._reply({INSTANCES: instances}, status)
+        except (TypeError, ValueError):  # text JSON cannot hold (a lone surrogate): its instance fails
+            return self._reply({INSTANCES: [_sendable(i) for i in instances]}, status)
+
+    def _instance_reply(self, result: Any) -> dict[str, Any]:
+        if isinstance(result, InstanceError):
+            return {ERROR_MSG: instance_message(result)}
+        outputs = {}
+        for name, value in result.items():
+            try:
+                outputs[name] = self._output_json(value)
+            except Unsendable as exc:
+                return {ERROR_MSG: f"Failed to construct the response: output '{short(name)}': {exc}"}
+        return outputs
 
     def _reply(self, reply: dict[str, Any], status: int) -> tuple[bytes, int]:
-        text = json.dumps(reply, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        return text.encode("utf-8"), status if self._http_status else 200
+        if set(reply) == {ERROR_MSG}:
+            reply = {ERROR_MSG: _text(reply[ERROR_MSG])}
+        return dumps(reply), status if self._http_status else 200
 
 
-def _instance_reply(result: Any) -> dict[str, Any]:
-    if isinstance(result, InstanceError):
-        return {ERROR_MSG: instance_message(result)}
-    outputs = {}
-    for name, value in result.items():
-        try:
-            outputs[name] = reply_json(value)
-        except RuntimeError as exc:
-            return {ERROR_MSG: f"Failed to construct the response: output '{name}': {exc}"}
-    return outputs
+def _sendable(instance: dict[str, Any]) -> dict[str, Any]:
+    """An instance's reply, or its error when JSON text cannot hold it."""
+    try:
+        dumps(instance)
+    except (TypeError, ValueError) as exc:
+        message = instance.get(ERROR_MSG)
+        if isinstance(message, str):
+            return {ERROR_MSG: _text(message)}
+        return {ERROR_MSG: f"Failed to construct the response: an output JSON text cannot hold ({exc})"}
+    return instance
+
+
+def _text(message: str) -> str:
+    """A message as Unicode text (a lone surrogate in it, from a user's exception, escaped)."""
+    try:
+        message.encode("utf-8")
+    except UnicodeEncodeError:
+        return message.encode("utf-8", "backslashreplace").decode("utf-8")
+    return message
+
+
+def _results_status(results: list[Any]) -> int:
+    """The HTTP status of a request that reached a servable (with ``http_status=True``):
+    200 unless every instance failed; then 400 when each failed on its input, else the
+    status their errors share, else 500."""
+    if not results or not all(isinstance(r, InstanceError) for r in results):
+        return 200
+    statuses = {_status(r) for r in results}
+    return statuses.pop() if len(statuses) == 1 else 500
+
+
+def is_invalid_input(error: BaseException) -> bool:
+    """Whether an error is the client's: a bad argument or input, or a stage that raised
+    :class:`~mindserve.InvalidInputError` (which reaches the caller as the ``__cause__`` of
+    the instance's :class:`~mindserve.StageError`)."""
+    seen: BaseException | None = error
+    for _ in range(8):  # a bounded walk down the causes
+        if seen is None:
+            return False
+        if isinstance(seen, (InvalidInputError, ArgumentTypeError)) or (
+            seen is error and isinstance(seen, ValueError)
+        ):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 def _status(error: BaseException) -> int:
-    """The HTTP status a failed request gets with ``http_status=True``."""
+    """The HTTP status a failed request (or instance) gets with ``http_status=True``."""
     if isinstance(error, NotFoundError):
         return 404
-    if isinstance(error, (InvalidInputError, ArgumentTypeError, ValueError)):
+    if is_invalid_input(error):
         return 400
     if isinstance(error, (OverloadedError, RuntimeClosedError)):
         return 503
@@ -266,7 +331,7 @@ def compat_app(
     up at each request (servables may start after the server), and MindSpore Serving's
     queue limit applies."""
     app = RestApp.__new__(RestApp)
-    app._setup(runtime_of, limits, http_status=False)
+    app._setup(runtime_of, limits, False, tensor_json)
     app._admit = admit
     app._release = release
     return app

@@ -1,5 +1,5 @@
-"""MindSpore Serving's RESTful protocol, with no web framework: the URL, the request's JSON,
-the reply's JSON.
+"""MindSpore Serving's RESTful protocol, with no web framework: the URL and the request's
+JSON (the reply: :mod:`mindserve.http._reply`).
 
 The URL is ``/model/<servable>[/version/<n>]:<method>``; the body is
 ``{"instances": [{"<input>": value, ...}, ...]}`` (or one instance as an object). A value is
@@ -12,12 +12,6 @@ The URL is ``/model/<servable>[/version/<n>]:<method>``; the body is
 * ``{"b64": "...", "type": "...", "shape": [...]}``: base64 data, as ``bytes`` without
   ``type``, else a ``str`` (``"str"``) or an array of that type and shape (``[]`` or
   missing: a scalar), whose byte size must equal what the type and shape say.
-
-The reply is ``{"instances": [{"<output>": value, ...}, ...]}`` with
-``{"error_msg": "..."}`` in place of a failed instance, or ``{"error_msg": "..."}`` alone
-for a request that failed as a whole (every instance the same way, or before any ran).
-Arrays come back as nested lists (non-finite floats as ``null``, as MindSpore Serving's
-JSON writer does), ``str`` as strings, ``bytes`` as ``{"b64": "..."}``.
 
 Messages are MindSpore Serving's; where mindserve checks more (limits, ranges), its own
 words say what was expected and what arrived.
@@ -35,11 +29,10 @@ import attrs
 import numpy as np
 
 from mindserve._errors import InvalidArgumentError, is_int
-from mindserve._serving_wording import stage_output
+from mindserve.http._json import INSTANCES, JSONRefused, loads
 
-__all__ = ["Limits", "Refused", "Target", "parse_body", "parse_target", "reply_json"]
+__all__ = ["INSTANCES", "Limits", "Refused", "Target", "parse_body", "parse_target", "short"]
 
-INSTANCES = "instances"
 ERROR_MSG = "error_msg"
 _OBJECT_KEYS = ("b64", "type", "shape")
 
@@ -66,6 +59,9 @@ TYPES: dict[str, Any] = {
 _TYPE_NAMES = {kind: name for name, kind in reversed(TYPES.items())}
 _INT32 = np.iinfo(np.int32)
 _VERSION_LIMIT = 2**32 - 1
+#: The most elements a ``b64`` shape may claim, 0-sized dimensions left out (numpy's own limit
+#: is 2**63 bytes; a body cannot hold near this many anyway).
+_MAX_ELEMENTS = 2**62
 
 
 def _positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
@@ -107,7 +103,7 @@ def parse_target(path: str) -> Target:
     if not path.startswith(prefix):
         raise Refused(
             f"please check url, the keyword:[model] must contain. Expected "
-            f"/model/<servable>[/version/<number>]:<method>; got {_short(path)}",
+            f"/model/<servable>[/version/<number>]:<method>; got {short(path)}",
             404,
         )
     rest = path[len(prefix) :]
@@ -121,12 +117,12 @@ def parse_target(path: str) -> Target:
         keyword, _, number = version_part.partition("/")
         if keyword != "version":
             raise Refused(
-                f"please check url, expected /model/<servable>[/version/<number>]:<method>; got {_short(path)}",
+                f"please check url, expected /model/<servable>[/version/<number>]:<method>; got {short(path)}",
                 404,
             )
         if not (number.isascii() and number.isdigit()):
             raise Refused(
-                f"please check url, the keyword:[version] value invalid, request version number {_short(number)}"
+                f"please check url, the keyword:[version] value invalid, request version number {short(number)}"
             )
         version = int(number)
         if version >= _VERSION_LIMIT:
@@ -139,35 +135,60 @@ def parse_target(path: str) -> Target:
 # -- the request -------------------------------------------------------------------------------
 
 
-def parse_body(body: bytes, limits: Limits) -> list[dict[str, Any]]:
-    """The instances of a request body, their values as the servable receives them."""
+def parse_body(body: bytes, limits: Limits, *, fast: bool = True) -> list[dict[str, Any]]:
+    """The instances of a request body, their values as the servable receives them
+    (``fast=False``: parsed by the json module even when orjson is installed)."""
     if not body:
         raise Refused("http message invalid")
     try:
-        message = json.loads(body, parse_constant=_no_constant)
-    except RecursionError:
-        raise Refused("Illegal JSON format. The JSON is nested too deeply") from None
-    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        message, count, exact = loads(body, fast=fast)
+    except JSONRefused as exc:
         raise Refused(f"Illegal JSON format. {exc}") from None
     try:
-        return _instances(message, limits)
+        try:
+            return _instances(message, count, _Reading(limits, _may_hold_bools(body), exact))
+        except _ReadAgain:  # a float that may have been an integer beyond 64 bits: read exactly
+            message, count, exact = loads(body, fast=False)
+            return _instances(message, count, _Reading(limits, _may_hold_bools(body), exact))
     except Refused as exc:
         raise Refused(f"Parser request failed, {exc.message}", exc.status) from None
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+@attrs.frozen
+class _Reading:
+    """How a body's values are read: its limits, whether it may hold a bool, and whether
+    its integers are exact (``False``: orjson read it, turning integers beyond 64 bits into
+    floats; a float that large is then read again by the json module)."""
+
+    limits: Limits
+    bools: bool
+    exact: bool
 
 
-def _instances(message: Any, limits: Limits) -> list[dict[str, Any]]:
-    count = 1 if isinstance(message, dict) and INSTANCES in message else 0
+class _ReadAgain(Exception):
+    """A float of 2**63 or more: the body is read again by the json module."""
+
+
+#: Floats at least this large may have been integers beyond 64 bits, read inexactly.
+_INEXACT = float(2**63)
+
+
+def _may_hold_bools(body: bytes) -> bool:
+    """Whether a body may hold a JSON ``true`` or ``false`` (then numeric arrays are walked
+    to refuse a bool among numbers, which numpy would take as 1 or 0)."""
+    # (one byte is found many times faster than four: "u" and "l" first, rare in bodies)
+    return (b"u" in body or b"l" in body) and (b"true" in body or b"false" in body)
+
+
+def _instances(message: Any, count: int, reading: _Reading) -> list[dict[str, Any]]:
+    limits = reading.limits
     if count != 1:
         raise Refused(f"key 'instances' expects to exist once, but actually {count} times")
     instances = message[INSTANCES]
     if isinstance(instances, dict):
         if not instances:
             raise Refused("json object, value is empty")
-        return [_instance(instances, 0, limits)]
+        return [_instance(instances, 0, reading)]
     if not isinstance(instances, list):
         raise Refused("instances no key mode is not supported")
     if not instances:
@@ -186,27 +207,29 @@ def _instances(message: Any, limits: Limits) -> list[dict[str, Any]]:
             raise Refused("json array, instance is not object type")
         if not instance:
             raise Refused("json array, instance is object type, but no value")
-        parsed.append(_instance(instance, index, limits))
+        parsed.append(_instance(instance, index, reading))
     return parsed
 
 
-def _instance(instance: dict[str, Any], index: int, limits: Limits) -> dict[str, Any]:
+def _instance(instance: dict[str, Any], index: int, reading: _Reading) -> dict[str, Any]:
     values = {}
     for key, value in instance.items():
         if not key:
             raise Refused("string key is empty")
         try:
-            values[key] = _value(value, limits)
+            values[key] = _value(value, reading)
         except Refused as exc:
-            raise Refused(f"{exc.message} (instance {index}, input '{_short(key)}')", exc.status) from None
+            raise Refused(f"{exc.message} (instance {index}, input '{short(key)}')", exc.status) from None
     return values
 
 
-def _value(value: Any, limits: Limits) -> Any:
+def _value(value: Any, reading: _Reading) -> Any:
     if isinstance(value, dict):
-        return _object(value, limits)
+        return _object(value, reading)
     if isinstance(value, list):
-        return _array(value, limits)
+        return _array(value, reading)
+    if isinstance(value, float) and not reading.exact and abs(value) >= _INEXACT:
+        raise _ReadAgain
     return _scalar(value)
 
 
@@ -216,7 +239,7 @@ def _scalar(value: Any) -> Any:
     if isinstance(value, int):
         if not _INT32.min <= value <= _INT32.max:
             raise Refused(
-                f"json integer {_short(value)} is out of the range of int32 that a JSON integer becomes"
+                f"json integer {short(value)} is out of the range of int32 that a JSON integer becomes"
             )
         return np.array(value, np.int32)
     if isinstance(value, float):
@@ -229,7 +252,7 @@ def _scalar(value: Any) -> Any:
     raise Refused("json value type is unregistered")
 
 
-def _object(value: dict[str, Any], limits: Limits) -> Any:
+def _object(value: dict[str, Any], reading: _Reading) -> Any:
     """``{"b64": ..., "type": ..., "shape": ...}`` as bytes, a str or an array."""
     if not value:
         raise Refused("json object, value is empty")
@@ -239,16 +262,16 @@ def _object(value: dict[str, Any], limits: Limits) -> Any:
         )
     for key in value:
         if key not in _OBJECT_KEYS:
-            raise Refused(f"json object, key is not ['b64', 'type', 'shape'], fail key:{_short(key)}")
+            raise Refused(f"json object, key is not ['b64', 'type', 'shape'], fail key:{short(key)}")
     kind: Any = bytes
     if "type" in value:
         name = value["type"]
         if not isinstance(name, str):
             raise Refused("json object, key is 'type', value should be string type")
         if name not in TYPES:
-            raise Refused(f"json object, specified type:'{_short(name)}' is illegal")
+            raise Refused(f"json object, specified type:'{short(name)}' is illegal")
         kind = TYPES[name]
-    shape = _object_shape(value.get("shape", []), limits)
+    shape = _object_shape(value.get("shape", []), reading)
     if "b64" not in value:
         raise Refused("json object, 'b64' should be specified only one time")
     count = math.prod(shape)
@@ -260,7 +283,7 @@ def _object(value: dict[str, Any], limits: Limits) -> Any:
     if not isinstance(data, str):
         raise Refused("get scalar data failed, type is string, but json is not string type")
     if len(data) % 4:
-        raise Refused(f"'{_short(data)}' is illegal b64 encode string")
+        raise Refused(f"'{short(data)}' is illegal b64 encode string")
     if kind not in (str, bytes):
         size = len(data) // 4 * 3 - (data.endswith("=") + data.endswith("=="))
         if size != count * kind.itemsize:  # checked before decoding: a lying shape costs nothing
@@ -271,7 +294,7 @@ def _object(value: dict[str, Any], limits: Limits) -> Any:
     try:
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
-        raise Refused(f"'{_short(data)}' is illegal b64 encode string") from None
+        raise Refused(f"'{short(data)}' is illegal b64 encode string") from None
     if kind is bytes:
         return raw
     if kind is str:
@@ -284,7 +307,8 @@ def _object(value: dict[str, Any], limits: Limits) -> Any:
     return np.frombuffer(bytearray(raw), kind).reshape(shape)
 
 
-def _object_shape(shape: Any, limits: Limits) -> tuple[int, ...]:
+def _object_shape(shape: Any, reading: _Reading) -> tuple[int, ...]:
+    limits = reading.limits
     if not isinstance(shape, list):
         raise Refused("json object, key is 'shape', value should be array type")
     if len(shape) > limits.max_depth:
@@ -294,22 +318,30 @@ def _object_shape(shape: Any, limits: Limits) -> tuple[int, ...]:
         )
     for position, dim in enumerate(shape):
         if not is_int(dim, 0):
+            if not reading.exact and isinstance(dim, float) and dim >= _INEXACT:
+                raise _ReadAgain
             raise Refused("json object, key is 'shape', array value should be unsigned integer")
         if dim == 0 and position < len(shape) - 1:
-            raise Refused(
-                f"json object, key is 'shape', invalid shape value {json.dumps(shape, separators=(',', ':'))}"
-            )
+            raise Refused(f"json object, key is 'shape', invalid shape value {_shape_text(shape)}")
+    if math.prod(dim for dim in shape if dim) > _MAX_ELEMENTS:
+        raise Refused(
+            f"json object, key is 'shape', invalid shape value {_shape_text(shape)}: more than 2**62 elements"
+        )
     return tuple(shape)
 
 
-def _array(value: list[Any], limits: Limits) -> Any:
+def _shape_text(shape: list[int]) -> str:
+    return short(json.dumps(shape, separators=(",", ":")))
+
+
+def _array(value: list[Any], reading: _Reading) -> Any:
     """A nested JSON array: an array of its first element's kind, or a one-item str/bytes."""
     shape: list[int] = []
     leaf: Any = value
     while isinstance(leaf, list) and leaf:
-        if len(shape) == limits.max_depth:
+        if len(shape) == reading.limits.max_depth:
             raise Refused(
-                f"json array, nested deeper than the {limits.max_depth} dimensions this server takes"
+                f"json array, nested deeper than the {reading.limits.max_depth} dimensions this server takes"
             )
         shape.append(len(leaf))
         leaf = leaf[0]
@@ -324,7 +356,7 @@ def _array(value: list[Any], limits: Limits) -> Any:
             )
         if isinstance(leaf, str):
             return leaf
-        found = _object(leaf, limits)
+        found = _object(leaf, reading)
         if not isinstance(found, (str, bytes)):
             raise Refused("json array, item is object type, object only support string or bytes type")
         return found
@@ -337,15 +369,21 @@ def _array(value: list[Any], limits: Limits) -> Any:
     except (ValueError, OverflowError, TypeError):
         array = None
     if array is None or array.shape != tuple(shape) or array.dtype.kind != kind:
+        if not reading.exact:  # say what is wrong with the integers as they were written
+            raise _ReadAgain
         _check_elements(value, shape, 0, type(leaf))  # MindSpore Serving's words for what is wrong
         if kind == "i":
             raise Refused("json array, an integer is out of the range of int32 that JSON integers become")
         raise Refused("json array, elements type is not equal")
+    if reading.bools and kind != "b":  # numpy took a bool among the numbers as 1 or 0
+        _check_elements(value, shape, 0, type(leaf))
     if kind == "i":
         if array.size and (array.min() < _INT32.min or array.max() > _INT32.max):
             raise Refused("json array, an integer is out of the range of int32 that JSON integers become")
         return array.astype(np.int32)
     if kind == "f":
+        if not reading.exact and array.size and abs(array).max() >= _INEXACT:
+            raise _ReadAgain
         with np.errstate(over="ignore"):  # beyond float32: infinity, as in MindSpore Serving
             return array.astype(np.float32)
     return array
@@ -371,21 +409,7 @@ def _check_elements(value: Any, shape: list[int], depth: int, leaf: type) -> Non
             raise Refused("json array, elements type is not equal")
 
 
-def _short(value: Any) -> str:
+def short(value: Any) -> str:
+    """A value as text, cut to 60 characters."""
     text = str(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-# -- the reply ---------------------------------------------------------------------------------
-
-
-def reply_json(value: Any) -> Any:
-    """One output as the reply holds it; ``RuntimeError`` for a value that is no tensor."""
-    value = stage_output(value)
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bytes):
-        return {"b64": base64.b64encode(value).decode("ascii")}
-    if value.dtype.kind == "f" and not np.isfinite(value).all():
-        value = np.where(np.isfinite(value), value.astype(np.float64), None)
-    return value.tolist()

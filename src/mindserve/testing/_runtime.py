@@ -71,6 +71,7 @@ class DeterministicRuntime(Runtime):
         poll_interval: float = 1.0,
         workers: int | None = None,
         device_ids: Sequence[int] | None = None,
+        replace: bool = False,
     ) -> ServableInfo:
         return super().start(
             _deterministic(servable),
@@ -79,6 +80,7 @@ class DeterministicRuntime(Runtime):
             poll_interval=poll_interval,
             workers=workers,
             device_ids=device_ids,
+            replace=replace,
         )
 
     def load(self, servable: Servable, *, version: int) -> ServableInfo:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import threading
 import time
 
-#: The one process-wide thread that watches every call's deadline; it outlives runtimes.
-_SHARED = ("mindserve:deadlines",)
+#: The process-wide threads that outlive runtimes: the one that watches every call's deadline,
+#: and the one that keeps Python's Ctrl-C handling for a few seconds after a model's first runs.
+_SHARED = ("mindserve:deadlines", "mindserve:sigint")
 
 
 def mindserve_threads() -> set[threading.Thread]:

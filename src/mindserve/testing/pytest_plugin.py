@@ -41,7 +41,8 @@ def mindserve_runtime() -> Iterator[DeterministicRuntime]:
     left = leaked_threads(before, CLOSE_TIMEOUT)
     if left:
         pytest.fail(
-            f"mindserve_runtime: {counted(len(left), 'thread')} of the runtime still run after close(): "
+            f"mindserve_runtime: {counted(len(left), 'thread')} of the runtime "
+            f"{'still runs' if len(left) == 1 else 'still run'} after close(): "
             f"{[t.name for t in left]}. Hint: a stage or model of the test may never return, "
             f"or a call was left waiting on something the test never set.",
             pytrace=False,
