@@ -135,6 +135,17 @@ def test_mean_pool_without_mask_is_not_padded_and_stays_exact(rt, text_models, c
         np.testing.assert_allclose(result["y"], alone(net, x)[0], rtol=1e-5, atol=1e-6)
 
 
+def test_the_probe_warning_is_a_python_warning_without_logging_configured(rt, text_models, monkeypatch):
+    from mindserve._observe import visible
+
+    monkeypatch.setattr(visible, "logging_configured", lambda logger: False)
+    with pytest.warns(
+        mindserve.MindServeWarning, match="padding changed output 0 in a load-time probe"
+    ) as caught:
+        rt.start(one_model_servable(text_models["root"], "mean_pool"))
+    assert [w.filename for w in caught] == [__file__]
+
+
 def test_padding_can_be_turned_off(rt, text_models, caplog):
     caplog.set_level(logging.INFO, logger="mindserve")
     svc = one_model_servable(text_models["root"], "per_token", padding=Padding(enabled=False))

@@ -21,6 +21,7 @@ from mindserve._calls import Failure
 from mindserve._execution.executor import Executor, run_batch
 from mindserve._execution.padding import dynamic_axes
 from mindserve._execution.plan import ModelPlan
+from mindserve._observe.visible import warn_definition
 
 logger = logging.getLogger("mindserve")
 
@@ -57,7 +58,8 @@ def probe(plan: ModelPlan, executor: Executor, declared: bool) -> ModelPlan:
     what = f"{plan.where}: model '{plan.name}'"
     several = [p for p in axes if specs[p].shape.count(None) > 1]  # type: ignore[union-attr]
     if several:
-        logger.warning(
+        warn_definition(
+            logger,
             "%s: input(s) %s have several dynamic non-batch dimensions, so each shape runs as its own batch and "
             "compiles its own graph. %s",
             what,
@@ -67,7 +69,8 @@ def probe(plan: ModelPlan, executor: Executor, declared: bool) -> ModelPlan:
         return plan
     outputs = _padding_is_safe(plan, executor, axes)
     if isinstance(outputs, str):
-        logger.warning(
+        warn_definition(
+            logger,
             "%s: input(s) %s have a dynamic non-batch dimension, but padding changed %s in a load-time probe, so "
             "each length runs as its own batch and compiles its own graph. %s",
             what,
