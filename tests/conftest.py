@@ -87,6 +87,28 @@ def exported(tmp_path_factory):
     return {"root": str(root), "nets": nets, "paths": paths}
 
 
+@pytest.fixture(scope="session")
+def text_models(tmp_path_factory):
+    """Variable-length models (tests/helpers/models.py), exported once with dynamic batch and
+    length dimensions: ``encoder`` (ids, mask), ``per_token`` and ``mean_pool`` ((length, 8))."""
+    import mindspore as ms
+    from mindspore import Tensor
+
+    from models import VOCAB, MeanPool, PerToken, TinyEncoder, export
+
+    root = tmp_path_factory.mktemp("lengths")
+    nets = {"encoder": TinyEncoder(vocab=VOCAB), "per_token": PerToken(seed=1), "mean_pool": MeanPool(seed=2)}
+    export(
+        nets["encoder"],
+        f"{root}/encoder/1/encoder.mindir",
+        Tensor(shape=[None, None], dtype=ms.int32),
+        Tensor(shape=[None, None], dtype=ms.float32),
+    )
+    for name in ("per_token", "mean_pool"):
+        export(nets[name], f"{root}/{name}/1/{name}.mindir", Tensor(shape=[None, None, 8], dtype=ms.float32))
+    return {"root": str(root), "nets": nets}
+
+
 @pytest.fixture(scope="module")
 def compat_root(tmp_path_factory):
     """The servables of tests/compat_servables, with their version 1 models exported."""

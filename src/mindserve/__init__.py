@@ -20,7 +20,7 @@ import logging as _logging
 import sys as _sys
 import warnings as _warnings
 
-from mindserve._config import Batching
+from mindserve._config import Batching, Padding
 from mindserve._define.method import Method
 from mindserve._define.model import Model
 from mindserve._define.servable import Servable
@@ -121,6 +121,7 @@ __all__ = [
     "Observer",
     "Outcome",
     "OverloadedError",
+    "Padding",
     "Runtime",
     "RuntimeClosedError",
     "RuntimeNotClosedWarning",

@@ -5,7 +5,7 @@ model batches (:class:`Batching`), and how many worker processes a servable runs
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -19,7 +19,7 @@ def _positive(name: str, allow_none: bool = False):  # type: ignore[no-untyped-d
             return
         if not is_int(value, 1):
             raise DefinitionError(
-                f"Batching {name} must be an int >= 1{' or None' if allow_none else ''}; got {value!r}"
+                f"{type(instance).__name__} {name} must be an int >= 1{' or None' if allow_none else ''}; got {value!r}"
             )
 
     return check
@@ -35,7 +35,9 @@ def _non_negative_seconds(name: str):  # type: ignore[no-untyped-def]
 
 def _flag(instance: object, attribute: attrs.Attribute, value: object) -> None:  # type: ignore[type-arg]
     if not isinstance(value, bool):
-        raise DefinitionError(f"Batching {attribute.name} must be True or False; got {value!r}")
+        raise DefinitionError(
+            f"{type(instance).__name__} {attribute.name} must be True or False; got {value!r}"
+        )
 
 
 def _buckets(value: Sequence[int] | None) -> tuple[int, ...] | None:
@@ -126,3 +128,109 @@ class WorkerPlan:
     @property
     def size(self) -> int:
         return len(self.device_ids)
+
+
+def _positions(name: str, value: Any, *, values: str = "int") -> dict[int, Any] | None:
+    """A mapping of model input (or output) positions, checked; ``None`` stays ``None``."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or any(not is_int(k, 0) for k in value):
+        raise DefinitionError(f"Padding {name} must be a dict keyed by positions (ints >= 0); got {value!r}")
+    checked: dict[int, Any] = {}
+    for key, item in value.items():
+        if values == "int" and not is_int(item, 0):
+            raise DefinitionError(f"Padding {name}[{key}] must be an int >= 0; got {item!r}")
+        if values == "axis" and not (
+            is_int(item, 0)
+            or (isinstance(item, tuple) and len(item) == 2 and all(is_int(i, 0) for i in item))
+        ):
+            raise DefinitionError(
+                f"Padding {name}[{key}] must be an instance axis (int >= 0) or (input, axis); got {item!r}"
+            )
+        if values == "number" and (isinstance(item, bool) or not isinstance(item, (int, float))):
+            raise DefinitionError(f"Padding {name}[{key}] must be a number; got {item!r}")
+        checked[int(key)] = item
+    return checked
+
+
+def _length_buckets(value: Sequence[int] | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    items = tuple(value) if not isinstance(value, (str, bytes)) else ()
+    if not items or any(not is_int(b, 1) for b in items):
+        raise DefinitionError(f"Padding buckets must be lengths (ints >= 1); got {value!r}")
+    return tuple(sorted(set(items)))
+
+
+def _pad_value(value: Any) -> float | dict[int, Any]:
+    if isinstance(value, Mapping):
+        return _positions("value", value, values="number") or {}
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise DefinitionError(f"Padding value must be a number or a dict of input -> number; got {value!r}")
+    return value
+
+
+@attrs.frozen
+class Padding:
+    """How a model's variable-length inputs are padded, so that instances of different
+    lengths share a batch (see docs/batching.md, "Variable-length inputs").
+
+    Positions are the model's own input and output positions (0-based).
+
+    ``inputs``: ``{input: axis}``, the axis of one instance (batch dimension excluded) whose
+    length varies; default: the first dynamic non-batch axis of each input the MindIR file
+    reports (``Tensor(shape=[None, None])``). ``buckets``: the lengths a batch is padded to
+    (ascending); default: powers of two up to ``max_length``. ``max_length``: the longest
+    instance accepted (default: the largest bucket, else 512); longer instances fail alone
+    with ``InvalidInputError``. ``value``: the pad value, one number or ``{input: number}``
+    (default 0). ``mask``: ``{mask_input: padded_input}``, inputs mindserve fills in (callers
+    do not send them) with 1 at an instance's own positions and 0 on padding. ``lengths``:
+    ``{lengths_input: padded_input}``, inputs mindserve fills with each instance's length.
+    ``outputs``: ``{output: axis}`` (or ``{output: (input, axis)}``), outputs whose instance
+    axis follows a padded input's length (the first padded input unless named): each
+    instance gets its own length back; other outputs are returned as they are.
+    ``enabled=False`` turns padding off (each length is its own batch and its own compile),
+    also the load-time probe of undeclared dynamic inputs.
+    """
+
+    inputs: dict[int, int] | None = attrs.field(default=None, converter=lambda v: _positions("inputs", v))
+    buckets: tuple[int, ...] | None = attrs.field(default=None, converter=_length_buckets)
+    max_length: int | None = attrs.field(default=None, validator=_positive("max_length", True))
+    value: float | dict[int, Any] = attrs.field(default=0, converter=_pad_value)
+    mask: dict[int, int] | None = attrs.field(default=None, converter=lambda v: _positions("mask", v))
+    lengths: dict[int, int] | None = attrs.field(default=None, converter=lambda v: _positions("lengths", v))
+    outputs: dict[int, Any] | None = attrs.field(
+        default=None, converter=lambda v: _positions("outputs", v, values="axis")
+    )
+    enabled: bool = attrs.field(default=True, validator=_flag)
+
+    def __attrs_post_init__(self) -> None:
+        if self.buckets is not None and self.max_length is not None and self.buckets[-1] != self.max_length:
+            raise DefinitionError(
+                f"Padding buckets must end at max_length, the longest instance; got buckets={self.buckets} "
+                f"with max_length={self.max_length}. Hint: give one of the two."
+            )
+        filled = [*(self.mask or {}), *(self.lengths or {})]
+        if len(filled) != len(set(filled)):
+            raise DefinitionError(
+                f"Padding: an input is named twice among mask and lengths: {sorted(filled)}"
+            )
+        clash = set(filled) & set(self.inputs or {})
+        if clash:
+            raise DefinitionError(
+                f"Padding: input(s) {sorted(clash)} are filled in by mindserve (mask or lengths), so they "
+                f"cannot also be padded inputs"
+            )
+        if self.inputs is not None:
+            for name, mapping in (("mask", self.mask), ("lengths", self.lengths)):
+                stray = {k: v for k, v in (mapping or {}).items() if v not in self.inputs}
+                if stray:
+                    raise DefinitionError(
+                        f"Padding {name}={stray} names input(s) that are not padded; padded inputs: "
+                        f"{sorted(self.inputs)}"
+                    )
+
+    @property
+    def filled(self) -> tuple[int, ...]:
+        """The model inputs mindserve fills in (masks and lengths), which callers do not send."""
+        return tuple(sorted({*(self.mask or {}), *(self.lengths or {})}))

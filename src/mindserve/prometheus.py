@@ -78,6 +78,11 @@ class MindServeCollector(Collector):
         padding = CounterMetricFamily(
             f"{p}_padding_instances", "Padding instances added to reach a batch-size bucket.", labels=_MODEL
         )
+        elements = CounterMetricFamily(
+            f"{p}_length_elements",
+            "Elements of variable-length (padded) inputs: the instances' own (real) and as run (padded).",
+            labels=[*_MODEL, "of"],
+        )
         waits = HistogramMetricFamily(
             f"{p}_queue_wait_seconds",
             "Seconds the oldest instance of a batch waited in the queue.",
@@ -122,6 +127,9 @@ class MindServeCollector(Collector):
                     batches.add_metric([*labels, reason], count)
                 sizes.add_metric(labels, *_size_buckets(model))
                 padding.add_metric(labels, model.padding)
+                if model.padded_elements:
+                    elements.add_metric([*labels, "real"], model.elements)
+                    elements.add_metric([*labels, "padded"], model.padded_elements)
                 waits.add_metric(labels, *_buckets(model.queue_wait))
                 runs.add_metric(labels, *_buckets(model.run_time))
                 depth.add_metric(labels, model.queue_depth)
@@ -136,7 +144,20 @@ class MindServeCollector(Collector):
                 for state, count in sorted(states.items()):
                     workers.add_metric([servable.name, version, state], count)
                 restarts.add_metric([servable.name, version], sum(w.restarts for w in servable.workers))
-        yield from (requests, instances, latency, batches, sizes, padding, waits, runs, depth, dropped, loads)
+        yield from (
+            requests,
+            instances,
+            latency,
+            batches,
+            sizes,
+            padding,
+            elements,
+            waits,
+            runs,
+            depth,
+            dropped,
+            loads,
+        )
         yield from (running, workers, restarts)
 
 

@@ -854,6 +854,46 @@ def test_a_cell_that_cannot_be_sent_says_to_export_it(rt):
         rt.start(svc, workers=1)
 
 
+def test_padded_variable_length_inputs_batch_the_same_in_worker_processes(rt, text_models):
+    """A Padding (with a filled-in attention mask) works the same when batches run in workers:
+    instances of different lengths answered at their own length, the too-long one refused."""
+    svc = mindserve.Servable("encoder", directory=os.path.join(text_models["root"], "encoder"))
+    padding = mindserve.Padding(mask={1: 0}, outputs={0: 0}, buckets=[8, 16])
+    encoder = svc.model("encoder.mindir", outputs=2, padding=padding)
+    svc.add_method(lambda ids: encoder(ids), name="encode", outputs=["tokens", "pooled"])
+    (model,) = rt.start(svc, workers=2).models
+    assert model.lengths == (8, 16)
+    rng = np.random.default_rng(7)
+    xs = [rng.integers(1, 50, size=n).astype(np.int32) for n in (3, 9, 16, 17)]
+    results = rt.infer("encoder", "encode", [{"ids": x} for x in xs], return_exceptions=True)
+    assert isinstance(results[3], mindserve.InvalidInputError) and "longest accepted is 16" in str(results[3])
+    for x, result in zip(xs[:3], results[:3]):
+        tokens, pooled = run_net(text_models["nets"]["encoder"], x[None], np.ones((1, len(x)), np.float32))
+        assert result["tokens"].shape == (len(x), 16)
+        np.testing.assert_allclose(result["tokens"], tokens[0], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(result["pooled"], pooled[0], rtol=1e-4, atol=1e-5)
+
+
+def test_the_padding_probe_decides_the_same_with_workers(rt, text_models):
+    """No declaration: the load-time probe runs through the workers too, and pads the
+    per-token model (outputs sliced back) but not the mean-pool model (exact answers)."""
+
+    def servable(name):
+        svc = mindserve.Servable(name, directory=os.path.join(text_models["root"], name))
+        model = svc.model(f"{name}.mindir")
+        svc.add_method(lambda x: model(x), name="run", outputs="y")
+        return svc
+
+    for name, padded in (("per_token", True), ("mean_pool", False)):
+        (info,) = rt.start(servable(name), workers=1).models
+        assert (info.lengths is not None) == padded
+        xs = [np.random.default_rng(n).normal(size=(n, 8)).astype(np.float32) for n in (3, 6)]
+        for x, result in zip(xs, rt.infer(name, "run", [{"x": x} for x in xs])):
+            np.testing.assert_allclose(
+                result["y"], run_net(text_models["nets"][name], x[None])[0], rtol=1e-5, atol=1e-6
+            )
+
+
 # -- shared memory another account holds (issue 20, items 1, 3 and 5) ------------------------
 
 

@@ -75,3 +75,28 @@ def calc_servable(calls=None):
         return model(x)
 
     return svc
+
+
+def per_token_and_pooled(seen):
+    """(B, L, 4) tokens and a (B, L) mask -> per-token (B, L, 4) and masked mean (B, 4)."""
+
+    def model(x, mask):
+        seen.append((x.shape, mask.copy()))
+        weights = mask[..., None]
+        return x * 2, (x * weights).sum(axis=1) / weights.sum(axis=1)
+
+    return model
+
+
+def text_servable(seen, **padding):
+    svc = mindserve.Servable("text")
+    padding.setdefault("inputs", {0: 0})
+    padding.setdefault("mask", {1: 0})
+    padding.setdefault("outputs", {0: 0})
+    model = svc.model(per_token_and_pooled(seen), outputs=2, padding=mindserve.Padding(**padding))
+    svc.add_method(lambda x: model(x), name="encode", outputs=["tokens", "pooled"])
+    return svc
+
+
+def tokens(length, seed=0):
+    return np.random.default_rng(seed).normal(size=(length, 4)).astype(np.float32)

@@ -158,6 +158,15 @@ def test_info_dynamic_batch(exported):
     assert [(o["dtype"], o["shape"]) for o in report["data"]["outputs"]] == [("float32", [None, 10])]
     assert report["data"]["encrypted"] is False
     assert report["data"]["batch"] == {"kind": "dynamic", "fixed_size": None}
+    assert "lengths" not in report["data"]
+
+
+def test_info_says_how_variable_lengths_batch_and_how_many_graphs(text_models):
+    code, report = run_json("info", os.path.join(text_models["root"], "encoder", "1", "encoder.mindir"))
+    assert code == 0
+    assert report["data"]["lengths"] == {"inputs": [0, 1], "buckets": [8, 16, 32, 64, 128, 256, 512]}
+    (note,) = [f for f in report["findings"] if f["section"] == "Lengths"]
+    assert "7 batch sizes x 7 lengths = 49 graphs" in note["text"] and "Padding(mask=" in note["fix"]
 
 
 def test_batch_dimension_says_what_it_means():

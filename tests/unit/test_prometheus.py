@@ -1,6 +1,5 @@
 """mindserve.prometheus: a collector scraped with prometheus-client's own parser."""
 
-
 import numpy as np
 import pytest
 
@@ -88,3 +87,19 @@ def test_public_module_exports():
 
     assert mindserve.prometheus.__all__ == ["MindServeCollector", "register"]
     assert callable(mindserve.prometheus.MindServeCollector.collect)
+
+
+def test_a_padded_model_exposes_its_real_and_padded_elements(rt):
+    import mindserve.prometheus
+    from servables import text_servable, tokens
+
+    rt.start(text_servable([], buckets=[4, 8]))
+    rt.infer("text", "encode", [{"x": tokens(n)} for n in (5, 7, 2)])
+    registry = prometheus_client.CollectorRegistry()
+    mindserve.prometheus.register(rt, registry)
+    family = scrape(registry)["mindserve_length_elements"]
+    model = {"servable": "text", "version": "1", "model": "model", "kind": "model"}
+    assert samples(family, "mindserve_length_elements_total", **model) == {
+        (("of", "real"),): 14.0 * 4,
+        (("of", "padded"),): 20.0 * 4,
+    }

@@ -87,6 +87,7 @@ class Scheduler:
         what: str | None = None,
         on_drained: Callable[[], None] | None = None,
         step: Step | None = None,
+        elements: Callable[[Sequence[Any], int], tuple[int, int]] | None = None,
     ) -> None:
         if capacity < 1:
             raise ValueError(f"a scheduler needs a capacity >= 1; got {capacity}")
@@ -107,6 +108,9 @@ class Scheduler:
         #: Where the runtime's metrics count this step's batches, if it gathers metrics.
         self._stats = None if observer is None or step is None else observer.step_stats(step)
         self._padded = padded
+        #: For padded variable-length inputs: a batch's (real, padded) elements, counted
+        #: only when metrics or observers want batches (``None``: nothing to count).
+        self._elements = elements
         # Hot paths take the lock itself (a C call); the condition shares it for waits.
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -229,7 +233,9 @@ class Scheduler:
                 batch = [values[i] for i in indices]
                 started = time.monotonic()
                 outcomes, interrupt = self._run_safely(batch, [request] * len(batch))
-                self._count(len(indices), BatchReason.INLINE, started, started, outcomes, 0, (request,))
+                self._count(
+                    len(indices), BatchReason.INLINE, started, started, outcomes, 0, (request,), batch
+                )
                 self._last_size, self._last_calls, self._last_end = len(batch), 1, time.monotonic()
                 for i, outcome in zip(indices, outcomes):
                     ticket.outcomes[i] = outcome
@@ -391,8 +397,9 @@ class Scheduler:
     def _execute(self, batch: list[Item], reason: BatchReason, queued: int) -> None:
         started = time.monotonic()
         requests = [item.request for item in batch]
-        outcomes, _ = self._run_safely([item.value for item in batch], requests)
-        self._count(len(batch), reason, batch[0].queued_at, started, outcomes, queued, requests)
+        values = [item.value for item in batch]
+        outcomes, _ = self._run_safely(values, requests)
+        self._count(len(batch), reason, batch[0].queued_at, started, outcomes, queued, requests, values)
         settled: dict[Ticket, int] = {}
         for item, outcome in zip(batch, outcomes):
             item.ticket.outcomes[item.index] = outcome
@@ -410,6 +417,7 @@ class Scheduler:
         outcomes: Sequence[Outcome],
         queued: int = 0,
         requests: Sequence[Request] = (),
+        values: Sequence[Any] = (),
     ) -> None:
         self.batches += 1
         self.instances += size
@@ -424,8 +432,11 @@ class Scheduler:
         at = time.time()
         # The calls a batch served: for observers (tracing), not the metrics' batch log.
         calls = tuple(dict.fromkeys(r.id for r in requests)) if report else ()
+        elements = self._elements(values, padded) if self._elements is not None and values else None
         if stats is not None:  # the runtime's metrics: counted directly, no record built
-            stats.count(size, padded, reason, started - queued_at, now - started, queued, failed, at, calls)
+            stats.count(
+                size, padded, reason, started - queued_at, now - started, queued, failed, at, calls, elements
+            )
         if report:
             observer.on_batch(  # type: ignore[union-attr]
                 BatchReport(
@@ -440,6 +451,8 @@ class Scheduler:
                     step=self.step,
                     at=at,
                     calls=calls,
+                    elements=None if elements is None else elements[0],
+                    padded_elements=None if elements is None else elements[1],
                 )
             )
 

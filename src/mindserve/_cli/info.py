@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from mindserve._batching.lengths import DEFAULT_MAX_LENGTH, length_buckets
 from mindserve._cli.probe import run_probe
 from mindserve._cli.report import Report
 from mindserve._execution.integrity import file_sha256
+from mindserve._execution.padding import dynamic_axes
 from mindserve._execution.plan import default_batching
 from mindserve._values import TensorSpec
 
@@ -19,6 +21,7 @@ FILE = "File"
 INPUTS = "Inputs"
 OUTPUTS = "Outputs"
 BATCHING = "Batching"
+LENGTHS = "Lengths"
 
 #: What a child reports about one file.
 MindirFacts = dict[str, Any]
@@ -217,3 +220,27 @@ def _describe(report: Report, fact: MindirFacts) -> None:
         report.data["batch"] = {"kind": kind, "fixed_size": size}
         status = "warn" if (kind in ("mixed", "none") and inputs) or size == 1 else "ok"
         report.add(BATCHING, status, text, fix=fix)
+        if kind == "dynamic":
+            _describe_lengths(report, inputs, names)
+
+
+def _describe_lengths(report: Report, inputs: list[TensorSpec], names: list[str]) -> None:
+    """Inputs whose non-batch dimensions are dynamic: how they batch, how many graphs."""
+    axes = dynamic_axes([s.drop_batch_dim() for s in inputs])
+    if not axes:
+        return
+    listed = ", ".join(f"{names[p]} (axis {a + 1})" for p, a in axes.items())
+    lengths = length_buckets(DEFAULT_MAX_LENGTH)
+    sizes = default_batching().buckets or ()
+    report.data["lengths"] = {"inputs": sorted(axes), "buckets": list(lengths)}
+    report.add(
+        LENGTHS,
+        "note",
+        f"variable length: {listed}. Batches are padded to length buckets ({', '.join(map(str, lengths))}) "
+        f"when svc.model(..., padding=mindserve.Padding(...)) declares how the model ignores padding, or when "
+        f"a load-time probe finds padding changes no output; the warm-up then compiles "
+        f"{len(sizes)} batch sizes x {len(lengths)} lengths = {len(sizes) * len(lengths)} graphs. Otherwise "
+        f"each length runs as its own batch and compiles its own graph",
+        fix="declare the model's mask or lengths input, e.g. padding=mindserve.Padding(mask={1: 0}); "
+        "see docs/batching.md",
+    )

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mindserve._calls import Failure, current_step
-from mindserve._config import Batching
+from mindserve._config import Batching, Padding
 from mindserve._define.stage import check_outputs
 from mindserve._define.tracing import active_trace
 from mindserve._errors import DefinitionError, MindServeError, counted
@@ -38,6 +38,7 @@ class Model:
         dec_mode: str = "AES-GCM",
         batching: Batching | None = None,
         sha256: str | None = None,
+        padding: Padding | None = None,
     ) -> None:
         origin = source_of(source)
         self.servable = servable
@@ -84,6 +85,15 @@ class Model:
                 f"model '{self.name}': batching must be a mindserve.Batching; got {type(batching).__name__}"
             )
         self.batching = batching
+        if padding is not None and not isinstance(padding, Padding):
+            raise DefinitionError(
+                f"model '{self.name}': padding must be a mindserve.Padding; got {type(padding).__name__}"
+            )
+        if padding is not None and padding.enabled and not self.with_batch_dim:
+            raise DefinitionError(f"model '{self.name}': padding pads batches; it needs with_batch_dim=True")
+        #: How its variable-length inputs are padded (see docs/batching.md); ``None``: as the
+        #: model file says (padded when a load-time probe shows it safe).
+        self.padding = padding
         #: Reshape an input of the right dtype and size to the model's shape (MindSpore
         #: Serving's rule, used by mindserve.compat).
         self.reshape_inputs = False

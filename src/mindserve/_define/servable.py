@@ -8,7 +8,7 @@ from typing import Any, Callable, TypeVar, overload
 
 import attrs
 
-from mindserve._config import Batching
+from mindserve._config import Batching, Padding
 from mindserve._define.method import Method, build_method
 from mindserve._define.model import Model
 from mindserve._define.stage import Stage
@@ -71,6 +71,7 @@ class Servable:
         dec_mode: str = "AES-GCM",
         batching: Batching | None = None,
         sha256: str | None = None,
+        padding: Padding | None = None,
     ) -> Model:
         """Declare a model: a MindIR path, an ``nn.Cell``, or a callable on numpy arrays.
 
@@ -82,7 +83,8 @@ class Servable:
         and mode of an encrypted MindIR file. ``batching``: how instances from all callers
         are batched (a :class:`Batching`; defaults follow the model's batch dimension).
         ``sha256``: the MindIR file's SHA-256, checked at every load (see also a version's
-        ``SHA256SUMS`` manifest in docs/versions.md).
+        ``SHA256SUMS`` manifest in docs/versions.md). ``padding``: how inputs of varying
+        length share a batch (a :class:`Padding`; see docs/batching.md).
         """
         model = Model(
             self.name,
@@ -95,6 +97,7 @@ class Servable:
             dec_mode=dec_mode,
             batching=batching,
             sha256=sha256,
+            padding=padding,
         )
         if model.name in self.models:
             raise DefinitionError(

@@ -58,14 +58,19 @@ class Executor(Protocol):
 def run_batch(
     plan: ModelPlan, executor: Executor, batch: list[tuple[np.ndarray, ...]], requests: Sequence[Request] = ()
 ) -> list[Outcome] | Failure:
-    """Run instances as one batch (padded to the plan's bucket); their outputs, or one failure."""
+    """Run instances as one batch (padded to the plan's bucket, and along variable-length
+    axes to their length bucket); their outputs, or one failure."""
     with_batch_dim = plan.with_batch_dim
+    lengths = plan.lengths
     inputs = None
     try:
         if with_batch_dim:
             buckets = plan.batching.buckets
             pad_to = _batching.bucket_for(len(batch), buckets) if buckets else None
-            inputs = _batching.stack(batch, plan.unbatched, pad_to)
+            if lengths is not None:
+                inputs, own = lengths.stack(batch, pad_to)
+            else:
+                inputs = _batching.stack(batch, plan.unbatched, pad_to)
         else:
             inputs = batch[0]
         outputs = executor.run(inputs, requests)
@@ -79,7 +84,10 @@ def run_batch(
         )
     if not with_batch_dim:
         return [tuple(np.asarray(o) for o in outputs)]
-    sliced = _batching.unstack(outputs, pad_to or len(batch), len(batch))
+    if lengths is not None:
+        sliced = lengths.unstack(outputs, pad_to or len(batch), own)
+    else:
+        sliced = _batching.unstack(outputs, pad_to or len(batch), len(batch))
     if isinstance(sliced, str):
         return Failure(ModelError, f"model '{plan.name}': {sliced}")
     return sliced  # type: ignore[return-value]
@@ -105,26 +113,35 @@ def _failed(
 def warm_up(plan: ModelPlan, executor: Executor) -> WarmUp:
     """Compile every bucket once on zeros (when all input shapes are known) and check outputs.
 
-    Returns each batch size run with its seconds, and the buckets to keep. Each bucket runs
-    once, so the same model and options always get the same buckets.
-    ``Batching(prune_buckets=True)`` also times each bucket and keeps only those faster than
-    every larger one. ``Batching(warm_up=False)`` runs one batch of 1, to check the outputs.
+    Returns each batch size run with its seconds, and the buckets to keep. A padded model
+    runs each batch size at each length bucket (the whole grid: no request inside the
+    buckets pays a compile). Each bucket runs once, so the same model and options always
+    get the same buckets. ``Batching(prune_buckets=True)`` also times each bucket and
+    keeps only those faster than every larger one (not for a padded model).
+    ``Batching(warm_up=False)`` runs one batch of 1 (at the smallest length bucket), to
+    check the outputs.
     """
-    instance = plan.warm_up_instance()
-    if instance is None:
+    lengths = plan.warm_up_lengths()
+    instances = [plan.warm_up_instance(length) for length in lengths]
+    if any(instance is None for instance in instances):
         return WarmUp((), plan.batching.buckets)
     sizes = plan.warm_up_sizes()
-    prune = plan.prunes
+    grid = [
+        (size, length, instance) for length, instance in zip(lengths, instances) if instance for size in sizes
+    ]
+    prune = plan.prunes and plan.lengths is None
     compiled: list[tuple[int, float]] = []
     seconds = {}
-    for position, size in enumerate(sizes, start=1):
+    for position, (size, length, instance) in enumerate(grid, start=1):
+        at = "" if length is None else f" at length {length}"
         logger.info(
-            "%s: model '%s' warming up batch size %d (%d of %d) ...",
+            "%s: model '%s' warming up batch size %d%s (%d of %d) ...",
             plan.where,
             plan.name,
             size,
+            at,
             position,
-            len(sizes),
+            len(grid),
         )
         run = functools.partial(run_batch, plan, executor, [instance] * size)
         started = time.perf_counter()
@@ -134,28 +151,29 @@ def warm_up(plan: ModelPlan, executor: Executor) -> WarmUp:
             raise LoadError(f"{plan.where}: model '{plan.name}' failed its warm-up run: {outcome.detail}")
         compiled.append((size, took))
         logger.info(
-            "%s: model '%s' warmed up batch size %d in %.2f s (%d of %d)",
+            "%s: model '%s' warmed up batch size %d%s in %.2f s (%d of %d)",
             plan.where,
             plan.name,
             size,
+            at,
             took,
             position,
-            len(sizes),
+            len(grid),
         )
         if prune:  # only pruning needs the timings
             seconds[size] = _median_seconds(run)
         # MindSpore's lock is not fair: without a pause, the next compile takes it again
         # at once, and versions serving beside this load (a hot update) starve.
-        if position < len(sizes):
+        if position < len(grid):
             time.sleep(_PAUSE_BETWEEN_COMPILES)
+    what = f"{len(sizes)} batch sizes"
+    if plan.lengths is not None:
+        what = f"{len(grid)} graphs ({len(sizes)} batch sizes x {len(lengths)} lengths)"
     logger.info(
-        "%s: model '%s' warmed up %d batch sizes in %.2f s",
-        plan.where,
-        plan.name,
-        len(sizes),
-        sum(t for _, t in compiled),
+        "%s: model '%s' warmed up %s in %.2f s", plan.where, plan.name, what, sum(t for _, t in compiled)
     )
-    return WarmUp(tuple(compiled), _batching.prune_buckets(seconds) if prune else plan.batching.buckets)
+    kept = _batching.prune_buckets(seconds) if prune else plan.batching.buckets
+    return WarmUp(tuple(compiled), kept, () if plan.lengths is None else tuple(lengths))  # type: ignore[arg-type]
 
 
 def _median_seconds(run: Callable[[], object], repeats: int = 3) -> float:

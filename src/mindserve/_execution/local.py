@@ -36,8 +36,16 @@ class NetworkExecutor:
         self._unsettled = self._SETTLING_RUNS
         #: The dtype and shape of each input of the last batch that ran (they explain a refusal).
         self._ran: tuple[tuple[np.dtype, tuple[int, ...]], ...] | None = None
+        #: The input shapes it has run: MindSpore compiles a graph for each.
+        self.shapes: set[tuple[tuple[int, ...], ...]] = set()
+
+    @property
+    def graphs(self) -> int:
+        """How many graphs MindSpore compiled for it (one per distinct input shapes)."""
+        return len(self.shapes)
 
     def run(self, arrays: tuple[np.ndarray, ...], requests: Sequence[Request] = ()) -> tuple[np.ndarray, ...]:
+        self.shapes.add(tuple([a.shape for a in arrays]))
         if self._unsettled:
             self._unsettled -= 1
             outputs = _mindspore.run_network(self.network, arrays, settle=True)

@@ -17,8 +17,10 @@ import attrs
 import numpy as np
 
 from mindserve._batching import shapes as _batching
-from mindserve._config import Batching
+from mindserve._batching.lengths import Lengths
+from mindserve._config import Batching, Padding
 from mindserve._errors import LoadError, counted
+from mindserve._execution.padding import declared_lengths
 from mindserve._values import TensorSpec
 
 #: Largest batch fed to a model that accepts any batch size.
@@ -51,15 +53,20 @@ class Declaration(Protocol):
     def outputs(self) -> int | None: ...
     @property
     def reshape_inputs(self) -> bool: ...
+    @property
+    def padding(self) -> Padding | None: ...
 
 
 @attrs.frozen
 class WarmUp:
-    """What a warm-up did: each batch size it ran with its seconds, and the buckets kept
-    (pruned, if ``Batching(prune_buckets=True)`` asked)."""
+    """What a warm-up did: each batch size it ran with its seconds (one entry per graph:
+    a padded model runs each batch size at each length bucket, ``lengths``), and the
+    buckets kept (pruned, if ``Batching(prune_buckets=True)`` asked)."""
 
     compiled: tuple[tuple[int, float], ...]
     buckets: tuple[int, ...] | None
+    #: The length buckets each batch size ran at (padded models; empty otherwise).
+    lengths: tuple[int, ...] = ()
 
 
 @attrs.frozen
@@ -71,9 +78,10 @@ class ModelPlan:
     where: str
     #: The executor's input specs, with the batch dimension (``None`` when unknown).
     input_specs: Specs | None
-    #: How many inputs an instance has (``None`` when unknown).
+    #: How many inputs an instance has (``None`` when unknown); with padding, the inputs
+    #: mindserve fills in (a mask, the lengths) are not an instance's.
     n_inputs: int | None
-    #: Per-instance spec of each input (the batch dimension dropped), or ``None``.
+    #: Per-instance spec of each input of an instance (the batch dimension dropped), or ``None``.
     instance_specs: tuple[TensorSpec | None, ...] | None
     #: The batch size the model was exported with, or ``None`` if it takes any.
     fixed_batch_size: int | None
@@ -88,19 +96,34 @@ class ModelPlan:
     reshape_inputs: bool
     #: What the warm-up did (``None`` before it, or when it was turned off).
     warm: WarmUp | None = None
+    #: How variable-length inputs are padded (``None``: each shape is its own batch).
+    lengths: Lengths | None = None
 
     @classmethod
     def of(cls, model: Declaration, specs: Specs | None, where: str) -> ModelPlan:
         """The plan of ``model`` on an executor with ``specs``; :class:`LoadError` when the
         declaration does not fit them."""
-        check_signature(model, specs, where)
+        padding = getattr(model, "padding", None)
+        filled = padding.filled if padding is not None and padding.enabled else ()
+        check_signature(model, specs, where, len(filled))
         unbatched = frozenset(model.without_batch_dim_inputs)
+        lengths = declared_lengths(
+            padding,
+            name=model.name,
+            specs=specs,
+            inputs=model.inputs,
+            outputs=model.outputs,
+            with_batch_dim=model.with_batch_dim,
+            unbatched=model.without_batch_dim_inputs,
+            where=where,
+        )
         instance_specs: tuple[TensorSpec | None, ...] | None = None
         fixed: int | None = None
         if specs is not None:
             instance_specs = tuple(
                 s if (not model.with_batch_dim or i in unbatched) else s.drop_batch_dim()
                 for i, s in enumerate(specs)
+                if i not in filled
             )
             if model.with_batch_dim:
                 batched = [s for i, s in enumerate(specs) if i not in unbatched]
@@ -110,7 +133,7 @@ class ModelPlan:
             name=model.name,
             where=where,
             input_specs=specs,
-            n_inputs=len(specs) if specs is not None else model.inputs,
+            n_inputs=len(specs) - len(filled) if specs is not None else model.inputs,
             instance_specs=instance_specs,
             fixed_batch_size=fixed,
             unbatched=unbatched,
@@ -124,7 +147,12 @@ class ModelPlan:
             with_batch_dim=model.with_batch_dim,
             outputs=model.outputs,
             reshape_inputs=model.reshape_inputs,
+            lengths=lengths,
         )
+
+    def with_lengths(self, lengths: Lengths | None) -> ModelPlan:
+        """This plan padding its inputs as ``lengths`` says (the load-time probe's finding)."""
+        return attrs.evolve(self, lengths=lengths)
 
     def warmed(self, result: WarmUp) -> ModelPlan:
         """This plan after a warm-up: its buckets kept, the sizes it compiled."""
@@ -132,16 +160,30 @@ class ModelPlan:
 
     @property
     def warmed_up(self) -> tuple[int, ...]:
-        """The batch sizes the warm-up ran (each compiled once at load)."""
-        return () if self.warm is None else tuple(size for size, _ in self.warm.compiled)
+        """The batch sizes the warm-up ran (each compiled once at load, at every length bucket
+        of a padded model)."""
+        return () if self.warm is None else tuple(dict.fromkeys(size for size, _ in self.warm.compiled))
 
-    def warm_up_instance(self) -> tuple[np.ndarray, ...] | None:
-        """An instance of zeros, when every input's dtype and shape is known; else ``None``
-        (nothing to warm up with)."""
+    def warm_up_instance(self, length: int | None = None) -> tuple[np.ndarray, ...] | None:
+        """An instance of zeros, when every input's dtype and shape is known (a padded axis
+        at ``length``); else ``None`` (nothing to warm up with)."""
         specs = self.instance_specs
-        if specs is None or any(s is None or s.dtype is None or None in s.shape for s in specs):
+        if specs is None or any(s is None or s.dtype is None for s in specs):
             return None
-        return tuple(np.zeros(s.shape, s.dtype) for s in specs)  # type: ignore[arg-type,union-attr]
+        axes = self.lengths.caller_axes if self.lengths is not None and length else (None,) * len(specs)
+        shapes = [
+            s.shape if axis is None else (*s.shape[:axis], length, *s.shape[axis + 1 :])  # type: ignore[union-attr]
+            for s, axis in zip(specs, axes)
+        ]
+        if any(None in shape for shape in shapes):
+            return None
+        return tuple(np.zeros(shape, s.dtype) for shape, s in zip(shapes, specs))  # type: ignore[arg-type,union-attr]
+
+    def warm_up_lengths(self) -> tuple[int | None, ...]:
+        """The length buckets a warm-up runs each batch size at (``(None,)``: not padded)."""
+        if self.lengths is None:
+            return (None,)
+        return self.lengths.buckets if self.batching.warm_up else self.lengths.buckets[:1]
 
     def warm_up_sizes(self) -> tuple[int, ...]:
         """The batch sizes a warm-up runs: every bucket, or one batch of 1 to check the outputs."""
@@ -169,12 +211,16 @@ def serving_count(name: str, reshape_inputs: bool, what: str, registered: int, a
     )
 
 
-def check_signature(model: Declaration, specs: Specs | None, where: str) -> None:
-    """The load-time checks of a declaration against its executor's input specs."""
-    if specs is not None and model.inputs is not None and len(specs) != model.inputs:
+def check_signature(model: Declaration, specs: Specs | None, where: str, filled: int = 0) -> None:
+    """The load-time checks of a declaration against its executor's input specs (``filled``:
+    how many inputs mindserve fills in, which methods do not pass)."""
+    if specs is not None and model.inputs is not None and len(specs) - filled != model.inputs:
+        takes = counted(len(specs), "input") + (
+            f", {filled} of them filled in by mindserve" if filled else ""
+        )
         raise LoadError(
             f"{serving_count(model.name, model.reshape_inputs, 'inputs', model.inputs, len(specs))}{where}: "
-            f"model '{model.name}' takes {counted(len(specs), 'input')}, but a method calls it with {model.inputs}"
+            f"model '{model.name}' takes {takes}, but a method calls it with {model.inputs}"
         )
     if model.with_batch_dim and specs is not None:
         bad = [i for i in model.without_batch_dim_inputs if i >= len(specs)]

@@ -105,7 +105,10 @@ class ModelMetrics:
     ran (:class:`BatchReason` values); ``queue_wait`` is the oldest instance's wait per
     batch, ``run_time`` each batch's run; ``queue_depth`` the instances queued now;
     ``dropped`` counts instances dropped or refused before running, by :class:`DropReason`
-    value; ``load_seconds`` and ``compiled`` come from its load and warm-up.
+    value; ``load_seconds`` and ``compiled`` come from its load and warm-up. For a model
+    with variable-length inputs (:class:`~mindserve.Padding`), ``elements`` counts the
+    elements of its padded inputs the instances held and ``padded_elements`` those run once
+    padded (along the length and the batch): their ratio is the padding's waste.
     """
 
     servable: str
@@ -123,6 +126,8 @@ class ModelMetrics:
     dropped: Mapping[str, int]
     load_seconds: float | None
     compiled: tuple[tuple[int, float], ...]
+    elements: int = 0
+    padded_elements: int = 0
 
     @property
     def mean_batch_size(self) -> float:
@@ -301,8 +306,10 @@ class _StepStats(_Pending):
         "batch_sizes",
         "batches",
         "dropped",
+        "elements",
         "instances",
         "log",
+        "padded_elements",
         "padding",
         "queue_wait",
         "reasons",
@@ -317,6 +324,8 @@ class _StepStats(_Pending):
         self.instances = 0
         self.batch_sizes: dict[int, int] = {}
         self.padding = 0
+        self.elements = 0
+        self.padded_elements = 0
         self.reasons: dict[BatchReason, int] = {}
         self.queue_wait = _Series()
         self.run_time = _Series()
@@ -334,16 +343,20 @@ class _StepStats(_Pending):
         failed: int,
         at: float,
         calls: tuple[int, ...],
+        elements: tuple[int, int] | None = None,
     ) -> None:
-        self._add((size, padded, reason, queue_wait, run_seconds, queued, failed, at, calls))
+        self._add((size, padded, reason, queue_wait, run_seconds, queued, failed, at, calls, elements))
 
     def _take(self, events: list[tuple[Any, ...]]) -> None:
         sizes, reasons = self.batch_sizes, self.reasons
-        for size, padded, reason, *_ in events:
+        for size, padded, reason, *_, elements in events:
             self.instances += size
             sizes[size] = sizes.get(size, 0) + 1
             self.padding += padded - size
             reasons[reason] = reasons.get(reason, 0) + 1
+            if elements is not None:
+                self.elements += elements[0]
+                self.padded_elements += elements[1]
         self.batches += len(events)
         self.queue_wait.add_all([event[3] for event in events])
         self.run_time.add_all([event[4] for event in events])
@@ -355,7 +368,24 @@ class _StepStats(_Pending):
         with self.lock:
             self.fold()
             log = list(self.log or ())
-        return [BatchReport(where, *entry[:7], step=self.step, at=entry[7], calls=entry[8]) for entry in log]
+        return [
+            BatchReport(
+                where,
+                size,
+                padded,
+                reason,
+                wait,
+                run,
+                queued,
+                failed,
+                step=self.step,
+                at=at,
+                calls=calls,
+                elements=None if elements is None else elements[0],
+                padded_elements=None if elements is None else elements[1],
+            )
+            for size, padded, reason, wait, run, queued, failed, at, calls, elements in log
+        ]
 
 
 class _VersionStats:
@@ -504,6 +534,8 @@ class MetricsCollector(Observer):
                         dropped=_values(s.dropped),
                         load_seconds=None if load is None else load.seconds,
                         compiled=() if load is None else load.compiled,
+                        elements=s.elements,
+                        padded_elements=s.padded_elements,
                     )
                 )
         return ServableMetrics(name, version, stats.running, tuple(methods), tuple(models), workers)

@@ -140,7 +140,10 @@ class BatchReport:
     instances still waiting once the batch formed; ``failed``: instances that failed;
     ``step``: the same place as ``where``, as fields; ``at``: when it ended (``time.time()``);
     ``calls``: the calls whose instances it ran (their ``CallReport.call``; filled for
-    observers, empty in :meth:`Runtime.batch_log`).
+    observers, empty in :meth:`Runtime.batch_log`). For a model with variable-length inputs
+    (:class:`~mindserve.Padding`): ``elements``, the elements of its padded inputs the
+    instances hold, and ``padded_elements``, the elements run once padded along the length
+    and the batch (``None`` for other models).
     """
 
     where: str
@@ -154,6 +157,8 @@ class BatchReport:
     step: Step | None = None
     at: float = 0.0
     calls: tuple[int, ...] = ()
+    elements: int | None = None
+    padded_elements: int | None = None
 
 
 class DropReason(str, enum.Enum):

@@ -29,6 +29,12 @@ class ModelInfo:
     #: Batches run, and instances in them, since the model loaded.
     batches: int
     instances: int
+    #: The length buckets its variable-length inputs are padded to (``None``: not padded;
+    #: see :class:`~mindserve.Padding`).
+    lengths: tuple[int, ...] | None = None
+    #: How many graphs MindSpore compiled for it in this process (one per distinct input
+    #: shapes run, the warm-up's included); ``None`` when unknown (a callable, workers).
+    graphs: int | None = None
 
     @property
     def mean_batch_size(self) -> float:

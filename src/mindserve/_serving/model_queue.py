@@ -25,6 +25,7 @@ from mindserve._define.model import Model
 from mindserve._errors import InvalidInputError, counted
 from mindserve._execution.executor import Executor, run_batch
 from mindserve._execution.plan import ModelPlan
+from mindserve._execution.probe import probe
 from mindserve._observe.observer import ObserverHub, Step
 from mindserve._observe.visible import warn_definition
 from mindserve._values import serving_input_error, to_model_input
@@ -49,6 +50,8 @@ class LoadedModel:
         self.fixed_batch_size = plan.fixed_batch_size
         self.batching = plan.batching
         self.warmed_up = plan.warmed_up
+        #: How variable-length inputs are padded (``None``: each shape batches on its own).
+        self.lengths = plan.lengths
         if self.fixed_batch_size == 1:
             warn_definition(
                 logger,
@@ -82,6 +85,7 @@ class LoadedModel:
             padded=functools.partial(_batching.bucket_for, buckets=buckets) if buckets else None,
             on_drained=self.backend.close,
             step=step,
+            elements=None if self.lengths is None else self.lengths.elements,
         )
 
     def close(self) -> None:
@@ -104,8 +108,9 @@ class LoadedModel:
         assert self.scheduler is not None, "LoadedModel.start() was not called"
         alike = self._alike(instances, labels) if len(instances) > 1 else None
         if alike is not None:  # one check for many instances of one dtype and shape
+            same = None if self.lengths is None else [self.lengths.key(alike[0])] * len(alike)
             return Pending(
-                self.scheduler.submit(request, alike, None, inline and self.backend.inline), self._what
+                self.scheduler.submit(request, alike, same, inline and self.backend.inline), self._what
             )
         outcomes: list[Outcome | None] = [None] * len(instances)
         ready: list[int] = []
@@ -118,7 +123,9 @@ class LoadedModel:
                 ready.append(index)
                 arrays.append(converted)
         keys = None
-        if self.model.with_batch_dim:
+        if self.lengths is not None:  # a length bucket, not the length, keys a padded input
+            keys = [self.lengths.key(a) for a in arrays]
+        elif self.model.with_batch_dim:
             keys = [_batching.batch_key(a, self.unbatched) for a in arrays]
         ticket = self.scheduler.submit(request, arrays, keys, inline and self.backend.inline)
         if len(ready) == len(instances):  # nothing failed before queueing: outcomes as they come
@@ -194,16 +201,40 @@ class LoadedModel:
         return run_batch(self.plan, self.backend, batch, requests)
 
 
+class PaddedModel(LoadedModel):
+    """A loaded model whose variable-length inputs are padded (:class:`~mindserve.Padding`):
+    each instance's lengths are checked against the longest accepted too (a subclass, so
+    that other models check nothing more per instance)."""
+
+    def _convert(
+        self, values: tuple[Any, ...], labels: Sequence[str] | None
+    ) -> tuple[np.ndarray, ...] | Failure:
+        converted = super()._convert(values, labels)
+        if not isinstance(converted, Failure):
+            assert self.lengths is not None
+            problem = self.lengths.check(converted)
+            if problem is not None:
+                return Failure(InvalidInputError, f"model '{self.name}' {problem}")
+        return converted
+
+
+def loaded(model: Model, plan: ModelPlan, executor: Executor) -> LoadedModel:
+    """The queue of a model on ``plan``: padded or not."""
+    return (LoadedModel if plan.lengths is None else PaddedModel)(model, plan, executor)
+
+
 def ready_model(
     model: Model, executor: Executor, where: str, warm_up: bool
 ) -> tuple[LoadedModel, tuple[tuple[int, float], ...]]:
     """A model's queue on its executor, planned and warmed up (if ``warm_up``), and the
     batch sizes compiled with their seconds."""
-    plan = ModelPlan.of(model, executor.input_specs, where)
+    plan = probe(
+        ModelPlan.of(model, executor.input_specs, where), executor, declared=model.padding is not None
+    )
     if not warm_up:
-        return LoadedModel(model, plan, executor), ()
+        return loaded(model, plan, executor), ()
     result = executor.warm_up(plan)
-    return LoadedModel(model, plan.warmed(result), executor), result.compiled
+    return loaded(model, plan.warmed(result), executor), result.compiled
 
 
 def _merge(outcomes: list[Outcome | None], ready: list[int], results: list[Outcome]) -> list[Outcome]:

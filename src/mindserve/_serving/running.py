@@ -201,6 +201,8 @@ class LoadedServable:
                 warmed_up=m.warmed_up,
                 batches=m.scheduler.batches if m.scheduler else 0,
                 instances=m.scheduler.instances if m.scheduler else 0,
+                lengths=m.lengths.buckets if m.lengths is not None else None,
+                graphs=getattr(m.backend, "graphs", None),
             )
             for m in self.models.values()
         )
