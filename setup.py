@@ -23,6 +23,7 @@ with open(os.path.join(HERE, "README.md"), encoding="utf-8") as handle:
 HTTP = ["starlette>=0.27", "uvicorn[standard]>=0.23", "orjson>=3.9"]
 TEST = [
     "pytest>=7.3",
+    "pytest-xdist>=3",  # the README's test command runs the suite on every core (-n auto)
     "hypothesis>=6",
     "nbclient>=0.7",
     "nbformat>=5",
