@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Callable, Union
 
 import attrs
 
-from mindserve._errors import DefinitionError, InvalidArgumentError, is_int
+from mindserve._errors import ArgumentTypeError, DefinitionError, InvalidArgumentError, is_int
 
 
 def _positive(name: str, allow_none: bool = False):  # type: ignore[no-untyped-def]
@@ -92,15 +92,49 @@ class Batching:
             )
 
 
+#: Where a worker process's output goes: a file name pattern (``{servable}``, ``{version}``,
+#: ``{index}``, ``{device_id}``) or a function of the same keywords returning one.
+WorkerOutput = Union[str, Callable[..., str]]
+
+
 @attrs.frozen
 class WorkerPlan:
-    """How many worker processes a servable runs in, and on which device ids."""
+    """How many worker processes a servable runs in, on which device ids, and where each
+    one's standard output and error go (``None``: this process's)."""
 
     device_ids: tuple[int, ...]
+    output: WorkerOutput | None = None
+
+    def output_file(self, servable: str, version: int, index: int, device_id: int) -> str | None:
+        """The file worker ``index`` writes its output to, if the plan names one."""
+        if self.output is None:
+            return None
+        names = {"servable": servable, "version": version, "index": index, "device_id": device_id}
+        path = self.output(**names) if callable(self.output) else self.output.format(**names)
+        if not isinstance(path, str):
+            raise InvalidArgumentError(f"worker_output must give a file name (a str); it gave {path!r}")
+        return path
 
     @classmethod
-    def from_arguments(cls, workers: Any, device_ids: Any, default_device_id: int) -> WorkerPlan | None:
-        """The plan for ``start(workers=..., device_ids=...)``; ``None``: in this process."""
+    def from_arguments(
+        cls, workers: Any, device_ids: Any, default_device_id: int, output: Any = None
+    ) -> WorkerPlan | None:
+        """The plan for ``start(workers=..., device_ids=..., worker_output=...)``; ``None``:
+        in this process."""
+        if output is not None:
+            _check_output(output)
+        plan = cls._devices(workers, device_ids, default_device_id)
+        if plan is None:
+            if output is not None:
+                raise InvalidArgumentError(
+                    "worker_output names where worker processes write, and this servable runs in "
+                    "this process. Hint: give workers=N or device_ids too, or leave worker_output out"
+                )
+            return None
+        return attrs.evolve(plan, output=output)
+
+    @classmethod
+    def _devices(cls, workers: Any, device_ids: Any, default_device_id: int) -> WorkerPlan | None:
         if workers is not None and not is_int(workers, 0):
             raise InvalidArgumentError(
                 f"workers must be an int >= 0 (0 or None: in this process); got {workers!r}"
@@ -128,6 +162,23 @@ class WorkerPlan:
     @property
     def size(self) -> int:
         return len(self.device_ids)
+
+
+def _check_output(output: Any) -> None:
+    """A ``worker_output`` pattern must name only the fields a worker has."""
+    if callable(output):
+        return
+    if not isinstance(output, str) or not output:
+        raise ArgumentTypeError(
+            f"worker_output must be a file name pattern (a str) or a function returning one; got {output!r}"
+        )
+    try:
+        output.format(servable="s", version=1, index=0, device_id=0)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise InvalidArgumentError(
+            f"worker_output {output!r} is no pattern of {{servable}}, {{version}}, {{index}} and "
+            f"{{device_id}}: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def _positions(name: str, value: Any, *, values: str = "int") -> dict[int, Any] | None:

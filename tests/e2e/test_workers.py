@@ -719,6 +719,29 @@ def test_a_worker_death_is_shown_and_its_restart_reported(rt, capsys, caplog, mo
     assert any("worker 0 restarted: loaded and ready in " in m for m in messages)
 
 
+def shout(x):
+    print(f"worker {os.getpid()} saw {float(x[0])}", flush=True)
+    return x * 2
+
+
+def test_worker_output_goes_to_a_file_per_worker_kept_across_a_restart(rt, tmp_path):
+    svc = mindserve.Servable("loud")
+    model = svc.model(shout)
+    svc.add_method(lambda x: model(x), name="run")
+    pattern = str(tmp_path / "{servable}-v{version}-w{index}-d{device_id}.log")
+    rt.start(svc, workers=1, worker_output=pattern)
+    log = tmp_path / "loud-v1-w0-d0.log"
+    rt.infer("loud", "run", [{"x": np.float32(3)}])
+    first = worker_pids(rt, "loud")[0]
+    assert wait_for(lambda: f"worker {first} saw 3.0" in log.read_text(), 30)
+    os.kill(first, signal.SIGKILL)
+    assert wait_for(lambda: rt.servable_status("loud").workers[0].state == "ready", 30)
+    rt.infer("loud", "run", [{"x": np.float32(4)}])
+    second = worker_pids(rt, "loud")[0]
+    assert wait_for(lambda: f"worker {second} saw 4.0" in log.read_text(), 30)
+    assert f"worker {first} saw 3.0" in log.read_text()  # added to, not made anew
+
+
 def test_a_worker_that_cannot_even_be_spawned_is_given_up(rt, monkeypatch):
     svc = mindserve.Servable("nospawn")
     model = svc.model(double)

@@ -275,8 +275,9 @@ def test_register_outside_a_load_is_a_clear_error():
         register.declare_model("a.mindir", "MindIR")
 
 
-def test_device_ids_and_parallel_workers_start_worker_processes(compat_root):
+def test_device_ids_and_parallel_workers_start_worker_processes(compat_root, tmp_path, monkeypatch):
     """MindSpore Serving's num_parallel_workers and several device_ids: worker processes."""
+    monkeypatch.chdir(tmp_path)
     try:
         server.start_servables(
             server.ServableStartConfig(compat_root["root"], "batchfn", device_ids=0, num_parallel_workers=2)
@@ -289,6 +290,9 @@ def test_device_ids_and_parallel_workers_start_worker_processes(compat_root):
         assert result["y"].tolist() == [22, 44, 66] and result["total"] == 132
     finally:
         server.stop()
+    # Each worker's output in the file MindSpore Serving writes it to (made anew at a start).
+    logs = sorted(os.listdir("serving_logs"))
+    assert logs == ["log_batchfn_device0_version1.log", "log_batchfn_extra0_version1.log"]
 
 
 @pytest.mark.parametrize(

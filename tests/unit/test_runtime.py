@@ -453,3 +453,18 @@ def test_a_closed_runtime_left_unreachable_warns_nothing(tmp_path):
 
 def test_close_documents_its_grace_period():
     assert "grace" in mindserve.Runtime.close.__doc__ and "30" in mindserve.Runtime.close.__doc__
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"worker_output": "w{index}.log"}, mindserve.InvalidArgumentError, "runs in this process"),
+        ({"workers": 1, "worker_output": "w{rank}.log"}, mindserve.InvalidArgumentError, "no pattern of"),
+        ({"workers": 1, "worker_output": 7}, mindserve.ArgumentTypeError, "a file name pattern"),
+    ],
+)
+def test_worker_output_is_checked_before_any_worker_starts(rt, kwargs, error, message):
+    svc = mindserve.Servable("out")
+    svc.add_method(lambda x: x, name="same")
+    with pytest.raises(error, match=message):
+        rt.start(svc, **kwargs)

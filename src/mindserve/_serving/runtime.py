@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from mindserve._calls import Abandoned, Request
-from mindserve._config import WorkerPlan
+from mindserve._config import WorkerOutput, WorkerPlan
 from mindserve._define.servable import Servable
 from mindserve._errors import (
     ArgumentTypeError,
@@ -191,6 +191,7 @@ class Runtime:
         poll_interval: float = 1.0,
         workers: int | None = None,
         device_ids: Sequence[int] | None = None,
+        worker_output: WorkerOutput | None = None,
         replace: bool = False,
     ) -> ServableInfo:
         """Load a version of ``servable`` (0: the newest) and serve it.
@@ -198,8 +199,12 @@ class Runtime:
         By default its models run in this process. ``workers=N`` runs them in N worker
         processes on this runtime's device instead; ``device_ids=[0, 1]`` runs one worker
         per device id (on ``device_target``). Batches are still formed here, across every
-        caller, and each goes to an idle worker; batched stages run in the workers too. See
-        docs/workers.md.
+        caller, and each goes to an idle worker; batched stages run in the workers too.
+        ``worker_output`` sends each worker's standard output and error (MindSpore's own
+        logs among them) to a file instead of this process's: a pattern such as
+        ``"logs/{servable}_{version}_worker{index}.log"`` (also ``{device_id}``), or a
+        function of those keywords returning the file name; a worker's file is made anew at
+        its start and added to when it restarts. See docs/workers.md.
 
         Starting a name that is already running loads the new version first, then
         replaces every running version of that name in one step; calls already running on
@@ -224,7 +229,7 @@ class Runtime:
             )
         if not isinstance(replace, bool):
             raise ArgumentTypeError(f"replace must be True or False; got {replace!r}")
-        plan = WorkerPlan.from_arguments(workers, device_ids, self._device[1])
+        plan = WorkerPlan.from_arguments(workers, device_ids, self._device[1], worker_output)
         with self._lock:
             hosted = self._hosted.get(servable.name) or ServableSlot(servable)
         difference = None if replace else hosted.other_servable(servable)

@@ -99,6 +99,7 @@ class WorkerPool:
         self.prefix = f"{owner_prefix()}{unpredictable()}-{next(_pool_ids)}-"
         self._owner = os.getpid()  # a child forked from this process does not own the workers
         self._version = version
+        self._name = definition.name
         self._device_target = device_target
         self._warm_up = warm_up
         try:
@@ -186,7 +187,9 @@ class WorkerPool:
         """Start a fresh interpreter for ``slot`` and send it the definition; False (and
         ``slot.last_error`` set) when no process could be started, or the pool is closing."""
         try:
-            process, command_write, reply_read = start_interpreter()
+            output = self.plan.output_file(self._name, self._version, slot.index, slot.device_id)
+            process, command_write, reply_read = start_interpreter(output, append=slot.started_before)
+            slot.started_before = True
         except Exception as exc:  # no interpreter there, no file descriptors or memory left
             slot.error = None
             slot.last_error = f"could not be started: {type(exc).__name__}: {exc}"

@@ -3,6 +3,7 @@ its channels and counters), starting its interpreter, and telling how it ended."
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -35,6 +36,8 @@ class WorkerPlace:
         self.error: BaseException | None = None
         #: The CPUs the worker runs on (``None``: wherever the OS puts it).
         self.cpus: tuple[int, ...] | None = None
+        #: Whether a process was started here before (its output file is then added to).
+        self.started_before = False
 
     def info(self) -> WorkerInfo:
         process = self.process
@@ -62,11 +65,13 @@ class Died(Exception):
         self.sent = sent
 
 
-def start_interpreter() -> tuple[subprocess.Popen[bytes], int, int]:
+def start_interpreter(output: str | None = None, append: bool = False) -> tuple[subprocess.Popen[bytes], int, int]:
     """Start ``python -m mindserve._workers`` (a fresh interpreter, never a fork: MindSpore
     is not fork-safe) with two new pipes; return the process, the write end of its command
     pipe and the read end of its reply pipe. Raises what stopped it (no interpreter there,
-    no file descriptors or memory left), leaving no descriptor open."""
+    no file descriptors or memory left, an ``output`` file it may not write), leaving no
+    descriptor open. ``output``: the file its standard output and error go to (made anew,
+    or added to with ``append``), else this process's."""
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     environment = dict(os.environ)
     environment["PYTHONPATH"] = os.pathsep.join(
@@ -78,12 +83,16 @@ def start_interpreter() -> tuple[subprocess.Popen[bytes], int, int]:
         fds += (command_read, command_write)
         reply_read, reply_write = os.pipe()
         fds += (reply_read, reply_write)
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mindserve._workers", str(command_read), str(reply_write)],
-            pass_fds=(command_read, reply_write),
-            stdin=subprocess.DEVNULL,
-            env=environment,
-        )
+        with contextlib.ExitStack() as files:
+            log = None if output is None else files.enter_context(open(output, "ab" if append else "wb"))
+            process = subprocess.Popen(
+                [sys.executable, "-m", "mindserve._workers", str(command_read), str(reply_write)],
+                pass_fds=(command_read, reply_write),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=None if log is None else subprocess.STDOUT,
+                env=environment,
+            )
     except BaseException:
         for fd in fds:
             os.close(fd)

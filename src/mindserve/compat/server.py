@@ -21,7 +21,7 @@ import ssl
 import sys
 import threading
 import types
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from mindserve import ExtraUnavailableError, LoadError, Runtime, VersionNotFoundError
@@ -135,7 +135,14 @@ def _start(config: ServableStartConfig, *, replace: bool) -> None:
     )
     try:
         if replace:
-            rt.start(servable, version=config.version_number, device_ids=device_ids, replace=True)
+            output = None if device_ids is None else _serving_log(_device_count(config.device_ids))
+            rt.start(
+                servable,
+                version=config.version_number,
+                device_ids=device_ids,
+                worker_output=output,
+                replace=True,
+            )
         else:
             rt.load(servable, version=config.version_number)
     except VersionNotFoundError as exc:
@@ -168,11 +175,32 @@ def _version_words(config: ServableStartConfig, exc: Exception) -> str:
 
 def _worker_devices(ids: int | Sequence[int] | None, parallel: int) -> list[int] | None:
     """The device id of each worker process, or ``None`` to run in this process."""
-    listed = [0] if ids is None else [ids] if isinstance(ids, int) else list(ids) or [0]
+    listed = _listed_devices(ids)
     count = max(len(listed), parallel or 0)
     if count <= 1:
         return None
     return [listed[k % len(listed)] for k in range(count)]
+
+
+def _listed_devices(ids: int | Sequence[int] | None) -> list[int]:
+    return [0] if ids is None else [ids] if isinstance(ids, int) else list(ids) or [0]
+
+
+def _device_count(ids: int | Sequence[int] | None) -> int:
+    return len(_listed_devices(ids))
+
+
+def _serving_log(devices: int) -> Callable[..., str]:
+    """Where MindSpore Serving writes a worker's output: ``serving_logs/`` in the working
+    directory, one file per worker (``device<id>`` for each listed device, ``extra<k>`` for
+    the parallel workers beyond them) and version."""
+    os.makedirs("serving_logs", exist_ok=True)
+
+    def log_file(*, servable: str, version: int, index: int, device_id: int) -> str:
+        worker = f"device{device_id}" if index < devices else f"extra{index - devices}"
+        return os.path.join("serving_logs", f"log_{servable}_{worker}_version{version}.log")
+
+    return log_file
 
 
 def start_servables(servable_configs: ServableStartConfig | Sequence[ServableStartConfig]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from mindserve._config import WorkerOutput
 from mindserve._define.servable import Servable
 from mindserve._observe.observer import Observer
 from mindserve._observe.status import ServableInfo
@@ -71,6 +72,7 @@ class DeterministicRuntime(Runtime):
         poll_interval: float = 1.0,
         workers: int | None = None,
         device_ids: Sequence[int] | None = None,
+        worker_output: WorkerOutput | None = None,
         replace: bool = False,
     ) -> ServableInfo:
         return super().start(
@@ -80,6 +82,7 @@ class DeterministicRuntime(Runtime):
             poll_interval=poll_interval,
             workers=workers,
             device_ids=device_ids,
+            worker_output=worker_output,
             replace=replace,
         )
 
