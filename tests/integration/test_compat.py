@@ -296,6 +296,25 @@ def test_device_ids_and_parallel_workers_start_worker_processes(compat_root, tmp
 
 
 @pytest.mark.parametrize(
+    ("device_ids", "parallel", "logs"),
+    [
+        (0, 2, ["device0", "extra0"]),
+        ([1, 2], 3, ["device1", "device2", "extra0"]),
+        (None, 2, ["extra0", "extra1"]),  # no device listed: every worker is an extra one
+    ],
+)
+def test_worker_log_files_are_named_as_mindspore_serving_names_them(tmp_path, monkeypatch, device_ids, parallel, logs):
+    from mindserve.compat.server import _device_count, _serving_log, _worker_devices
+
+    monkeypatch.chdir(tmp_path)
+    name = _serving_log(_device_count(device_ids))
+    devices = _worker_devices(device_ids, parallel)
+    files = [name(servable="s", version=1, index=i, device_id=d) for i, d in enumerate(devices)]
+    assert files == [os.path.join("serving_logs", f"log_s_{worker}_version1.log") for worker in logs]
+    assert os.path.isdir("serving_logs")
+
+
+@pytest.mark.parametrize(
     ("device_ids", "parallel", "expected"),
     [
         (0, 0, None),
