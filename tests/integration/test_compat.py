@@ -303,7 +303,9 @@ def test_device_ids_and_parallel_workers_start_worker_processes(compat_root, tmp
         (None, 2, ["extra0", "extra1"]),  # no device listed: every worker is an extra one
     ],
 )
-def test_worker_log_files_are_named_as_mindspore_serving_names_them(tmp_path, monkeypatch, device_ids, parallel, logs):
+def test_worker_log_files_are_named_as_mindspore_serving_names_them(
+    tmp_path, monkeypatch, device_ids, parallel, logs
+):
     from mindserve.compat.server import _device_count, _serving_log, _worker_devices
 
     monkeypatch.chdir(tmp_path)

@@ -65,7 +65,9 @@ class Died(Exception):
         self.sent = sent
 
 
-def start_interpreter(output: str | None = None, append: bool = False) -> tuple[subprocess.Popen[bytes], int, int]:
+def start_interpreter(
+    output: str | None = None, append: bool = False
+) -> tuple[subprocess.Popen[bytes], int, int]:
     """Start ``python -m mindserve._workers`` (a fresh interpreter, never a fork: MindSpore
     is not fork-safe) with two new pipes; return the process, the write end of its command
     pipe and the read end of its reply pipe. Raises what stopped it (no interpreter there,
