@@ -90,14 +90,13 @@ def _direct_steps(
 ) -> Steps:
     """A direct method (one model call from the inputs to the outputs) over instances that
     are all dicts of numpy arrays: the same outcomes as the general path, with no rows."""
-    started = _submit_direct(loaded, method, arguments, request, inline)
-    outcomes = (yield started) if isinstance(started, Pending) else started
+    outcomes = yield _submit_direct(loaded, method, arguments, request, inline)
     return _direct_results(loaded, method, outcomes, request)
 
 
 def _submit_direct(
     loaded: LoadedServable, method: Method, arguments: list[tuple[Any, ...]], request: Request, inline: bool
-) -> Pending | list[Outcome]:
+) -> Pending:
     (step,) = method.steps
     return loaded.submit_model(step.callee, arguments, method.labels[: len(method.inputs)], request, inline)
 
@@ -240,7 +239,6 @@ def run_method_callback(
         driver.start()
 
 
-
 def _run_direct_callback(
     loaded: LoadedServable, method: Method, arguments: list[tuple[Any, ...]], request: Request, done: Done
 ) -> None:
@@ -250,9 +248,6 @@ def _run_direct_callback(
         started = _submit_direct(loaded, method, arguments, request, inline=False)
     except BaseException as exc:
         done(None, exc)
-        return
-    if not isinstance(started, Pending):
-        _DirectEnd(loaded, method, request, None, done).end(started)
         return
     ALARM.watch(request)
     request.watch(started.ticket)
@@ -266,7 +261,7 @@ class _DirectEnd:
     __slots__ = ("done", "loaded", "method", "pending", "request")
 
     def __init__(
-        self, loaded: LoadedServable, method: Method, request: Request, pending: Pending | None, done: Done
+        self, loaded: LoadedServable, method: Method, request: Request, pending: Pending, done: Done
     ) -> None:
         self.loaded = loaded
         self.method = method
@@ -275,16 +270,8 @@ class _DirectEnd:
         self.done = done
 
     def __call__(self) -> None:
-        assert self.pending is not None
-        try:
+        try:  # raises if the deadline passed, or the call was cancelled or closed
             outcomes = self.request.collect(self.pending)
-        except BaseException as exc:  # the deadline passed, or the call was cancelled or closed
-            self.done(None, exc)
-            return
-        self.end(outcomes)
-
-    def end(self, outcomes: list[Outcome]) -> None:
-        try:
             results = _direct_results(self.loaded, self.method, outcomes, self.request)
         except BaseException as exc:
             self.done(None, exc)

@@ -188,7 +188,7 @@ def _listed_devices(ids: int | Sequence[int] | None) -> list[int]:
 
 def _device_count(ids: int | Sequence[int] | None) -> int:
     """How many workers MindSpore Serving starts for listed devices (the others: extra)."""
-    return 0 if ids is None or (not isinstance(ids, int) and not ids) else len(_listed_devices(ids))
+    return 1 if isinstance(ids, int) else len(ids or ())
 
 
 def _serving_log(devices: int) -> Callable[..., str]:
