@@ -219,6 +219,23 @@ def test_close_drains_calls_in_flight(tree):
     assert call.result(10) == [{"y": 1}]
 
 
+def test_close_waits_for_a_call_on_a_version_an_update_retired(tree):
+    gate, entered = threading.Event(), threading.Event()
+    runtime = mindserve.Runtime()
+    runtime.start(versioned(tree, gate=gate, entered=entered), version=1)
+    call = runtime.infer_async("v", "f", [{"x": 1}])
+    assert entered.wait(10)
+    runtime.update("v", version=2)  # version 1 is retired; its call still runs
+    closer = threading.Thread(target=runtime.close, kwargs={"grace": None})
+    closer.start()
+    closer.join(0.05)
+    assert closer.is_alive(), "close waits for the call on the retired version too"
+    gate.set()
+    closer.join(10)
+    assert not closer.is_alive()
+    assert call.result(10) == [{"y": 1}]
+
+
 def test_close_fails_calls_still_running_after_the_grace_period(tmp_path):
     runtime = mindserve.Runtime()
     svc = mindserve.Servable("stuck")

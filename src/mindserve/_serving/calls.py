@@ -1,8 +1,7 @@
-"""A runtime's calls, from lookup to their end: counted in flight once, in the metrics,
-and reported to observers.
+"""A runtime's calls, from lookup to their end: counted in the metrics and reported to
+observers.
 
-* :class:`CallBook` is the one place a runtime counts its calls: those in flight (so that
-  ``close()`` can wait for them, or give up on them), and how each ended (metrics and
+* :class:`CallBook` is where a runtime counts how each call ended (metrics and
   :class:`~mindserve.CallReport`).
 * :class:`Call` is one call of a method on a running version; it ends exactly once, with
   its results (raising :class:`~mindserve.InferenceError` if an instance failed, unless
@@ -14,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 import time
 from concurrent.futures import Future, InvalidStateError
 from typing import Any, Callable
@@ -30,39 +28,12 @@ from mindserve._serving.running import LoadedServable
 
 
 class CallBook:
-    """The calls in flight on one runtime, and where their ends are counted and reported."""
+    """Where a runtime counts and reports how its calls ended. (The calls in flight are
+    counted once, by the version each runs on: see ``LoadedServable.enter``.)"""
 
-    def __init__(self, lock: threading.RLock, metrics: MetricsCollector | None, observer: ObserverHub) -> None:
+    def __init__(self, metrics: MetricsCollector | None, observer: ObserverHub) -> None:
         self.metrics = metrics
         self.observer = observer
-        #: The calls in flight; a call is in it from before it enters its version until
-        #: its end, so that close() can wait for it (or fail it).
-        self.active: set[Request] = set()
-        #: Whether close() waits in :meth:`drain` (each end then tells it).
-        self._draining = False
-        self._idle = threading.Condition(lock)
-
-    def add(self, request: Request) -> None:
-        self.active.add(request)
-
-    def discard(self, request: Request) -> None:
-        """The call no longer counts as accepted; tell a waiting :meth:`drain` when none is left."""
-        self.active.discard(request)
-        if self._draining and not self.active:
-            with self._idle:
-                self._idle.notify_all()
-
-    def drain(self, deadline: float | None) -> list[Request]:
-        """Wait until no call is in flight or the deadline passes (close() calls it once no
-        new call can start); return the calls still in flight then."""
-        with self._idle:
-            self._draining = True
-            while self.active:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    break
-                self._idle.wait(left)
-            return list(self.active)
 
     def ended(
         self,
@@ -71,10 +42,9 @@ class CallBook:
         results: list[Any] | None,
         errors: list[InstanceError] | None = None,
     ) -> None:
-        """A call is over: let its version shut down if retired, let close() go on, count
+        """A call is over: let its version shut down if retired (and close() go on), count
         it, report it."""
         call.loaded.leave(call.request)
-        self.discard(call.request)
         metrics = self.metrics
         report = self.observer.wants("on_call")
         if metrics is None and not report:

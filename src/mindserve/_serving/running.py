@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import functools
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -56,9 +57,13 @@ class LoadedServable:
             if runner is not None:  # None: a worker runs each batch it is sent
                 self.stage_schedulers[stage] = self._stage_scheduler(where, stage, runner, observer)
         self._state = threading.Lock()
+        #: The calls in flight on this version: the one place a runtime counts them (close()
+        #: waits for them through :meth:`wait_idle`).
         self._calls: set[Request] = set()
         self._retired = False
         self._shut = False
+        #: Set once the version has shut down (retired, its last call over).
+        self._idle = threading.Event()
         #: Called once, after the last call finished on a retired version.
         self.on_shutdown: Callable[[LoadedServable], None] | None = None
 
@@ -164,7 +169,18 @@ class LoadedServable:
             if self._shut:
                 return
             self._shut = True
-        self._shutdown()
+        try:
+            self._shutdown()
+        finally:
+            self._idle.set()
+
+    def wait_idle(self, deadline: float | None) -> list[Request]:
+        """Wait until this retired version has shut down, or ``deadline`` (a
+        ``time.monotonic()`` time; ``None``: for ever); return the calls still in flight."""
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if self._idle.wait(left):
+            return []
+        return list(self._calls)
 
     def _shutdown(self) -> None:
         for model in self.models.values():

@@ -117,8 +117,11 @@ class Runtime:
         self._listeners: dict[Callable[[VersionEvent], None], Listener] = {}
         #: Version events, delivered outside every servable's update lock.
         self._events = VersionEvents(self._observer)
-        #: The calls in flight, counted once, and where their ends are counted and reported.
-        self._calls = CallBook(self._lock, self._metrics, self._observer)
+        #: Where the calls' ends are counted and reported.
+        self._calls = CallBook(self._metrics, self._observer)
+        #: Every version this runtime loaded that is still referenced: each counts its
+        #: calls in flight, which close() waits for (an updated-away version's included).
+        self._versions: weakref.WeakSet[LoadedServable] = weakref.WeakSet()
         self._dispatcher = Dispatcher(async_workers)
         #: The parent's pid once this process was forked from the one that made the runtime.
         self._forked_from: int | None = None
@@ -346,11 +349,13 @@ class Runtime:
         with self._lock:
             stopped = unhost_all(self._hosted)
             self._closed = True
-        for loaded in stopped:
+        versions = list(self._versions)  # the running ones and any still finishing calls
+        for loaded in versions:
             loaded.retire()
         deadline = None if grace is None else time.monotonic() + grace
-        for request in self._calls.drain(deadline):
-            request.abandon(Abandoned.CLOSED)
+        for loaded in versions:  # calls still running at the deadline are given up on
+            for request in loaded.wait_idle(deadline):
+                request.abandon(Abandoned.CLOSED)
         self._dispatcher.close()
         for loaded in stopped:  # worker processes stop once their queues have drained
             loaded.placement.wait_closed(None if deadline is None else max(deadline - time.monotonic(), 5.0))
@@ -451,6 +456,7 @@ class Runtime:
             self._events.post(EventKind.FAILED, hosted.name, tried, exc)
             raise
         loaded.on_shutdown = self._events.unloaded
+        self._versions.add(loaded)
         self._events.post(EventKind.LOADED, loaded.name, loaded.version)
         return loaded
 
@@ -616,11 +622,9 @@ class Runtime:
                     version=loaded.version,
                     method=method,
                 )
-            self._calls.add(request)
             if loaded.enter(request):
                 break
-            self._calls.discard(request)  # the version was retired meanwhile: look again
-            self._check_open()
+            self._check_open()  # the version was retired meanwhile: look again
         return Call(self._calls, loaded, found, request, len(instances), return_exceptions)
 
     def _find(self, name: str) -> ServableSlot:
