@@ -13,27 +13,92 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future, InvalidStateError
 from typing import Any, Callable
+
+import numpy as np
 
 from mindserve._batching.handoff import hand_off
 from mindserve._calls import Abandoned, CancelledCall, Request, in_executor_thread
 from mindserve._define.method import Method
-from mindserve._errors import CallError, InferenceError, InstanceError
+from mindserve._define.servable import Servable
+from mindserve._errors import (
+    ArgumentTypeError,
+    CallError,
+    InferenceError,
+    InstanceError,
+    InvalidInputError,
+    MethodNotFoundError,
+)
 from mindserve._observe.metrics import MetricsCollector
 from mindserve._observe.observer import CallReport, ObserverHub, Outcome, outcome_of
 from mindserve._serving.dispatch import Dispatcher
+from mindserve._serving.hosting import find_slot, servable_name
 from mindserve._serving.running import LoadedServable
+from mindserve._serving.slot import ServableSlot
+from mindserve._serving.versions import check_version_number
 
 
 class CallBook:
-    """Where a runtime counts and reports how its calls ended. (The calls in flight are
-    counted once, by the version each runs on: see ``LoadedServable.enter``.)"""
+    """A runtime's calls in and out: where each call finds its version and method (and is
+    counted in flight by that version, see ``LoadedServable.enter``), and where its end is
+    counted and reported. It holds the runtime's parts, never the runtime."""
 
-    def __init__(self, metrics: MetricsCollector | None, observer: ObserverHub) -> None:
+    def __init__(
+        self,
+        hosted: dict[str, ServableSlot],
+        lock: threading.RLock,
+        metrics: MetricsCollector | None,
+        observer: ObserverHub,
+    ) -> None:
+        self.hosted = hosted
+        self.lock = lock
         self.metrics = metrics
         self.observer = observer
+
+    def begin(
+        self,
+        check_open: Callable[[], None],
+        servable: str | Servable,
+        method: str,
+        instances: Any,
+        version: int,
+        timeout: float | None,
+        return_exceptions: bool,
+    ) -> Call:
+        """Find the servable version and method, and count the call as running on it."""
+        request = Request(timeout)
+        check_open()
+        name = servable_name(servable)
+        if type(version) is not int or version < 0:
+            check_version_number(version)
+        if type(method) is not str and not isinstance(method, str):
+            raise ArgumentTypeError(f"a method is named by a str; got {type(method).__name__}")
+        while True:  # no lock: a version retired meanwhile turns the call away (enter)
+            loaded = find_slot(self.hosted, self.lock, name).pick(version)
+            found = loaded.definition.methods.get(method)
+            if found is None:
+                raise MethodNotFoundError(
+                    f"servable '{loaded.name}' has no method {method!r}; its methods: "
+                    f"{sorted(loaded.definition.methods)}"
+                )
+            if type(instances) is not list and (
+                isinstance(instances, (str, bytes, dict, np.ndarray)) or not isinstance(instances, Sequence)
+            ):
+                raise InvalidInputError(
+                    f"instances must be a list of dicts; got {type(instances).__name__}. "
+                    f"Hint: wrap a single instance in a list: [instance]",
+                    servable=loaded.name,
+                    version=loaded.version,
+                    method=method,
+                )
+            if loaded.enter(request):
+                break
+            check_open()  # the version was retired meanwhile: look again
+        return Call(self, loaded, found, request, len(instances), return_exceptions)
 
     def ended(
         self,

@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import Any, Callable
 
-from mindserve._errors import NotFoundError, RuntimeNotClosedWarning
+from mindserve._define.servable import Servable
+from mindserve._errors import ArgumentTypeError, NotFoundError, RuntimeNotClosedWarning, ServableNotFoundError
 from mindserve._observe.observer import EventKind, Observer, ObserverHub, Step, VersionEvent
 from mindserve._observe.status import WorkerInfo
 from mindserve._serving.dispatch import Dispatcher
@@ -94,6 +95,29 @@ class VersionEvents:
     def unloaded(self, loaded: LoadedServable) -> None:
         """A version's last call finished (its ``on_shutdown``)."""
         self.post(EventKind.UNLOADED, loaded.name, loaded.version)
+
+
+def find_slot(hosted: dict[str, ServableSlot], lock: threading.RLock, name: str) -> ServableSlot:
+    """The running servable ``name``, or :class:`ServableNotFoundError` naming those running."""
+    slot = hosted.get(name)  # a dict read needs no lock
+    if slot is None:
+        with lock:
+            running = sorted(hosted)
+        raise ServableNotFoundError(
+            f"no servable named {name!r} is running; running: {running}. Hint: start it with Runtime.start()."
+        )
+    return slot
+
+
+def servable_name(servable: str | Servable) -> str:
+    """The name a runtime's verbs are given: a str, or a :class:`Servable`'s name."""
+    if type(servable) is str:
+        return servable
+    if isinstance(servable, Servable):
+        return servable.name
+    if not isinstance(servable, str):
+        raise ArgumentTypeError(f"a servable is named by a str or a Servable; got {type(servable).__name__}")
+    return servable
 
 
 def running_versions(hosted: dict[str, ServableSlot]) -> list[str]:

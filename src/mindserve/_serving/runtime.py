@@ -12,20 +12,17 @@ from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, Callable
 
-import numpy as np
-
-from mindserve._calls import Abandoned, Request
+from mindserve._calls import Abandoned
 from mindserve._config import WorkerOutput, WorkerPlan
 from mindserve._define.servable import Servable
 from mindserve._errors import (
     ArgumentTypeError,
     InvalidArgumentError,
-    InvalidInputError,
-    MethodNotFoundError,
     MindServeError,
     RuntimeClosedError,
     ServableNotFoundError,
     VersionNotFoundError,
+    is_int,
 )
 from mindserve._execution.mindspore import normalize_device_target
 from mindserve._observe.metrics import Metrics, MetricsCollector
@@ -38,15 +35,17 @@ from mindserve._observe.observer import (
 )
 from mindserve._observe.status import ServableInfo, ServableStatus
 from mindserve._serving import loading
-from mindserve._serving.calls import Call, CallBook, CallFuture
+from mindserve._serving.calls import CallBook, CallFuture
 from mindserve._serving.dispatch import Dispatcher
 from mindserve._serving.hosting import (
     Listener,
     VersionEvents,
     close_unreachable,
+    find_slot,
     log_steps,
     queue_state,
     running_versions,
+    servable_name,
     unhost_all,
     unusable_after_fork,
 )
@@ -55,7 +54,7 @@ from mindserve._serving.pipeline import run_method, run_method_async, run_method
 from mindserve._serving.placement import InProcess
 from mindserve._serving.running import LoadedServable
 from mindserve._serving.slot import ServableSlot
-from mindserve._serving.versions import Watcher, check_version_number, resolve_version
+from mindserve._serving.versions import check_version_number, resolve_version
 from mindserve._workers.placement import WorkerPlacement
 
 
@@ -94,9 +93,9 @@ class Runtime:
         observers: Iterable[Observer] = (),
         metrics: bool = True,
     ) -> None:
-        if isinstance(device_id, bool) or not isinstance(device_id, int) or device_id < 0:
+        if not is_int(device_id, 0):
             raise InvalidArgumentError(f"device_id must be an int >= 0; got {device_id!r}")
-        if isinstance(async_workers, bool) or not isinstance(async_workers, int) or async_workers < 1:
+        if not is_int(async_workers, 1):
             raise InvalidArgumentError(f"async_workers must be an int >= 1; got {async_workers!r}")
         if warm_up is not None and not isinstance(warm_up, bool):
             raise InvalidArgumentError(
@@ -118,7 +117,7 @@ class Runtime:
         #: Version events, delivered outside every servable's update lock.
         self._events = VersionEvents(self._observer)
         #: Where the calls' ends are counted and reported.
-        self._calls = CallBook(self._metrics, self._observer)
+        self._calls = CallBook(self._hosted, self._lock, self._metrics, self._observer)
         #: Every version this runtime loaded that is still referenced: each counts its
         #: calls in flight, which close() waits for (an updated-away version's included).
         self._versions: weakref.WeakSet[LoadedServable] = weakref.WeakSet()
@@ -256,7 +255,7 @@ class Runtime:
                 retired += hosted.replace_all(loaded)
                 hosted.stop_watching()
                 if watch:
-                    hosted.watcher = self._watch(hosted, servable.directory, poll_interval)  # type: ignore[arg-type]
+                    self._watch(hosted, servable.directory, poll_interval)  # type: ignore[arg-type]
                 self._hosted[hosted.name] = hosted
             self._swapped(loaded, retired)
         return loaded.info()
@@ -272,7 +271,7 @@ class Runtime:
         if not isinstance(servable, Servable):
             raise ArgumentTypeError(f"load() takes a mindserve.Servable; got {type(servable).__name__}")
         check_version_number(version)
-        hosted = self._find(servable.name)
+        hosted = find_slot(self._hosted, self._lock, servable.name)
         with self._events.holding(), hosted.update_lock:
             loaded = self._load(hosted, servable, version, hosted.plan)
             with self._lock:
@@ -293,7 +292,7 @@ class Runtime:
         definition, or its name to reload the running definition.
         """
         self._check_open()
-        hosted = self._find(_name(servable))
+        hosted = find_slot(self._hosted, self._lock, servable_name(servable))
         definition = servable if isinstance(servable, Servable) else hosted.servable
         check_version_number(version)
         with self._events.holding(), hosted.update_lock:
@@ -315,7 +314,7 @@ class Runtime:
             if servable is None:
                 stopped = unhost_all(self._hosted)
             else:
-                hosted = self._find(_name(servable))
+                hosted = find_slot(self._hosted, self._lock, servable_name(servable))
                 if version is None:
                     stopped = list(hosted.versions.values())
                     hosted.stop_watching()
@@ -396,7 +395,7 @@ class Runtime:
     def servable_status(self, servable: str | Servable) -> ServableStatus:
         """One servable: its running versions, the default one, watching, and its last failure."""
         with self._lock:
-            hosted = self._find(_name(servable))
+            hosted = find_slot(self._hosted, self._lock, servable_name(servable))
             default = hosted.default()
             versions = hosted.running()
         return hosted.status([v.info(v is default) for v in versions])
@@ -434,7 +433,7 @@ class Runtime:
         if model is not None and stage is not None:
             raise InvalidArgumentError("batch_log() takes a model or a stage, not both")
         check_version_number(version)
-        loaded = self._find(_name(servable)).pick(version)
+        loaded = find_slot(self._hosted, self._lock, servable_name(servable)).pick(version)
         steps = log_steps(loaded, model, stage)
         return self._metrics.batch_log(loaded.name, loaded.version, steps)
 
@@ -480,7 +479,7 @@ class Runtime:
         for old in retired:
             old.retire()
 
-    def _watch(self, hosted: ServableSlot, directory: str, poll_interval: float) -> Watcher:
+    def _watch(self, hosted: ServableSlot, directory: str, poll_interval: float) -> None:
         runtime = weakref.ref(self)  # the watcher's thread must not keep the runtime reachable
 
         def load(version: int) -> None:
@@ -488,19 +487,7 @@ class Runtime:
             if current is not None and not current._closed:
                 current.update(hosted.name, version=version)
 
-        def failed(version: int | None, error: BaseException) -> None:
-            hosted.failed(version, error)
-
-        watcher = Watcher(
-            directory,
-            poll_interval,
-            lambda: hosted.default_version,
-            load,
-            name=f"watch {hosted.name}",
-            on_error=failed,
-        )
-        watcher.start()
-        return watcher
+        hosted.watch(directory, poll_interval, load)
 
     # -- inference -----------------------------------------------------------------
 
@@ -526,7 +513,9 @@ class Runtime:
         the model, and :class:`DeadlineExceededError` is raised. A full model queue raises
         :class:`OverloadedError`.
         """
-        call = self._begin(servable, method, instances, version, timeout, return_exceptions)
+        call = self._calls.begin(
+            self._check_open, servable, method, instances, version, timeout, return_exceptions
+        )
         try:
             results = run_method(call.loaded, call.method, instances, call.request)
         except BaseException as exc:
@@ -549,7 +538,9 @@ class Runtime:
         else arrives through the future. Cancelling the future drops its instances that
         are still queued.
         """
-        call = self._begin(servable, method, instances, version, timeout, return_exceptions)
+        call = self._calls.begin(
+            self._check_open, servable, method, instances, version, timeout, return_exceptions
+        )
         future = CallFuture(call, self._dispatcher)
         try:
             run_method_callback(
@@ -578,7 +569,9 @@ class Runtime:
         stage holds a pool thread, not the loop. Cancelling the awaiting task drops its
         instances that are still queued.
         """
-        call = self._begin(servable, method, instances, version, timeout, return_exceptions)
+        call = self._calls.begin(
+            self._check_open, servable, method, instances, version, timeout, return_exceptions
+        )
         try:
             results = await run_method_async(
                 call.loaded, call.method, instances, call.request, self._dispatcher.submit
@@ -586,64 +579,3 @@ class Runtime:
         except BaseException as exc:
             return call.finish(None, exc)
         return call.finish(results, None)
-
-    def _begin(
-        self,
-        servable: str | Servable,
-        method: str,
-        instances: Any,
-        version: int,
-        timeout: float | None,
-        return_exceptions: bool,
-    ) -> Call:
-        """Find the servable version and method, and count the call as running on it."""
-        request = Request(timeout)
-        self._check_open()
-        name = _name(servable)
-        if type(version) is not int or version < 0:
-            check_version_number(version)
-        if type(method) is not str and not isinstance(method, str):
-            raise ArgumentTypeError(f"a method is named by a str; got {type(method).__name__}")
-        while True:  # no lock: a version retired meanwhile turns the call away (enter)
-            loaded = self._find(name).pick(version)
-            found = loaded.definition.methods.get(method)
-            if found is None:
-                raise MethodNotFoundError(
-                    f"servable '{loaded.name}' has no method {method!r}; its methods: "
-                    f"{sorted(loaded.definition.methods)}"
-                )
-            if type(instances) is not list and (
-                isinstance(instances, (str, bytes, dict, np.ndarray)) or not isinstance(instances, Sequence)
-            ):
-                raise InvalidInputError(
-                    f"instances must be a list of dicts; got {type(instances).__name__}. "
-                    f"Hint: wrap a single instance in a list: [instance]",
-                    servable=loaded.name,
-                    version=loaded.version,
-                    method=method,
-                )
-            if loaded.enter(request):
-                break
-            self._check_open()  # the version was retired meanwhile: look again
-        return Call(self._calls, loaded, found, request, len(instances), return_exceptions)
-
-    def _find(self, name: str) -> ServableSlot:
-        hosted = self._hosted.get(name)  # a dict read needs no lock
-        if hosted is None:
-            with self._lock:
-                running = sorted(self._hosted)
-            raise ServableNotFoundError(
-                f"no servable named {name!r} is running; running: {running}. "
-                f"Hint: start it with Runtime.start()."
-            )
-        return hosted
-
-
-def _name(servable: str | Servable) -> str:
-    if type(servable) is str:
-        return servable
-    if isinstance(servable, Servable):
-        return servable.name
-    if not isinstance(servable, str):
-        raise ArgumentTypeError(f"a servable is named by a str or a Servable; got {type(servable).__name__}")
-    return servable

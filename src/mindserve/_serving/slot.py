@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import os
 import threading
+from typing import Callable
 
 from mindserve._config import WorkerPlan
 from mindserve._define.servable import Servable
@@ -131,6 +132,20 @@ class ServableSlot:
         self.last_error = error
         self.last_error_version = version
         self.last_error_at = datetime.datetime.now(datetime.timezone.utc)
+
+    def watch(self, directory: str, poll_interval: float, load: Callable[[int], None]) -> None:
+        """Poll ``directory`` and ``load(version)`` each new version once it has settled
+        (replacing any watcher); a failed load is recorded here."""
+        self.stop_watching()
+        self.watcher = Watcher(
+            directory,
+            poll_interval,
+            lambda: self.default_version,
+            load,
+            name=f"watch {self.name}",
+            on_error=self.failed,
+        )
+        self.watcher.start()
 
     def stop_watching(self) -> None:
         if self.watcher is not None:
