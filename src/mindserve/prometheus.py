@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from mindserve._errors import ExtraUnavailableError
-from mindserve._observe.metrics import Histogram, ModelMetrics
+from mindserve._observe.snapshot import Histogram, ModelMetrics
 
 if TYPE_CHECKING:
     from mindserve._serving.runtime import Runtime
