@@ -18,16 +18,13 @@ worker is given up calls fail at once with a :class:`WorkerError`.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import subprocess
 import time
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
 from mindserve._calls import Failure, Request
-from mindserve._config import WorkerPlan
 from mindserve._crossing import restore_traceback
 from mindserve._errors import WorkerError
 from mindserve._workers import protocol
@@ -46,30 +43,11 @@ _HUNG_POLL = 0.5
 #: How often a batch waiting for a worker checks whether its calls gave up.
 _WAIT_POLL = 0.1
 
-_pools: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
-
 
 class WorkerPool(WorkerProcesses):
     """The worker processes of one servable version, sent batches: each command goes to
     an idle worker, again after a death, and a hung worker is killed; shared by the
     version's queues (:meth:`retain`, :meth:`release`)."""
-
-    def __init__(
-        self,
-        definition: Any,
-        version: int,
-        plan: WorkerPlan,
-        device_target: str | None,
-        where: str,
-        warm_up: bool,
-    ) -> None:
-        super().__init__(definition, version, plan, device_target, where, warm_up)
-        self._users = 1
-        _pools.add(self)
-
-    def __repr__(self) -> str:
-        states = [s.state.value for s in self._slots]
-        return f"<WorkerPool {self.where} {states}>"
 
     # -- running ---------------------------------------------------------------------
 
@@ -194,21 +172,6 @@ class WorkerPool(WorkerProcesses):
                 if process.poll() is None:
                     process.kill()
 
-    # -- sharing and closing -----------------------------------------------------------
-
-    def retain(self) -> None:
-        """One more user (a model's queue, a batched stage's) until :meth:`release`."""
-        with self._cond:
-            self._users += 1
-
-    def release(self) -> None:
-        """A user is done; the last one closes the pool."""
-        with self._cond:
-            self._users -= 1
-            last = self._users == 0
-        if last:
-            self.close()
-
 
 def _given_up_long_ago(requests: Sequence[Request]) -> bool:
     """Whether every request gave up (deadline, cancelled, closed) at least
@@ -223,13 +186,3 @@ def _given_up_long_ago(requests: Sequence[Request]) -> bool:
         gave_up = [t for t in (request.deadline, request.abandoned_at) if t is not None]
         latest = max(latest, min(gave_up))
     return now - latest >= HUNG_AFTER
-
-
-@atexit.register
-def _close_all() -> None:
-    """The program is exiting without closing its runtimes: leave no worker behind."""
-    for pool in list(_pools):
-        try:
-            pool.close()
-        except Exception:  # at exit, nothing may stop the others from closing
-            logger.exception("closing %r at exit failed", pool)

@@ -4,12 +4,14 @@
 (:class:`~mindserve._workers.protocol.Boot`) and waits for it to load; a thread per worker
 waits for it to exit and restarts it with a growing delay, until a worker fails
 :data:`START_ATTEMPTS` starts in a row and is given up. Closing asks every worker to stop,
-then kills what is left and removes its shared memory. Sending batches to the workers is
-:class:`~mindserve._workers.pool.WorkerPool`'s job, over this.
+then kills what is left and removes its shared memory; the last of its users (a version's
+queues) closes it, and so does the program's exit when nobody did. Sending batches to the
+workers is :class:`~mindserve._workers.pool.WorkerPool`'s job, over this.
 """
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import logging
 import os
@@ -17,6 +19,7 @@ import pickle
 import sys
 import threading
 import time
+import weakref
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -48,6 +51,7 @@ LONGEST_DELAY = 5.0
 STOP_GRACE = 3.0
 
 _pool_ids = itertools.count(1)
+_pools: weakref.WeakSet[WorkerProcesses] = weakref.WeakSet()
 
 
 class WorkerProcesses:
@@ -98,6 +102,12 @@ class WorkerProcesses:
         self._keepers: list[threading.Thread] = []
         #: What the first worker reported when it became ready: each model's specs, buckets...
         self.ready: Ready | None = None
+        self._users = 1
+        _pools.add(self)
+
+    def __repr__(self) -> str:
+        states = [s.state.value for s in self._slots]
+        return f"<{type(self).__name__} {self.where} {states}>"
 
     # -- starting --------------------------------------------------------------------
 
@@ -341,7 +351,20 @@ class WorkerProcesses:
             record.msg = f"worker {slot.index}: {record.msg}"
             logging.getLogger(record.name).handle(record)
 
-    # -- closing ---------------------------------------------------------------------
+    # -- sharing and closing -----------------------------------------------------------
+
+    def retain(self) -> None:
+        """One more user (a model's queue, a batched stage's) until :meth:`release`."""
+        with self._cond:
+            self._users += 1
+
+    def release(self) -> None:
+        """A user is done; the last one closes the pool."""
+        with self._cond:
+            self._users -= 1
+            last = self._users == 0
+        if last:
+            self.close()
 
     def close(self) -> None:
         """Stop every worker (asking first, then killing) and remove its shared memory.
@@ -395,3 +418,13 @@ class WorkerProcesses:
     def info(self) -> tuple[WorkerInfo, ...]:
         with self._cond:
             return tuple(slot.info() for slot in self._slots)
+
+
+@atexit.register
+def _close_all() -> None:
+    """The program is exiting without closing its runtimes: leave no worker behind."""
+    for pool in list(_pools):
+        try:
+            pool.close()
+        except Exception:  # at exit, nothing may stop the others from closing
+            logger.exception("closing %r at exit failed", pool)
