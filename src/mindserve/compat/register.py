@@ -14,12 +14,13 @@ instance; a model input is accepted when its dtype and element count match the m
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
 import threading
 import types
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Callable
 
 from mindserve._calls import current_step
@@ -83,6 +84,19 @@ class _Loading:
 
 _lock = threading.RLock()
 _current: _Loading | None = None
+
+
+@contextlib.contextmanager
+def _declaring(servable: Servable, dec_key: bytes | None, dec_mode: str) -> Iterator[None]:
+    """While a servable_config.py is imported (one at a time): the register calls it makes
+    declare on ``servable``."""
+    global _current
+    with _lock:
+        _current = _Loading(servable, dec_key, dec_mode)
+        try:
+            yield
+        finally:
+            _current = None
 
 
 def _loading(what: str) -> _Loading:
