@@ -388,3 +388,9 @@ def svc_model_with_every_option():
         sha256="a" * 64,
         padding=None,
     )
+
+
+def test_a_misspelled_model_option_is_refused_as_python_refuses_it(svc):
+    with pytest.raises(TypeError, match=r"^Servable\.model\(\) got an unexpected keyword argument 'nmae'$"):
+        svc.model(double, nmae="x")
+    assert svc.models == {}

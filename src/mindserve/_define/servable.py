@@ -79,6 +79,9 @@ class Servable:
         ``padding``: how inputs of varying length share a batch (a :class:`Padding`; see
         docs/batching.md).
         """
+        unknown = sorted(options.keys() - ModelOptions.__optional_keys__)
+        if unknown:  # as Python words it, naming this method rather than Model.__init__
+            raise TypeError(f"Servable.model() got an unexpected keyword argument {unknown[0]!r}")
         model = Model(self.name, source, **options)
         if model.name in self.models:
             raise DefinitionError(
