@@ -53,7 +53,6 @@ from mindserve._errors import (
     WorkerError,
 )
 from mindserve._execution.mindspore import mindspore_lock
-from mindserve._observe.metrics import Histogram, MethodMetrics, Metrics, ModelMetrics, ServableMetrics
 from mindserve._observe.observer import (
     BatchReason,
     BatchReport,
@@ -67,6 +66,7 @@ from mindserve._observe.observer import (
     VersionEvent,
     WarmUpReport,
 )
+from mindserve._observe.snapshot import Histogram, MethodMetrics, Metrics, ModelMetrics, ServableMetrics
 from mindserve._observe.status import MethodInfo, ModelInfo, ServableInfo, ServableStatus, WorkerInfo
 from mindserve._requirements import MINDSPORE_REQUIREMENT, TESTED_MINDSPORE_VERSIONS
 from mindserve._serving.runtime import Runtime

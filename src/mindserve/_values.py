@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import attrs
 import numpy as np
@@ -19,8 +19,17 @@ import numpy as np
 from mindserve._calls import Failure
 from mindserve._errors import InvalidInputError
 
-if TYPE_CHECKING:
-    from mindserve._define.method import Method
+
+class Method(Protocol):
+    """What the instance checks read of a method (a :class:`~mindserve._define.method.Method`):
+    its name and input names. A protocol, so that this module imports no layer above it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def inputs(self) -> tuple[str, ...]: ...
+
 
 #: numpy dtype kinds a tensor value may have: bool, signed, unsigned, float.
 _TENSOR_KINDS = "biuf"

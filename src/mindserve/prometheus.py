@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from mindserve._errors import ExtraUnavailableError
-from mindserve._observe.metrics import Histogram, ModelMetrics
+from mindserve._observe.snapshot import Histogram, ModelMetrics
 
 if TYPE_CHECKING:
     from mindserve._serving.runtime import Runtime
@@ -163,7 +163,8 @@ class MindServeCollector(Collector):
 
 def _buckets(histogram: Histogram) -> tuple[list[tuple[str, float]], float]:
     """A histogram's cumulative buckets as Prometheus wants them, and its sum."""
-    cumulative, total = [], 0
+    cumulative: list[tuple[str, float]] = []
+    total = 0
     for bound, count in zip((*histogram.bounds, float("inf")), histogram.counts):
         total += count
         cumulative.append(("+Inf" if bound == float("inf") else repr(bound), total))
@@ -176,7 +177,9 @@ def _size_buckets(model: ModelMetrics) -> tuple[list[tuple[str, float]], float]:
     bounds = [1]
     while bounds[-1] < largest:
         bounds.append(bounds[-1] * 2)
-    cumulative = [(str(b), sum(n for size, n in model.batch_sizes.items() if size <= b)) for b in bounds]
+    cumulative: list[tuple[str, float]] = [
+        (str(b), sum(n for size, n in model.batch_sizes.items() if size <= b)) for b in bounds
+    ]
     cumulative.append(("+Inf", model.batches))
     return cumulative, float(model.instances)
 

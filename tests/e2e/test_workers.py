@@ -628,7 +628,7 @@ def test_a_value_a_worker_cannot_unpickle_fails_its_instance_not_the_worker(rt):
 
 
 def test_a_forked_child_leaves_its_parents_workers_alone(rt):
-    from mindserve._workers import pool as pool_module
+    from mindserve._workers import supervisor
 
     svc = mindserve.Servable("forked")
     model = svc.model(double)
@@ -641,7 +641,7 @@ def test_a_forked_child_leaves_its_parents_workers_alone(rt):
     child = os.fork()
     if child == 0:  # what the child's interpreter does at exit
         try:
-            pool_module._close_all()
+            supervisor._close_all()
         finally:
             os._exit(0)
     os.waitpid(child, 0)

@@ -354,3 +354,43 @@ def test_a_callable_object_with_an_async_call_is_refused_as_a_model():
 
     with pytest.raises(DefinitionError, match="async def"):
         mindserve.Servable("async").model(Fetcher(), name="fetcher")
+
+
+def test_servable_model_takes_every_option_of_model_with_its_type():
+    """Servable.model declares its options once, as ModelOptions: an option added to Model
+    must be added there too (mypy checks the types Servable.model passes on)."""
+    import inspect
+    import typing
+
+    from mindserve._define.model import ModelOptions
+
+    hints = typing.get_type_hints(mindserve.Model.__init__)
+    keyword_only = {
+        name: hints[name]
+        for name, parameter in inspect.signature(mindserve.Model.__init__).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    assert typing.get_type_hints(ModelOptions) == keyword_only
+    model = svc_model_with_every_option()
+    assert (model.name, model.with_batch_dim, model.outputs, model.dec_mode) == ("m", True, 2, "AES-CBC")
+
+
+def svc_model_with_every_option():
+    return mindserve.Servable("options").model(
+        "m.mindir",
+        name="m",
+        with_batch_dim=True,
+        without_batch_dim_inputs=[1],
+        outputs=2,
+        dec_key=b"0" * 16,
+        dec_mode="AES-CBC",
+        batching=mindserve.Batching(max_batch_size=4),
+        sha256="a" * 64,
+        padding=None,
+    )
+
+
+def test_a_misspelled_model_option_is_refused_as_python_refuses_it(svc):
+    with pytest.raises(TypeError, match=r"^Servable\.model\(\) got an unexpected keyword argument 'nmae'$"):
+        svc.model(double, nmae="x")
+    assert svc.models == {}

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from typing_extensions import TypedDict
+
 from mindserve._calls import Failure, current_step
 from mindserve._config import Batching, Padding
 from mindserve._define.stage import check_outputs
@@ -20,6 +22,23 @@ from mindserve._execution.sources import ModelSource, source_of
 
 #: Encryption modes MindSpore accepts for MindIR files.
 DEC_MODES = ("AES-GCM", "AES-CBC", "SM4-CBC")
+
+
+class ModelOptions(TypedDict, total=False):
+    """The keyword options of :class:`Model`, as :meth:`Servable.model` passes them on
+    (``**options: Unpack[ModelOptions]``: editors and mypy check them there). Each is a
+    keyword-only parameter of ``Model.__init__``, with the same type; a unit test keeps
+    the two lists equal, and mypy checks the call that passes them on."""
+
+    name: str | None
+    with_batch_dim: bool
+    without_batch_dim_inputs: Sequence[int] | int | None
+    outputs: int
+    dec_key: bytes | None
+    dec_mode: str
+    batching: Batching | None
+    sha256: str | None
+    padding: Padding | None
 
 
 class Model:

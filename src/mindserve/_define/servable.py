@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any, Callable, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Callable, TypeVar, overload
 
 import attrs
 
-from mindserve._config import Batching, Padding
 from mindserve._define.method import Method, build_method
-from mindserve._define.model import Model
+from mindserve._define.model import Model, ModelOptions
 from mindserve._define.stage import Stage
 from mindserve._errors import DefinitionError
+
+if TYPE_CHECKING:  # typing_extensions 4.0, the oldest allowed, has no Unpack
+    from typing_extensions import Unpack
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,46 +61,28 @@ class Servable:
 
     # -- models ----------------------------------------------------------------------
 
-    def model(
-        self,
-        source: Any,
-        *,
-        name: str | None = None,
-        with_batch_dim: bool = True,
-        without_batch_dim_inputs: Sequence[int] | int | None = None,
-        outputs: int = 1,
-        dec_key: bytes | None = None,
-        dec_mode: str = "AES-GCM",
-        batching: Batching | None = None,
-        sha256: str | None = None,
-        padding: Padding | None = None,
-    ) -> Model:
+    def model(self, source: Any, **options: Unpack[ModelOptions]) -> Model:
         """Declare a model: a MindIR path, an ``nn.Cell``, or a callable on numpy arrays.
 
-        ``with_batch_dim``: the model's first input dimension is the batch, so instances
+        The keyword options are :class:`Model`'s, passed on unchanged; each is optional.
+        ``name``: the model's name in the servable (default: the file's name without its
+        extension, the cell's class name, or the function's name). ``with_batch_dim``
+        (default ``True``): the model's first input dimension is the batch, so instances
         are stacked into batches (padded to a fixed batch size, outputs sliced back).
         ``without_batch_dim_inputs``: indices of inputs that have no batch dimension
         (instances that share a value for them are batched together).
-        ``outputs``: how many outputs the model returns. ``dec_key``/``dec_mode``: the key
-        and mode of an encrypted MindIR file. ``batching``: how instances from all callers
-        are batched (a :class:`Batching`; defaults follow the model's batch dimension).
-        ``sha256``: the MindIR file's SHA-256, checked at every load (see also a version's
-        ``SHA256SUMS`` manifest in docs/versions.md). ``padding``: how inputs of varying
-        length share a batch (a :class:`Padding`; see docs/batching.md).
+        ``outputs`` (default 1): how many outputs the model returns. ``dec_key``/``dec_mode``
+        (default ``"AES-GCM"``): the key and mode of an encrypted MindIR file. ``batching``:
+        how instances from all callers are batched (a :class:`Batching`; defaults follow the
+        model's batch dimension). ``sha256``: the MindIR file's SHA-256, checked at every
+        load (see also a version's ``SHA256SUMS`` manifest in docs/versions.md).
+        ``padding``: how inputs of varying length share a batch (a :class:`Padding`; see
+        docs/batching.md).
         """
-        model = Model(
-            self.name,
-            source,
-            name=name,
-            with_batch_dim=with_batch_dim,
-            without_batch_dim_inputs=without_batch_dim_inputs,
-            outputs=outputs,
-            dec_key=dec_key,
-            dec_mode=dec_mode,
-            batching=batching,
-            sha256=sha256,
-            padding=padding,
-        )
+        unknown = sorted(options.keys() - ModelOptions.__optional_keys__)
+        if unknown:  # as Python words it, naming this method rather than Model.__init__
+            raise TypeError(f"Servable.model() got an unexpected keyword argument {unknown[0]!r}")
+        model = Model(self.name, source, **options)
         if model.name in self.models:
             raise DefinitionError(
                 f"servable '{self.name}' already has a model named '{model.name}'. "

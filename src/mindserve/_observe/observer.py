@@ -23,6 +23,7 @@ import datetime
 import enum
 import logging
 from collections.abc import Iterable
+from types import MethodType
 from typing import Any
 
 import attrs
@@ -247,7 +248,7 @@ class ObserverHub(Observer):
         #: schedulers and the runtime, without building records; ``None`` when off.
         self.metrics: Any = None
         self._observers: list[Observer] = []
-        self._listening: dict[str, tuple[Observer, ...]] = {name: () for name in _METHODS}
+        self._listening: dict[str, tuple[MethodType, ...]] = {name: () for name in _METHODS}
         if isinstance(observers, (Observer, str, bytes)) or not isinstance(observers, Iterable):
             raise ArgumentTypeError(
                 f"observers must be a list of mindserve.Observer; got {type(observers).__name__}. "

@@ -91,8 +91,7 @@ def load_servable(
     )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    with register._lock:
-        register._current = register._Loading(servable, dec_key, dec_mode)
+    with register._declaring(servable, dec_key, dec_mode):
         sys.path.insert(0, directory)
         try:
             with _shim():
@@ -104,7 +103,6 @@ def load_servable(
                 f"servable '{servable_name}': importing {config} failed: {type(exc).__name__}: {exc}"
             ) from exc
         finally:
-            register._current = None
             with contextlib.suppress(ValueError):
                 sys.path.remove(directory)
     if not servable.methods:

@@ -14,27 +14,22 @@ instance; a model input is accepted when its dtype and element count match the m
 
 from __future__ import annotations
 
-import ast
+import contextlib
 import inspect
-import itertools
 import logging
 import os
-import textwrap
 import threading
 import types
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Callable
 
-import attrs
-
-from mindserve._calls import Failure, current_step
+from mindserve._calls import current_step
 from mindserve._define.method import build_method
 from mindserve._define.model import Model as NativeModel
 from mindserve._define.servable import Servable
 from mindserve._define.stage import Stage
 from mindserve._define.tracing import Placeholder, active_trace
-from mindserve._errors import DefinitionError, MindServeError, StageError, is_int
-from mindserve._serving_wording import StageCallFailed
+from mindserve._errors import DefinitionError, MindServeError, is_int
 from mindserve.compat._checks import check_str, str_list
 from mindserve.compat._device_context import (
     AclOptions,
@@ -44,7 +39,8 @@ from mindserve.compat._device_context import (
     GPUDeviceInfo,
     GpuOptions,
 )
-from mindserve.compat._tensors import stage_input, stage_outputs
+from mindserve.compat._legacy import legacy_meta, legacy_outputs
+from mindserve.compat._stage_adapters import batch_adapter, instance_adapter, worded
 
 logger = logging.getLogger("mindserve.compat")
 
@@ -88,6 +84,19 @@ class _Loading:
 
 _lock = threading.RLock()
 _current: _Loading | None = None
+
+
+@contextlib.contextmanager
+def _declaring(servable: Servable, dec_key: bytes | None, dec_mode: str) -> Iterator[None]:
+    """While a servable_config.py is imported (one at a time): the register calls it makes
+    declare on ``servable``."""
+    global _current
+    with _lock:
+        _current = _Loading(servable, dec_key, dec_mode)
+        try:
+            yield
+        finally:
+            _current = None
 
 
 def _loading(what: str) -> _Loading:
@@ -278,81 +287,6 @@ def declare_servable(
 # -- methods and stages ------------------------------------------------------------------
 
 
-def _reported(call: Callable[..., Any], tag: str, method: str, index: int, batch: bool) -> Callable[..., Any]:
-    """``call``, whose failures are worded as MindSpore Serving words them."""
-
-    def failed(message: object) -> StageCallFailed:
-        return StageCallFailed(
-            f"Call {tag} Failed, method: '{method}', stage index(begin with 1): {index}, error msg: {message}"
-        )
-
-    def reported(*args: Any) -> Any:
-        try:
-            returned = call(*args)
-        except Exception as exc:
-            raise failed(exc) from exc
-        if batch:  # the instances a batch function gave no result for fail
-            return [
-                Failure(StageError, str(failed(r.message)), failed(r.message))
-                if isinstance(r, _Unanswered)
-                else r
-                for r in returned
-            ]
-        return returned
-
-    reported.__name__ = getattr(call, "__name__", "stage")
-    reported.__qualname__ = getattr(call, "__qualname__", reported.__name__)
-    return reported
-
-
-@attrs.frozen
-class _Unanswered:
-    """An instance a batch function returned no result for (its instance fails with
-    ``message``; the instances it answered keep their results, as in MindSpore Serving)."""
-
-    message: str
-
-
-def _batch_adapter(function: Callable[..., Any], outputs: int, method: str) -> Callable[..., Any]:
-    """A MindSpore Serving batch function (a list of instance tuples) as a native batched
-    stage (one list per input), with its values as MindSpore Serving hands them over.
-
-    Results beyond the instances given are ignored; with fewer, the instances answered keep
-    their results and the others fail (MindSpore Serving's semantics)."""
-    name = getattr(function, "__name__", "batch_function")
-
-    def adapted(*columns: list[Any]) -> Any:
-        instances = [tuple(stage_input(v) for v in values) for values in zip(*columns)]
-        returned = function(instances)
-        results: list[Any] = [
-            stage_outputs(r, outputs, name, method) for r in itertools.islice(iter(returned), len(instances))
-        ]
-        if len(results) < len(instances):
-            missing = _Unanswered(
-                f"The number {len(results)} of instances returned by function '{name}' is not equal to "
-                f"the number {len(instances)} of instances provided to this function."
-            )
-            results += [missing] * (len(instances) - len(results))
-        return results
-
-    adapted.__name__ = name
-    adapted.__qualname__ = getattr(function, "__qualname__", name)
-    return adapted
-
-
-def _instance_adapter(function: Callable[..., Any], outputs: int, method: str) -> Callable[..., Any]:
-    """A MindSpore Serving stage function run on one instance, with its values as
-    MindSpore Serving hands them over (see :mod:`mindserve.compat._tensors`)."""
-    name = getattr(function, "__name__", "function")
-
-    def adapted(*args: Any) -> Any:
-        return stage_outputs(function(*(stage_input(a) for a in args)), outputs, name, method)
-
-    adapted.__name__ = name
-    adapted.__qualname__ = getattr(function, "__qualname__", name)
-    return adapted
-
-
 def _stage_for(
     loading: _Loading,
     function: Callable[..., Any],
@@ -375,13 +309,13 @@ def _stage_for(
                 f"function {getattr(function, '__name__', function)} input args count {count} not match the "
                 f"count {inputs} registered in method"
             )
-        body = _instance_adapter(function, outputs, method)
+        body = instance_adapter(function, outputs, method)
     else:
-        body = _batch_adapter(function, outputs, method)
+        body = batch_adapter(function, outputs, method)
     base = getattr(function, "__name__", "stage")
     index = loading.stage_counts.get(method, 0)
     label = tag if tag is not None else f"Function '{loading.servable.name}.{base}'"
-    body = _reported(body, label, method, index, batch_size is not None)
+    body = worded(body, label, method, index, batch_size is not None)
     name, n = base, 1
     while name in loading.servable.stages:
         n += 1
@@ -465,101 +399,12 @@ def add_stage(
     )
 
 
-_LEGACY_STAGES = (
-    "call_preprocess",
-    "call_preprocess_pipeline",
-    "call_postprocess",
-    "call_postprocess_pipeline",
-)
-
-
-def _legacy_meta(function: Callable[..., Any]) -> dict[str, int]:
-    """MindSpore Serving's reading of a method that uses the legacy ``call_*`` functions:
-    the outputs count of each (how many names its result is assigned to), with its rules:
-    no other statements beside them, and a ``call_servable`` among them."""
-    try:
-        source = textwrap.dedent(inspect.getsource(function))
-        body = ast.parse(source).body[0].body  # type: ignore[attr-defined]
-    except (OSError, TypeError, SyntaxError, IndexError, AttributeError):
-        return {}
-    meta: dict[str, int] = {}
-    other: ast.stmt | None = None
-    for node in body:
-        if isinstance(node, (ast.Return, ast.Expr)):
-            continue
-        if not isinstance(node, ast.Assign):
-            other = other or node
-            continue
-        target = node.targets[0]
-        if not isinstance(target, (ast.Name, ast.Tuple)) or not isinstance(node.value, ast.Call):
-            continue
-        func = node.value.func
-        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
-        if name not in (*_LEGACY_STAGES, "call_servable"):
-            other = other or node
-            continue
-        inputs = len(node.value.args) - (0 if name == "call_servable" else 1)
-        if inputs <= 0:
-            raise DefinitionError(f"Invalid '{name}' invoke args")
-        meta[name] = len(target.elts) if isinstance(target, ast.Tuple) else 1
-    if meta and other is not None:
-        names = ";".join(meta)
-        raise DefinitionError(
-            f"Failed to parse method '{function.__name__}', complex statements such as conditions and loops are "
-            f"not supported in register_method when the interface '{names}' is used, use 'add_stage' to replace "
-            f"'{names}', code {type(other)}: line {other.lineno}: {ast.get_source_segment(source, other)}"
-        )
-    if meta and "call_servable" not in meta:
-        raise DefinitionError("Not find the invoke of 'call_servable'")
-    return meta
-
-
-def _legacy_outputs(loading: _Loading, name: str) -> int:
-    """The outputs count of a legacy call, after MindSpore Serving's order and once rules."""
-    method = active_trace().method if active_trace() is not None else "?"  # type: ignore[union-attr]
-    if name not in loading.legacy:
-        raise DefinitionError(
-            f"Failed to parse method '{method}', complex statements such as conditions and loops are not "
-            f"supported in register_method when the interface '{name}' is used, use 'add_stage' to replace "
-            f"'{name}'"
-        )
-    called = loading.legacy_called
-    check = f"Check failed in method '{method}', "
-    if name.startswith("call_preprocess"):
-        if "pre" in called:
-            raise DefinitionError(
-                check + "call_preprocess or call_preprocess_pipeline should not be invoked more than once"
-            )
-        if "servable" in called:
-            raise DefinitionError(check + f"call_servable should be invoked after {name}")
-        if "post" in called:
-            raise DefinitionError(
-                check + f"call_postprocess or call_postprocess_pipeline should be invoked after {name}"
-            )
-        called.add("pre")
-    elif name == "call_servable":
-        if "servable" in called:
-            raise DefinitionError(check + "call_servable should not be invoked more than once")
-        if "post" in called:
-            raise DefinitionError(
-                check + "call_postprocess or call_postprocess_pipeline should be invoked after call_servable"
-            )
-        called.add("servable")
-    else:
-        if "post" in called:
-            raise DefinitionError(
-                check + "call_postprocess or call_postprocess_pipeline should not be invoked more than once"
-            )
-        called.add("post")
-    return loading.legacy[name]
-
-
 def _legacy_stage(name: str, batch: bool) -> Callable[..., Any]:
     tag = "Preprocess" if "preprocess" in name else "Postprocess"
 
     def call(function: Callable[..., Any], *args: Any) -> Any:
         loading = _loading(name)
-        outputs = _legacy_outputs(loading, name)
+        outputs = legacy_outputs(loading.legacy, loading.legacy_called, name)
         return add_stage(function, *args, outputs_count=outputs, batch_size=0 if batch else None, tag=tag)
 
     call.__name__ = name
@@ -576,7 +421,7 @@ call_postprocess_pipeline = _legacy_stage("call_postprocess_pipeline", batch=Tru
 def call_servable(*args: Any) -> Any:
     """Deprecated MindSpore Serving interface: run the servable's only model; use add_stage."""
     loading = _loading("call_servable")
-    outputs = _legacy_outputs(loading, "call_servable")
+    outputs = legacy_outputs(loading.legacy, loading.legacy_called, "call_servable")
     if not loading.models:
         raise DefinitionError("There is no model declared, you can use declare_model to declare models.")
     if len(loading.models) > 1:
@@ -603,7 +448,7 @@ def register_method(output_names: str | Sequence[str]) -> Callable[[Callable[...
                 raise DefinitionError(
                     f"'{function.__name__}' input {param.name} cannot be {kinds[param.kind]} !"
                 )
-        loading.legacy = _legacy_meta(function)
+        loading.legacy = legacy_meta(function)
         loading.legacy_called = set()
         try:
             if function.__name__ in loading.servable.methods:

@@ -19,7 +19,7 @@ import attrs
 from mindserve._crossing import portable_error
 from mindserve._define.servable import Servable
 from mindserve._errors import ArgumentTypeError, DefinitionError, InstanceError, describe
-from mindserve._observe.metrics import Metrics
+from mindserve._observe.snapshot import Metrics
 from mindserve._observe.status import ServableStatus
 from mindserve._serving.runtime import Runtime
 from mindserve.ray._require import serve
