@@ -211,6 +211,46 @@ def test_close_runs_what_is_queued_then_stops():
     assert not sched.alive
 
 
+def executor_threads(sched):
+    return [t for t in threading.enumerate() if t.name.startswith(f"mindserve:{sched.name}#")]
+
+
+def test_executor_threads_start_only_when_an_instance_is_queued():
+    """A queue only ever run inline (a lone caller's; a worker process's models) starts no
+    thread; the first instance queued starts them."""
+    model = FakeModel(blocked=True)
+    drained = threading.Event()
+    sched = Scheduler("lazy", model, max_batch_size=8, on_drained=drained.set)
+    model.gate.set()
+    assert run(sched, ["alone"]) == [("done", "alone")]
+    assert executor_threads(sched) == [] and not sched.alive
+    model.gate.clear()
+    model.entered.clear()
+    holder = occupy(sched, model)
+    ticket = sched.submit(Request(), ["queued"])
+    assert len(executor_threads(sched)) == 1 and sched.alive
+    model.gate.set()
+    holder.join(10)
+    assert Request().wait(ticket, "fake") == [("done", "queued")]
+    sched.close()
+    sched.join(10)
+    assert drained.is_set() and not sched.alive
+
+
+def test_closing_a_queue_that_never_queued_still_calls_on_drained_after_inline_runs():
+    model = FakeModel(blocked=True)
+    drained = threading.Event()
+    sched = scheduler(model, on_drained=drained.set)
+    holder = occupy(sched, model)  # inline, in the caller's thread
+    sched.close()
+    assert not drained.wait(0.05), "on_drained waits for the batch running inline"
+    model.gate.set()
+    holder.join(10)
+    assert drained.wait(10)
+    sched.join(10)
+    assert not sched.alive
+
+
 @settings(max_examples=15, deadline=None)
 @given(
     sizes=st.lists(st.integers(min_value=0, max_value=12), min_size=1, max_size=24),

@@ -126,13 +126,10 @@ class Scheduler:
         self._wake_at = 1
         #: Called once, by the last executor thread to exit after close().
         self._on_drained = on_drained
-        self._threads = [
-            threading.Thread(target=self._loop, name=f"mindserve:{name}#{n}", daemon=True)
-            for n in range(capacity)
-        ]
-        self._threads_left = capacity
-        for thread in self._threads:
-            thread.start()
+        #: The executor threads, started when an instance is first queued (or at close): a
+        #: queue only ever run inline (a lone caller's, a worker process's) starts none.
+        self._threads: list[threading.Thread] = []
+        self._threads_left = 0
 
     def __repr__(self) -> str:
         return f"<Scheduler {self.name} queued={len(self._queue)} running={self.capacity - self._free}>"
@@ -184,6 +181,8 @@ class Scheduler:
             if inline:
                 self._free -= 1
             elif not waiting:
+                if not self._threads:
+                    self._start_threads()
                 self._queue.extend(_items(request, ticket, values, keys, time.monotonic()))
                 if len(self._queue) >= self._wake_at:
                     self._cond.notify()
@@ -200,10 +199,23 @@ class Scheduler:
         return ticket
 
     def close(self) -> None:
-        """Stop after running what is queued; the executor threads then exit."""
+        """Stop after running what is queued; the executor threads then exit (the last
+        one calls ``on_drained``, once no batch runs any more)."""
         with self._lock:
             self._closed = True
+            if not self._threads:
+                self._start_threads()
             self._cond.notify_all()
+
+    def _start_threads(self) -> None:
+        """Start the executor threads (the caller holds the lock)."""
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"mindserve:{self.name}#{n}", daemon=True)
+            for n in range(self.capacity)
+        ]
+        self._threads_left = self.capacity
+        for thread in self._threads:
+            thread.start()
 
     def join(self, timeout: float | None = None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -406,7 +418,9 @@ class Scheduler:
             settled[item.ticket] = settled.get(item.ticket, 0) + 1
         self._last_size, self._last_calls, self._last_end = len(batch), len(settled), time.monotonic()
         with gathering():  # the futures' done-callbacks go to their pool as one task
-            Ticket.wake_chain([ticket for ticket, count in settled.items() if ticket.settled(count, wake=False)])
+            Ticket.wake_chain(
+                [ticket for ticket, count in settled.items() if ticket.settled(count, wake=False)]
+            )
 
     def _count(
         self,
