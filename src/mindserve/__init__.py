@@ -69,7 +69,7 @@ from mindserve._observe.observer import (
 from mindserve._observe.snapshot import Histogram, MethodMetrics, Metrics, ModelMetrics, ServableMetrics
 from mindserve._observe.status import MethodInfo, ModelInfo, ServableInfo, ServableStatus, WorkerInfo
 from mindserve._requirements import MINDSPORE_REQUIREMENT, TESTED_MINDSPORE_VERSIONS
-from mindserve._serving.runtime import Runtime
+from mindserve._runtime import Runtime
 from mindserve._values import TensorSpec
 from mindserve._version import __version__
 

@@ -26,7 +26,7 @@ from mindserve._observe.observer import BatchReport, CallReport, Observer, Outco
 from mindserve._version import __version__
 
 if TYPE_CHECKING:
-    from mindserve._serving.runtime import Runtime
+    from mindserve._runtime import Runtime
 
 try:
     from opentelemetry import trace

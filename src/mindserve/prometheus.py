@@ -21,7 +21,7 @@ from mindserve._errors import ExtraUnavailableError
 from mindserve._observe.snapshot import Histogram, ModelMetrics
 
 if TYPE_CHECKING:
-    from mindserve._serving.runtime import Runtime
+    from mindserve._runtime import Runtime
 
 try:
     from prometheus_client.core import (

@@ -70,11 +70,15 @@ def test_a_version_that_fails_to_load_discards_its_placement(tmp_path):
     assert discarded == [True]
 
 
-def test_serving_imports_workers_only_in_the_runtime_facade():
+def test_serving_never_imports_workers_nor_the_runtime_above_it():
+    """_runtime.py chooses the placement; _serving serves a version in a process and imports
+    neither _workers nor _runtime (at module or function level, or for type checking)."""
     serving = pathlib.Path(mindserve.__file__).parent / "_serving"
     importing = sorted(
         p.name
         for p in serving.glob("*.py")
-        if re.search(r"^\s*(from|import) mindserve\._workers", p.read_text(encoding="utf-8"), re.M)
+        if re.search(
+            r"^\s*(from|import) mindserve\.(_workers|_runtime)\b", p.read_text(encoding="utf-8"), re.M
+        )
     )
-    assert importing == ["runtime.py"]
+    assert importing == []

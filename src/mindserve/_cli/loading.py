@@ -84,7 +84,7 @@ def load_version(
 
 def probe_load(payload: dict[str, Any]) -> dict[str, Any]:
     """In the child: load and warm up one version, and run a generated instance through each method."""
-    from mindserve._serving.runtime import Runtime
+    from mindserve._runtime import Runtime
 
     key = bytes.fromhex(payload["dec_key"]) if payload["dec_key"] else None
     try:

@@ -1,1 +1,1 @@
-"""Serving: the runtime, its version slots, loading, running versions, model queues, pipelines."""
+"""Serving a version in a process: a runtime's version slots, loading, running versions, model queues, pipelines."""

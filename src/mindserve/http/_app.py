@@ -20,7 +20,7 @@ from mindserve._errors import (
     RuntimeClosedError,
     ServableNotFoundError,
 )
-from mindserve._serving.runtime import Runtime
+from mindserve._runtime import Runtime
 from mindserve._serving_wording import instance_message, one_error, request_error
 from mindserve.http._json import dumps
 from mindserve.http._protocol import INSTANCES, Limits, Refused, Target, parse_body, parse_target, short

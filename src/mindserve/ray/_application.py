@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from mindserve._define.servable import Servable
 from mindserve._errors import ArgumentTypeError, InvalidArgumentError, is_int
-from mindserve._serving.runtime import Runtime
+from mindserve._runtime import Runtime
 from mindserve._serving.versions import check_version_number
 from mindserve.http import RestApp
 from mindserve.ray._replica import HttpReplica, Replica, check_factory

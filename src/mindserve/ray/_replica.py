@@ -21,7 +21,7 @@ from mindserve._define.servable import Servable
 from mindserve._errors import ArgumentTypeError, DefinitionError, InstanceError, describe
 from mindserve._observe.snapshot import Metrics
 from mindserve._observe.status import ServableStatus
-from mindserve._serving.runtime import Runtime
+from mindserve._runtime import Runtime
 from mindserve.ray._require import serve
 
 

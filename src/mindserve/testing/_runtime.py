@@ -9,7 +9,7 @@ from mindserve._config import WorkerOutput
 from mindserve._define.servable import Servable
 from mindserve._observe.observer import Observer
 from mindserve._observe.status import ServableInfo
-from mindserve._serving.runtime import Runtime
+from mindserve._runtime import Runtime
 from mindserve.testing._doubles import ServableDouble
 
 
