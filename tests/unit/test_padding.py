@@ -98,9 +98,13 @@ def test_declaration_errors_are_named():
 
 
 def test_default_length_buckets():
-    assert length_buckets(512) == (8, 16, 32, 64, 128, 256, 512)
-    assert length_buckets(100) == (8, 16, 32, 64, 100)
+    """Each bucket at most 1.5x the one below (a length padded by at most half), two per
+    doubling, so the warm-up grid stays small."""
+    assert length_buckets(512) == (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+    assert length_buckets(100) == (8, 12, 16, 24, 32, 48, 64, 96, 100)
     assert length_buckets(5) == (5,)
+    for low, high in zip(length_buckets(4096), length_buckets(4096)[1:]):
+        assert low < high <= low * 1.5
 
 
 def plain_lengths(buckets):
@@ -157,6 +161,26 @@ def test_padding_waste_is_in_the_batch_log_and_the_metrics(rt):
     ]
     (model,) = rt.metrics().servable("text").models
     assert (model.elements, model.padded_elements) == (14 * 4, 20 * 4)
+
+
+def test_rows_added_to_reach_a_batch_bucket_are_counted_apart_from_length_padding(rt):
+    """Three instances of one length bucket run as a batch padded to 4 rows: the waste counts
+    the length padding of the 3 real instances; the added row is the batch's padding."""
+    seen = []
+    svc = mindserve.Servable("text")
+    padding = Padding(inputs={0: 0}, mask={1: 0}, outputs={0: 0}, buckets=[4, 8])
+    batching = mindserve.Batching(buckets=[1, 2, 4])
+    model = svc.model(per_token_and_pooled(seen), outputs=2, padding=padding, batching=batching)
+    svc.add_method(lambda x: model(x), name="encode", outputs=["tokens", "pooled"])
+    rt.start(svc)
+    results = rt.infer("text", "encode", [{"x": tokens(n)} for n in (5, 7, 6)])
+    assert [r["tokens"].shape for r in results] == [(5, 4), (7, 4), (6, 4)]
+    assert [shape for shape, _ in seen] == [(4, 8, 4)]
+    (batch,) = rt.batch_log("text")
+    assert (batch.size, batch.padded_to) == (3, 4)
+    assert (batch.elements, batch.padded_elements) == (18 * 4, 3 * 8 * 4)
+    (model,) = rt.metrics().servable("text").models
+    assert (model.padding, model.elements, model.padded_elements) == (1, 18 * 4, 3 * 8 * 4)
 
 
 def test_models_without_padding_count_no_elements(calc):
