@@ -268,6 +268,8 @@ def test_check_and_load_a_good_servable(exported, tmp_path):
             "builtins.set, which JSON cannot hold" in skipped
         )
     assert "batches of up to 64, padded to [1, 2, 4, 8, 16, 32, 64]" in texts(report, "ok", "Servable 'mlp'")
+    (model,) = report["data"]["servables"][0]["loaded"]["1"]["models"]
+    assert (model["graphs"], model["warm_up_seconds"]) == (0, 0)  # no warm-up here: nothing compiled
 
 
 BROKEN = """
