@@ -207,6 +207,40 @@ def test_a_test_double_of_a_padded_model_gets_padded_batches(rt):
     assert [shape for shape, _ in seen] in ([(1, 4, 4), (1, 8, 4)], [(1, 8, 4), (1, 4, 4)])
 
 
+def test_a_test_double_can_declare_the_padding_of_its_stand_in(rt):
+    """mindserve.testing: a MindIR model with no Padding (the load-time probe would pad it)
+    replaced by a fake that declares one: the fake sees padded batches with a filled mask,
+    and each instance gets its own length back."""
+    from mindserve.testing import replace_models
+
+    svc = mindserve.Servable("text")
+    encoder = svc.model("encoder.mindir", outputs=2)
+    svc.add_method(lambda x: encoder(x), name="encode", outputs=["tokens", "pooled"])
+    seen = []
+    padding = Padding(inputs={0: 0}, mask={1: 0}, outputs={0: 0}, buckets=[4, 8])
+    rt.start(replace_models(svc, {"encoder": per_token_and_pooled(seen)}, padding={"encoder": padding}))
+    xs = [tokens(3, 1), tokens(6, 2), tokens(5, 3)]
+    results = rt.infer("text", "encode", [{"x": x} for x in xs])
+    assert sorted(shape for shape, _ in seen) == [(1, 4, 4), (2, 8, 4)]
+    for x, result in zip(xs, results):
+        np.testing.assert_allclose(result["tokens"], x * 2)
+        np.testing.assert_allclose(result["pooled"], x.mean(axis=0), rtol=1e-5)
+
+
+def test_a_test_double_refuses_padding_it_cannot_use():
+    from mindserve.testing import replace_models
+
+    svc = mindserve.Servable("text")
+    svc.model("encoder.mindir", outputs=2)
+    svc.model("other.mindir", outputs=2)
+    with pytest.raises(
+        mindserve.InvalidArgumentError, match=r"padding names \['other'\], which are not replaced"
+    ):
+        replace_models(svc, {"encoder": lambda x: x}, padding={"other": Padding(inputs={0: 0})})
+    with pytest.raises(mindserve.ArgumentTypeError, match="must be a mindserve.Padding; got dict"):
+        replace_models(svc, {"encoder": lambda x: x}, padding={"encoder": {0: 0}})
+
+
 class SpecsExecutor(CallableExecutor):
     """A callable with input specs, as a MindIR file reports them (for the probe)."""
 
