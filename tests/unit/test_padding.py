@@ -237,7 +237,7 @@ def test_a_test_double_refuses_padding_it_cannot_use():
         mindserve.InvalidArgumentError, match=r"padding names \['other'\], which are not replaced"
     ):
         replace_models(svc, {"encoder": lambda x: x}, padding={"other": Padding(inputs={0: 0})})
-    with pytest.raises(mindserve.ArgumentTypeError, match="must be a mindserve.Padding; got dict"):
+    with pytest.raises(mindserve.ArgumentTypeError, match=r"must be a mindserve\.Padding; got dict"):
         replace_models(svc, {"encoder": lambda x: x}, padding={"encoder": {0: 0}})
 
 
