@@ -223,9 +223,9 @@ def test_replica_batches_concurrent_calls(single, local):
 
 
 def test_a_padded_model_returns_each_instance_its_own_length(single):
-    """Variable-length instances of one call share a padded batch in the replica (lengths 3,
-    5 and 7 in the bucket 8) and come back at their own length; too long an instance fails
-    alone, naming the limit."""
+    """Variable-length instances of one call share padded batches in the replica (lengths 3
+    and 2 in the bucket 4, 5 and 7 in the bucket 8) and come back at their own length; too
+    long an instance fails alone, naming the limit."""
     client, _ = single
     rng = np.random.default_rng(7)
     xs = [rng.normal(size=(n, 4)).astype(np.float32) for n in (3, 5, 7, 2)]
@@ -238,9 +238,9 @@ def test_a_padded_model_returns_each_instance_its_own_length(single):
         np.testing.assert_allclose(result["y"], 2 * x + 1, rtol=1e-6)
     assert isinstance(results[-1], InvalidInputError) and "the longest accepted is 8" in str(results[-1])
     after = client.status().metrics.model("mlp", "per_token")
-    assert after.batch_sizes.get(3, 0) - before.batch_sizes.get(3, 0) == 1  # 3, 5 and 7 together
+    assert after.batch_sizes.get(2, 0) - before.batch_sizes.get(2, 0) == 2
     assert after.elements - before.elements == (3 + 5 + 7 + 2) * 4
-    assert after.padded_elements - before.padded_elements == (3 * 8 + 4) * 4
+    assert after.padded_elements - before.padded_elements == (2 * 4 + 2 * 8) * 4
 
 
 def test_per_instance_errors_cross_with_their_classes(pair, local):
