@@ -231,9 +231,9 @@ class Padding:
     ``inputs``: ``{input: axis}``, the axis of one instance (batch dimension excluded) whose
     length varies; default: the first dynamic non-batch axis of each input the MindIR file
     reports (``Tensor(shape=[None, None])``). ``buckets``: the lengths a batch is padded to
-    (ascending); default: powers of two up to ``max_length``. ``max_length``: the longest
-    instance accepted (default: the largest bucket, else 512); longer instances fail alone
-    with ``InvalidInputError``. ``value``: the pad value, one number or ``{input: number}``
+    (ascending); default: 8, 12, 16, 24, 32, 48, ... up to ``max_length`` (each at most
+    1.5x the one below). ``max_length``: the longest instance accepted (default: the
+    largest bucket, else 512); longer instances fail alone with ``InvalidInputError``. ``value``: the pad value, one number or ``{input: number}``
     (default 0). ``mask``: ``{mask_input: padded_input}``, inputs mindserve fills in (callers
     do not send them) with 1 at an instance's own positions and 0 on padding. ``lengths``:
     ``{lengths_input: padded_input}``, inputs mindserve fills with each instance's length.

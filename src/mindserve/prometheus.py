@@ -80,7 +80,8 @@ class MindServeCollector(Collector):
         )
         elements = CounterMetricFamily(
             f"{p}_length_elements",
-            "Elements of variable-length (padded) inputs: the instances' own (real) and as run (padded).",
+            "Elements of variable-length (padded) inputs: the instances' own (real) and padded to their "
+            "length bucket (padded); rows added to reach a batch bucket are in padding_instances.",
             labels=[*_MODEL, "of"],
         )
         waits = HistogramMetricFamily(

@@ -78,7 +78,7 @@ def test_factory_is_imported_called_and_checked(exported):
     directory = os.path.join(exported["root"], "mlp")
     svc = build_servable("ray_servables:mlp", (directory,))
     assert isinstance(svc, mindserve.Servable) and svc.name == "mlp"
-    assert sorted(svc.methods) == ["checked", "gathered", "held", "predict"]
+    assert sorted(svc.methods) == ["checked", "gathered", "held", "predict", "tokens"]
     with pytest.raises(DefinitionError, match=r"returned str, not a mindserve.Servable"):
         build_servable("ray_servables:not_a_servable")
     with pytest.raises(DefinitionError, match="'no_such_module:make' cannot be imported here"):
@@ -104,7 +104,9 @@ def local_ray():
         num_cpus=2,
         resources={SLOTS: 4},
         include_dashboard=False,
-        runtime_env={"env_vars": {"PYTHONPATH": path, "MINDSERVE_PIN_WORKERS": "0", "MINDSERVE_WARM_UP": "0"}},
+        runtime_env={
+            "env_vars": {"PYTHONPATH": path, "MINDSERVE_PIN_WORKERS": "0", "MINDSERVE_WARM_UP": "0"}
+        },
     )
     try:
         with socket.socket() as probe:  # a free port for Ray Serve's HTTP proxy
@@ -218,6 +220,27 @@ def test_replica_batches_concurrent_calls(single, local):
     same_results(remote, local.infer("mlp", "predict", batch))
     gathering = client.status().metrics.model("mlp", "gathering")
     assert gathering.batch_sizes == {8: 1}
+
+
+def test_a_padded_model_returns_each_instance_its_own_length(single):
+    """Variable-length instances of one call share padded batches in the replica (lengths 3
+    and 2 in the bucket 4, 5 and 7 in the bucket 8) and come back at their own length; too
+    long an instance fails alone, naming the limit."""
+    client, _ = single
+    rng = np.random.default_rng(7)
+    xs = [rng.normal(size=(n, 4)).astype(np.float32) for n in (3, 5, 7, 2)]
+    before = client.status().metrics.model("mlp", "per_token")
+    results = client.infer(
+        "tokens", [{"x": x} for x in [*xs, np.ones((9, 4), np.float32)]], return_exceptions=True
+    )
+    for x, result in zip(xs, results):
+        assert result["y"].shape == x.shape
+        np.testing.assert_allclose(result["y"], 2 * x + 1, rtol=1e-6)
+    assert isinstance(results[-1], InvalidInputError) and "the longest accepted is 8" in str(results[-1])
+    after = client.status().metrics.model("mlp", "per_token")
+    assert after.batch_sizes.get(2, 0) - before.batch_sizes.get(2, 0) == 2
+    assert after.elements - before.elements == (3 + 5 + 7 + 2) * 4
+    assert after.padded_elements - before.padded_elements == (2 * 4 + 2 * 8) * 4
 
 
 def test_per_instance_errors_cross_with_their_classes(pair, local):

@@ -112,6 +112,7 @@ def test_status_lists_each_worker(mlp_workers):
     (info,) = rt.status()
     assert info.workers == status.workers and info.device == "CPU:0"
     assert info.models[0].warmed_up == (1, 2, 4, 8, 16, 32, 64)  # as the workers warmed up
+    assert info.models[0].graphs == 7  # one per batch size warmed up; the call's batch of 1 is one of them
 
 
 def test_many_threads_get_their_own_results(mlp_workers):

@@ -19,13 +19,22 @@ def mlp(directory: str, hold_directory: str | None = None) -> mindserve.Servable
     * ``checked``: the same after a stage that fails instances whose first value is negative;
     * ``held``: the same, but the first call to reach a replica with an empty
       ``hold_directory`` writes a file there (named after the replica's pid) and never
-      returns: a call the test can kill the replica under.
+      returns: a call the test can kill the replica under;
+    * ``tokens``: a per-token model of variable length (``x`` of shape (length, 4), a
+      Python callable ``2x + 1`` padded to length buckets 4 and 8): each instance gets its
+      own length back.
     """
     svc = mindserve.Servable("mlp", directory=directory)
     net = svc.model("mlp.mindir")
     # The same file, batching up to 8 instances and waiting up to a minute for them.
     gathering = svc.model(
         "mlp.mindir", name="gathering", batching=mindserve.Batching(max_batch_size=8, max_delay=60)
+    )
+
+    per_token = svc.model(
+        lambda x: 2 * x + 1,
+        name="per_token",
+        padding=mindserve.Padding(inputs={0: 0}, outputs={0: 0}, buckets=[4, 8]),
     )
 
     @svc.stage
@@ -57,6 +66,10 @@ def mlp(directory: str, hold_directory: str | None = None) -> mindserve.Servable
     @svc.method(outputs=["y"])
     def held(x):
         return hold(net(x))
+
+    @svc.method(outputs=["y"])
+    def tokens(x):
+        return per_token(x)
 
     return svc
 

@@ -164,9 +164,12 @@ def test_info_dynamic_batch(exported):
 def test_info_says_how_variable_lengths_batch_and_how_many_graphs(text_models):
     code, report = run_json("info", os.path.join(text_models["root"], "encoder", "1", "encoder.mindir"))
     assert code == 0
-    assert report["data"]["lengths"] == {"inputs": [0, 1], "buckets": [8, 16, 32, 64, 128, 256, 512]}
+    assert report["data"]["lengths"] == {
+        "inputs": [0, 1],
+        "buckets": [8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512],
+    }
     (note,) = [f for f in report["findings"] if f["section"] == "Lengths"]
-    assert "7 batch sizes x 7 lengths = 49 graphs" in note["text"] and "Padding(mask=" in note["fix"]
+    assert "7 batch sizes x 13 lengths = 91 graphs" in note["text"] and "Padding(mask=" in note["fix"]
 
 
 def test_batch_dimension_says_what_it_means():
@@ -268,6 +271,8 @@ def test_check_and_load_a_good_servable(exported, tmp_path):
             "builtins.set, which JSON cannot hold" in skipped
         )
     assert "batches of up to 64, padded to [1, 2, 4, 8, 16, 32, 64]" in texts(report, "ok", "Servable 'mlp'")
+    (model,) = report["data"]["servables"][0]["loaded"]["1"]["models"]
+    assert (model["graphs"], model["warm_up_seconds"]) == (0, 0)  # no warm-up here: nothing compiled
 
 
 BROKEN = """

@@ -107,7 +107,7 @@ def test_per_token_model_without_mask_is_padded_after_the_probe(rt, text_models,
     that follows the length is found and sliced back."""
     caplog.set_level(logging.INFO, logger="mindserve")
     (model,) = rt.start(one_model_servable(text_models["root"], "per_token")).models
-    assert model.lengths == (8, 16, 32, 64, 128, 256, 512)
+    assert model.lengths == (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
     assert any("a load-time probe found it changes no output" in r.getMessage() for r in caplog.records)
     net = text_models["nets"]["per_token"]
     rng = np.random.default_rng(4)
@@ -152,6 +152,23 @@ def test_padding_can_be_turned_off(rt, text_models, caplog):
     (model,) = rt.start(svc).models
     assert model.lengths is None and model.graphs == 0  # no probe ran
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+@pytest.mark.warm_up
+def test_a_compile_after_the_warm_up_is_logged_once_per_shape(rt, text_models, caplog):
+    """Exact shapes (padding off): each new length compiles a graph after the warm-up; the
+    load log cannot have compiled it, so serving logs it, once per shape."""
+    caplog.set_level(logging.INFO, logger="mindserve")
+    svc = one_model_servable(text_models["root"], "per_token", padding=Padding(enabled=False))
+    rt.start(svc)
+    for length in (5, 5, 6):
+        rt.infer("per_token", "run", [{"x": np.ones((length, 8), np.float32)}])
+    logged = [
+        r.getMessage() for r in caplog.records if "compiled a graph for new input shapes" in r.getMessage()
+    ]
+    assert len(logged) == 2
+    assert "model 'per_token'" in logged[0] and "(1, 5, 8)" in logged[0] and "(1 graph now)" in logged[0]
+    assert "(1, 6, 8)" in logged[1] and "(2 graphs now)" in logged[1]
 
 
 def test_a_declaration_that_does_not_fit_the_file_is_named(rt, text_models):

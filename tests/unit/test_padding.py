@@ -98,9 +98,13 @@ def test_declaration_errors_are_named():
 
 
 def test_default_length_buckets():
-    assert length_buckets(512) == (8, 16, 32, 64, 128, 256, 512)
-    assert length_buckets(100) == (8, 16, 32, 64, 100)
+    """Each bucket at most 1.5x the one below (a length padded by at most half), two per
+    doubling, so the warm-up grid stays small."""
+    assert length_buckets(512) == (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+    assert length_buckets(100) == (8, 12, 16, 24, 32, 48, 64, 96, 100)
     assert length_buckets(5) == (5,)
+    for low, high in zip(length_buckets(4096), length_buckets(4096)[1:]):
+        assert low < high <= low * 1.5
 
 
 def plain_lengths(buckets):
@@ -159,6 +163,26 @@ def test_padding_waste_is_in_the_batch_log_and_the_metrics(rt):
     assert (model.elements, model.padded_elements) == (14 * 4, 20 * 4)
 
 
+def test_rows_added_to_reach_a_batch_bucket_are_counted_apart_from_length_padding(rt):
+    """Three instances of one length bucket run as a batch padded to 4 rows: the waste counts
+    the length padding of the 3 real instances; the added row is the batch's padding."""
+    seen = []
+    svc = mindserve.Servable("text")
+    padding = Padding(inputs={0: 0}, mask={1: 0}, outputs={0: 0}, buckets=[4, 8])
+    batching = mindserve.Batching(buckets=[1, 2, 4])
+    model = svc.model(per_token_and_pooled(seen), outputs=2, padding=padding, batching=batching)
+    svc.add_method(lambda x: model(x), name="encode", outputs=["tokens", "pooled"])
+    rt.start(svc)
+    results = rt.infer("text", "encode", [{"x": tokens(n)} for n in (5, 7, 6)])
+    assert [r["tokens"].shape for r in results] == [(5, 4), (7, 4), (6, 4)]
+    assert [shape for shape, _ in seen] == [(4, 8, 4)]
+    (batch,) = rt.batch_log("text")
+    assert (batch.size, batch.padded_to) == (3, 4)
+    assert (batch.elements, batch.padded_elements) == (18 * 4, 3 * 8 * 4)
+    (model,) = rt.metrics().servable("text").models
+    assert (model.padding, model.elements, model.padded_elements) == (1, 18 * 4, 3 * 8 * 4)
+
+
 def test_models_without_padding_count_no_elements(calc):
     rt, _ = calc
     rt.infer("calc", "raw", [{"x": np.ones(3, np.float32)}])
@@ -181,6 +205,40 @@ def test_a_test_double_of_a_padded_model_gets_padded_batches(rt):
     results = rt.infer("text", "encode", [{"x": x} for x in xs])
     assert [r["tokens"].shape for r in results] == [(3, 4), (6, 4)]
     assert [shape for shape, _ in seen] in ([(1, 4, 4), (1, 8, 4)], [(1, 8, 4), (1, 4, 4)])
+
+
+def test_a_test_double_can_declare_the_padding_of_its_stand_in(rt):
+    """mindserve.testing: a MindIR model with no Padding (the load-time probe would pad it)
+    replaced by a fake that declares one: the fake sees padded batches with a filled mask,
+    and each instance gets its own length back."""
+    from mindserve.testing import replace_models
+
+    svc = mindserve.Servable("text")
+    encoder = svc.model("encoder.mindir", outputs=2)
+    svc.add_method(lambda x: encoder(x), name="encode", outputs=["tokens", "pooled"])
+    seen = []
+    padding = Padding(inputs={0: 0}, mask={1: 0}, outputs={0: 0}, buckets=[4, 8])
+    rt.start(replace_models(svc, {"encoder": per_token_and_pooled(seen)}, padding={"encoder": padding}))
+    xs = [tokens(3, 1), tokens(6, 2), tokens(5, 3)]
+    results = rt.infer("text", "encode", [{"x": x} for x in xs])
+    assert sorted(shape for shape, _ in seen) == [(1, 4, 4), (2, 8, 4)]
+    for x, result in zip(xs, results):
+        np.testing.assert_allclose(result["tokens"], x * 2)
+        np.testing.assert_allclose(result["pooled"], x.mean(axis=0), rtol=1e-5)
+
+
+def test_a_test_double_refuses_padding_it_cannot_use():
+    from mindserve.testing import replace_models
+
+    svc = mindserve.Servable("text")
+    svc.model("encoder.mindir", outputs=2)
+    svc.model("other.mindir", outputs=2)
+    with pytest.raises(
+        mindserve.InvalidArgumentError, match=r"padding names \['other'\], which are not replaced"
+    ):
+        replace_models(svc, {"encoder": lambda x: x}, padding={"other": Padding(inputs={0: 0})})
+    with pytest.raises(mindserve.ArgumentTypeError, match=r"must be a mindserve\.Padding; got dict"):
+        replace_models(svc, {"encoder": lambda x: x}, padding={"encoder": {0: 0}})
 
 
 class SpecsExecutor(CallableExecutor):

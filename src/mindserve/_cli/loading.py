@@ -57,6 +57,8 @@ def load_version(
         return
     for model in value["models"]:
         warmed = f", warmed up batch sizes {model['warmed_up']}" if model["warmed_up"] else ""
+        if model.get("graphs"):  # MindSpore models: the graphs its load and warm-up compiled
+            warmed += f" ({model['graphs']} graphs compiled, warm-up {model['warm_up_seconds']:.2f} s)"
         report.add(section, "ok", f"model '{model['name']}' loaded{warmed}")
     report.add(
         section, "note", f"loaded in {value['seconds']:.2f} s on {value['device'] or 'no MindSpore device'}"
@@ -102,7 +104,15 @@ def probe_load(payload: dict[str, Any]) -> dict[str, Any]:
         result["seconds"] = time.perf_counter() - started
         result["device"] = info.device
         models = {m.name: m for m in info.models}
-        result["models"] = [{"name": m.name, "warmed_up": list(m.warmed_up)} for m in info.models]
+        result["models"] = [
+            {
+                "name": m.name,
+                "warmed_up": list(m.warmed_up),
+                "graphs": m.graphs,
+                "warm_up_seconds": _warm_up_seconds(rt, info.name, info.version, m.name),
+            }
+            for m in info.models
+        ]
         definition = servable.definition()
         for method in definition.methods.values():
             outcome: dict[str, Any] = {"name": method.name, "skipped": None, "error": None, "outputs": {}}
@@ -122,6 +132,15 @@ def probe_load(payload: dict[str, Any]) -> dict[str, Any]:
             outcome["outputs"] = {k: describe_value(v) for k, v in outputs.items()}
             outcome["unsendable"] = unsendable(outputs, compat=kind.startswith("MindSpore Serving"))
     return result
+
+
+def _warm_up_seconds(rt: Any, servable: str, version: int, model: str) -> float | None:
+    """The seconds a model's warm-up runs took (``None`` when metrics are off)."""
+    try:
+        compiled = rt.metrics().model(servable, model, version=version).compiled
+    except MindServeError:
+        return None
+    return sum(seconds for _, seconds in compiled)
 
 
 def unsendable(outputs: dict[str, Any], *, compat: bool) -> list[str]:

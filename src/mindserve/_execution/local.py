@@ -7,17 +7,22 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Callable
 
 import numpy as np
 
 from mindserve._calls import Request
+from mindserve._errors import counted
 from mindserve._execution import mindspore as _mindspore
 from mindserve._execution.executor import warm_up
 from mindserve._execution.memory import release_free_memory
 from mindserve._execution.plan import ModelPlan, WarmUp
 from mindserve._values import TensorSpec
+
+logger = logging.getLogger("mindserve")
 
 
 class NetworkExecutor:
@@ -38,6 +43,8 @@ class NetworkExecutor:
         self._ran: tuple[tuple[np.dtype, tuple[int, ...]], ...] | None = None
         #: The input shapes it has run: MindSpore compiles a graph for each.
         self.shapes: set[tuple[tuple[int, ...], ...]] = set()
+        #: Set by the warm-up (where and which model): a graph compiled after it is logged.
+        self._warmed: tuple[str, str] | None = None
 
     @property
     def graphs(self) -> int:
@@ -45,14 +52,33 @@ class NetworkExecutor:
         return len(self.shapes)
 
     def run(self, arrays: tuple[np.ndarray, ...], requests: Sequence[Request] = ()) -> tuple[np.ndarray, ...]:
-        self.shapes.add(tuple([a.shape for a in arrays]))
+        shapes = tuple([a.shape for a in arrays])
+        new = shapes not in self.shapes
+        self.shapes.add(shapes)
+        started = time.perf_counter() if new else 0.0
         if self._unsettled:
             self._unsettled -= 1
             outputs = _mindspore.run_network(self.network, arrays, settle=True)
         else:
             outputs = _mindspore.run_network(self.network, arrays)
         self._ran = tuple((a.dtype, a.shape) for a in arrays)
+        if new and self._warmed is not None:
+            self._log_compile(shapes, time.perf_counter() - started)
         return outputs
+
+    def _log_compile(self, shapes: tuple[tuple[int, ...], ...], seconds: float) -> None:
+        """Once per shape: a graph compiled after the warm-up (the batch that paid for it)."""
+        where, name = self._warmed  # type: ignore[misc]
+        logger.info(
+            "%s: model '%s' compiled a graph for new input shapes %s after its warm-up; that batch took "
+            "%.2f s (%s now). Hint: widen the warm-up (Batching buckets, Padding buckets) to "
+            "compile it at load",
+            where,
+            name,
+            ", ".join(str(s) for s in shapes),
+            seconds,
+            counted(len(self.shapes), "graph"),
+        )
 
     def explain(self, arrays: tuple[np.ndarray, ...], batched: bool) -> str | None:
         """What was expected of the inputs of a batch MindSpore refused, and what arrived
@@ -82,7 +108,9 @@ class NetworkExecutor:
         return None
 
     def warm_up(self, plan: ModelPlan) -> WarmUp:
-        return warm_up(plan, self)
+        warmed = warm_up(plan, self)
+        self._warmed = (plan.where, plan.name)
+        return warmed
 
     def close(self) -> None:
         self.network = None  # the weights go with the last reference

@@ -143,8 +143,10 @@ class BatchReport:
     ``calls``: the calls whose instances it ran (their ``CallReport.call``; filled for
     observers, empty in :meth:`Runtime.batch_log`). For a model with variable-length inputs
     (:class:`~mindserve.Padding`): ``elements``, the elements of its padded inputs the
-    instances hold, and ``padded_elements``, the elements run once padded along the length
-    and the batch (``None`` for other models).
+    instances hold, and ``padded_elements``, the same instances' elements once padded to
+    the batch's length bucket (``None`` for other models). Rows added to reach a batch
+    bucket are not in them: ``padded_to - size`` counts those. A batch never mixes length
+    buckets: instances of one bucket share a batch key.
     """
 
     where: str

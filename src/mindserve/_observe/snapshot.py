@@ -76,8 +76,9 @@ class ModelMetrics:
     ``dropped`` counts instances dropped or refused before running, by :class:`DropReason`
     value; ``load_seconds`` and ``compiled`` come from its load and warm-up. For a model
     with variable-length inputs (:class:`~mindserve.Padding`), ``elements`` counts the
-    elements of its padded inputs the instances held and ``padded_elements`` those run once
-    padded (along the length and the batch): their ratio is the padding's waste.
+    elements of its padded inputs the instances held and ``padded_elements`` the same
+    instances' elements once padded to their length bucket: their ratio is the length
+    padding's waste (rows added to reach a batch bucket are counted in ``padding``).
     """
 
     servable: str

@@ -32,8 +32,9 @@ class ModelInfo:
     #: The length buckets its variable-length inputs are padded to (``None``: not padded;
     #: see :class:`~mindserve.Padding`).
     lengths: tuple[int, ...] | None = None
-    #: How many graphs MindSpore compiled for it in this process (one per distinct input
-    #: shapes run, the warm-up's included); ``None`` when unknown (a callable, workers).
+    #: How many graphs MindSpore compiled for it (one per distinct input shapes run, the
+    #: warm-up's included; in worker processes, a shape counts once though each worker
+    #: that runs it compiles it); ``None`` for a callable.
     graphs: int | None = None
 
     @property

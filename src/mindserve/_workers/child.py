@@ -91,6 +91,7 @@ class Worker:
                 input_specs=model.backend.input_specs,
                 warm_up=model.plan.warm,
                 report=reports.get(name),
+                shapes=_shapes_run(model.backend),
             )
             for name, model in self.loaded.models.items()
         }
@@ -233,3 +234,9 @@ def main(argv: list[str]) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def _shapes_run(backend: object) -> frozenset[tuple[tuple[int, ...], ...]] | None:
+    """The input shapes a MindSpore model's executor ran (``None`` for a callable)."""
+    shapes = getattr(backend, "shapes", None)
+    return None if shapes is None else frozenset(shapes)

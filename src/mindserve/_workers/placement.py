@@ -44,6 +44,7 @@ class WorkerBackend:
         *,
         lend: bool,
         warmed: WarmUp | None = None,
+        shapes: frozenset[tuple[tuple[int, ...], ...]] | None = None,
     ) -> None:
         self.pool = pool
         self.model = model
@@ -51,13 +52,24 @@ class WorkerBackend:
         self.capacity = pool.size
         self._lend = lend
         self._warmed = warmed
+        #: For a MindSpore model: the input shapes run, the workers' load's and every batch's
+        #: sent since (each worker compiles a graph for each shape it runs).
+        self._shapes = None if shapes is None else set(shapes)
         pool.retain()
+
+    @property
+    def graphs(self) -> int | None:
+        """How many distinct graphs the workers compiled (a shape counts once, though each
+        worker that runs it compiles it); ``None`` for a callable."""
+        return None if self._shapes is None else len(self._shapes)
 
     def warm_up(self, plan: ModelPlan) -> WarmUp:
         """What the workers' warm-up did (each worker warms up as it loads the version)."""
         return WarmUp((), plan.batching.buckets) if self._warmed is None else self._warmed
 
     def run(self, arrays: tuple[np.ndarray, ...], requests: Sequence[Request] = ()) -> tuple[np.ndarray, ...]:
+        if self._shapes is not None:
+            self._shapes.add(tuple([a.shape for a in arrays]))
         return self.pool.call(RunModel(self.model, arrays), requests, lend=self._lend)  # type: ignore[no-any-return]
 
     def close(self) -> None:
@@ -95,6 +107,7 @@ class WorkerPlacement:
             loaded_there.input_specs,
             lend=not model.origin.keeps_inputs,
             warmed=loaded_there.warm_up,
+            shapes=loaded_there.shapes,
         )
         try:
             loaded, _ = ready_model(model, backend, where, warm_up)

@@ -98,6 +98,9 @@ class ModelReady:
     warm_up: Any
     #: The worker's :class:`~mindserve._observe.observer.WarmUpReport`, if it warmed up.
     report: Any
+    #: The input shapes its load ran (one graph each) for a MindSpore model; ``None``
+    #: for a callable.
+    shapes: Any = None
 
 
 @attrs.frozen

@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 import numpy as np
 
+from mindserve._config import Padding
 from mindserve._define.model import Model
 from mindserve._define.servable import Servable, ServableDefinition
 from mindserve._errors import (
@@ -74,8 +75,9 @@ def _fixed_outputs(name: str, model: Model, value: Any) -> tuple[np.ndarray, ...
     return tuple(arrays)
 
 
-def _stand_in(name: str, model: Model, replacement: Any) -> Model:
-    """A copy of ``model`` that runs ``replacement`` (a callable, or fixed outputs)."""
+def _stand_in(name: str, model: Model, replacement: Any, padding: Padding | None = None) -> Model:
+    """A copy of ``model`` that runs ``replacement`` (a callable, or fixed outputs), padded
+    as ``padding`` says if given (else as ``model`` is)."""
     if callable(replacement) and not isinstance(replacement, np.ndarray):
         refuse_async(replacement, f"the replacement of model '{name}'")
         function = replacement
@@ -83,8 +85,17 @@ def _stand_in(name: str, model: Model, replacement: Any) -> Model:
         function = FixedOutput(
             _fixed_outputs(name, model, replacement), model.with_batch_dim, model.without_batch_dim_inputs
         )
+    if padding is not None and not isinstance(padding, Padding):
+        raise ArgumentTypeError(
+            f"replace_models: the padding of model '{name}' must be a mindserve.Padding; got "
+            f"{type(padding).__name__}"
+        )
+    if padding is not None and padding.enabled and not model.with_batch_dim:
+        raise DefinitionError(f"model '{name}': padding pads batches; it needs with_batch_dim=True")
     stand_in = copy.copy(model)
     stand_in.origin = CallableSource(function)
+    if padding is not None:
+        stand_in.padding = padding
     stand_in.stands_in_for = model.stands_in_for or model
     return stand_in
 
@@ -106,7 +117,12 @@ class ServableDouble(Servable):
     """
 
     def __init__(
-        self, original: Servable, replacements: Mapping[str, Any], *, deterministic: bool = False
+        self,
+        original: Servable,
+        replacements: Mapping[str, Any],
+        *,
+        deterministic: bool = False,
+        padding: Mapping[str, Padding] | None = None,
     ) -> None:
         # Servable.__init__ is not called: the double keeps no definition of its own.
         self.original = original
@@ -114,6 +130,8 @@ class ServableDouble(Servable):
         self.directory = original.directory
         self.replacements = dict(replacements)
         self.deterministic = deterministic
+        #: Replaced model -> the Padding its stand-in declares (else the model's own).
+        self.padding = dict(padding or {})
 
     @property
     def models(self) -> dict[str, Model]:  # type: ignore[override]
@@ -141,7 +159,7 @@ class ServableDouble(Servable):
         if unknown:
             raise _unknown(self.name, unknown, list(base.models))
         swapped = {
-            id(base.models[name]): _stand_in(name, base.models[name], replacement)
+            id(base.models[name]): _stand_in(name, base.models[name], replacement, self.padding.get(name))
             for name, replacement in self.replacements.items()
         }
         models = {name: swapped.get(id(model), model) for name, model in base.models.items()}
@@ -162,7 +180,9 @@ class ServableDouble(Servable):
         )
 
 
-def replace_models(servable: Servable, replacements: Mapping[str, Any]) -> Servable:
+def replace_models(
+    servable: Servable, replacements: Mapping[str, Any], *, padding: Mapping[str, Padding] | None = None
+) -> Servable:
     """A servable like ``servable`` with some of its models replaced, for a test.
 
     ``replacements`` maps a model's name to what stands in for it:
@@ -174,7 +194,11 @@ def replace_models(servable: Servable, replacements: Mapping[str, Any]) -> Serva
       outputs), returned for every instance: repeated along the batch dimension once per
       instance of the batch (as it is, for a model declared ``with_batch_dim=False``).
 
-    The models keep their batching options, so batches form as they would. A replaced
+    The models keep their batching options and their :class:`~mindserve.Padding`, so
+    batches form as they would. ``padding`` maps a replaced model's name to the Padding its
+    stand-in declares instead: a MindIR model whose variable-length inputs the load-time
+    probe pads (a stand-in has no file to probe), e.g.
+    ``padding={"encoder": Padding(inputs={0: 0}, mask={1: 0}, outputs={0: 0})}``. A replaced
     MindIR model needs no file (and a servable whose every file model is replaced needs no
     version directory); MindSpore is not imported for a replaced model. ``servable`` is not
     modified: start the returned servable, under the same name. A model's name is the one
@@ -197,9 +221,21 @@ def replace_models(servable: Servable, replacements: Mapping[str, Any]) -> Serva
     unknown = [n for n in replacements if n not in servable.models]
     if unknown:
         raise _unknown(servable.name, unknown, list(servable.models))
+    padding = {} if padding is None else padding
+    if not isinstance(padding, Mapping):
+        raise ArgumentTypeError(
+            f"replace_models(padding=...) takes a dict of model name to mindserve.Padding; got "
+            f"{type(padding).__name__}"
+        )
+    unpadded = [n for n in padding if n not in replacements]
+    if unpadded:
+        raise InvalidArgumentError(
+            f"replace_models: padding names {unpadded!r}, which are not replaced; only a replaced "
+            f"model's stand-in can declare its padding (replaced: {list(replacements)})"
+        )
     for name, replacement in replacements.items():
         try:
-            _stand_in(name, servable.models[name], replacement)  # reject a bad one now
+            _stand_in(name, servable.models[name], replacement, padding.get(name))  # reject a bad one now
         except DefinitionError as exc:
             raise InvalidArgumentError(f"replace_models: {exc}") from None
-    return ServableDouble(servable, replacements)
+    return ServableDouble(servable, replacements, padding=padding)
