@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import ssl
 import sys
 import threading
@@ -49,6 +50,9 @@ _lock = threading.Lock()
 _runtime: Runtime | None = None
 #: The RESTful server (a mindserve.http.BackgroundServer) while one runs.
 _restful: Any = None
+#: The gRPC server's address (host, port; port 0 for a unix socket) once start_grpc_server
+#: accepted it: nothing listens there, but the address is held as MindSpore Serving holds it.
+_grpc: tuple[str, int] | None = None
 
 
 class ServableStartConfig:
@@ -304,8 +308,71 @@ def _no_network(kind: str, address: str, hint: str = "") -> None:
 
 
 def start_grpc_server(address: str, max_msg_mb_size: int = 100, ssl_config: Any = None) -> None:
-    """Accepted, starts nothing (there is no gRPC layer), and says so in the log."""
+    """Check the parameters and the address as MindSpore Serving does, then start nothing
+    (there is no gRPC layer) and say so in the log.
+
+    Bad parameters, an address that cannot be bound (a bad ip, a port in use, the RESTful
+    server's port), an ``ssl_config`` whose files cannot be read or whose certificate and
+    key do not match, or a second call before :func:`stop` raise ``RuntimeError`` in
+    MindSpore Serving's words. Nothing listens on the address afterwards; a RESTful server
+    started on its port fails as it would there.
+    """
+    global _grpc
+    tag = "Serving gRPC"
+    check_str("address", address)
+    check_int("max_msg_mb_size", max_msg_mb_size, 1, 512)
+    if ssl_config is not None and not isinstance(ssl_config, SSLConfig):
+        raise RuntimeError("The type of ssl_config should be type of SSLConfig")
+    with _lock:
+        if _grpc is not None:
+            raise RuntimeError(f"Serving Error: {tag} server is already running")
+        if address.startswith("unix:"):
+            if address == "unix:":
+                raise RuntimeError("Serving Error: Empty grpc server unix domain socket address")
+            held = (address, 0)
+        else:
+            host, port = _socket_address(address, tag)
+            held = (host, port)
+            if ssl_config is not None:
+                _grpc_credentials(ssl_config, address)
+            if not _bindable(host, port):
+                raise RuntimeError(
+                    f"Serving Error: {tag} server start failed, create server failed, address {address}"
+                )
+        _grpc = held
     _no_network("start_grpc_server", address)
+
+
+def _grpc_credentials(config: SSLConfig, address: str) -> None:
+    """Read an ``SSLConfig``'s files as MindSpore Serving does (an ``OSError`` if one is
+    missing); a certificate and key that do not match fail as gRPC fails to create the server."""
+    for path in (config.certificate, config.private_key) + (
+        (config.custom_ca,) if config.verify_client else ()
+    ):
+        with open(path, "rb"):
+            pass
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(config.certificate, config.private_key)
+    except ssl.SSLError as exc:
+        raise RuntimeError(
+            f"Serving Error: Serving gRPC server start failed, create server failed, address {address}: {exc}"
+        ) from exc
+
+
+def _bindable(host: str, port: int) -> bool:
+    """Whether a server could listen on ``host:port`` now (as gRPC binds: address reuse on)."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError):
+        return False
+    family, kind, proto, _, where = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(where)
+        except OSError:
+            return False
+    return True
 
 
 def start_restful_server(address: str, max_msg_mb_size: int = 100, ssl_config: Any = None) -> None:
@@ -322,6 +389,8 @@ def start_restful_server(address: str, max_msg_mb_size: int = 100, ssl_config: A
     check_int("max_msg_mb_size", max_msg_mb_size, 1, 512)
     if ssl_config is not None and not isinstance(ssl_config, SSLConfig):
         raise RuntimeError("The type of ssl_config should be class of SSLConfig")
+    if address.startswith("unix:"):
+        raise RuntimeError("Serving Error: RESTful server does not support binding to unix domain socket")
     host, port = _socket_address(address)
     try:
         from mindserve.http._app import compat_app, require
@@ -344,6 +413,11 @@ def start_restful_server(address: str, max_msg_mb_size: int = 100, ssl_config: A
     with _lock:
         if _restful is not None:
             raise RuntimeError("Serving Error: RESTful server is already running")
+        if _grpc is not None and _grpc[1] == port:  # held by start_grpc_server
+            raise RuntimeError(
+                f"Serving Error: RESTful server start failed, bind to the socket address {address} failed: "
+                f"the gRPC server holds port {port}"
+            )
         try:
             _restful = BackgroundServer(app, host=host, port=port, **_ssl_options(ssl_config))
         except ssl.SSLError as exc:
@@ -361,11 +435,10 @@ def start_restful_server(address: str, max_msg_mb_size: int = 100, ssl_config: A
     logger.info("Serving RESTful server start success, listening on %s", address)
 
 
-def _socket_address(address: str) -> tuple[str, int]:
-    """``ip:port`` checked as MindSpore Serving checks a RESTful server's address."""
-    where = f"RESTful server address '{address}'"
-    if address.startswith("unix:"):
-        raise RuntimeError("Serving Error: RESTful server does not support binding to unix domain socket")
+def _socket_address(address: str, tag: str = "RESTful server") -> tuple[str, int]:
+    """``ip:port`` checked as MindSpore Serving checks a server's address (``tag``: the
+    server, as its messages name it)."""
+    where = f"{tag} address '{address}'"
     position = address.rfind(":")
     if position < 0:
         raise RuntimeError(f"Serving Error: The format of the {where} is illegal")
@@ -393,11 +466,11 @@ def _ssl_options(config: SSLConfig | None) -> dict[str, Any]:
 
 
 def stop() -> None:
-    """Stop the RESTful server (answering the requests in flight), then every servable
-    started here (draining the calls in flight)."""
-    global _runtime, _restful
+    """Stop the RESTful server (answering the requests in flight), release the gRPC
+    server's address, then stop every servable started here (draining the calls in flight)."""
+    global _runtime, _restful, _grpc
     with _lock:
-        restful, _restful = _restful, None
+        restful, _restful, _grpc = _restful, None, None
     if restful is not None:
         restful.stop()
     with _lock:
