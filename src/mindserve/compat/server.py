@@ -345,18 +345,33 @@ def start_grpc_server(address: str, max_msg_mb_size: int = 100, ssl_config: Any 
 
 def _grpc_credentials(config: SSLConfig, address: str) -> None:
     """Read an ``SSLConfig``'s files as MindSpore Serving does (an ``OSError`` if one is
-    missing); a certificate and key that do not match fail as gRPC fails to create the server."""
+    missing); a certificate or key that cannot be loaded fails as gRPC fails to create the server."""
     for path in (config.certificate, config.private_key) + (
         (config.custom_ca,) if config.verify_client else ()
     ):
         with open(path, "rb"):
             pass
+    problem = _certificate_problem(config)
+    if problem is not None:
+        raise RuntimeError(
+            f"Serving Error: Serving gRPC server start failed, create server failed, address {address}: "
+            f"{problem[1]}"
+        )
+
+
+def _certificate_problem(config: SSLConfig) -> tuple[str, str] | None:
+    """Which of an ``SSLConfig``'s files a TLS server fails to load, as MindSpore Serving's
+    RESTful server names it (``load <what> from <path> failed``), and why; None if both load.
+    As in OpenSSL, a key that does not match the certificate fails as the key."""
     try:
         ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(config.certificate, config.private_key)
-    except ssl.SSLError as exc:
-        raise RuntimeError(
-            f"Serving Error: Serving gRPC server start failed, create server failed, address {address}: {exc}"
-        ) from exc
+    except (ssl.SSLError, OSError) as exc:
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=config.certificate)
+        except (ssl.SSLError, OSError):
+            return f"load certificate_chain from {config.certificate} failed", str(exc)
+        return f"load private_key from {config.private_key} failed", str(exc)
+    return None
 
 
 def _bindable(host: str, port: int) -> bool:
@@ -408,7 +423,7 @@ def start_restful_server(address: str, max_msg_mb_size: int = 100, ssl_config: A
         lambda: _runtime,
         _master_context.enter,
         _master_context.leave,
-        Limits(max_body_size=max_msg_mb_size * 2**20),
+        Limits(max_body_size=max_msg_mb_size * 2**20, strict=True),
     )
     with _lock:
         if _restful is not None:
@@ -418,17 +433,12 @@ def start_restful_server(address: str, max_msg_mb_size: int = 100, ssl_config: A
                 f"Serving Error: RESTful server start failed, bind to the socket address {address} failed: "
                 f"the gRPC server holds port {port}"
             )
+        problem = None if ssl_config is None else _certificate_problem(ssl_config)
+        if problem is not None:
+            raise RuntimeError(f"Serving Error: {problem[0]}: {problem[1]}")
         try:
             _restful = BackgroundServer(app, host=host, port=port, **_ssl_options(ssl_config))
-        except ssl.SSLError as exc:
-            assert ssl_config is not None  # (only a certificate raises SSLError)
-            raise RuntimeError(
-                f"Serving Error: load certificate_chain from {ssl_config.certificate} or private_key from "
-                f"{ssl_config.private_key} failed: {exc}"
-            ) from exc
         except OSError as exc:
-            if ssl_config is not None and exc.filename is not None:
-                raise RuntimeError(f"Serving Error: load {exc.filename} failed: {exc}") from exc
             raise RuntimeError(
                 f"Serving Error: RESTful server start failed, bind to the socket address {address} failed: {exc}"
             ) from exc
