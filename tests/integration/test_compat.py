@@ -1040,6 +1040,12 @@ def method({parameters}):
             "register.add_stage(identity, x, outputs_count=1)",
             "Method return output size 1 not match registered 2",
         ),
+        (
+            "['y', 'z']",
+            "x",
+            "[*register.add_stage(identity, x, outputs_count=1)]",
+            "cannot unpack non-iterable _TensorDef object",
+        ),
     ],
 )
 def test_register_method_checks_in_mindspore_servings_words(tmp_path, names, parameters, returned, message):
