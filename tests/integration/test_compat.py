@@ -140,6 +140,82 @@ def test_import_system_is_left_as_it_was(compat_root):
     assert "mindspore_serving.server.register" not in sys.modules
 
 
+LOGGING = """
+import socket
+from mindserve.compat import log, server
+log.info("info msg"); log.warning("warning msg"); log.error("error msg"); log.debug("debug msg")
+with socket.create_server(("127.0.0.1", 0)) as free:
+    address = f"127.0.0.1:{free.getsockname()[1]}"
+server.start_grpc_server(address)  # held: INFO on the server's logger
+try:
+    server.start_grpc_server(address)
+except RuntimeError:
+    pass  # logged at ERROR on the server's logger
+"""
+
+
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({"GLOG_v": "2"}, ["[WARNING] SERVING(", "warning msg", "error msg", "already running"]),
+        ({"GLOG_v": "3"}, ["error msg", "already running"]),
+        ({"GLOG_v": "3", "MS_SUBMODULE_LOG_v": "{SERVING:1}"}, ["[INFO]", "held", "already running"]),
+        ({"GLOG_v": "0"}, ["info msg", "debug msg", "[INFO]", "already running"]),
+    ],
+)
+def test_the_log_follows_glog_v_as_mindspore_servings_does(env, expected):
+    """GLOG_v sets mindserve.compat.log's level (MS_SUBMODULE_LOG_v's SERVING entry the
+    server's own messages'), as in MindSpore Serving; every level above it is left out."""
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", LOGGING],
+        env={**os.environ, "MS_SUBMODULE_LOG_v": "", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    for text in expected:
+        assert text in done.stderr, done.stderr
+    levels = ["[DEBUG]", "[INFO]", "[WARNING]", "[ERROR]"]
+    lowest = min(levels.index(text) for text in levels if text in done.stderr)
+    assert lowest == min(
+        int(env.get("GLOG_v", 2)), 1 if "SERVING:1" in env.get("MS_SUBMODULE_LOG_v", "") else 3
+    )
+
+
+def test_a_servable_config_logs_through_mindspore_servings_log(tmp_path, caplog):
+    write_servable(
+        tmp_path,
+        "logging",
+        """
+        from mindspore_serving import log as logger
+        from mindspore_serving.server import register
+        logger.error("config loaded")
+
+        def identity(x):
+            return x
+
+        @register.register_method(output_names="y")
+        def echo(x):
+            return register.add_stage(identity, x, outputs_count=1)
+        """,
+        versions=(),
+    )
+    from mindserve.compat import log
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    log._get_logger().addHandler(handler)
+    try:
+        assert "echo" in load_servable(str(tmp_path), "logging").methods
+    finally:
+        log._get_logger().removeHandler(handler)
+    assert [record.getMessage() for record in records] == ["config loaded"]
+
+
 def write_servable(root, name, config, versions=(1,)):
     directory = root / name
     directory.mkdir(parents=True)

@@ -15,6 +15,7 @@ MindSpore Serving's RESTful protocol with uvicorn on a thread of this process.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -28,7 +29,7 @@ from typing import Any
 from mindserve import ExtraUnavailableError, LoadError, Runtime, VersionNotFoundError
 from mindserve._observe.visible import warn_definition
 from mindserve._serving.versions import list_versions
-from mindserve.compat import _master_context
+from mindserve.compat import _master_context, log
 from mindserve.compat._checks import check_int, check_str, int_tuple
 from mindserve.compat._loader import load_servable
 
@@ -307,6 +308,22 @@ def _no_network(kind: str, address: str, hint: str = "") -> None:
     )
 
 
+def _logged(start: Callable[..., None]) -> Callable[..., None]:
+    """A server start whose failure (a ``RuntimeError``) is logged at ERROR on
+    :func:`mindserve.compat.log.server_logger` too, as MindSpore Serving logs it."""
+
+    @functools.wraps(start)
+    def logged(*args: Any, **kwargs: Any) -> None:
+        try:
+            start(*args, **kwargs)
+        except RuntimeError as exc:
+            log.server_logger().error("%s", exc)
+            raise
+
+    return logged
+
+
+@_logged
 def start_grpc_server(address: str, max_msg_mb_size: int = 100, ssl_config: Any = None) -> None:
     """Check the parameters and the address as MindSpore Serving does, then start nothing
     (there is no gRPC layer) and say so in the log.
@@ -341,6 +358,9 @@ def start_grpc_server(address: str, max_msg_mb_size: int = 100, ssl_config: Any 
                 )
         _grpc = held
     _no_network("start_grpc_server", address)
+    log.server_logger().info(
+        "Serving gRPC server address %s held; nothing listens there (no gRPC layer)", address
+    )
 
 
 def _grpc_credentials(config: SSLConfig, address: str) -> None:
@@ -390,6 +410,7 @@ def _bindable(host: str, port: int) -> bool:
     return True
 
 
+@_logged
 def start_restful_server(address: str, max_msg_mb_size: int = 100, ssl_config: Any = None) -> None:
     """Serve the servables of this process over MindSpore Serving's RESTful protocol on
     ``address`` (``"ip:port"``), with uvicorn on a background thread, until :func:`stop`.
@@ -442,7 +463,7 @@ def start_restful_server(address: str, max_msg_mb_size: int = 100, ssl_config: A
             raise RuntimeError(
                 f"Serving Error: RESTful server start failed, bind to the socket address {address} failed: {exc}"
             ) from exc
-    logger.info("Serving RESTful server start success, listening on %s", address)
+    log.server_logger().info("Serving RESTful server start success, listening on %s", address)
 
 
 def _socket_address(address: str, tag: str = "RESTful server") -> tuple[str, int]:
