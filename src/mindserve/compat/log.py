@@ -7,7 +7,7 @@ DEBUG, ``1`` INFO, ``2`` WARNING (the default), ``3`` ERROR; another value is a
 ``ValueError``. Messages go to stderr as ``[LEVEL] SERVING(pid:thread,process):time
 [file:line] message``, on the ``mindspore_serving`` logger (its own handler, not
 propagated). MindSpore Serving's log files (``GLOG_logtostderr=0``, ``GLOG_log_dir``) are
-not written. The compat server's own messages go to :func:`server_logger`.
+not written. The compat server's own messages go to its ``mindspore_serving.SERVING`` logger.
 """
 
 from __future__ import annotations
