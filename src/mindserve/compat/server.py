@@ -18,8 +18,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import socket
-import ssl
 import sys
 import threading
 import types
@@ -29,7 +27,7 @@ from typing import Any
 from mindserve import ExtraUnavailableError, LoadError, Runtime, VersionNotFoundError
 from mindserve._observe.visible import warn_definition
 from mindserve._serving.versions import list_versions
-from mindserve.compat import _master_context, log
+from mindserve.compat import _master_context, _network, log
 from mindserve.compat._checks import check_int, check_str, int_tuple
 from mindserve.compat._loader import load_servable
 
@@ -348,11 +346,11 @@ def start_grpc_server(address: str, max_msg_mb_size: int = 100, ssl_config: Any 
                 raise RuntimeError("Serving Error: Empty grpc server unix domain socket address")
             held = (address, 0)
         else:
-            host, port = _socket_address(address, tag)
+            host, port = _network.socket_address(address, tag)
             held = (host, port)
             if ssl_config is not None:
-                _grpc_credentials(ssl_config, address)
-            if not _bindable(host, port):
+                _network.grpc_credentials(ssl_config, address)
+            if not _network.bindable(host, port):
                 raise RuntimeError(
                     f"Serving Error: {tag} server start failed, create server failed, address {address}"
                 )
@@ -361,53 +359,6 @@ def start_grpc_server(address: str, max_msg_mb_size: int = 100, ssl_config: Any 
     log.server_logger().info(
         "Serving gRPC server address %s held; nothing listens there (no gRPC layer)", address
     )
-
-
-def _grpc_credentials(config: SSLConfig, address: str) -> None:
-    """Read an ``SSLConfig``'s files as MindSpore Serving does (an ``OSError`` if one is
-    missing); a certificate or key that cannot be loaded fails as gRPC fails to create the server."""
-    for path in (config.certificate, config.private_key) + (
-        (config.custom_ca,) if config.verify_client else ()
-    ):
-        with open(path, "rb"):
-            pass
-    problem = _certificate_problem(config)
-    if problem is not None:
-        raise RuntimeError(
-            f"Serving Error: Serving gRPC server start failed, create server failed, address {address}: "
-            f"{problem[1]}"
-        )
-
-
-def _certificate_problem(config: SSLConfig) -> tuple[str, str] | None:
-    """Which of an ``SSLConfig``'s files a TLS server fails to load, as MindSpore Serving's
-    RESTful server names it (``load <what> from <path> failed``), and why; None if both load.
-    As in OpenSSL, a key that does not match the certificate fails as the key."""
-    try:
-        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(config.certificate, config.private_key)
-    except (ssl.SSLError, OSError) as exc:
-        try:
-            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=config.certificate)
-        except (ssl.SSLError, OSError):
-            return f"load certificate_chain from {config.certificate} failed", str(exc)
-        return f"load private_key from {config.private_key} failed", str(exc)
-    return None
-
-
-def _bindable(host: str, port: int) -> bool:
-    """Whether a server could listen on ``host:port`` now (as gRPC binds: address reuse on)."""
-    try:
-        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except (socket.gaierror, UnicodeError):
-        return False
-    family, kind, proto, _, where = infos[0]
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(where)
-        except OSError:
-            return False
-    return True
 
 
 @_logged
@@ -427,7 +378,7 @@ def start_restful_server(address: str, max_msg_mb_size: int = 100, ssl_config: A
         raise RuntimeError("The type of ssl_config should be class of SSLConfig")
     if address.startswith("unix:"):
         raise RuntimeError("Serving Error: RESTful server does not support binding to unix domain socket")
-    host, port = _socket_address(address)
+    host, port = _network.socket_address(address)
     try:
         from mindserve.http._app import compat_app, require
         from mindserve.http._protocol import Limits
@@ -454,46 +405,16 @@ def start_restful_server(address: str, max_msg_mb_size: int = 100, ssl_config: A
                 f"Serving Error: RESTful server start failed, bind to the socket address {address} failed: "
                 f"the gRPC server holds port {port}"
             )
-        problem = None if ssl_config is None else _certificate_problem(ssl_config)
+        problem = None if ssl_config is None else _network.certificate_problem(ssl_config)
         if problem is not None:
             raise RuntimeError(f"Serving Error: {problem[0]}: {problem[1]}")
         try:
-            _restful = BackgroundServer(app, host=host, port=port, **_ssl_options(ssl_config))
+            _restful = BackgroundServer(app, host=host, port=port, **_network.ssl_options(ssl_config))
         except OSError as exc:
             raise RuntimeError(
                 f"Serving Error: RESTful server start failed, bind to the socket address {address} failed: {exc}"
             ) from exc
     log.server_logger().info("Serving RESTful server start success, listening on %s", address)
-
-
-def _socket_address(address: str, tag: str = "RESTful server") -> tuple[str, int]:
-    """``ip:port`` checked as MindSpore Serving checks a server's address (``tag``: the
-    server, as its messages name it)."""
-    where = f"{tag} address '{address}'"
-    position = address.rfind(":")
-    if position < 0:
-        raise RuntimeError(f"Serving Error: The format of the {where} is illegal")
-    if position == 0 or position == len(address) - 1:
-        raise RuntimeError(f"Serving Error: Missing ip or port of the {where}")
-    host, text = address[:position], address[position + 1 :]
-    if not (text.isascii() and text.isdigit()):
-        raise RuntimeError(f"Serving Error: The type of {where} port is not a number")
-    port = int(text)
-    if not 1 <= port <= 65535:
-        raise RuntimeError(f"Serving Error: The port of the {where} is out of legal range [1 ~ 65535]")
-    if host.startswith("[") and host.endswith("]"):  # an IPv6 address
-        host = host[1:-1]
-    return host, port
-
-
-def _ssl_options(config: SSLConfig | None) -> dict[str, Any]:
-    """An ``SSLConfig`` as uvicorn's options."""
-    if config is None:
-        return {}
-    options: dict[str, Any] = {"ssl_certfile": config.certificate, "ssl_keyfile": config.private_key}
-    if config.verify_client:
-        options.update(ssl_cert_reqs=ssl.CERT_REQUIRED, ssl_ca_certs=config.custom_ca)
-    return options
 
 
 def stop() -> None:
