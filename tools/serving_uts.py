@@ -34,14 +34,8 @@ SHIM = {
 from mindspore_serving import client, log, server  # noqa: F401
 """,
     "mindspore_serving/log.py": """
-import logging, sys
-_logger = logging.getLogger("mindspore_serving")
-if not _logger.handlers:
-    _handler = logging.StreamHandler(sys.stderr)
-    _handler.setFormatter(logging.Formatter("[%(levelname)s] %(message)s"))
-    _logger.addHandler(_handler)
-    _logger.setLevel(logging.DEBUG)
-info, warning, error, debug = _logger.info, _logger.warning, _logger.error, _logger.debug
+from mindserve.compat.log import *  # noqa: F401,F403
+from mindserve.compat.log import _get_logger  # noqa: F401
 """,
     "mindspore_serving/client.py": """
 from mindserve.compat import client as _client

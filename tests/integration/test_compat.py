@@ -1,8 +1,11 @@
 """MindSpore Serving 2.0 servables, unchanged, through mindserve.compat (real MindSpore)."""
 
+import importlib.util
 import logging
 import os
+import re
 import shutil
+import socket
 import sys
 import textwrap
 
@@ -113,12 +116,14 @@ def test_start_servable_in_master_and_network_calls_are_accepted(compat_root, ca
     """Without the mindserve[http] extra, start_restful_server logs that it starts nothing
     (tests/integration/test_http_server.py serves it when the extra is installed)."""
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if the extra were not installed
+    with socket.create_server(("127.0.0.1", 0)) as free:
+        grpc_address = f"127.0.0.1:{free.getsockname()[1]}"
     with caplog.at_level(logging.WARNING, logger="mindserve.compat"):
         server.start_servable_in_master(compat_root["root"], "add", version_number=1)
-        server.start_grpc_server("127.0.0.1:5500")
+        server.start_grpc_server(grpc_address)
         server.start_restful_server("127.0.0.1:1500")
     try:
-        assert "has no network layer: start_grpc_server('127.0.0.1:5500') starts nothing" in caplog.text
+        assert f"has no network layer: start_grpc_server('{grpc_address}') starts nothing" in caplog.text
         assert "start_restful_server('127.0.0.1:1500') starts nothing" in caplog.text
         assert "pip install 'mindserve[http]'" in caplog.text
         assert Client("", "add", "add_common").infer({"x1": floats(1, 1, 1), "x2": floats(1, 1, 1)})[0][
@@ -133,6 +138,82 @@ def test_import_system_is_left_as_it_was(compat_root):
     load_servable(compat_root["root"], "add")
     assert {name: sys.modules.get(name) for name in before} == before
     assert "mindspore_serving.server.register" not in sys.modules
+
+
+LOGGING = """
+import socket
+from mindserve.compat import log, server
+log.info("info msg"); log.warning("warning msg"); log.error("error msg"); log.debug("debug msg")
+with socket.create_server(("127.0.0.1", 0)) as free:
+    address = f"127.0.0.1:{free.getsockname()[1]}"
+server.start_grpc_server(address)  # held: INFO on the server's logger
+try:
+    server.start_grpc_server(address)
+except RuntimeError:
+    pass  # logged at ERROR on the server's logger
+"""
+
+
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({"GLOG_v": "2"}, ["[WARNING] SERVING(", "warning msg", "error msg", "already running"]),
+        ({"GLOG_v": "3"}, ["error msg", "already running"]),
+        ({"GLOG_v": "3", "MS_SUBMODULE_LOG_v": "{SERVING:1}"}, ["[INFO]", "held", "already running"]),
+        ({"GLOG_v": "0"}, ["info msg", "debug msg", "[INFO]", "already running"]),
+    ],
+)
+def test_the_log_follows_glog_v_as_mindspore_servings_does(env, expected):
+    """GLOG_v sets mindserve.compat.log's level (MS_SUBMODULE_LOG_v's SERVING entry the
+    server's own messages'), as in MindSpore Serving; every level above it is left out."""
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", LOGGING],
+        env={**os.environ, "MS_SUBMODULE_LOG_v": "", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    for text in expected:
+        assert text in done.stderr, done.stderr
+    levels = ["[DEBUG]", "[INFO]", "[WARNING]", "[ERROR]"]
+    lowest = min(levels.index(text) for text in levels if text in done.stderr)
+    assert lowest == min(
+        int(env.get("GLOG_v", 2)), 1 if "SERVING:1" in env.get("MS_SUBMODULE_LOG_v", "") else 3
+    )
+
+
+def test_a_servable_config_logs_through_mindspore_servings_log(tmp_path, caplog):
+    write_servable(
+        tmp_path,
+        "logging",
+        """
+        from mindspore_serving import log as logger
+        from mindspore_serving.server import register
+        logger.error("config loaded")
+
+        def identity(x):
+            return x
+
+        @register.register_method(output_names="y")
+        def echo(x):
+            return register.add_stage(identity, x, outputs_count=1)
+        """,
+        versions=(),
+    )
+    from mindserve.compat import log
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    log._get_logger().addHandler(handler)
+    try:
+        assert "echo" in load_servable(str(tmp_path), "logging").methods
+    finally:
+        log._get_logger().removeHandler(handler)
+    assert [record.getMessage() for record in records] == ["config loaded"]
 
 
 def write_servable(root, name, config, versions=(1,)):
@@ -726,11 +807,62 @@ def test_set_max_enqueued_requests_limits_requests_in_flight(served):
             server.master.context.set_max_enqueued_requests(bad)
 
 
-def test_ssl_config_is_accepted_by_the_server_module():
+def test_an_ssl_config_file_that_is_missing_fails_the_grpc_server_as_in_mindspore_serving():
     config = server.SSLConfig(
-        certificate="cert.pem", private_key="key.pem", custom_ca=None, verify_client=False
+        certificate="missing-cert.pem", private_key="missing-key.pem", custom_ca=None, verify_client=False
     )
-    server.start_grpc_server("127.0.0.1:5500", ssl_config=config)
+    try:
+        with pytest.raises(FileNotFoundError, match=r"missing-cert\.pem"):
+            server.start_grpc_server("127.0.0.1:5500", ssl_config=config)
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    "address, message",
+    [
+        ("invalid address", "The format of the Serving gRPC address 'invalid address' is illegal"),
+        (
+            "127.0.0.1:5000000",
+            "The port of the Serving gRPC address '127.0.0.1:5000000' is out of legal range",
+        ),
+        ("127.0.0.1:", "Missing ip or port of the Serving gRPC address '127.0.0.1:'"),
+        ("unix:", "Serving Error: Empty grpc server unix domain socket address"),
+        (
+            "127.0.256.1:5000",
+            "Serving gRPC server start failed, create server failed, address 127.0.256.1:5000",
+        ),
+        ("127.0.0.1:5000:5000", "create server failed, address 127.0.0.1:5000:5000"),
+    ],
+)
+def test_grpc_server_addresses_are_checked_in_mindspore_servings_words(address, message):
+    try:
+        with pytest.raises(RuntimeError, match=re.escape(message)):
+            server.start_grpc_server(address)
+    finally:
+        server.stop()
+
+
+def test_the_grpc_servers_address_is_held_until_stop():
+    """Nothing listens, but as in MindSpore Serving a port in use fails the gRPC server, a
+    second one fails until stop(), and the RESTful server cannot take its port."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        with pytest.raises(RuntimeError, match=f"create server failed, address {address}"):
+            server.start_grpc_server(address)
+    with socket.create_server(("127.0.0.1", 0)) as free:
+        port = free.getsockname()[1]
+    try:
+        server.start_grpc_server(f"127.0.0.1:{port}")
+        with pytest.raises(RuntimeError, match="Serving Error: Serving gRPC server is already running"):
+            server.start_grpc_server("127.0.0.1:1")
+        if importlib.util.find_spec("uvicorn") is not None:
+            with pytest.raises(RuntimeError, match=f"bind to the socket address 0.0.0.0:{port} failed"):
+                server.start_restful_server(f"0.0.0.0:{port}")
+    finally:
+        server.stop()
+    server.start_grpc_server(f"127.0.0.1:{port}")  # released by stop()
+    server.stop()
 
 
 # -- model contexts and device infos: readable, checked as MindSpore Serving checks them ----------
@@ -983,6 +1115,12 @@ def method({parameters}):
             "x",
             "register.add_stage(identity, x, outputs_count=1)",
             "Method return output size 1 not match registered 2",
+        ),
+        (
+            "['y', 'z']",
+            "x",
+            "[*register.add_stage(identity, x, outputs_count=1)]",
+            "cannot unpack non-iterable _TensorDef object",
         ),
     ],
 )

@@ -33,7 +33,12 @@ def test_the_reference_documents_every_public_name_once():
     names = documented()
     expected = {f"mindserve.{name}" for name in mindserve.__all__}
     expected |= {"mindserve", "mindserve.compat", "mindserve.compat.server", "mindserve.compat.client"}
-    expected |= {"mindserve.compat.register", "mindserve.prometheus", "mindserve.testing"}
+    expected |= {
+        "mindserve.compat.register",
+        "mindserve.compat.log",
+        "mindserve.prometheus",
+        "mindserve.testing",
+    }
     expected |= {
         "mindserve.testing.pytest_plugin",
         "mindserve.opentelemetry",

@@ -4,6 +4,7 @@ batched together, and an unchanged MindSpore Serving servable with its REST clie
 
 import base64
 import json
+import re
 import socket
 import subprocess
 import threading
@@ -235,8 +236,14 @@ def test_https_with_an_ssl_config(served, tmp_path):
         check=True,
         capture_output=True,
     )
-    with pytest.raises(RuntimeError, match=r"Serving Error: load .* failed"):
+    with pytest.raises(RuntimeError, match=r"Serving Error: load certificate_chain from .* failed"):
         server.start_restful_server("127.0.0.1:1", ssl_config=server.SSLConfig(str(key), str(key)))
+    other = tmp_path / "other.key"  # a key of another certificate: the key fails, as in OpenSSL
+    subprocess.run(["openssl", "genrsa", "-out", str(other), "2048"], check=True, capture_output=True)
+    with pytest.raises(
+        RuntimeError, match=f"Serving Error: load private_key from {re.escape(str(other))} failed"
+    ):
+        server.start_restful_server("127.0.0.1:1", ssl_config=server.SSLConfig(str(cert), str(other)))
     address = f"127.0.0.1:{free_port()}"
     served("add")
     server.start_restful_server(address, ssl_config=server.SSLConfig(str(cert), str(key)))

@@ -245,7 +245,10 @@ def test_content_errors_say_which_instance_and_input(client):
         ("/model/py", "please check url, the keyword:[service method] must contain."),
         ("/model/py:", "please check url, the keyword:[service method] must contain."),
         ("/model/py/version/x1:echo", "the keyword:[version] value invalid, request version number x1"),
-        ("/model/py/version/-1:echo", "the keyword:[version] value invalid, request version number -1"),
+        ("/model/py/version/-1:echo", "version number range failed, request version number -1"),
+        ("/model/py/version/+x:echo", "the keyword:[version] value invalid, request version number +x"),
+        ("/version/1/model/py/version/2:echo", "please check url, expected /model/<servable>"),
+        ("/version/1:echo", "please check url, the keyword:[model] must contain."),
         (
             "/model/py/version/4294967295:echo",
             "version number range failed, request version number 4294967295",
@@ -265,6 +268,33 @@ def test_content_errors_say_which_instance_and_input(client):
 def test_url_errors_get_mindspore_servings_error_reply(client, path, message):
     reply = post(client, {"instances": [{"x": 1}]}, path=path)
     assert set(reply) == {"error_msg"} and message in reply["error_msg"], reply
+
+
+@pytest.mark.parametrize("path", ["/model/py/version/1:echo", "/version/1/model/py:echo", "/model/py/:echo"])
+def test_the_url_forms_mindspore_serving_accepts_are_accepted(path):
+    from mindserve.http._protocol import Target, parse_target
+
+    assert parse_target(path) == Target("py", 1 if "version" in path else 0, "echo")
+
+
+@pytest.mark.parametrize(
+    "value, strict, message",
+    [
+        ([[1.5, 2.5], [1, 1]], True, "json array, elements type is not equal"),
+        ([1.5, 1], True, "json array, elements type is not equal"),
+        ([1.5, 1], False, None),  # mindserve's own server is lenient there (docs/http.md)
+        ([1.5, 2.5], True, None),
+        ([[1, 2], [3, 4]], True, None),
+    ],
+)
+def test_the_compat_servers_strict_reading_refuses_an_int_among_floats(value, strict, message):
+    body = json.dumps({"instances": [{"x": value}]}).encode()
+    if message is None:
+        (instance,) = parse_body(body, Limits(strict=strict))
+        assert instance["x"].tolist() == value
+        return
+    with pytest.raises(Refused, match=message):
+        parse_body(body, Limits(strict=strict))
 
 
 def test_only_post_is_answered(client):

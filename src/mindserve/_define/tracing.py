@@ -112,11 +112,13 @@ class Placeholder:
         return f"<placeholder for {self.label}>"
 
     def __iter__(self) -> Iterator[Any]:
-        raise DefinitionError(
+        error = DefinitionError(
             f"method '{self.trace.method}' unpacks {self.label}, which is a single value. "
             f"Hint: declare how many values a stage returns with @svc.stage(outputs=N), or a "
             f"model's with svc.model(..., outputs=N)."
         )
+        error.unpacked = True  # type: ignore[attr-defined]  # for mindserve.compat's wording
+        raise error
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):

@@ -12,11 +12,12 @@ from collections.abc import Iterator
 
 from mindserve._define.servable import Servable
 from mindserve._errors import DefinitionError, LoadError
-from mindserve.compat import register
+from mindserve.compat import log, register
 
-#: The module names a servable_config.py may import register through.
+#: The module names a servable_config.py may import register (and the log) through.
 _SHIMMED = (
     "mindspore_serving",
+    "mindspore_serving.log",
     "mindspore_serving.server",
     "mindspore_serving.server.register",
     "mindspore_serving.server.register.model",
@@ -26,7 +27,8 @@ _counter = itertools.count()
 
 @contextlib.contextmanager
 def _shim() -> Iterator[None]:
-    """Make ``mindspore_serving.server.register`` resolve to mindserve's, then put back
+    """Make ``mindspore_serving.server.register`` (and ``mindspore_serving.log``) resolve to
+    mindserve's, then put back
     whatever ``sys.modules`` held (the real package, if installed, included)."""
     saved = {name: sys.modules.get(name) for name in _SHIMMED}
     package = types.ModuleType("mindspore_serving")
@@ -35,7 +37,9 @@ def _shim() -> Iterator[None]:
     server.__path__ = []
     server.register = register  # type: ignore[attr-defined]
     package.server = server  # type: ignore[attr-defined]
+    package.log = log  # type: ignore[attr-defined]
     sys.modules.update({"mindspore_serving": package, "mindspore_serving.server": server})
+    sys.modules["mindspore_serving.log"] = log
     sys.modules["mindspore_serving.server.register"] = register
     sys.modules["mindspore_serving.server.register.model"] = register.model
     try:

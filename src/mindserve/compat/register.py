@@ -458,6 +458,8 @@ def register_method(output_names: str | Sequence[str]) -> Callable[[Callable[...
                 raise DefinitionError(f"Method {function.__name__} has been registered more than once.")
             loading.servable.add_method(function, outputs=names)
         except DefinitionError as exc:
+            if getattr(exc, "unpacked", False):  # Python's own words there, then mindserve's
+                raise DefinitionError(f"cannot unpack non-iterable _TensorDef object. {exc}") from exc
             if getattr(exc, "not_placeholder", False):
                 raise DefinitionError(
                     f"Each value returned is a placeholder for data and must come from the method inputs or the "

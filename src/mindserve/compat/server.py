@@ -15,9 +15,9 @@ MindSpore Serving's RESTful protocol with uvicorn on a thread of this process.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-import ssl
 import sys
 import threading
 import types
@@ -27,7 +27,7 @@ from typing import Any
 from mindserve import ExtraUnavailableError, LoadError, Runtime, VersionNotFoundError
 from mindserve._observe.visible import warn_definition
 from mindserve._serving.versions import list_versions
-from mindserve.compat import _master_context
+from mindserve.compat import _master_context, _network, log
 from mindserve.compat._checks import check_int, check_str, int_tuple
 from mindserve.compat._loader import load_servable
 
@@ -49,6 +49,9 @@ _lock = threading.Lock()
 _runtime: Runtime | None = None
 #: The RESTful server (a mindserve.http.BackgroundServer) while one runs.
 _restful: Any = None
+#: The gRPC server's address (host, port; port 0 for a unix socket) once start_grpc_server
+#: accepted it: nothing listens there, but the address is held as MindSpore Serving holds it.
+_grpc: tuple[str, int] | None = None
 
 
 class ServableStartConfig:
@@ -303,11 +306,62 @@ def _no_network(kind: str, address: str, hint: str = "") -> None:
     )
 
 
+def _logged(start: Callable[..., None]) -> Callable[..., None]:
+    """A server start whose failure (a ``RuntimeError``) is logged at ERROR on
+    :func:`mindserve.compat.log.server_logger` too, as MindSpore Serving logs it."""
+
+    @functools.wraps(start)
+    def logged(*args: Any, **kwargs: Any) -> None:
+        try:
+            start(*args, **kwargs)
+        except RuntimeError as exc:
+            log.server_logger().error("%s", exc)
+            raise
+
+    return logged
+
+
+@_logged
 def start_grpc_server(address: str, max_msg_mb_size: int = 100, ssl_config: Any = None) -> None:
-    """Accepted, starts nothing (there is no gRPC layer), and says so in the log."""
+    """Check the parameters and the address as MindSpore Serving does, then start nothing
+    (there is no gRPC layer) and say so in the log.
+
+    Bad parameters, an address that cannot be bound (a bad ip, a port in use, the RESTful
+    server's port), an ``ssl_config`` whose files cannot be read or whose certificate and
+    key do not match, or a second call before :func:`stop` raise ``RuntimeError`` in
+    MindSpore Serving's words. Nothing listens on the address afterwards; a RESTful server
+    started on its port fails as it would there.
+    """
+    global _grpc
+    tag = "Serving gRPC"
+    check_str("address", address)
+    check_int("max_msg_mb_size", max_msg_mb_size, 1, 512)
+    if ssl_config is not None and not isinstance(ssl_config, SSLConfig):
+        raise RuntimeError("The type of ssl_config should be type of SSLConfig")
+    with _lock:
+        if _grpc is not None:
+            raise RuntimeError(f"Serving Error: {tag} server is already running")
+        if address.startswith("unix:"):
+            if address == "unix:":
+                raise RuntimeError("Serving Error: Empty grpc server unix domain socket address")
+            held = (address, 0)
+        else:
+            host, port = _network.socket_address(address, tag)
+            held = (host, port)
+            if ssl_config is not None:
+                _network.grpc_credentials(ssl_config, address)
+            if not _network.bindable(host, port):
+                raise RuntimeError(
+                    f"Serving Error: {tag} server start failed, create server failed, address {address}"
+                )
+        _grpc = held
     _no_network("start_grpc_server", address)
+    log.server_logger().info(
+        "Serving gRPC server address %s held; nothing listens there (no gRPC layer)", address
+    )
 
 
+@_logged
 def start_restful_server(address: str, max_msg_mb_size: int = 100, ssl_config: Any = None) -> None:
     """Serve the servables of this process over MindSpore Serving's RESTful protocol on
     ``address`` (``"ip:port"``), with uvicorn on a background thread, until :func:`stop`.
@@ -322,7 +376,9 @@ def start_restful_server(address: str, max_msg_mb_size: int = 100, ssl_config: A
     check_int("max_msg_mb_size", max_msg_mb_size, 1, 512)
     if ssl_config is not None and not isinstance(ssl_config, SSLConfig):
         raise RuntimeError("The type of ssl_config should be class of SSLConfig")
-    host, port = _socket_address(address)
+    if address.startswith("unix:"):
+        raise RuntimeError("Serving Error: RESTful server does not support binding to unix domain socket")
+    host, port = _network.socket_address(address)
     try:
         from mindserve.http._app import compat_app, require
         from mindserve.http._protocol import Limits
@@ -339,65 +395,34 @@ def start_restful_server(address: str, max_msg_mb_size: int = 100, ssl_config: A
         lambda: _runtime,
         _master_context.enter,
         _master_context.leave,
-        Limits(max_body_size=max_msg_mb_size * 2**20),
+        Limits(max_body_size=max_msg_mb_size * 2**20, strict=True),
     )
     with _lock:
         if _restful is not None:
             raise RuntimeError("Serving Error: RESTful server is already running")
-        try:
-            _restful = BackgroundServer(app, host=host, port=port, **_ssl_options(ssl_config))
-        except ssl.SSLError as exc:
-            assert ssl_config is not None  # (only a certificate raises SSLError)
+        if _grpc is not None and _grpc[1] == port:  # held by start_grpc_server
             raise RuntimeError(
-                f"Serving Error: load certificate_chain from {ssl_config.certificate} or private_key from "
-                f"{ssl_config.private_key} failed: {exc}"
-            ) from exc
+                f"Serving Error: RESTful server start failed, bind to the socket address {address} failed: "
+                f"the gRPC server holds port {port}"
+            )
+        problem = None if ssl_config is None else _network.certificate_problem(ssl_config)
+        if problem is not None:
+            raise RuntimeError(f"Serving Error: {problem[0]}: {problem[1]}")
+        try:
+            _restful = BackgroundServer(app, host=host, port=port, **_network.ssl_options(ssl_config))
         except OSError as exc:
-            if ssl_config is not None and exc.filename is not None:
-                raise RuntimeError(f"Serving Error: load {exc.filename} failed: {exc}") from exc
             raise RuntimeError(
                 f"Serving Error: RESTful server start failed, bind to the socket address {address} failed: {exc}"
             ) from exc
-    logger.info("Serving RESTful server start success, listening on %s", address)
-
-
-def _socket_address(address: str) -> tuple[str, int]:
-    """``ip:port`` checked as MindSpore Serving checks a RESTful server's address."""
-    where = f"RESTful server address '{address}'"
-    if address.startswith("unix:"):
-        raise RuntimeError("Serving Error: RESTful server does not support binding to unix domain socket")
-    position = address.rfind(":")
-    if position < 0:
-        raise RuntimeError(f"Serving Error: The format of the {where} is illegal")
-    if position == 0 or position == len(address) - 1:
-        raise RuntimeError(f"Serving Error: Missing ip or port of the {where}")
-    host, text = address[:position], address[position + 1 :]
-    if not (text.isascii() and text.isdigit()):
-        raise RuntimeError(f"Serving Error: The type of {where} port is not a number")
-    port = int(text)
-    if not 1 <= port <= 65535:
-        raise RuntimeError(f"Serving Error: The port of the {where} is out of legal range [1 ~ 65535]")
-    if host.startswith("[") and host.endswith("]"):  # an IPv6 address
-        host = host[1:-1]
-    return host, port
-
-
-def _ssl_options(config: SSLConfig | None) -> dict[str, Any]:
-    """An ``SSLConfig`` as uvicorn's options."""
-    if config is None:
-        return {}
-    options: dict[str, Any] = {"ssl_certfile": config.certificate, "ssl_keyfile": config.private_key}
-    if config.verify_client:
-        options.update(ssl_cert_reqs=ssl.CERT_REQUIRED, ssl_ca_certs=config.custom_ca)
-    return options
+    log.server_logger().info("Serving RESTful server start success, listening on %s", address)
 
 
 def stop() -> None:
-    """Stop the RESTful server (answering the requests in flight), then every servable
-    started here (draining the calls in flight)."""
-    global _runtime, _restful
+    """Stop the RESTful server (answering the requests in flight), release the gRPC
+    server's address, then stop every servable started here (draining the calls in flight)."""
+    global _runtime, _restful, _grpc
     with _lock:
-        restful, _restful = _restful, None
+        restful, _restful, _grpc = _restful, None, None
     if restful is not None:
         restful.stop()
     with _lock:

@@ -76,6 +76,9 @@ class Limits:
     max_body_size: int = attrs.field(default=16 * 2**20, validator=_positive)
     max_instances: int = attrs.field(default=1024, validator=_positive)
     max_depth: int = attrs.field(default=32, validator=_positive)
+    #: MindSpore Serving's own strictness where mindserve is lenient (the compat server's):
+    #: an integer among floats is refused ("json array, elements type is not equal").
+    strict: bool = False
 
 
 class Refused(Exception):
@@ -98,35 +101,38 @@ class Target:
 
 
 def parse_target(path: str) -> Target:
-    """The servable, version (0: the newest) and method a URL path names."""
-    prefix = "/model/"
-    if not path.startswith(prefix):
+    """The servable, version (0: the newest) and method a URL path names:
+    ``/model/<servable>[/version/<number>]:<method>``, the two pairs in either order (as
+    MindSpore Serving finds each keyword wherever it is)."""
+    expected = "/model/<servable>[/version/<number>]:<method>"
+    if not path.startswith(("/model/", "/version/")):
         raise Refused(
-            f"please check url, the keyword:[model] must contain. Expected "
-            f"/model/<servable>[/version/<number>]:<method>; got {short(path)}",
-            404,
+            f"please check url, the keyword:[model] must contain. Expected {expected}; got {short(path)}", 404
         )
-    rest = path[len(prefix) :]
-    colon = rest.find(":")
-    head, method = (rest, "") if colon < 0 else (rest[:colon], rest[colon + 1 :])
-    servable, _, version_part = head.partition("/")
+    colon = path.find(":")
+    head, method = (path, "") if colon < 0 else (path[:colon], path[colon + 1 :])
+    parts = head[1:].split("/")
+    if len(parts) % 2 and not parts[-1]:  # a trailing "/"
+        parts.pop()
+    pairs = dict(zip(parts[::2], parts[1::2]))
+    if len(parts) not in (2, 4) or len(pairs) != len(parts) // 2 or not set(pairs) <= {"model", "version"}:
+        raise Refused(f"please check url, expected {expected}; got {short(path)}", 404)
+    servable = pairs.get("model")
     if not servable:
         raise Refused("please check url, the keyword:[model] must contain.", 404)
     version = 0
-    if version_part:
-        keyword, _, number = version_part.partition("/")
-        if keyword != "version":
-            raise Refused(
-                f"please check url, expected /model/<servable>[/version/<number>]:<method>; got {short(path)}",
-                404,
-            )
-        if not (number.isascii() and number.isdigit()):
+    if "version" in pairs:
+        number = pairs["version"]
+        digits = number[1:] if number[:1] in "+-" else number
+        if not (digits.isascii() and digits.isdigit()):
             raise Refused(
                 f"please check url, the keyword:[version] value invalid, request version number {short(number)}"
             )
         version = int(number)
-        if version >= _VERSION_LIMIT:
-            raise Refused(f"please check url, version number range failed, request version number {number}")
+        if not 0 <= version < _VERSION_LIMIT:
+            raise Refused(
+                f"please check url, version number range failed, request version number {short(number)}"
+            )
     if not method:
         raise Refused("please check url, the keyword:[service method] must contain.", 404)
     return Target(servable, version, method)
@@ -350,9 +356,10 @@ def _array(value: list[Any], reading: _Reading) -> Any:
     if isinstance(leaf, (dict, str)):
         if math.prod(shape) != 1:
             raise Refused("json array, string or bytes type only support one item")
-        if len(shape) != 1:
+        if len(shape) != 1:  # (MindSpore Serving's words, their two spaces kept for its clients)
             raise Refused(
-                f"bytes or string type input shape can only be (1,) or empty, but given shape is {shape}"
+                f"Instance tensor check failed: bytes or string type input  shape can only be (1,) or empty, "
+                f"but given shape is {shape}"
             )
         if isinstance(leaf, str):
             return leaf
@@ -371,12 +378,13 @@ def _array(value: list[Any], reading: _Reading) -> Any:
     if array is None or array.shape != tuple(shape) or array.dtype.kind != kind:
         if not reading.exact:  # say what is wrong with the integers as they were written
             raise _ReadAgain
-        _check_elements(value, shape, 0, type(leaf))  # MindSpore Serving's words for what is wrong
+        _check_elements(value, shape, 0, type(leaf), reading.limits.strict)  # MindSpore Serving's words
         if kind == "i":
             raise Refused("json array, an integer is out of the range of int32 that JSON integers become")
         raise Refused("json array, elements type is not equal")
-    if reading.bools and kind != "b":  # numpy took a bool among the numbers as 1 or 0
-        _check_elements(value, shape, 0, type(leaf))
+    if kind != "b" and (reading.bools or (reading.limits.strict and kind == "f")):
+        # numpy took a bool among the numbers as 1 or 0 (or, strict, an int among floats)
+        _check_elements(value, shape, 0, type(leaf), reading.limits.strict)
     if kind == "i":
         if array.size and (array.min() < _INT32.min or array.max() > _INT32.max):
             raise Refused("json array, an integer is out of the range of int32 that JSON integers become")
@@ -389,8 +397,9 @@ def _array(value: list[Any], reading: _Reading) -> Any:
     return array
 
 
-def _check_elements(value: Any, shape: list[int], depth: int, leaf: type) -> None:
-    """Walk a nested array that numpy refused and say why, as MindSpore Serving does."""
+def _check_elements(value: Any, shape: list[int], depth: int, leaf: type, strict: bool) -> None:
+    """Walk a nested array that numpy refused and say why, as MindSpore Serving does
+    (``strict``: an int among floats is refused too, as there)."""
     if not isinstance(value, list):
         raise Refused("invalid json array: json type is not array")
     if len(value) != shape[depth]:
@@ -399,13 +408,13 @@ def _check_elements(value: Any, shape: list[int], depth: int, leaf: type) -> Non
         )
     if depth + 1 < len(shape):
         for item in value:
-            _check_elements(item, shape, depth + 1, leaf)
+            _check_elements(item, shape, depth + 1, leaf, strict)
         return
     for item in value:
         if not isinstance(item, (bool, int, float, str)):
             raise Refused("json array, data should be number, bool, string or bytes")
-        # ints are accepted among floats (mindserve is lenient there); nothing else mixes
-        if type(item) is not leaf and not (leaf is float and type(item) is int):
+        # ints are accepted among floats unless strict (mindserve is lenient there); nothing else mixes
+        if type(item) is not leaf and (strict or not (leaf is float and type(item) is int)):
             raise Refused("json array, elements type is not equal")
 
 
