@@ -70,8 +70,6 @@ def load_network(directory: str) -> Any:
 
 
 def serve_restapp(port: int, directory: str) -> None:
-    import gc
-
     import uvicorn
     from bench_workers import servable
 
@@ -80,8 +78,7 @@ def serve_restapp(port: int, directory: str) -> None:
 
     rt = mindserve.Runtime()
     rt.start(servable(directory, heavy=False))
-    gc.collect()
-    gc.freeze()  # start-up objects out of the collector's walks (docs/running.md)
+    mindserve.freeze_gc()  # start-up objects out of the collector's walks (docs/running.md)
     uvicorn.run(RestApp(rt), host="127.0.0.1", port=port, **uvicorn_options())
 
 
