@@ -2,6 +2,7 @@
 
     python bench/bench_web.py [--rounds 5] [--seconds 5]      # on an idle machine
     python bench/bench_web.py --smoke                          # 1 round of 1 s: it works
+    python bench/bench_web.py --buckets 1,2,4,8,64             # and a row with those buckets
 
 The MLP 256-1024-1024-10 (MindIR, CPU), one instance per request, behind uvicorn on
 127.0.0.1 (httptools and uvloop when installed, access logs off, the same for every row),
@@ -15,6 +16,9 @@ row once, in turn); every reply is checked against the network called directly
 * ``LitServe``: ``litserve.LitServer`` with its batching (``max_batch_size=64``,
   ``batch_timeout=0.002``), one inference worker; skipped when litserve is not installed
   (``pip install litserve``; it is not a dependency of mindserve or its tests);
+* ``RestApp json, buckets`` (with ``--buckets 1,2,4,8,64``): the same app, its model fed only
+  those batch sizes (``Batching(buckets=...)``; docs/benchmarks.md on MindSpore's dear batch
+  sizes 16-48 on some CPUs);
 * ``FastAPI batcher``: a FastAPI app with a hand-written asyncio batcher (``HandBatcher``
   below: about 60 lines, the network under a lock in one thread).
 
@@ -49,6 +53,8 @@ CALLERS = 64
 MAX_BATCH = 64
 BATCH_TIMEOUT = 0.002
 ROUTES = {"restapp": "/model/mlp:predict", "litserve": "/predict", "fastapi": "/predict"}
+#: The batch sizes the RestApp server of ``--buckets`` feeds the model (its environment).
+BUCKETS_VARIABLE = "MINDSERVE_BENCH_BUCKETS"
 
 
 # -- the servers (each run as `python bench_web.py --serve <kind> <port> <directory>`) ---------------
@@ -70,8 +76,6 @@ def load_network(directory: str) -> Any:
 
 
 def serve_restapp(port: int, directory: str) -> None:
-    import gc
-
     import uvicorn
     from bench_workers import servable
 
@@ -79,9 +83,16 @@ def serve_restapp(port: int, directory: str) -> None:
     from mindserve.http import RestApp
 
     rt = mindserve.Runtime()
-    rt.start(servable(directory, heavy=False))
-    gc.collect()
-    gc.freeze()  # start-up objects out of the collector's walks (docs/running.md)
+    buckets = os.environ.get(BUCKETS_VARIABLE)
+    if buckets:  # the MLP as bench_workers defines it, fed only these batch sizes
+        svc = mindserve.Servable("mlp", directory=directory)
+        batching = mindserve.Batching(buckets=tuple(int(b) for b in buckets.split(",")))
+        mlp = svc.model("mlp.mindir", batching=batching)
+        svc.add_method(lambda x: mlp(x), name="predict", outputs="logits")
+        rt.start(svc)
+    else:
+        rt.start(servable(directory, heavy=False))
+    mindserve.freeze_gc()  # start-up objects out of the collector's walks (docs/running.md)
     uvicorn.run(RestApp(rt), host="127.0.0.1", port=port, **uvicorn_options())
 
 
@@ -312,14 +323,18 @@ class Row:
         )
 
 
-def start_server(kind: str, directory: str) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(
+    kind: str, directory: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
     import socket
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server = subprocess.Popen(  # its own process group: stopped with all its children
-        [sys.executable, __file__, "--serve", kind, str(port), directory], start_new_session=True
+        [sys.executable, __file__, "--serve", kind, str(port), directory],
+        start_new_session=True,
+        env=None if env is None else {**os.environ, **env},
     )
     deadline = time.monotonic() + 300
     while True:  # until it accepts a connection
@@ -379,6 +394,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds per measurement")
     parser.add_argument("--smoke", action="store_true", help="one round of one second: check that it runs")
+    parser.add_argument(
+        "--buckets",
+        metavar="SIZES",
+        help="also a RestApp JSON row whose model is fed only these batch sizes (e.g. 1,2,4,8,64)",
+    )
     parser.add_argument("--serve", nargs=3, metavar=("KIND", "PORT", "DIRECTORY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -410,6 +430,8 @@ def main() -> None:
         try:
             for kind in kinds:
                 servers[kind] = start_server(kind, directory)
+            if args.buckets:
+                servers["buckets"] = start_server("restapp", directory, {BUCKETS_VARIABLE: args.buckets})
             rows = run_rows(servers, paths, expected, args.rounds, args.seconds)
         finally:
             for server, _ in servers.values():
@@ -431,6 +453,8 @@ def run_rows(
     ]
     if "litserve" in servers:
         rows.append(Row("LitServe", *servers["litserve"], paths["plain json"], "litserve"))
+    if "buckets" in servers:
+        rows.insert(2, Row("RestApp json, buckets", *servers["buckets"], paths["restapp json"], "restapp"))
     for round_ in range(rounds):
         for row in rows:
             row.measure(seconds, expected)
@@ -441,9 +465,9 @@ def run_rows(
 def report(rows: list[Row]) -> None:
     peers = [r for r in rows if not r.name.startswith("RestApp")]
     print(
-        f"\n| {'row':<16} | {'requests/s':>10} | {'p50 ms':>7} | {'p99 ms':>7} | {'server CPU/request us':>21} | {'vs best peer':>12} |"
+        f"\n| {'row':<21} | {'requests/s':>10} | {'p50 ms':>7} | {'p99 ms':>7} | {'server CPU/request us':>21} | {'vs best peer':>12} |"
     )
-    print(f"| {'-' * 16} | {'-' * 10}:| {'-' * 7}:| {'-' * 7}:| {'-' * 21}:| {'-' * 12}:|")
+    print(f"| {'-' * 21} | {'-' * 10}:| {'-' * 7}:| {'-' * 7}:| {'-' * 21}:| {'-' * 12}:|")
     for row in rows:
         rate, p50, p99, cpu = (statistics.median(r[i] for r in row.results) for i in range(4))
         # per round: this row over the best peer of the same round, then the median
@@ -451,7 +475,7 @@ def report(rows: list[Row]) -> None:
             mine[0] / max(p.results[k][0] for p in peers) for k, mine in enumerate(row.results)
         )
         print(
-            f"| {row.name:<16} | {rate:>10.0f} | {p50:>7.2f} | {p99:>7.2f} | {cpu:>21.0f} | {ratio:>11.2f}x |"
+            f"| {row.name:<21} | {rate:>10.0f} | {p50:>7.2f} | {p99:>7.2f} | {cpu:>21.0f} | {ratio:>11.2f}x |"
         )
 
 

@@ -53,6 +53,7 @@ from mindserve._errors import (
     WorkerError,
 )
 from mindserve._execution.mindspore import mindspore_lock
+from mindserve._heap import freeze_gc
 from mindserve._observe.observer import (
     BatchReason,
     BatchReport,
@@ -140,6 +141,7 @@ __all__ = [
     "WorkerError",
     "WorkerInfo",
     "__version__",
+    "freeze_gc",
     "mindspore_lock",
 ]
 

@@ -372,6 +372,38 @@ def test_a_body_that_never_ends_is_not_read_beyond_the_limit_and_a_drain_allowan
     assert sum(received) <= 1000 + 65 * 2**20
 
 
+def _speak(app, messages):
+    """The messages an app sends back for a request whose body arrives as ``messages``."""
+    queue = list(messages)
+    sent = []
+
+    async def receive():
+        return queue.pop(0) if queue else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/model/py:echo", "headers": [], "query_string": b""}
+    asyncio.run(app(scope, receive, send))
+    return sent
+
+
+def test_a_body_in_several_messages_is_joined_and_a_client_gone_gets_no_reply(py_runtime):
+    app = RestApp(py_runtime)
+    body = json.dumps({"instances": [{"x": "ab"}]}).encode()
+    parts = [{"type": "http.request", "body": body[:7], "more_body": True}]
+    parts += [{"type": "http.request", "body": body[7:], "more_body": False}]
+    start, reply = _speak(app, parts)
+    assert start["status"] == 200
+    assert dict(start["headers"]) == {
+        b"content-length": str(len(reply["body"])).encode(),
+        b"content-type": b"application/json",
+    }
+    assert json.loads(reply["body"]) == {"instances": [{"kind": "str", "y": "ab"}]}
+    assert _speak(app, [{"type": "http.disconnect"}]) == []  # gone before its body
+    assert _speak(app, parts[:1]) == []  # gone in the middle of it
+
+
 def test_instance_count_and_depth_limits(py_runtime):
     client = TestClient(RestApp(py_runtime, max_instances=2, max_depth=3))
     assert len(post(client, {"instances": [{"x": 1}, {"x": 2}]})["instances"]) == 2

@@ -34,6 +34,7 @@ logger = logging.getLogger("mindserve.http")
 _OFF_LOOP = 256 * 2**10
 #: How much of a too large body is still read (and dropped) so the client hears the reply.
 _DRAIN = 64 * 2**20
+_JSON_TYPE = (b"content-type", b"application/json")
 
 
 def require(module: str) -> Any:
@@ -94,10 +95,9 @@ class RestApp:
         http_status: bool,
         output_json: Callable[[Any], Any],
     ) -> None:
-        requests = require("starlette.requests")
-        self._Request = requests.Request
-        self._ClientDisconnect = requests.ClientDisconnect
-        self._Response = require("starlette.responses").Response
+        # (the app speaks ASGI itself, one receive and two sends per request, but it is the
+        # ``http`` extra's: without it, it says how to install it)
+        require("starlette.requests")
         if not isinstance(http_status, bool):
             raise ArgumentTypeError(f"http_status must be True or False; got {http_status!r}")
         self._runtime_of = runtime_of
@@ -128,8 +128,9 @@ class RestApp:
         if answer is None:  # the client went away before its body arrived
             return
         body, status = answer
-        response = self._Response(body, status_code=status, media_type="application/json")
-        await response(scope, receive, send)
+        headers = [(b"content-length", b"%d" % len(body)), _JSON_TYPE]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     async def _answer(self, scope: dict[str, Any], receive: Any) -> tuple[bytes, int] | None:
         try:
@@ -151,29 +152,43 @@ class RestApp:
         """The body, or ``None`` when the client disconnected; ``Refused`` past the limit,
         having read no more of it than the limit (dropping what follows, within bounds)."""
         limit = self.limits.max_body_size
-        too_big = Refused(f"http message is bigger than {limit}", 413)
         declared = _content_length(scope)
-        request = self._Request(scope, receive)
-        try:
-            if declared is not None and declared > limit:
-                if declared <= limit + _DRAIN:
-                    async for _ in request.stream():
-                        pass
-                raise too_big
-            body = bytearray()
-            dropped = 0
-            async for chunk in request.stream():
-                if dropped:
-                    dropped += len(chunk)
-                    if dropped > limit + _DRAIN:
-                        break
-                    continue
+        if declared is not None and declared > limit + _DRAIN:  # not even drained: refused at once
+            raise Refused(f"http message is bigger than {limit}", 413)
+        message = await receive()
+        if message["type"] != "http.request":  # http.disconnect
+            return None
+        more = message.get("more_body", False)
+        if not more and (declared is None or declared <= limit):  # the whole body at once
+            body = message.get("body", b"")
+            if len(body) > limit:
+                raise Refused(f"http message is bigger than {limit}", 413)
+            return bytes(body)
+        return await self._read_more(message, receive, declared)
+
+    async def _read_more(self, message: dict[str, Any], receive: Any, declared: int | None) -> bytes | None:
+        """A body that comes in several messages (or is declared too big), from its first."""
+        limit = self.limits.max_body_size
+        too_big = Refused(f"http message is bigger than {limit}", 413)
+        drop_all = declared is not None and declared > limit  # read to its end, kept nowhere
+        body = bytearray()
+        dropped = 0
+        while True:
+            chunk = message.get("body", b"")
+            if dropped:
+                dropped += len(chunk)
+                if dropped > limit + _DRAIN:
+                    break
+            elif not drop_all:
                 body += chunk
                 if len(body) > limit:
                     dropped, body = len(body), bytearray()
-        except self._ClientDisconnect:
-            return None
-        if dropped:
+            if not message.get("more_body", False):
+                break
+            message = await receive()
+            if message["type"] != "http.request":  # http.disconnect
+                return None
+        if dropped or drop_all:
             raise too_big
         return bytes(body)
 

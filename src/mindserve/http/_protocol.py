@@ -340,6 +340,10 @@ def _shape_text(shape: list[int]) -> str:
     return short(json.dumps(shape, separators=(",", ":")))
 
 
+#: The numpy kind a nested JSON array's first element gives it.
+_KINDS = {bool: "b", int: "i", float: "f"}
+
+
 def _array(value: list[Any], reading: _Reading) -> Any:
     """A nested JSON array: an array of its first element's kind, or a one-item str/bytes."""
     shape: list[int] = []
@@ -367,8 +371,7 @@ def _array(value: list[Any], reading: _Reading) -> Any:
         if not isinstance(found, (str, bytes)):
             raise Refused("json array, item is object type, object only support string or bytes type")
         return found
-    kinds = {bool: "b", int: "i", float: "f"}
-    kind = kinds.get(type(leaf))
+    kind = _KINDS.get(type(leaf))
     if kind is None:
         raise Refused("json array, data type is unknown")
     try:

@@ -54,6 +54,8 @@ def tensor_json(value: Any) -> Any:
 
 def native_json(value: Any, depth: int = 0) -> Any:
     """One output by :class:`~mindserve.http.RestApp`'s own rule."""
+    if type(value) is np.ndarray and value.dtype.kind in "biuf" and depth < _MAX_NESTING:  # the usual output
+        return _array_json(value)
     if isinstance(value, np.generic):  # before the Python types: np.float64 is a float
         value = np.asarray(value)
     if isinstance(value, str) or value is None or isinstance(value, bool):
