@@ -43,7 +43,7 @@ def layer_of(item):
 
 #: A test file whose tests share a costly module-scoped fixture (a Ray instance, warm workers,
 #: exported servables): under pytest-xdist its tests run on one worker, the fixture made once.
-SHARES_A_MODULE_FIXTURE = re.compile(r'scope="module"|\bcompat_root\b')
+SHARES_A_MODULE_FIXTURE = re.compile(r'scope="module"|\bcompat_root\b|\bserved[,)]')
 
 
 @pytest.hookimpl(tryfirst=True)
