@@ -20,14 +20,8 @@ import notebooks
 from mindserve._workers.transfer import PREFIX, SHM_DIR
 from observers import WarmUps
 from reference import run_net
+from servables import mlp_servable
 from waiting import wait_for
-
-
-def mlp_servable(directory):
-    svc = mindserve.Servable("mlp", directory=directory)
-    mlp = svc.model("mlp.mindir")
-    svc.add_method(lambda x: mlp(x), name="predict", outputs="logits")
-    return svc
 
 
 def our_segments() -> list[str]:
