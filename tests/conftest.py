@@ -50,8 +50,9 @@ SHARES_A_MODULE_FIXTURE = re.compile(r'scope="module"|\bcompat_root\b|\bserved[,
 def pytest_xdist_make_scheduler(config, log):
     """``-n auto`` (pytest-xdist's ``load``): tests are sent one by one to whichever worker is
     free, except that the tests of a file with a shared module-scoped fixture go together to
-    one worker (otherwise each worker starts its own Ray instance or warm workers). Another
-    ``--dist`` given on the command line is left alone."""
+    one worker (the fixture made once). Both workers finish together, where xdist's ``load``
+    first sends each worker a quarter of its share in collection order (one got the whole e2e
+    layer, the other then sat idle). Another ``--dist`` on the command line is left alone."""
     if config.getvalue("dist") != "load":
         return None
     from xdist.scheduler import LoadScopeScheduling
