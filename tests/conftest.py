@@ -6,7 +6,9 @@ helper modules of tests/helpers are importable by name (``from gated import Gate
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import shutil
 import sys
 
@@ -39,12 +41,48 @@ def layer_of(item):
     return parts[0] if len(parts) > 1 and parts[0] in LAYERS else None
 
 
+#: A test file whose tests share a costly module-scoped fixture (a Ray instance, warm workers,
+#: exported servables): under pytest-xdist its tests run on one worker, the fixture made once.
+SHARES_A_MODULE_FIXTURE = re.compile(r'scope="module"|\bcompat_root\b|\bserved[,)]')
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``-n auto`` (pytest-xdist's ``load``): tests are sent one by one to whichever worker is
+    free, except that the tests of a file with a shared module-scoped fixture go together to
+    one worker (the fixture made once). Both workers finish together, where xdist's ``load``
+    first sends each worker a quarter of its share in collection order (one got the whole e2e
+    layer, the other then sat idle). Another ``--dist`` on the command line is left alone."""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FilesWithSharedFixtures(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            path = nodeid.split("::", 1)[0]
+            return path if shares_a_module_fixture(os.path.join(config.rootpath, path)) else nodeid
+
+    return FilesWithSharedFixtures(config, log)
+
+
+@functools.cache
+def shares_a_module_fixture(path):
+    try:
+        with open(path, encoding="utf-8") as source:
+            return SHARES_A_MODULE_FIXTURE.search(source.read()) is not None
+    except OSError:
+        return False
+
+
 @pytest.fixture(autouse=True)
 def _no_warm_up_unless_asked(request, monkeypatch):
     """In tests/integration and tests/e2e, runtimes that read ``MINDSERVE_WARM_UP`` (the default)
     load models without warming up every bucket (each bucket of a MindIR model is a compile),
     unless the test is marked ``warm_up``: about warm-up, or running code as a user would."""
-    if layer_of(request.node) in ("integration", "e2e") and request.node.get_closest_marker("warm_up") is None:
+    if (
+        layer_of(request.node) in ("integration", "e2e")
+        and request.node.get_closest_marker("warm_up") is None
+    ):
         monkeypatch.setenv("MINDSERVE_WARM_UP", "0")
 
 

@@ -28,7 +28,7 @@ def test_a_jupyter_kernel_interrupt_stops_the_cell_and_the_kernel_lives_on(expor
         message_id = client.execute(busy, stop_on_error=False)  # the next cell is not aborted
         _wait_for_output(client, message_id, "busy")
         manager.interrupt_kernel()
-        reply = client.get_shell_msg(timeout=60)
+        reply = _reply(client, message_id)
         assert reply["content"]["status"] == "error", reply["content"]
         assert reply["content"]["ename"] == "KeyboardInterrupt"
         assert _run(client, "print(len(rt.infer('mlp', 'predict', [x] * 2)))\nrt.close()") == ("ok", "2\n")
@@ -61,4 +61,13 @@ def _run(client, code):
             printed += "\n".join(message["content"]["traceback"])
         elif message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
             break
-    return client.get_shell_msg(timeout=60)["content"]["status"], printed
+    return _reply(client, message_id)["content"]["status"], printed
+
+
+def _reply(client, message_id):
+    """The kernel's reply to ``message_id``, skipping others on the shell channel (on a loaded
+    machine, start_new_kernel may have asked for kernel_info more than once)."""
+    while True:
+        reply = client.get_shell_msg(timeout=60)
+        if reply["parent_header"].get("msg_id") == message_id:
+            return reply

@@ -20,13 +20,8 @@ import notebooks
 from mindserve._workers.transfer import PREFIX, SHM_DIR
 from observers import WarmUps
 from reference import run_net
-
-
-def mlp_servable(directory):
-    svc = mindserve.Servable("mlp", directory=directory)
-    mlp = svc.model("mlp.mindir")
-    svc.add_method(lambda x: mlp(x), name="predict", outputs="logits")
-    return svc
+from servables import mlp_servable
+from waiting import wait_for
 
 
 def our_segments() -> list[str]:
@@ -45,15 +40,6 @@ def alive(pid: int) -> bool:
         return False
 
 
-def wait_for(condition, seconds=30.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
-
-
 def worker_pids(rt, name):
     return [w.pid for w in rt.servable_status(name).workers]
 
@@ -65,8 +51,9 @@ def pool_of(rt, name):
 
 @pytest.fixture(scope="module")
 def mlp_workers(exported):
-    """An MLP servable served by two worker processes (warmed up), and the network for reference."""
-    with mindserve.Runtime(warm_up=True) as runtime:
+    """An MLP servable served by two worker processes, and the network for reference (warm-up in
+    workers: test_workers_warm_up_and_their_logs_and_reports_reach_the_main_process)."""
+    with mindserve.Runtime() as runtime:
         runtime.start(mlp_servable(os.path.join(exported["root"], "mlp")), version=1, workers=2)
         yield runtime, exported["nets"]["mlp_v1"]
 
@@ -111,8 +98,6 @@ def test_status_lists_each_worker(mlp_workers):
     assert sum(w.batches for w in status.workers) >= 1
     (info,) = rt.status()
     assert info.workers == status.workers and info.device == "CPU:0"
-    assert info.models[0].warmed_up == (1, 2, 4, 8, 16, 32, 64)  # as the workers warmed up
-    assert info.models[0].graphs == 7  # one per batch size warmed up; the call's batch of 1 is one of them
 
 
 def test_many_threads_get_their_own_results(mlp_workers):
@@ -544,6 +529,9 @@ def test_workers_warm_up_and_their_logs_and_reports_reach_the_main_process(expor
         os.kill(pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the workers too: ignored
         assert rt.infer("mlp", "predict", [{"x": np.zeros(16, np.float32)}])[0]["logits"].shape == (10,)
         assert worker_pids(rt, "mlp") == [pid]
+        (info,) = rt.status()
+        assert info.models[0].warmed_up == (1, 2, 4, 8, 16, 32, 64)  # as the worker warmed up
+        assert info.models[0].graphs == 7  # one per batch size warmed up; the call's batch of 1 is one of them
     (report,) = observer.reports
     assert report.model == "mlp" and [size for size, _ in report.compiled] == [1, 2, 4, 8, 16, 32, 64]
     messages = [r.getMessage() for r in caplog.records]

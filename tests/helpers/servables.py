@@ -1,4 +1,5 @@
-"""Servables of Python callables that fail on purpose, shared by several test files."""
+"""Servables shared by several test files: Python callables that fail on purpose, the ``calc``
+pipeline, variable-length text, and the exported MLP."""
 
 import numpy as np
 
@@ -100,3 +101,12 @@ def text_servable(seen, **padding):
 
 def tokens(length, seed=0):
     return np.random.default_rng(seed).normal(size=(length, 4)).astype(np.float32)
+
+
+def mlp_servable(directory, name="mlp", **model_options):
+    """The exported MLP (``exported`` in tests/conftest.py) behind method ``predict``: input
+    ``x`` (16 float32 values), output ``logits``; ``model_options`` go to ``Servable.model``."""
+    svc = mindserve.Servable(name, directory=directory)
+    mlp = svc.model("mlp.mindir", **model_options)
+    svc.add_method(lambda x: mlp(x), name="predict", outputs="logits")
+    return svc

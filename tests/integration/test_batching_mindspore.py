@@ -13,13 +13,7 @@ import mindserve
 from mindserve import Batching
 from observers import WarmUps
 from reference import run_net
-
-
-def mlp_servable(directory, **model_options):
-    svc = mindserve.Servable("mlp", directory=directory)
-    mlp = svc.model("mlp.mindir", **model_options)
-    svc.add_method(lambda x: mlp(x), name="predict", outputs="logits")
-    return svc
+from servables import mlp_servable
 
 
 @pytest.mark.warm_up

@@ -10,17 +10,10 @@ import weakref
 import numpy as np
 import pytest
 
-import mindserve
 from mindserve import LoadError
 from reference import run_net
+from servables import mlp_servable
 from waiting import wait_until
-
-
-def mlp_servable(directory):
-    svc = mindserve.Servable("mlp", directory=directory)
-    mlp = svc.model("mlp.mindir")
-    svc.add_method(lambda x: mlp(x), name="predict", outputs="logits")
-    return svc
 
 
 def test_swap_under_load_1_2_then_corrupt_3(rt, exported, tmp_path):

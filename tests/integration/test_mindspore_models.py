@@ -10,23 +10,13 @@ import pytest
 import mindserve
 from mindserve import InvalidInputError, LoadError, ModelError
 from reference import ENC_KEY, run_net
+from servables import mlp_servable
 
 RNG = np.random.default_rng(7)
 
 
 def vectors(n, width=16):
     return [RNG.normal(size=width).astype(np.float32) for _ in range(n)]
-
-
-def mlp_servable(directory, name="mlp", **model_options):
-    svc = mindserve.Servable(name, directory=directory)
-    mlp = svc.model("mlp.mindir", **model_options)
-
-    @svc.method(outputs=["logits"])
-    def predict(x):
-        return mlp(x)
-
-    return svc
 
 
 def test_results_equal_the_model_called_directly(rt, exported):

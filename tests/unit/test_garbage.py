@@ -32,18 +32,27 @@ def servable():
 
 def cyclic_garbage(call, times=50):
     """How many objects ``times`` runs of ``call()`` leave that only the collector frees
-    (the least of three tries: another test's threads still ending may leave some too)."""
+    (the least of three tries: another test's threads still ending may leave some too).
+
+    What existed before is frozen (``gc.freeze``) so that each collection looks only at what
+    the calls made: in a process that imported MindSpore or Ray (an xdist worker), a full
+    collection over their heap costs a fraction of a second."""
     call()  # first-call caches
+    gc.collect()
+    gc.freeze()
     counts = []
-    for _ in range(3):
-        gc.collect()
-        gc.disable()
-        try:
-            for _ in range(times):
-                call()
-            counts.append(gc.collect())
-        finally:
-            gc.enable()
+    try:
+        for _ in range(3):
+            gc.collect()
+            gc.disable()
+            try:
+                for _ in range(times):
+                    call()
+                counts.append(gc.collect())
+            finally:
+                gc.enable()
+    finally:
+        gc.unfreeze()
     return min(counts)
 
 
