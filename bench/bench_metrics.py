@@ -1,8 +1,9 @@
 """What metrics cost: the MLP under 64 caller threads, with metrics on and off, side by side.
 
-    python bench/bench_metrics.py [--rounds 5] [--calls 60] [--plot docs/images/metrics.svg]
+    python bench/bench_metrics.py [--rounds 5] [--seconds 60] [--plot docs/images/metrics.svg]
 
-Each round runs both runtimes one after the other (alternating which goes first) and the
+Each round runs both runtimes one after the other (alternating which goes first), each for
+``--seconds`` with every caller calling until the end, and the
 report gives the medians and the ratio on/off, of throughput and of this process's CPU time
 per instance (which other processes on a shared machine disturb less than throughput), and
 the collector's own cost per call and per batch, timed alone. ``--plot`` draws the latency and batch-size
@@ -28,7 +29,9 @@ from bench_batching import CALLERS, export_mlp, in_threads
 import mindserve
 
 
-def throughput(directory: str, metrics: bool, calls: int) -> tuple[float, float, mindserve.Metrics | None]:
+def throughput(
+    directory: str, metrics: bool, seconds: float
+) -> tuple[float, float, mindserve.Metrics | None]:
     """Instances per second, CPU microseconds per instance, and the metrics when on."""
     svc = mindserve.Servable("mlp", directory=directory)
     mlp = svc.model("mlp.mindir", batching=mindserve.Batching(max_batch_size=64))
@@ -38,9 +41,9 @@ def throughput(directory: str, metrics: bool, calls: int) -> tuple[float, float,
         rt.start(svc)
         in_threads(lambda: rt.infer("mlp", "predict", [{"x": x}]), CALLERS, 5)  # settle
         cpu = time.process_time()
-        count, seconds, _ = in_threads(lambda: rt.infer("mlp", "predict", [{"x": x}]), CALLERS, calls)
+        count, elapsed, _ = in_threads(lambda: rt.infer("mlp", "predict", [{"x": x}]), CALLERS, seconds)
         cpu = time.process_time() - cpu
-        return count / seconds, cpu / count * 1e6, rt.metrics() if metrics else None
+        return count / elapsed, cpu / count * 1e6, rt.metrics() if metrics else None
 
 
 def collector_cost(mean_batch: float) -> tuple[float, float]:
@@ -68,7 +71,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--calls", type=int, default=60, help="calls per caller thread per run")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=60.0,
+        help="seconds each runtime runs per round (every caller calls until the end)",
+    )
     parser.add_argument("--plot", help="write an SVG of the latency and batch-size histograms here")
     args = parser.parse_args()
     print(describe())
@@ -79,7 +87,7 @@ def main() -> None:
         export_mlp(directory)
         for n in range(args.rounds):
             for metrics in (True, False) if n % 2 else (False, True):
-                rate, cpu, snapshot = throughput(directory, metrics, args.calls)
+                rate, cpu, snapshot = throughput(directory, metrics, args.seconds)
                 runs[metrics].append(rate)
                 cpus[metrics].append(cpu)
                 last = snapshot or last
