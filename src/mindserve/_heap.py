@@ -4,8 +4,13 @@
 from __future__ import annotations
 
 import gc
+import threading
+import time
 
 __all__ = ["freeze_gc"]
+
+#: How long freeze_gc waits at most for another thread's collection to end.
+_WAIT_FOR_OTHERS = 5.0
 
 
 def freeze_gc() -> int:
@@ -26,6 +31,28 @@ def freeze_gc() -> int:
     runtime.
     """
     gc.unfreeze()
-    gc.collect()
+    _collect_fully()
     gc.freeze()
     return gc.get_freeze_count()
+
+
+def _collect_fully() -> None:
+    """A full collection in this thread. Python skips ``gc.collect()`` while another thread
+    is collecting (it returns 0 at once), so try again until this thread's own collection
+    of the oldest generation has run (or ``_WAIT_FOR_OTHERS`` has passed)."""
+    me = threading.get_ident()
+    ran: list[bool] = []
+
+    def stopped(phase: str, info: dict[str, int]) -> None:
+        if phase == "stop" and info.get("generation") == 2 and threading.get_ident() == me:
+            ran.append(True)
+
+    gc.callbacks.append(stopped)
+    try:
+        give_up = time.monotonic() + _WAIT_FOR_OTHERS
+        gc.collect()
+        while not ran and time.monotonic() < give_up:
+            time.sleep(0.005)
+            gc.collect()
+    finally:
+        gc.callbacks.remove(stopped)

@@ -2,6 +2,7 @@
 nothing leaked when it is called again after an update."""
 
 import gc
+import threading
 import weakref
 
 import pytest
@@ -36,3 +37,29 @@ def test_freeze_gc_frees_cycles_freezes_the_living_and_a_second_call_frees_what_
     assert alive_ref() is not None
     mindserve.freeze_gc()  # after an update: what the last call froze is walked once more
     assert alive_ref() is None
+
+
+def test_freeze_gc_still_collects_when_another_threads_collection_is_under_way(unfrozen):
+    """Python skips gc.collect() while another thread collects: freeze_gc waits for its own."""
+    started, release = threading.Event(), threading.Event()
+
+    def hold(phase, info):
+        if phase == "start" and threading.current_thread() is other:
+            started.set()
+            release.wait(10)
+
+    other = threading.Thread(target=gc.collect)
+    gc.callbacks.append(hold)
+    try:
+        other.start()
+        assert started.wait(10)
+        dead = Node()
+        dead_ref = weakref.ref(dead)
+        del dead
+        threading.Timer(0.05, release.set).start()
+        mindserve.freeze_gc()  # its first collection is skipped: the other one is under way
+        assert dead_ref() is None
+    finally:
+        release.set()
+        gc.callbacks.remove(hold)
+        other.join(10)
