@@ -60,6 +60,17 @@ RESNET_BATCH = 32
 RESNET_BUCKETS = (1, 2, 4, 8, 16, 32)
 
 
+def in_threads(caller, callers: int) -> float:
+    """Run ``caller(k)`` in ``callers`` threads at once; the seconds until the last ended."""
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=caller, args=(k,)) for k in range(callers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0
+
+
 def export_encoder(directory: str) -> str:
     import mindspore as ms
     from mindspore import Tensor, nn, ops
@@ -161,13 +172,7 @@ def run_mindserve(directory: str, mix: str, buckets: bool, seconds: float, calle
                 latencies.extend(mine)
                 done[0] += len(mine)
 
-        t0 = time.perf_counter()
-        threads = [threading.Thread(target=caller, args=(k,)) for k in range(callers)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        took = time.perf_counter() - t0
+        took = in_threads(caller, callers)
         (info,) = [m for s in rt.status() for m in s.models]
         (metrics,) = rt.metrics().servable("encoder").models
         log = [b for b in rt.batch_log("encoder") if b.elements]
@@ -331,13 +336,7 @@ def resnet_mindserve(directory: str, seconds: float, callers: int) -> dict[str, 
             with lock:
                 latencies.extend(mine)
 
-        t0 = time.perf_counter()
-        threads = [threading.Thread(target=caller, args=(k,)) for k in range(callers)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        took = time.perf_counter() - t0
+        took = in_threads(caller, callers)
         (info,) = [m for s in rt.status() for m in s.models]
     ordered = sorted(latencies) or [float("nan")]
     return {
