@@ -286,7 +286,9 @@ class Bench:
         )
 
     def simple_threads(self, threads: int) -> Result:
-        return self.simple_run(lambda b: in_threads(lambda: b.submit(self.x1[0]).result(), threads, self.seconds))
+        return self.simple_run(
+            lambda b: in_threads(lambda: b.submit(self.x1[0]).result(), threads, self.seconds)
+        )
 
     def mindserve_threads(self, threads: int) -> Result:
         return self.mindserve_run(lambda: in_threads(self.infer_one, threads, self.seconds))
@@ -299,7 +301,9 @@ class Bench:
         )
 
     def simple_futures(self) -> Result:
-        return self.simple_run(lambda b: futures_in_flight(lambda: b.submit(self.x1[0]), FUTURES, self.seconds))
+        return self.simple_run(
+            lambda b: futures_in_flight(lambda: b.submit(self.x1[0]), FUTURES, self.seconds)
+        )
 
     def mindserve_futures(self) -> Result:
         instance = [self.instance]

@@ -88,8 +88,12 @@ def main() -> None:
             ainfer_s.append(elapsed)
             stalls.append(stall)
             futures_s.append(futures_round(rt, args.calls))
-    print(f"{args.calls} calls through a {args.stage_ms:g} ms per-instance stage, medians of {args.rounds} rounds:")
-    print(f"  ainfer:       {statistics.median(ainfer_s) * 1000:7.1f} ms, loop's longest stall {statistics.median(stalls) * 1000:.1f} ms (worst {max(stalls) * 1000:.1f} ms)")
+    print(
+        f"{args.calls} calls through a {args.stage_ms:g} ms per-instance stage, medians of {args.rounds} rounds:"
+    )
+    print(
+        f"  ainfer:       {statistics.median(ainfer_s) * 1000:7.1f} ms, loop's longest stall {statistics.median(stalls) * 1000:.1f} ms (worst {max(stalls) * 1000:.1f} ms)"
+    )
     print(f"  infer_async:  {statistics.median(futures_s) * 1000:7.1f} ms")
     print(f"  ainfer / infer_async time: {statistics.median(ainfer_s) / statistics.median(futures_s):.2f}x")
 

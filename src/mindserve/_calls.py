@@ -40,6 +40,7 @@ from mindserve._errors import (
 
 logger = logging.getLogger("mindserve")
 
+
 #: A timeout this long or longer (``inf`` included) means no deadline: the platform's waits
 #: cannot wait longer (``threading.TIMEOUT_MAX``), and a year is already for ever.
 class Abandoned(str, enum.Enum):
@@ -72,7 +73,9 @@ class Failure:
 def dropped(request: Request) -> Failure:
     """The outcome of an instance not run because its call gave up."""
     return Failure(
-        ModelError, f"dropped before running: the call was {(request.abandoned or Abandoned.DEADLINE).value}", dropped=True
+        ModelError,
+        f"dropped before running: the call was {(request.abandoned or Abandoned.DEADLINE).value}",
+        dropped=True,
     )
 
 

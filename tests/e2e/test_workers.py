@@ -531,7 +531,9 @@ def test_workers_warm_up_and_their_logs_and_reports_reach_the_main_process(expor
         assert worker_pids(rt, "mlp") == [pid]
         (info,) = rt.status()
         assert info.models[0].warmed_up == (1, 2, 4, 8, 16, 32, 64)  # as the worker warmed up
-        assert info.models[0].graphs == 7  # one per batch size warmed up; the call's batch of 1 is one of them
+        assert (
+            info.models[0].graphs == 7
+        )  # one per batch size warmed up; the call's batch of 1 is one of them
     (report,) = observer.reports
     assert report.model == "mlp" and [size for size, _ in report.compiled] == [1, 2, 4, 8, 16, 32, 64]
     messages = [r.getMessage() for r in caplog.records]

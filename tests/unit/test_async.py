@@ -371,4 +371,6 @@ def test_ainfer_off_the_loop_reports_errors_deadlines_and_cancels(decoding):
         return await rt.ainfer("dec", "f", [{"x": np.float32(3)}], return_exceptions=True)
 
     assert asyncio.run(main()) == [{"y": np.float32(30)}]
-    wait_until(lambda: not any(v._calls for v in rt._versions))  # every call ended, the cancelled one included
+    wait_until(
+        lambda: not any(v._calls for v in rt._versions)
+    )  # every call ended, the cancelled one included

@@ -60,7 +60,11 @@ def test_direct_results_equal_the_general_pipelines(served):
     xs = [np.full(3, i, np.float32) for i in range(5)]
     fast = served.infer("direct", "direct", [{"x": x} for x in xs])
     general = served.infer("direct", "staged", [{"x": x} for x in xs])
-    assert [r["y"].tolist() for r in fast] == [r["y"].tolist() for r in general] == [(x * 2).tolist() for x in xs]
+    assert (
+        [r["y"].tolist() for r in fast]
+        == [r["y"].tolist() for r in general]
+        == [(x * 2).tolist() for x in xs]
+    )
     pairs = served.infer("direct", "direct_pair", [{"a": x, "b": x + 1} for x in xs])
     assert [(p["sum"].tolist(), p["diff"].tolist()) for p in pairs] == [
         ((2 * x + 1).tolist(), [-1.0] * 3) for x in xs

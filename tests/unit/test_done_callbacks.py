@@ -29,7 +29,10 @@ def test_a_callback_may_wait_for_another_future_of_its_batch(rt):
     def waits_for_the_next(index):
         def callback(future):
             following = futures[(index + 1) % len(futures)]
-            seen[index] = (threading.current_thread().name, float(following.result(timeout=10)[0]["output"][0]))
+            seen[index] = (
+                threading.current_thread().name,
+                float(following.result(timeout=10)[0]["output"][0]),
+            )
             if len(seen) == len(futures):
                 all_ran.set()
 

@@ -1,6 +1,5 @@
 """mindserve.opentelemetry: spans of calls and batches, recorded by OpenTelemetry's own SDK."""
 
-
 import numpy as np
 import pytest
 
@@ -81,4 +80,3 @@ def test_removing_the_observer_stops_tracing(rt, spans):
     rt.remove_observer(observer)
     rt.infer("s", "m", [{"x": np.array([1.0])}])
     assert exporter.get_finished_spans() == ()
-
