@@ -508,3 +508,43 @@ def test_any_bytes_as_a_body_are_parsed_or_refused(body):
         parse_body(body, Limits())
     except Refused as exc:
         assert exc.message
+
+
+def test_rest_app_runs_per_instance_stages_off_its_event_loop():
+    """Ten requests through a per-instance stage that only the server's own event loop can
+    release: run on the loop, the stages would block it and never be released."""
+    import threading
+
+    import httpx
+
+    release, threads = threading.Event(), []
+    svc = mindserve.Servable("dec")
+    m = svc.model(lambda x: x * 10, name="times_ten")
+
+    @svc.stage
+    def decode(x):
+        threads.append(threading.get_ident())
+        if not release.wait(10):
+            raise RuntimeError("the stage was never released")
+        return x
+
+    svc.add_method(lambda x: m(decode(x)), name="f", outputs="y")
+
+    async def main():
+        transport = httpx.ASGITransport(app=RestApp(rt))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            sent = [
+                asyncio.ensure_future(client.post("/model/dec:f", json={"instances": [{"x": float(k)}]}))
+                for k in range(10)
+            ]
+            while not threads:
+                await asyncio.sleep(0.001)
+            release.set()  # only this loop, the app's, sets it
+            replies = await asyncio.gather(*sent)
+        return threading.get_ident(), [r.json() for r in replies]
+
+    with mindserve.Runtime() as rt:
+        rt.start(svc)
+        loop_thread, replies = asyncio.run(main())
+    assert replies == [{"instances": [{"y": 10.0 * k}]} for k in range(10)]
+    assert loop_thread not in threads
