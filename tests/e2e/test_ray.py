@@ -78,7 +78,7 @@ def test_factory_is_imported_called_and_checked(exported):
     directory = os.path.join(exported["root"], "mlp")
     svc = build_servable("ray_servables:mlp", (directory,))
     assert isinstance(svc, mindserve.Servable) and svc.name == "mlp"
-    assert sorted(svc.methods) == ["checked", "gathered", "held", "predict", "tokens"]
+    assert sorted(svc.methods) == ["checked", "gathered", "held", "predict", "tokens", "where"]
     with pytest.raises(DefinitionError, match=r"returned str, not a mindserve.Servable"):
         build_servable("ray_servables:not_a_servable")
     with pytest.raises(DefinitionError, match="'no_such_module:make' cannot be imported here"):
@@ -220,6 +220,14 @@ def test_replica_batches_concurrent_calls(single, local):
     same_results(remote, local.infer("mlp", "predict", batch))
     gathering = client.status().metrics.model("mlp", "gathering")
     assert gathering.batch_sizes == {8: 1}
+
+
+def test_the_replica_runs_per_instance_stages_off_its_event_loop(single):
+    """A replica answers with ainfer, whose per-instance stages run on the runtime's pool:
+    never in the thread of the replica's event loop."""
+    client, _ = single
+    results = client.infer("where", [{"x": np.zeros(16, np.float32)}] * 3)
+    assert [float(r["on_loop"]) for r in results] == [0.0, 0.0, 0.0]
 
 
 def test_a_padded_model_returns_each_instance_its_own_length(single):

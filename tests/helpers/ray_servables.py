@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 
@@ -22,7 +23,9 @@ def mlp(directory: str, hold_directory: str | None = None) -> mindserve.Servable
       returns: a call the test can kill the replica under;
     * ``tokens``: a per-token model of variable length (``x`` of shape (length, 4), a
       Python callable ``2x + 1`` padded to length buckets 4 and 8): each instance gets its
-      own length back.
+      own length back;
+    * ``where``: 1.0 if its per-instance stage ran in a thread running an event loop (the
+      replica's own), else 0.0.
     """
     svc = mindserve.Servable("mlp", directory=directory)
     net = svc.model("mlp.mindir")
@@ -42,6 +45,14 @@ def mlp(directory: str, hold_directory: str | None = None) -> mindserve.Servable
         if x[0] < 0:
             raise ValueError(f"the first value is negative ({x[0]})")
         return x
+
+    @svc.stage
+    def on_loop(x):
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return np.float32(0.0)
+        return np.float32(1.0)
 
     @svc.stage(batch_size=0)  # batched stages run on mindserve's threads, not the replica's loop
     def hold(ys):
@@ -70,6 +81,10 @@ def mlp(directory: str, hold_directory: str | None = None) -> mindserve.Servable
     @svc.method(outputs=["y"])
     def tokens(x):
         return per_token(x)
+
+    @svc.method(outputs=["on_loop"])
+    def where(x):
+        return on_loop(x)
 
     return svc
 
