@@ -142,7 +142,7 @@ def test_grouping_answers_every_instance_once_with_its_own_length(lengths, bucke
         (stacked,), own = plan.stack([instances[i] for i in indices])
         assert stacked.shape[1] in buckets and stacked.shape[1] >= max(lengths[i] for i in indices)
         assert stacked.shape[0] == len(indices)
-        real, padded = plan.elements([instances[i] for i in indices], len(indices))
+        real, padded = plan.elements([instances[i] for i in indices])
         assert real == sum(lengths[i] for i in indices) and padded == stacked.size
         for i, (out,) in zip(indices, plan.unstack((stacked,), len(indices), own)):
             assert out.tolist() == [float(i)] * lengths[i]

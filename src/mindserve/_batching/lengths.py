@@ -186,12 +186,11 @@ class Lengths:
             result.append(tuple(items))
         return result
 
-    def elements(self, batch: Sequence[Sequence[np.ndarray]], rows: int) -> tuple[int, int]:
+    def elements(self, batch: Sequence[Sequence[np.ndarray]]) -> tuple[int, int]:
         """Elements of the padded inputs of ``batch``'s instances: their own, and as run once
         padded to the length bucket. The length padding of real instances is the waste this
-        counts; the ``rows - len(batch)`` rows added to reach a batch bucket are counted
-        apart, as the batch's ``padding`` (instances), not here."""
-        del rows  # the scheduler's signature: filler rows are the batch's padding
+        counts; the rows added to reach a batch bucket are counted apart, as the batch's
+        ``padding`` (instances), not here."""
         real = padded = 0
         for index, axis in enumerate(self.caller_axes):
             if axis is None:

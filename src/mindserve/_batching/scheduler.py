@@ -87,7 +87,7 @@ class Scheduler:
         what: str | None = None,
         on_drained: Callable[[], None] | None = None,
         step: Step | None = None,
-        elements: Callable[[Sequence[Any], int], tuple[int, int]] | None = None,
+        elements: Callable[[Sequence[Any]], tuple[int, int]] | None = None,
     ) -> None:
         if capacity < 1:
             raise ValueError(f"a scheduler needs a capacity >= 1; got {capacity}")
@@ -446,7 +446,7 @@ class Scheduler:
         at = time.time()
         # The calls a batch served: for observers (tracing), not the metrics' batch log.
         calls = tuple(dict.fromkeys(r.id for r in requests)) if report else ()
-        elements = self._elements(values, padded) if self._elements is not None and values else None
+        elements = self._elements(values) if self._elements is not None and values else None
         if stats is not None:  # the runtime's metrics: counted directly, no record built
             stats.count(
                 size, padded, reason, started - queued_at, now - started, queued, failed, at, calls, elements
