@@ -271,7 +271,7 @@ class Runtime:
         if not isinstance(servable, Servable):
             raise ArgumentTypeError(f"load() takes a mindserve.Servable; got {type(servable).__name__}")
         check_version_number(version)
-        hosted = find_slot(self._hosted, self._lock, servable.name)
+        hosted = self._slot(servable)
         with self._events.holding(), hosted.update_lock:
             loaded = self._load(hosted, servable, version, hosted.plan)
             with self._lock:
@@ -292,7 +292,7 @@ class Runtime:
         definition, or its name to reload the running definition.
         """
         self._check_open()
-        hosted = find_slot(self._hosted, self._lock, servable_name(servable))
+        hosted = self._slot(servable)
         definition = servable if isinstance(servable, Servable) else hosted.servable
         check_version_number(version)
         with self._events.holding(), hosted.update_lock:
@@ -314,7 +314,7 @@ class Runtime:
             if servable is None:
                 stopped = unhost_all(self._hosted)
             else:
-                hosted = find_slot(self._hosted, self._lock, servable_name(servable))
+                hosted = self._slot(servable)
                 if version is None:
                     stopped = list(hosted.versions.values())
                     hosted.stop_watching()
@@ -395,7 +395,7 @@ class Runtime:
     def servable_status(self, servable: str | Servable) -> ServableStatus:
         """One servable: its running versions, the default one, watching, and its last failure."""
         with self._lock:
-            hosted = find_slot(self._hosted, self._lock, servable_name(servable))
+            hosted = self._slot(servable)
             default = hosted.default()
             versions = hosted.running()
         return hosted.status([v.info(v is default) for v in versions])
@@ -433,7 +433,7 @@ class Runtime:
         if model is not None and stage is not None:
             raise InvalidArgumentError("batch_log() takes a model or a stage, not both")
         check_version_number(version)
-        loaded = find_slot(self._hosted, self._lock, servable_name(servable)).pick(version)
+        loaded = self._slot(servable).pick(version)
         steps = log_steps(loaded, model, stage)
         return self._metrics.batch_log(loaded.name, loaded.version, steps)
 
@@ -458,6 +458,10 @@ class Runtime:
         self._versions.add(loaded)
         self._events.post(EventKind.LOADED, loaded.name, loaded.version)
         return loaded
+
+    def _slot(self, servable: str | Servable) -> ServableSlot:
+        """The running servable a verb names (by name or by its Servable)."""
+        return find_slot(self._hosted, self._lock, servable_name(servable))
 
     def _check_open_or_discard(self, loaded: LoadedServable) -> None:
         if self._closed:
