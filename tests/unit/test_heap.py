@@ -2,6 +2,7 @@
 nothing leaked when it is called again after an update."""
 
 import gc
+import sys
 import threading
 import weakref
 
@@ -28,10 +29,18 @@ def test_freeze_gc_frees_cycles_freezes_the_living_and_a_second_call_frees_what_
     alive = Node()
     alive_ref = weakref.ref(alive)
 
-    frozen = mindserve.freeze_gc()
+    # No other thread runs between the call and the count (a frozen object another thread
+    # frees by reference counting leaves the frozen generation): a long switch interval.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(5.0)
+    try:
+        frozen = mindserve.freeze_gc()
+        count = gc.get_freeze_count()
+    finally:
+        sys.setswitchinterval(interval)
 
     assert dead_ref() is None
-    assert frozen == gc.get_freeze_count() > 0
+    assert frozen == count > 0
     del alive  # garbage now, but frozen: full collections leave it
     gc.collect()
     assert alive_ref() is not None
