@@ -42,6 +42,17 @@ def test_stack_passes_unbatched_inputs_once():
     assert stacked.shape == (2, 1) and shared is scale
 
 
+def test_stack_lends_a_lone_instance_only_when_asked():
+    """``copy=False`` (a model that only reads its inputs) passes a lone instance as a view of
+    its own array; with padding, several instances or by default, the batch is a new array."""
+    x = np.arange(3.0)
+    (lent,) = _batching.stack([(x,)], [], copy=False)
+    assert lent.shape == (1, 3) and np.shares_memory(lent, x)
+    assert not np.shares_memory(_batching.stack([(x,)], [])[0], x)
+    assert not np.shares_memory(_batching.stack([(x,)], [], pad_to=2, copy=False)[0], x)
+    assert not np.shares_memory(_batching.stack([(x,), (x,)], [], copy=False)[0], x)
+
+
 def test_unstack_rejects_outputs_without_batch_dim():
     message = _batching.unstack([np.zeros((3, 2)), np.zeros(5)], batch=3, count=2)
     assert message == "model output 1 has shape (5,), but its first dimension should be the batch size 3"

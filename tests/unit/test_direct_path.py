@@ -115,3 +115,22 @@ def test_bulk_rows_of_one_array_come_back_as_rows(served):
     results = served.infer("direct", "direct", [{"x": row} for row in rows])
     assert len(results) == 4096
     assert np.array_equal(np.stack([r["y"] for r in results]), rows * 2)
+
+
+def test_a_model_that_writes_to_its_input_never_changes_the_callers_array():
+    """A lone instance runs as a batch of one: a Python model that changes its input in
+    place works on a copy, as it does in any other batch."""
+    svc = mindserve.Servable("inplace")
+
+    def doubled(x):
+        x *= 2
+        return x
+
+    model = svc.model(doubled, name="doubled")
+    svc.add_method(lambda x: model(x), name="run", outputs="y")
+    x = np.arange(4, dtype=np.float32)
+    with mindserve.Runtime() as rt:
+        rt.start(svc)
+        (result,) = rt.infer("inplace", "run", [{"x": x}])
+    assert result["y"].tolist() == [0.0, 2.0, 4.0, 6.0]
+    assert x.tolist() == [0.0, 1.0, 2.0, 3.0]

@@ -36,6 +36,7 @@ class Doubling:
 
     capacity = 1
     inline = True
+    reads_only = False
 
     def __init__(self, input_specs, fail=False):
         self.input_specs = input_specs

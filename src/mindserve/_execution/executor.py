@@ -45,6 +45,9 @@ class Executor(Protocol):
     capacity: int
     #: Whether a caller's thread may run a batch itself when the model is idle.
     inline: bool
+    #: Whether it never writes to its input arrays (a lone instance may then be passed
+    #: as a view of the caller's own arrays, not a copy).
+    reads_only: bool
 
     def run(
         self, arrays: tuple[np.ndarray, ...], requests: Sequence[Request] = ()
@@ -70,7 +73,7 @@ def run_batch(
             if lengths is not None:
                 inputs, own = lengths.stack(batch, pad_to)
             else:
-                inputs = _batching.stack(batch, plan.unbatched, pad_to)
+                inputs = _batching.stack(batch, plan.unbatched, pad_to, copy=not executor.reads_only)
         else:
             inputs = batch[0]
         outputs = executor.run(inputs, requests)

@@ -30,6 +30,7 @@ class NetworkExecutor:
 
     capacity = 1  # MindSpore crashes when one network is entered from two threads
     inline = True
+    reads_only = True  # a MindSpore graph never writes to its inputs
 
     #: Runs of a network after which MindSpore may still start threads (each registers its own
     #: SIGINT handler): Python's handling is restored again over the seconds after them.
@@ -123,6 +124,7 @@ class CallableExecutor:
     input_specs: tuple[TensorSpec, ...] | None = None
     capacity = 1  # a user's function is not assumed to be thread-safe
     inline = True
+    reads_only = False  # a user's function may change its arrays in place
 
     def __init__(self, function: Callable[..., Any]) -> None:
         self.function = function

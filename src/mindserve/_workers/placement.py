@@ -35,6 +35,7 @@ class WorkerBackend:
     #: Callers never run a batch in their own thread: they wait for it with their timeout,
     #: which then holds even while a worker is slow, restarting or hung.
     inline = False
+    reads_only = True  # a batch is copied to the worker process
 
     def __init__(
         self,
