@@ -44,7 +44,10 @@ except ImportError:  # not CPython
 
 def _libc() -> Any:
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
+        # PyDLL keeps the GIL through the call: a sigaction is a quick system call, and
+        # giving the GIL up after every graph run would hand it to another thread just as
+        # the thread that ran the model needs it back.
+        libc = ctypes.PyDLL(None, use_errno=True)
         libc.sigaction.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
         libc.sigaction.restype = ctypes.c_int
     except (OSError, AttributeError):  # no C library with sigaction (Windows)
@@ -115,11 +118,11 @@ def keep_python_sigint() -> None:
         else:
             wanted = _addresses.get("default")
         if wanted is not None:
-            _sigaction(_SIGINT, wanted, None)  # releases the GIL: signal.signal may run meanwhile
+            _sigaction(_SIGINT, wanted, None)
         now = _getsignal(_SIGINT)
         if now is handler:
             return
-        handler = now  # the main thread chose another handler while this one was written
+        handler = now  # the main thread chose another handler between the two reads
 
 
 def settle() -> None:
