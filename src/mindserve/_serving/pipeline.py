@@ -139,6 +139,11 @@ def run_method(
     loaded: LoadedServable, method: Method, instances: Sequence[Any], request: Request
 ) -> list[dict[str, Any] | InstanceError]:
     """Run a method in this thread; a model idle when reached runs here at once."""
+    if method.direct:  # the common call, with no generator to drive
+        arguments = read_arrays(instances, method.inputs)
+        if arguments is not None:
+            outcomes = request.finish(_submit_direct(loaded, method, arguments, request, True))
+            return _direct_results(loaded, method, outcomes, request)
     steps = method_steps(loaded, method, instances, request, inline=True)
     try:
         pending = next(steps)
