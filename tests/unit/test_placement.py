@@ -1,4 +1,5 @@
-"""Placements and the one loading path (_serving/placement.py, _serving/loading.py)."""
+"""Placements and the one loading path (_serving/placement.py, _serving/loading.py), and what
+a worker process hosts (_workers/hosted.py)."""
 
 from __future__ import annotations
 
@@ -9,18 +10,22 @@ import numpy as np
 import pytest
 
 import mindserve
-from mindserve._calls import Request
+from mindserve._batching.scheduler import Scheduler
 from mindserve._serving import loading
+from mindserve._serving.model_queue import LoadedModel
 from mindserve._serving.placement import InProcess
+from mindserve._workers.hosted import host
 
 
-def _servable(tmp_path):
+def _servable(tmp_path, calls=False):
     (tmp_path / "1").mkdir()
     svc = mindserve.Servable("placed", directory=str(tmp_path))
     model = svc.model(lambda x: x * 10, name="m")
 
     @svc.stage(batch_size=2)
     def total(ys):
+        if calls:
+            ys = [y for (y,) in model.call_many([(y,) for y in ys])]
         return [float(y.sum()) for y in ys]
 
     @svc.method(outputs=["total"])
@@ -36,23 +41,30 @@ def test_in_process_a_version_queues_its_models_and_batched_stages(tmp_path):
         assert loaded.version == 1 and loaded.device is None
         assert [s.name for s in loaded.stage_schedulers] == ["total"]
         assert loaded.models["m"].scheduler is not None
-        assert not loaded.placement.in_worker_process and not loaded.placement.remote
+        assert not loaded.placement.remote
         assert loaded.placement.workers() == ()
     finally:
         loaded.retire()
 
 
-def test_a_worker_builds_its_version_without_stage_queues(tmp_path):
-    placement = InProcess((None, 0), in_worker_process=True)
-    loaded = loading.load(_servable(tmp_path).definition(), 1, placement, warm_up=False)
+def test_a_worker_hosts_executors_and_stages_without_any_queue(tmp_path, monkeypatch):
+    """What a worker process builds (_workers/hosted.py): no scheduler is ever made, and a
+    batched stage's Model.call runs the worker's model in this thread."""
+
+    def no_queue(*args, **kwargs):
+        raise AssertionError("a worker process made a scheduler")
+
+    monkeypatch.setattr(Scheduler, "__init__", no_queue)
+    hosted = host(_servable(tmp_path, calls=True).definition(), 1, (None, 0), warm_up=True)
     try:
-        assert loaded.stage_schedulers == {}
-        assert loaded.placement.in_worker_process
-        (stage,) = (s.callee for s in loaded.definition.methods["compute"].steps if s.callee.name == "total")
-        outcomes = loaded._run_stage(stage, [(np.ones(2),), (np.ones(3),)], Request(5))
-        assert outcomes == [(2.0,), (3.0,)]
+        assert list(hosted.executors) == ["m"] and list(hosted.stages) == ["total"]
+        assert not any(isinstance(m, LoadedModel) for m in hosted.models.values())
+        outcomes = hosted.run_stage("total", [(np.ones(2),), (np.ones(3),)], 5.0)
+        assert outcomes == [(20.0,), (30.0,)]  # the sums of Model.call(y), y * 10
+        (ready,) = hosted.ready(123).models.values()
+        assert ready.warm_up is not None and ready.report.model == "m" and ready.shapes is None
     finally:
-        loaded.retire()
+        hosted.close()
 
 
 def test_a_version_that_fails_to_load_discards_its_placement(tmp_path):
