@@ -11,6 +11,8 @@ import pytest
 
 import mindserve
 from mindserve._batching.scheduler import Scheduler
+from mindserve._calls import Failure, Request
+from mindserve._execution.local import CallableExecutor
 from mindserve._serving import loading
 from mindserve._serving.model_queue import LoadedModel
 from mindserve._serving.placement import InProcess
@@ -48,13 +50,16 @@ def test_in_process_a_version_queues_its_models_and_batched_stages(tmp_path):
 
 
 def test_a_worker_hosts_executors_and_stages_without_any_queue(tmp_path, monkeypatch):
-    """What a worker process builds (_workers/hosted.py): no scheduler is ever made, and a
-    batched stage's Model.call runs the worker's model in this thread."""
+    """What a worker process builds (_workers/hosted.py): no scheduler is ever made, a
+    batched stage's Model.call runs the worker's model in this thread, and closing it closes
+    the executors."""
 
     def no_queue(*args, **kwargs):
         raise AssertionError("a worker process made a scheduler")
 
     monkeypatch.setattr(Scheduler, "__init__", no_queue)
+    closed = []
+    monkeypatch.setattr(CallableExecutor, "close", lambda self: closed.append(self))
     hosted = host(_servable(tmp_path, calls=True).definition(), 1, (None, 0), warm_up=True)
     try:
         assert list(hosted.executors) == ["m"] and list(hosted.stages) == ["total"]
@@ -65,6 +70,7 @@ def test_a_worker_hosts_executors_and_stages_without_any_queue(tmp_path, monkeyp
         assert ready.warm_up is not None and ready.report.model == "m" and ready.shapes is None
     finally:
         hosted.close()
+    assert closed == [hosted.executors["m"]]
 
 
 def test_a_version_that_fails_to_load_discards_its_placement(tmp_path):
@@ -94,3 +100,43 @@ def test_serving_never_imports_workers_nor_the_runtime_above_it():
         )
     )
     assert importing == []
+
+
+def test_a_hosted_models_call_gives_what_its_queue_gives(tmp_path):
+    """A worker's Model.call (ReadyModel.run, no queue) and a version's model queue give the
+    same outcomes: bad, failing and good instances of two shapes, over max_batch_size."""
+
+    def doubled(x):
+        if (x < 0).any():
+            raise ValueError("negative")
+        return x * 2
+
+    (tmp_path / "1").mkdir()
+    svc = mindserve.Servable("same", directory=str(tmp_path))
+    model = svc.model(doubled, batching=mindserve.Batching(max_batch_size=2))
+    svc.add_method(lambda x: model(x), name="f")
+    definition = svc.definition()
+    instances = [(np.ones(2),), (np.ones(3),), (-np.ones(2),), (np.ones(2), np.ones(2)), (np.full(2, 5.0),)]
+    hosted = host(definition, 1, (None, 0), warm_up=False)
+    loaded = loading.load(definition, 1, InProcess((None, 0)), warm_up=False)
+    try:
+        there = hosted.run_model(model, instances, Request(5))
+        here = loaded.run_model(model, instances, Request(5))
+    finally:
+        loaded.retire()
+        hosted.close()
+    assert [_described(o) for o in there] == [_described(o) for o in here]
+    assert [_described(o) for o in there] == [
+        [2.0, 2.0],
+        [2.0, 2.0, 2.0],
+        "ModelError: model 'doubled' failed: ValueError: negative",
+        "InvalidInputError: model 'doubled' takes 1 input; got 2",
+        [10.0, 10.0],
+    ]
+
+
+def _described(outcome):
+    if isinstance(outcome, Failure):
+        return f"{outcome.error.__name__}: {outcome.detail}"
+    (array,) = outcome
+    return array.tolist()
