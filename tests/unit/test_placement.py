@@ -140,3 +140,20 @@ def _described(outcome):
         return f"{outcome.error.__name__}: {outcome.detail}"
     (array,) = outcome
     return array.tolist()
+
+
+def test_a_model_of_another_servable_is_refused_alike_with_or_without_a_queue(tmp_path):
+    definition = _servable(tmp_path).definition()
+    stranger = mindserve.Servable("other").model(lambda x: x, name="other")
+    hosted = host(definition, 1, (None, 0), warm_up=False)
+    loaded = loading.load(definition, 1, InProcess((None, 0)), warm_up=False)
+    try:
+        for version in (hosted, loaded):
+            with pytest.raises(
+                mindserve.MindServeError,
+                match=r"^model 'other' is not a model of servable 'placed' version 1$",
+            ):
+                version.run_model(stranger, [(np.ones(2),)], Request(5))
+    finally:
+        loaded.retire()
+        hosted.close()
