@@ -183,6 +183,44 @@ def test_batched_stages_and_callable_models_run_in_the_workers(rt):
         assert int(result["caller"]) == os.getpid()  # per-instance stage: in the caller's process
 
 
+def serving_objects() -> int:
+    """How many objects of a serving version live in this process: versions, model queues,
+    schedulers (in a worker process: none)."""
+    import gc
+
+    from mindserve._batching.scheduler import Scheduler
+    from mindserve._serving.model_queue import LoadedModel
+    from mindserve._serving.running import LoadedServable
+
+    kinds = (Scheduler, LoadedModel, LoadedServable)
+    return sum(issubclass(type(o), kinds) for o in gc.get_objects())  # type(): no weak proxy raises
+
+
+def test_a_worker_hosts_executors_and_stages_not_a_serving_version(rt, exported):
+    """The worker builds no version, model queue or scheduler (the queues stay in this
+    process); a batched stage's Model.call there runs the worker's MindIR model."""
+    svc = mindserve.Servable("hosted", directory=os.path.join(exported["root"], "mlp"))
+    mlp = svc.model("mlp.mindir")
+
+    @svc.stage(batch_size=4, outputs=2)
+    def logits(xs):
+        called = mlp.call_many([(x,) for x in xs])
+        return [(y, np.int64(serving_objects())) for (y,) in called]
+
+    @svc.method(outputs=("logits", "objects"))
+    def predict(x):
+        return logits(x)
+
+    rt.start(svc, version=1, workers=1)
+    assert serving_objects() > 0  # this process's version: the count sees them
+    xs = np.random.default_rng(3).normal(size=(3, 16)).astype(np.float32)
+    results = rt.infer("hosted", "predict", [{"x": x} for x in xs])
+    expected = run_net(exported["nets"]["mlp_v1"], xs)
+    for result, want in zip(results, expected):
+        assert int(result["objects"]) == 0
+        np.testing.assert_allclose(result["logits"], want, rtol=1e-5, atol=1e-6)
+
+
 def test_errors_raised_in_a_worker_reach_the_instance_with_the_same_message(rt):
     svc = mindserve.Servable("fails")
 

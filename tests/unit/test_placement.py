@@ -1,4 +1,5 @@
-"""Placements and the one loading path (_serving/placement.py, _serving/loading.py)."""
+"""Placements and the one loading path (_serving/placement.py, _serving/loading.py), and what
+a worker process hosts (_workers/hosted.py)."""
 
 from __future__ import annotations
 
@@ -9,18 +10,24 @@ import numpy as np
 import pytest
 
 import mindserve
-from mindserve._calls import Request
+from mindserve._batching.scheduler import Scheduler
+from mindserve._calls import Failure, Request
+from mindserve._execution.local import CallableExecutor
 from mindserve._serving import loading
+from mindserve._serving.model_queue import LoadedModel
 from mindserve._serving.placement import InProcess
+from mindserve._workers.hosted import host
 
 
-def _servable(tmp_path):
+def _servable(tmp_path, calls=False):
     (tmp_path / "1").mkdir()
     svc = mindserve.Servable("placed", directory=str(tmp_path))
     model = svc.model(lambda x: x * 10, name="m")
 
     @svc.stage(batch_size=2)
     def total(ys):
+        if calls:
+            ys = [y for (y,) in model.call_many([(y,) for y in ys])]
         return [float(y.sum()) for y in ys]
 
     @svc.method(outputs=["total"])
@@ -36,23 +43,34 @@ def test_in_process_a_version_queues_its_models_and_batched_stages(tmp_path):
         assert loaded.version == 1 and loaded.device is None
         assert [s.name for s in loaded.stage_schedulers] == ["total"]
         assert loaded.models["m"].scheduler is not None
-        assert not loaded.placement.in_worker_process and not loaded.placement.remote
+        assert not loaded.placement.remote
         assert loaded.placement.workers() == ()
     finally:
         loaded.retire()
 
 
-def test_a_worker_builds_its_version_without_stage_queues(tmp_path):
-    placement = InProcess((None, 0), in_worker_process=True)
-    loaded = loading.load(_servable(tmp_path).definition(), 1, placement, warm_up=False)
+def test_a_worker_hosts_executors_and_stages_without_any_queue(tmp_path, monkeypatch):
+    """What a worker process builds (_workers/hosted.py): no scheduler is ever made, a
+    batched stage's Model.call runs the worker's model in this thread, and closing it closes
+    the executors."""
+
+    def no_queue(*args, **kwargs):
+        raise AssertionError("a worker process made a scheduler")
+
+    monkeypatch.setattr(Scheduler, "__init__", no_queue)
+    closed = []
+    monkeypatch.setattr(CallableExecutor, "close", lambda self: closed.append(self))
+    hosted = host(_servable(tmp_path, calls=True).definition(), 1, (None, 0), warm_up=True)
     try:
-        assert loaded.stage_schedulers == {}
-        assert loaded.placement.in_worker_process
-        (stage,) = (s.callee for s in loaded.definition.methods["compute"].steps if s.callee.name == "total")
-        outcomes = loaded._run_stage(stage, [(np.ones(2),), (np.ones(3),)], Request(5))
-        assert outcomes == [(2.0,), (3.0,)]
+        assert list(hosted.executors) == ["m"] and list(hosted.stages) == ["total"]
+        assert not any(isinstance(m, LoadedModel) for m in hosted.models.values())
+        outcomes = hosted.run_stage("total", [(np.ones(2),), (np.ones(3),)], 5.0)
+        assert outcomes == [(20.0,), (30.0,)]  # the sums of Model.call(y), y * 10
+        (ready,) = hosted.ready(123).models.values()
+        assert ready.warm_up is not None and ready.report.model == "m" and ready.shapes is None
     finally:
-        loaded.retire()
+        hosted.close()
+    assert closed == [hosted.executors["m"]]
 
 
 def test_a_version_that_fails_to_load_discards_its_placement(tmp_path):
@@ -82,3 +100,60 @@ def test_serving_never_imports_workers_nor_the_runtime_above_it():
         )
     )
     assert importing == []
+
+
+def test_a_hosted_models_call_gives_what_its_queue_gives(tmp_path):
+    """A worker's Model.call (ReadyModel.run, no queue) and a version's model queue give the
+    same outcomes: bad, failing and good instances of two shapes, over max_batch_size."""
+
+    def doubled(x):
+        if (x < 0).any():
+            raise ValueError("negative")
+        return x * 2
+
+    (tmp_path / "1").mkdir()
+    svc = mindserve.Servable("same", directory=str(tmp_path))
+    model = svc.model(doubled, batching=mindserve.Batching(max_batch_size=2))
+    svc.add_method(lambda x: model(x), name="f")
+    definition = svc.definition()
+    instances = [(np.ones(2),), (np.ones(3),), (-np.ones(2),), (np.ones(2), np.ones(2)), (np.full(2, 5.0),)]
+    hosted = host(definition, 1, (None, 0), warm_up=False)
+    loaded = loading.load(definition, 1, InProcess((None, 0)), warm_up=False)
+    try:
+        there = hosted.run_model(model, instances, Request(5))
+        here = loaded.run_model(model, instances, Request(5))
+    finally:
+        loaded.retire()
+        hosted.close()
+    assert [_described(o) for o in there] == [_described(o) for o in here]
+    assert [_described(o) for o in there] == [
+        [2.0, 2.0],
+        [2.0, 2.0, 2.0],
+        "ModelError: model 'doubled' failed: ValueError: negative",
+        "InvalidInputError: model 'doubled' takes 1 input; got 2",
+        [10.0, 10.0],
+    ]
+
+
+def _described(outcome):
+    if isinstance(outcome, Failure):
+        return f"{outcome.error.__name__}: {outcome.detail}"
+    (array,) = outcome
+    return array.tolist()
+
+
+def test_a_model_of_another_servable_is_refused_alike_with_or_without_a_queue(tmp_path):
+    definition = _servable(tmp_path).definition()
+    stranger = mindserve.Servable("other").model(lambda x: x, name="other")
+    hosted = host(definition, 1, (None, 0), warm_up=False)
+    loaded = loading.load(definition, 1, InProcess((None, 0)), warm_up=False)
+    try:
+        for version in (hosted, loaded):
+            with pytest.raises(
+                mindserve.MindServeError,
+                match=r"^model 'other' is not a model of servable 'placed' version 1$",
+            ):
+                version.run_model(stranger, [(np.ones(2),)], Request(5))
+    finally:
+        loaded.retire()
+        hosted.close()

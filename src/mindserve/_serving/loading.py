@@ -2,7 +2,8 @@
 queue each one here.
 
 One loading path for every placement: the runtime's versions in this process or in worker
-processes, and a worker process's own version.
+processes (a worker process itself hosts executors and stages, with no queue:
+:mod:`mindserve._workers.hosted`).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import attrs
 
@@ -20,9 +20,14 @@ from mindserve._define.servable import ServableDefinition
 from mindserve._define.stage import Stage
 from mindserve._errors import LoadError, MindServeError, describe
 from mindserve._execution import mindspore as _mindspore
+from mindserve._execution.executor import Executor
+from mindserve._execution.plan import ModelPlan
 from mindserve._observe.observer import WarmUpReport
 from mindserve._observe.status import WorkerInfo
-from mindserve._serving.model_queue import LoadedModel, ready_model
+from mindserve._serving.model_queue import LoadedModel, loaded
+from mindserve._serving.ready import plan_model
+
+R = TypeVar("R")
 
 #: Runs a batched stage over the instances of several calls, one request per instance.
 StageBatch = Callable[[list[tuple[Any, ...]], list[Request]], list[Outcome]]
@@ -41,8 +46,6 @@ class StageRunner:
 class Placement(Protocol):
     """Opens a version's executors and batched-stage runners, and closes them."""
 
-    #: Whether this is a worker process building its version for its main process.
-    in_worker_process: bool
     #: Whether the version runs in other processes (it then has workers to report).
     remote: bool
 
@@ -57,10 +60,9 @@ class Placement(Protocol):
     def device(self) -> str | None:
         """The device the version's models run on (once they are loaded)."""
 
-    def stage_runner(self, stage: Stage, here: StageBatch) -> StageRunner | None:
+    def stage_runner(self, stage: Stage, here: StageBatch) -> StageRunner:
         """How a batched stage's queue runs its batches (``here``: in this process, with this
-        version); ``None``: the stage gets no queue (a worker process runs each batch it is
-        sent as it comes)."""
+        version)."""
 
     def workers(self) -> tuple[WorkerInfo, ...]:
         """The worker processes the version runs in."""
@@ -78,15 +80,14 @@ class Placement(Protocol):
 class InProcess:
     """Models and batched stages run in this process, on ``device`` (target, id).
 
-    ``in_worker_process``: a worker process builds the version it runs for its main process,
-    which keeps the batched stages' queues: it starts none of its own.
+    A worker process opens its models through it too (:meth:`open_model`), with no queue in
+    front of them: its main process keeps the queues.
     """
 
     remote = False
 
-    def __init__(self, device: tuple[str | None, int], in_worker_process: bool = False) -> None:
+    def __init__(self, device: tuple[str | None, int]) -> None:
         self._device = device
-        self.in_worker_process = in_worker_process
         self._definition: ServableDefinition | None = None
         self._number = 0
         self._version_dir: str | None = None
@@ -98,26 +99,34 @@ class InProcess:
         self._definition, self._number, self._version_dir = definition, number, version_dir
 
     def load_model(self, model: Model, where: str, warm_up: bool) -> tuple[LoadedModel, WarmUpReport | None]:
+        return self.open_model(model, where, warm_up, loaded)
+
+    def open_model(
+        self, model: Model, where: str, warm_up: bool, build: Callable[[Model, ModelPlan, Executor], R]
+    ) -> tuple[R, WarmUpReport]:
+        """One model opened here, planned and warmed up, as ``build`` makes it from its plan and
+        executor (a queue, or a worker process's model with none), and its warm-up report;
+        :class:`LoadError` if it fails."""
         assert self._definition is not None, "InProcess.open() was not called"
         started = time.perf_counter()
         try:
-            loaded, compiled = ready_model(
-                model, model.origin.open(model.name, self._version_dir, self._device, where), where, warm_up
-            )
+            executor = model.origin.open(model.name, self._version_dir, self._device, where)
+            plan, compiled = plan_model(model, executor, where, warm_up)
+            built = build(model, plan, executor)
         except MindServeError:
             raise
         except Exception as exc:  # a load never takes the runtime down
             raise LoadError(f"{where}: model '{model.name}' failed to load: {describe(exc)}") from exc
         seconds = time.perf_counter() - started
         self._used_mindspore = self._used_mindspore or model.origin.uses_mindspore
-        return loaded, WarmUpReport(self._definition.name, self._number, model.name, compiled, seconds)
+        return built, WarmUpReport(self._definition.name, self._number, model.name, compiled, seconds)
 
     def device(self) -> str | None:
         chosen = _mindspore.use_device(*self._device) if self._used_mindspore else None
         return f"{chosen[0]}:{chosen[1]}" if chosen else None
 
-    def stage_runner(self, stage: Stage, here: StageBatch) -> StageRunner | None:
-        return None if self.in_worker_process else StageRunner(here, 1)
+    def stage_runner(self, stage: Stage, here: StageBatch) -> StageRunner:
+        return StageRunner(here, 1)
 
     def workers(self) -> tuple[WorkerInfo, ...]:
         return ()

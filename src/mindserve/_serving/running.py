@@ -11,16 +11,16 @@ from typing import Any
 
 from mindserve._batching.per_call import PerCallScheduler
 from mindserve._batching.scheduler import UNLIMITED, Scheduler
-from mindserve._calls import Outcome, Pending, Request, running
+from mindserve._calls import Outcome, Pending, Request
 from mindserve._define.model import Model
 from mindserve._define.servable import ServableDefinition
 from mindserve._define.stage import Stage
-from mindserve._errors import MindServeError
 from mindserve._observe.observer import ObserverHub, Step
 from mindserve._observe.status import MethodInfo, ModelInfo, ServableInfo
 from mindserve._serving.model_queue import LoadedModel
 from mindserve._serving.placement import InProcess, Placement, StageRunner
-from mindserve._serving.stages import run_stage
+from mindserve._serving.ready import model_of
+from mindserve._serving.stages import batched_stages, run_stage_in
 
 
 class LoadedServable:
@@ -50,12 +50,11 @@ class LoadedServable:
         self.models = models
         self.device = device
         self.loaded_at = datetime.datetime.now(datetime.timezone.utc)
-        where = f"servable '{self.name}' version {version}"
+        self.where = where = f"servable '{self.name}' version {version}"
         self.stage_schedulers: dict[Stage, Scheduler] = {}
         for stage in batched_stages(definition):
             runner = self.placement.stage_runner(stage, functools.partial(self._run_stage_batch, stage))
-            if runner is not None:  # None: a worker runs each batch it is sent
-                self.stage_schedulers[stage] = self._stage_scheduler(where, stage, runner, observer)
+            self.stage_schedulers[stage] = self._stage_scheduler(where, stage, runner, observer)
         self._state = threading.Lock()
         #: The calls in flight on this version: the one place a runtime counts them (close()
         #: waits for them through :meth:`wait_idle`).
@@ -101,12 +100,7 @@ class LoadedServable:
         inline: bool = True,
     ) -> Pending:
         """Queue instances on one of this version's models."""
-        loaded = self.models.get(model.name)
-        if loaded is None or not _same_model(loaded.model, model, self.placement):
-            raise MindServeError(
-                f"model '{model.name}' is not a model of servable '{self.name}' version {self.version}"
-            )
-        return loaded.submit(instances, labels, request, inline)
+        return model_of(self.models, model, self.where).submit(instances, labels, request, inline)
 
     def submit_stage(
         self, stage: Stage, instances: Sequence[tuple[Any, ...]], request: Request
@@ -115,27 +109,15 @@ class LoadedServable:
         to be batched across callers."""
         scheduler = self.stage_schedulers.get(stage)
         if scheduler is None:
-            return self._run_stage(stage, instances, request)
+            return run_stage_in(self, stage, instances, request)
         return Pending(scheduler.submit(request, instances, inline=False), f"stage '{stage.name}'")
-
-    def _run_stage(
-        self,
-        stage: Stage,
-        instances: Sequence[tuple[Any, ...]],
-        request: Request,
-        requests: Sequence[Request] = (),
-    ) -> list[Outcome]:
-        """Run a stage over instances of ``request``, with this version and that request as
-        the ones ``Model.call`` uses (``requests``: each instance's, when known)."""
-        with running(self, request):
-            return run_stage(stage, instances, requests)
 
     def _run_stage_batch(
         self, stage: Stage, instances: list[tuple[Any, ...]], requests: list[Request]
     ) -> list[Outcome]:
         """Run a batched stage over instances of several calls (``Model.call`` inside it is
         bounded by the latest of their deadlines)."""
-        return self._run_stage(stage, instances, Request.covering(requests), requests)
+        return run_stage_in(self, stage, instances, Request.covering(requests), requests)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -238,25 +220,3 @@ class LoadedServable:
 def scheduler_for(definition: ServableDefinition) -> type[Scheduler]:
     """The scheduler class a version's models and batched stages use."""
     return PerCallScheduler if definition.deterministic else Scheduler
-
-
-def batched_stages(definition: ServableDefinition) -> list[Stage]:
-    """The batched stages of a version's methods, each once, in the order they come."""
-    stages: dict[Stage, None] = {}
-    for method in definition.methods.values():
-        for step in method.steps:
-            if isinstance(step.callee, Stage) and step.callee.batch_size is not None:
-                stages[step.callee] = None
-    return list(stages)
-
-
-def _same_model(running_model: Model, model: Model, placement: Placement) -> bool:
-    """Whether ``model`` is the running version's model: the same object, or the model a test
-    replaced by it, or, in a worker process, the copy a stage's module made when it was
-    imported there."""
-    declared = running_model.stands_in_for or running_model
-    return (
-        running_model is model
-        or declared is model
-        or (declared.name == model.name and declared.kind == model.kind and placement.in_worker_process)
-    )

@@ -18,12 +18,36 @@ from typing import Any
 import attrs
 
 from mindserve._batching.alone import isolating
-from mindserve._calls import Failure, Outcome, Request, in_caller_thread
+from mindserve._calls import Failure, Outcome, Request, RunningVersion, in_caller_thread, running
+from mindserve._define.servable import ServableDefinition
 from mindserve._define.stage import Stage
 from mindserve._errors import InvalidInputError, StageError, counted, describe
 from mindserve._observe.visible import warn_event
 
 logger = logging.getLogger("mindserve")
+
+
+def batched_stages(definition: ServableDefinition) -> list[Stage]:
+    """The batched stages of a version's methods, each once, in the order they come."""
+    stages: dict[Stage, None] = {}
+    for method in definition.methods.values():
+        for step in method.steps:
+            if isinstance(step.callee, Stage) and step.callee.batch_size is not None:
+                stages[step.callee] = None
+    return list(stages)
+
+
+def run_stage_in(
+    version: RunningVersion,
+    stage: Stage,
+    instances: Sequence[tuple[Any, ...]],
+    request: Request,
+    requests: Sequence[Request] = (),
+) -> list[Outcome]:
+    """Run a stage over instances of ``request`` (``requests``: each instance's, when known),
+    with ``version`` and that request as the ones ``Model.call`` inside it uses."""
+    with running(version, request):
+        return run_stage(stage, instances, requests)
 
 
 def run_stage(

@@ -1,4 +1,5 @@
-"""A worker process: loads one servable version on its device and runs what it is sent.
+"""A worker process: hosts one servable version's models and batched stages on its device
+(:mod:`mindserve._workers.hosted`) and runs what it is sent.
 
 Started by :mod:`mindserve._workers.pool` as ``python -m mindserve._workers R W``, a
 fresh interpreter (never a fork: MindSpore is not fork-safe once initialised), with the
@@ -21,14 +22,18 @@ import sys
 import threading
 import time
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from mindserve._crossing import portable_error
 from mindserve._workers import protocol
-from mindserve._workers.protocol import Boot, Done, ModelReady, Raised, Ready, RunModel, RunStage, Stop
+from mindserve._workers.protocol import Boot, Done, Raised, Ready, RunModel, RunStage, Stop
 from mindserve._workers.transfer import Channel
+
+if TYPE_CHECKING:
+    from mindserve._execution.executor import Executor
+    from mindserve._workers.hosted import HostedVersion
 
 #: How often a worker checks that its main process is still there, in seconds.
 PARENT_POLL = 0.2
@@ -53,49 +58,32 @@ class _Collect(logging.Handler):
 
 
 class Worker:
-    """The loaded servable version and the loop serving the main process's commands."""
+    """The version the worker hosts (its executors and batched stages: no queue, no serving
+    version) and the loop serving the main process's commands."""
 
     def __init__(self, commands: Channel, replies: Channel, boot: Boot, logs: _Collect) -> None:
         self.commands = commands
         self.replies = replies
         self.boot = boot
         self.logs = logs
-        self.loaded: Any = None
-        self.stages: dict[str, Any] = {}
+        self.hosted: HostedVersion | None = None
+        #: Each model's executor, by name (a model's batch runs on it, nothing in between).
+        self.executors: dict[str, Executor] = {}
 
     def load(self) -> Ready:
         import cloudpickle
 
-        from mindserve._observe.observer import Observer, ObserverHub, WarmUpReport
-        from mindserve._serving import loading
-        from mindserve._serving.placement import InProcess
-        from mindserve._serving.running import batched_stages
+        from mindserve._workers.hosted import host
 
-        reports: dict[str, WarmUpReport] = {}
+        boot = self.boot
+        self.hosted = host(cloudpickle.loads(boot.definition), boot.version, boot.device, boot.warm_up)
+        self.executors = self.hosted.executors
+        return self.hosted.ready(os.getpid())
 
-        class Record(Observer):
-            def on_warm_up(self, report: WarmUpReport) -> None:
-                reports[report.model] = report
-
-        definition = cloudpickle.loads(self.boot.definition)
-        self.loaded = loading.load(
-            definition,
-            self.boot.version,
-            InProcess(self.boot.device, in_worker_process=True),
-            ObserverHub([Record()]),
-            self.boot.warm_up,
-        )
-        self.stages = {stage.name: stage for stage in batched_stages(definition)}
-        models = {
-            name: ModelReady(
-                input_specs=model.backend.input_specs,
-                warm_up=model.plan.warm,
-                report=reports.get(name),
-                shapes=_shapes_run(model.backend),
-            )
-            for name, model in self.loaded.models.items()
-        }
-        return Ready(models, self.loaded.device, os.getpid())
+    def close(self) -> None:
+        """Release the executors (the main process said stop, or closed the pipe)."""
+        if self.hosted is not None:
+            self.hosted.close()
 
     def serve(self) -> None:
         while True:
@@ -117,16 +105,12 @@ class Worker:
 
     def _execute(self, command: Any) -> Any:
         if isinstance(command, RunModel):
-            return self.loaded.models[command.model].backend.run(command.arrays)
+            return self.executors[command.model].run(command.arrays)
         if isinstance(command, RunStage):
-            return self._run_stage(command.stage, command.instances, command.timeout)
+            assert self.hosted is not None
+            outcomes = self.hosted.run_stage(command.stage, command.instances, command.timeout)
+            return [_portable_failure(o) for o in outcomes]
         raise RuntimeError(f"unknown command {command!r}")
-
-    def _run_stage(self, name: str, instances: list[tuple[Any, ...]], timeout: float | None) -> list[Any]:
-        from mindserve._calls import Request
-
-        outcomes = self.loaded._run_stage(self.stages[name], instances, Request(timeout))
-        return [_portable_failure(o) for o in outcomes]
 
     def _reply(self, value: Any, failed: bool, seconds: float) -> None:
         """Send a command's result (``failed``: ``value`` is the error it raised).
@@ -228,15 +212,13 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # again: importing MindSpore installs its own
     protocol.send(replies, attrs.evolve(ready, logs=logs.take()))
     worker.serve()
+    try:
+        worker.close()
+    except BaseException:  # pragma: no cover - nobody is left to tell; the process ends anyway
+        pass
     commands.drop()
     replies.drop()
     # No interpreter teardown: MindSpore's can take seconds, and nothing is left to flush.
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
-
-
-def _shapes_run(backend: object) -> frozenset[tuple[tuple[int, ...], ...]] | None:
-    """The input shapes a MindSpore model's executor ran (``None`` for a callable)."""
-    shapes = getattr(backend, "shapes", None)
-    return None if shapes is None else frozenset(shapes)

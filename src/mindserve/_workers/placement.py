@@ -81,7 +81,6 @@ class WorkerPlacement:
     """A version's models and batched stages run in worker processes, as ``plan`` says;
     their queues stay in this process, in front of them."""
 
-    in_worker_process = False
     remote = True
 
     def __init__(self, plan: WorkerPlan, device_target: str | None) -> None:
