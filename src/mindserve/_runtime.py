@@ -83,6 +83,9 @@ class Runtime:
     Every method is thread-safe.
     """
 
+    #: Batch every version as ``mindserve.testing.DeterministicRuntime`` does (it sets it).
+    _deterministic = False
+
     def __init__(
         self,
         *,
@@ -449,7 +452,9 @@ class Runtime:
             definition = servable.definition()
             tried = resolve_version(definition, version)[0]
             placement = InProcess(self._device) if plan is None else WorkerPlacement(plan, self._device[0])
-            loaded = loading.load(definition, tried, placement, self._observer, self._warm_up)
+            loaded = loading.load(
+                definition, tried, placement, self._observer, self._warm_up, self._deterministic
+            )
         except MindServeError as exc:
             hosted.failed(tried, exc)
             self._events.post(EventKind.FAILED, hosted.name, tried, exc)

@@ -118,9 +118,6 @@ class Model:
         self.reshape_inputs = False
         #: How many inputs the methods call it with (set by the first traced call).
         self.inputs: int | None = None
-        #: The model this one stands in for in a test (``mindserve.testing.replace_models``),
-        #: so that ``Model.call`` on the original reaches it.
-        self.stands_in_for: Model | None = None
 
     @property
     def kind(self) -> str:

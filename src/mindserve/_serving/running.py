@@ -20,6 +20,7 @@ from mindserve._observe.observer import ObserverHub, Step
 from mindserve._observe.status import MethodInfo, ModelInfo, ServableInfo
 from mindserve._serving.model_queue import LoadedModel
 from mindserve._serving.placement import InProcess, Placement, StageRunner
+from mindserve._serving.served import ServedDefinition
 from mindserve._serving.stages import run_stage
 
 
@@ -34,7 +35,7 @@ class LoadedServable:
 
     def __init__(
         self,
-        definition: ServableDefinition,
+        definition: ServedDefinition,
         version: int,
         version_dir: str | None,
         models: dict[str, LoadedModel],
@@ -102,11 +103,20 @@ class LoadedServable:
     ) -> Pending:
         """Queue instances on one of this version's models."""
         loaded = self.models.get(model.name)
-        if loaded is None or not _same_model(loaded.model, model, self.placement):
+        if loaded is None or (loaded.model is not model and not self._serves(loaded.model, model)):
             raise MindServeError(
                 f"model '{model.name}' is not a model of servable '{self.name}' version {self.version}"
             )
         return loaded.submit(instances, labels, request, inline)
+
+    def _serves(self, running_model: Model, model: Model) -> bool:
+        """Whether ``model`` is served by ``running_model``, another object: the model a test
+        replaced by it, or, in a worker process, the copy a stage's module made when it was
+        imported there."""
+        declared = self.definition.declared(running_model)
+        return declared is model or (
+            declared.name == model.name and declared.kind == model.kind and self.placement.in_worker_process
+        )
 
     def submit_stage(
         self, stage: Stage, instances: Sequence[tuple[Any, ...]], request: Request
@@ -235,7 +245,7 @@ class LoadedServable:
         )
 
 
-def scheduler_for(definition: ServableDefinition) -> type[Scheduler]:
+def scheduler_for(definition: ServedDefinition) -> type[Scheduler]:
     """The scheduler class a version's models and batched stages use."""
     return PerCallScheduler if definition.deterministic else Scheduler
 
@@ -248,15 +258,3 @@ def batched_stages(definition: ServableDefinition) -> list[Stage]:
             if isinstance(step.callee, Stage) and step.callee.batch_size is not None:
                 stages[step.callee] = None
     return list(stages)
-
-
-def _same_model(running_model: Model, model: Model, placement: Placement) -> bool:
-    """Whether ``model`` is the running version's model: the same object, or the model a test
-    replaced by it, or, in a worker process, the copy a stage's module made when it was
-    imported there."""
-    declared = running_model.stands_in_for or running_model
-    return (
-        running_model is model
-        or declared is model
-        or (declared.name == model.name and declared.kind == model.kind and placement.in_worker_process)
-    )
