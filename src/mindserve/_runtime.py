@@ -12,7 +12,6 @@ from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, Callable
 
-from mindserve._calls import Abandoned
 from mindserve._config import WorkerOutput, WorkerPlan
 from mindserve._define.servable import Servable
 from mindserve._errors import (
@@ -34,6 +33,7 @@ from mindserve._observe.observer import (
     VersionEvent,
 )
 from mindserve._observe.status import ServableInfo, ServableStatus
+from mindserve._outcomes import Abandoned
 from mindserve._serving import loading
 from mindserve._serving.calls import CallBook, CallFuture
 from mindserve._serving.dispatch import Dispatcher

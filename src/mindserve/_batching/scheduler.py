@@ -31,18 +31,11 @@ from typing import Any, Callable
 
 from mindserve._batching.handoff import gathering
 from mindserve._batching.shapes import split
-from mindserve._calls import (
-    Abandoned,
-    Failure,
-    Outcome,
-    Request,
-    Ticket,
-    dropped,
-    in_caller_thread,
-    mark_executor_thread,
-)
+from mindserve._calls import Request, dropped, in_caller_thread, mark_executor_thread
 from mindserve._errors import ModelError, OverloadedError, RuntimeClosedError, counted, describe
 from mindserve._observe.observer import BatchReason, BatchReport, DropReason, DropReport, ObserverHub, Step
+from mindserve._outcomes import Abandoned, Failure, Outcome
+from mindserve._tickets import Ticket
 
 logger = logging.getLogger("mindserve")
 

@@ -20,7 +20,7 @@ import numpy as np
 from mindserve._batching import shapes as _batching
 from mindserve._batching.alone import isolating
 from mindserve._batching.scheduler import Scheduler
-from mindserve._calls import Failure, Outcome, Pending, Request, in_caller_thread
+from mindserve._calls import Pending, Request, in_caller_thread
 from mindserve._define.model import Model
 from mindserve._errors import InvalidInputError, counted
 from mindserve._execution.executor import Executor, run_batch
@@ -28,6 +28,7 @@ from mindserve._execution.plan import ModelPlan
 from mindserve._execution.probe import probe
 from mindserve._observe.observer import ObserverHub, Step
 from mindserve._observe.visible import warn_definition
+from mindserve._outcomes import Failure, Outcome
 from mindserve._values import serving_input_error, to_model_input
 
 logger = logging.getLogger("mindserve")

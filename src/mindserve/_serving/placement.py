@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from mindserve._calls import Outcome, Request
+from mindserve._calls import Request
 from mindserve._define.model import Model
 from mindserve._define.servable import ServableDefinition
 from mindserve._define.stage import Stage
@@ -22,6 +22,7 @@ from mindserve._errors import LoadError, MindServeError, describe
 from mindserve._execution import mindspore as _mindspore
 from mindserve._observe.observer import WarmUpReport
 from mindserve._observe.status import WorkerInfo
+from mindserve._outcomes import Outcome
 from mindserve._serving.model_queue import LoadedModel, ready_model
 
 #: Runs a batched stage over the instances of several calls, one request per instance.

@@ -11,13 +11,15 @@ from typing import Any
 
 from mindserve._batching.per_call import PerCallScheduler
 from mindserve._batching.scheduler import UNLIMITED, Scheduler
-from mindserve._calls import Outcome, Pending, Request, running
+from mindserve._calls import Pending, Request
+from mindserve._context import running
 from mindserve._define.model import Model
 from mindserve._define.servable import ServableDefinition
 from mindserve._define.stage import Stage
 from mindserve._errors import MindServeError
 from mindserve._observe.observer import ObserverHub, Step
 from mindserve._observe.status import MethodInfo, ModelInfo, ServableInfo
+from mindserve._outcomes import Outcome
 from mindserve._serving.model_queue import LoadedModel
 from mindserve._serving.placement import InProcess, Placement, StageRunner
 from mindserve._serving.served import ServedDefinition

@@ -18,10 +18,11 @@ from typing import Any
 import attrs
 
 from mindserve._batching.alone import isolating
-from mindserve._calls import Failure, Outcome, Request, in_caller_thread
+from mindserve._calls import Request, in_caller_thread
 from mindserve._define.stage import Stage
 from mindserve._errors import InvalidInputError, StageError, counted, describe
 from mindserve._observe.visible import warn_event
+from mindserve._outcomes import Failure, Outcome
 
 logger = logging.getLogger("mindserve")
 
