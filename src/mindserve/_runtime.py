@@ -243,21 +243,8 @@ class Runtime:
         if not isinstance(replace, bool):
             raise ArgumentTypeError(f"replace must be True or False; got {replace!r}")
         plan = WorkerPlan.from_arguments(workers, device_ids, self._device[1], worker_output)
-        with self._lock:
-            hosted = self._hosted.get(servable.name) or ServableSlot(servable)
-        difference = None if replace else hosted.other_servable(servable)
-        if difference is not None:
-            raise InvalidArgumentError(
-                f"a different servable named '{servable.name}' is already running ({difference}). "
-                f"Hint: pass replace=True to start() to replace it, or rt.update(servable) to load "
-                f"the new definition as its new default version; or give this one another name."
-            )
-        watching = (
-            functools.partial(self._watch, directory=servable.directory, poll_interval=poll_interval)  # type: ignore[arg-type]
-            if watch
-            else None
-        )
-        loaded = self._changes.start(hosted, servable, version, plan, self._check_open, watching)
+        watching = functools.partial(self._watch, poll_interval=poll_interval) if watch else None
+        loaded = self._changes.start(servable, version, plan, replace, self._check_open, watching)
         return loaded.info()
 
     def load(self, servable: Servable, *, version: int) -> ServableInfo:
@@ -415,7 +402,8 @@ class Runtime:
         """The running servable a verb names (by name or by its Servable)."""
         return find_slot(self._hosted, self._lock, servable_name(servable))
 
-    def _watch(self, hosted: ServableSlot, directory: str, poll_interval: float) -> None:
+    def _watch(self, hosted: ServableSlot, poll_interval: float) -> None:
+        """Load each new version directory of ``hosted``'s servable as it settles."""
         runtime = weakref.ref(self)  # the watcher's thread must not keep the runtime reachable
 
         def load(version: int) -> None:
@@ -423,7 +411,7 @@ class Runtime:
             if current is not None and not current._closed:
                 current.update(hosted.name, version=version)
 
-        hosted.watch(directory, poll_interval, load)
+        hosted.watch(hosted.servable.directory, poll_interval, load)  # type: ignore[arg-type]
 
     # -- inference -----------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from mindserve._config import WorkerPlan
 from mindserve._define.servable import Servable
-from mindserve._errors import MindServeError, ServableNotFoundError
+from mindserve._errors import InvalidArgumentError, MindServeError, ServableNotFoundError
 from mindserve._observe.observer import EventKind, ObserverHub
 from mindserve._outcomes import Abandoned
 from mindserve._serving import loading
@@ -59,16 +59,26 @@ class VersionChanges:
 
     def start(
         self,
-        hosted: ServableSlot,
         servable: Servable,
         version: int,
         plan: WorkerPlan | None,
+        replace: bool,
         check_open: Callable[[], None],
         watch: Callable[[ServableSlot], None] | None,
     ) -> LoadedServable:
         """Serve ``version`` of ``servable`` under its name in place of every running version
         of that name (another slot's too, if one was started meanwhile); ``watch`` the slot's
-        directory if given."""
+        directory if given. Another servable under a running name is refused unless
+        ``replace``."""
+        with self.lock:
+            hosted = self.hosted.get(servable.name) or ServableSlot(servable)
+        difference = None if replace else hosted.other_servable(servable)
+        if difference is not None:
+            raise InvalidArgumentError(
+                f"a different servable named '{servable.name}' is already running ({difference}). "
+                f"Hint: pass replace=True to start() to replace it, or rt.update(servable) to load "
+                f"the new definition as its new default version; or give this one another name."
+            )
         with self.events.holding(), hosted.update_lock:
             loaded = self._load(hosted, servable, version, plan)
             with self.lock:
