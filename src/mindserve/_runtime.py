@@ -34,7 +34,6 @@ from mindserve._serving.calls import CallBook, CallFuture
 from mindserve._serving.changes import VersionChanges
 from mindserve._serving.dispatch import Dispatcher
 from mindserve._serving.hosting import (
-    Listener,
     VersionEvents,
     close_unreachable,
     find_slot,
@@ -113,8 +112,7 @@ class Runtime:
         if self._metrics is not None:  # told of versions, warm-ups and drops; counts the rest itself
             self._observer.add(self._metrics)
             self._observer.metrics = self._metrics
-        self._listeners: dict[Callable[[VersionEvent], None], Listener] = {}
-        #: Version events, delivered outside every servable's update lock.
+        #: Version events, delivered outside every servable's update lock; the listeners.
         self._events = VersionEvents(self._observer)
         #: Where the calls' ends are counted and reported.
         self._calls = CallBook(self._hosted, self._lock, self._metrics, self._observer)
@@ -326,16 +324,11 @@ class Runtime:
         """
         if not callable(listener):
             raise ArgumentTypeError(f"a listener must be callable; got {listener!r}")
-        with self._lock:
-            adapter = self._listeners[listener] = Listener(listener)
-        self._observer.add(adapter)
+        self._events.listen(listener)
 
     def remove_listener(self, listener: Callable[[VersionEvent], None]) -> None:
-        with self._lock:
-            adapter = self._listeners.pop(listener, None)
-        if adapter is None:
+        if not self._events.unlisten(listener):
             raise InvalidArgumentError(f"{listener!r} is not a listener of this runtime")
-        self._observer.remove(adapter)
 
     def add_observer(self, observer: Observer) -> None:
         """Report to ``observer`` from now on (see :class:`Observer`); schedulers of versions

@@ -58,6 +58,8 @@ class VersionEvents:
         self._waiting: collections.deque[VersionEvent] = collections.deque()
         self._delivering = False
         self._held = threading.local()
+        #: The listener functions, each as the observer that calls it.
+        self._listeners: dict[Callable[[VersionEvent], None], Listener] = {}
 
     def post(
         self, kind: EventKind, servable: str, version: int | None, error: BaseException | None = None
@@ -97,6 +99,20 @@ class VersionEvents:
             with self._lock:
                 self._delivering = False
             raise
+
+    def listen(self, listener: Callable[[VersionEvent], None]) -> None:
+        """Call ``listener(event)`` for every event from now on."""
+        with self._lock:
+            adapter = self._listeners[listener] = Listener(listener)
+        self._observer.add(adapter)
+
+    def unlisten(self, listener: Callable[[VersionEvent], None]) -> bool:
+        """Stop calling ``listener``; False if it was not listening."""
+        with self._lock:
+            adapter = self._listeners.pop(listener, None)
+        if adapter is not None:
+            self._observer.remove(adapter)
+        return adapter is not None
 
     def unloaded(self, loaded: LoadedServable) -> None:
         """A version's last call finished (its ``on_shutdown``)."""
