@@ -1,86 +1,41 @@
-"""One call in flight: its request, its tickets at each step, its failures, its step context.
+"""One call in flight: its request, and the steps it waits on.
 
-* :class:`Request` is one call: its deadline, and whether its caller gave up on it.
-* A :class:`Ticket` completes when every instance the call queued at one step has an
-  outcome; the caller waits on it in its thread (:meth:`Request.finish`), on an event loop
-  (:meth:`Request.finish_async`), or through a callback (``infer_async``). A
-  :class:`Pending` step pairs a ticket with how to turn its outcomes into the step's.
-* A :class:`Failure` is how one instance's error travels through a pipeline before it
-  gets its location; an :data:`Outcome` is a step's result for one instance.
-* :class:`StepContext` tells ``Model.call`` inside a stage which running version and
-  which call it serves, so the caller's timeout and cancellation reach the model call too.
+* :class:`Request` is one call: its deadline, and whether its caller gave up on it; it
+  waits for a step's :class:`~mindserve._tickets.Ticket` in its thread
+  (:meth:`Request.finish`) or on an event loop (:meth:`Request.finish_async`).
+* A :class:`Pending` step pairs a ticket with how to turn its outcomes into the step's.
+* :data:`ALARM` abandons the calls whose deadline passes while nobody blocks on them.
+* The thread marks tell mindserve's own threads from its callers'.
+
+What a step gives back per instance is in :mod:`mindserve._outcomes`; the step context a
+stage's ``Model.call`` reads, in :mod:`mindserve._context`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
-import enum
 import functools
 import heapq
 import itertools
-import logging
 import threading
 import time
-import weakref
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Callable, NamedTuple, Protocol, Union
-
-import attrs
+from collections.abc import Sequence
+from typing import Callable
 
 from mindserve._errors import (
     ArgumentTypeError,
     DeadlineExceededError,
-    InstanceError,
     InvalidArgumentError,
     ModelError,
     RuntimeClosedError,
 )
-
-logger = logging.getLogger("mindserve")
-
+from mindserve._outcomes import Abandoned, Failure, Outcome
+from mindserve._tickets import Ticket, mailbox_of
 
 #: A timeout this long or longer (``inf`` included) means no deadline: the platform's waits
 #: cannot wait longer (``threading.TIMEOUT_MAX``), and a year is already for ever.
-class Abandoned(str, enum.Enum):
-    """Why a call stopped waiting for its instances."""
-
-    CANCELLED = "cancelled"  # its caller cancelled it (a future, an asyncio task)
-    DEADLINE = "deadline"  # its timeout passed
-    CLOSED = "closed"  # the runtime closed and gave up on it
-
-
 _ENDLESS = min(threading.TIMEOUT_MAX, 365 * 24 * 3600.0)
 
-
-@attrs.frozen
-class Failure:
-    """An instance failed: the error class to raise and the message without a location."""
-
-    error: type[InstanceError]
-    detail: str
-    cause: BaseException | None = None
-    #: Whether the instance never ran because its call gave up (deadline, cancel, close).
-    dropped: bool = False
-
-    def to_exception(self, *, servable: str, version: int, method: str, index: int) -> InstanceError:
-        exc = self.error(self.detail, servable=servable, version=version, method=method, index=index)
-        exc.__cause__ = self.cause
-        return exc
-
-
-def dropped(request: Request) -> Failure:
-    """The outcome of an instance not run because its call gave up."""
-    return Failure(
-        ModelError,
-        f"dropped before running: the call was {(request.abandoned or Abandoned.DEADLINE).value}",
-        dropped=True,
-    )
-
-
-#: What a stage or a model gives back for one instance: its outputs, or a failure.
-Outcome = Union[tuple, Failure]
 
 _service = threading.local()
 
@@ -106,43 +61,6 @@ def in_caller_thread(exc: BaseException) -> bool:
     own thread. Anything else, and anything in mindserve's threads, becomes an instance
     failure."""
     return isinstance(exc, KeyboardInterrupt) and not getattr(_service, "active", False)
-
-
-class RunningVersion(Protocol):
-    """What a stage reaches of the running version it executes in (a
-    ``LoadedServable``): its models, by name, and running one of them for a call."""
-
-    @property
-    def models(self) -> Mapping[str, Any]: ...
-
-    def run_model(
-        self, model: Any, instances: Sequence[tuple[Any, ...]], request: Request
-    ) -> list[Outcome]: ...
-
-
-class StepContext(NamedTuple):
-    """The running version whose stage executes here, and the call it serves."""
-
-    loaded: RunningVersion
-    request: Request
-
-
-_current: contextvars.ContextVar[StepContext | None] = contextvars.ContextVar("mindserve_step", default=None)
-
-
-def current_step() -> StepContext | None:
-    """The step executing in this context, or ``None`` outside a running stage."""
-    return _current.get()
-
-
-@contextlib.contextmanager
-def running(loaded: RunningVersion, request: Request) -> Iterator[None]:
-    """Mark a stage of ``loaded`` serving ``request`` as executing in this context."""
-    token = _current.set(StepContext(loaded, request))
-    try:
-        yield
-    finally:
-        _current.reset(token)
 
 
 _request_ids = itertools.count(1)
@@ -298,46 +216,13 @@ class Request:
         ) and any(isinstance(o, Failure) and o.dropped for o in outcomes)
 
 
-class _Mailbox:
-    """Completes futures of one event loop from other threads, waking the loop once per burst.
-
-    An executor finishing a batch of 64 single-instance calls would otherwise wake the
-    loop 64 times (a system call each).
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self._lock = threading.Lock()
-        self._futures: list[asyncio.Future[None]] = []
-
-    def post(self, future: asyncio.Future[None]) -> None:
-        with self._lock:
-            self._futures.append(future)
-            first = len(self._futures) == 1
-        if first:
-            try:
-                self.loop.call_soon_threadsafe(self._deliver)
-            except RuntimeError:  # the loop is closed: nobody is waiting any more
-                pass
-
-    def _deliver(self) -> None:
-        with self._lock:
-            futures, self._futures = self._futures, []
-        for future in futures:
-            if not future.done():
-                future.set_result(None)
-
-
-_mailboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Mailbox] = weakref.WeakKeyDictionary()
-_mailboxes_lock = threading.Lock()
-
-
-def mailbox_of(loop: asyncio.AbstractEventLoop) -> _Mailbox:
-    mailbox = _mailboxes.get(loop)
-    if mailbox is None:
-        with _mailboxes_lock:
-            mailbox = _mailboxes.setdefault(loop, _Mailbox(loop))
-    return mailbox
+def dropped(request: Request) -> Failure:
+    """The outcome of an instance not run because its call gave up."""
+    return Failure(
+        ModelError,
+        f"dropped before running: the call was {(request.abandoned or Abandoned.DEADLINE).value}",
+        dropped=True,
+    )
 
 
 class Pending:
@@ -364,117 +249,6 @@ def _closed(what: str) -> RuntimeClosedError:
 
 class CancelledCall(Exception):
     """Internal: the caller cancelled its future; nobody is waiting for the result."""
-
-
-class Ticket:
-    """One request's instances at one step; complete when every instance has an outcome.
-
-    Tickets completed by one batch are woken in a chain: the executor wakes the first, and
-    each waiter blocked in :meth:`wait` wakes the next as soon as it runs. Waking 64
-    blocked threads at once would make them all fight for the GIL and the CPU while the
-    next batch runs; a chain keeps one or two of them runnable at a time. A ticket whose
-    waiter is not blocked (a callback, a waiter that gave up) passes the chain on at once.
-    """
-
-    __slots__ = ("_callback", "_counter", "_done", "_next", "_pending", "_released", "_waiting", "outcomes")
-
-    def __init__(self, count: int) -> None:
-        self.outcomes: list[Outcome | None] = [None] * count
-        self._pending = count
-        self._counter = threading.Lock()
-        self._done = threading.Lock()
-        self._done.acquire()
-        self._released = False
-        self._waiting = False
-        self._next: Ticket | None = None
-        self._callback: Callable[[], None] | None = None
-        if count == 0:
-            self.release()
-
-    @property
-    def done(self) -> bool:
-        return self._pending == 0
-
-    def resolve(self, index: int, outcome: Outcome) -> None:
-        self.outcomes[index] = outcome
-        self.settled(1)
-
-    def settled(self, count: int, wake: bool = True) -> bool:
-        """``count`` more outcomes have been written into ``outcomes``; return whether the
-        ticket is complete. ``wake=False`` leaves waking it to the caller (a chain)."""
-        with self._counter:
-            self._pending -= count
-            finished = self._pending == 0
-        if finished and wake:
-            self.release()
-        return finished
-
-    @staticmethod
-    def wake_chain(tickets: list[Ticket]) -> None:
-        """Wake complete tickets one after another (see the class docstring)."""
-        for ticket, following in zip(tickets, tickets[1:]):
-            ticket._next = following
-        if tickets:
-            tickets[0].release()
-
-    def release(self) -> None:
-        """Wake the waiter (once), and pass the chain on unless a blocked waiter will."""
-        ticket: Ticket | None = self
-        while ticket is not None:
-            ticket = ticket._release_one()
-
-    def _release_one(self) -> Ticket | None:
-        with self._counter:
-            first = not self._released
-            self._released = True
-            callback = self._callback if first else None
-            self._callback = None  # the callback may hold the ticket: no cycle for the GC
-            if first and self._waiting:
-                following = None  # the woken waiter passes it on
-            else:
-                following, self._next = self._next, None
-        if first:
-            self._done.release()
-            if callback is not None:
-                _call_safely(callback)
-        return following
-
-    def on_done(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` (from any thread) when the waiter is woken; at once if it was."""
-        with self._counter:
-            released = self._released
-            if not released:
-                self._callback = callback
-        if released:
-            _call_safely(callback)
-
-    def wait(self, timeout: float | None) -> None:
-        with self._counter:
-            if self._released or self._pending == 0:
-                return
-            self._waiting = True
-        try:
-            if timeout is None:
-                self._done.acquire()
-            elif timeout > 0:
-                self._done.acquire(timeout=timeout)
-        finally:
-            with self._counter:
-                self._waiting = False
-                following = None
-                if self._released:
-                    following, self._next = self._next, None
-            if following is not None:
-                following.release()
-
-
-def _call_safely(callback: Callable[[], None]) -> None:
-    """Run a waiter's wake-up; whatever it raises must not reach the thread that settled the
-    ticket (a scheduler's executor)."""
-    try:
-        callback()
-    except BaseException:
-        logger.exception("mindserve: a wake-up callback raised")
 
 
 class Alarm:

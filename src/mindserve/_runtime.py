@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import threading
 import time
@@ -12,33 +13,27 @@ from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, Callable
 
-from mindserve._calls import Abandoned
 from mindserve._config import WorkerOutput, WorkerPlan
 from mindserve._define.servable import Servable
 from mindserve._errors import (
     ArgumentTypeError,
     InvalidArgumentError,
-    MindServeError,
     RuntimeClosedError,
-    ServableNotFoundError,
-    VersionNotFoundError,
     is_int,
 )
 from mindserve._execution.mindspore import normalize_device_target
 from mindserve._observe.metrics import Metrics, MetricsCollector
 from mindserve._observe.observer import (
     BatchReport,
-    EventKind,
     Observer,
     ObserverHub,
     VersionEvent,
 )
 from mindserve._observe.status import ServableInfo, ServableStatus
-from mindserve._serving import loading
 from mindserve._serving.calls import CallBook, CallFuture
+from mindserve._serving.changes import VersionChanges
 from mindserve._serving.dispatch import Dispatcher
 from mindserve._serving.hosting import (
-    Listener,
     VersionEvents,
     close_unreachable,
     find_slot,
@@ -46,15 +41,16 @@ from mindserve._serving.hosting import (
     queue_state,
     running_versions,
     servable_name,
+    unhost,
     unhost_all,
     unusable_after_fork,
 )
 from mindserve._serving.loading import WARM_UP_VARIABLE, warm_up_from_environment
 from mindserve._serving.pipeline import run_method, run_method_async, run_method_callback
-from mindserve._serving.placement import InProcess
+from mindserve._serving.placement import InProcess, Placement
 from mindserve._serving.running import LoadedServable
 from mindserve._serving.slot import ServableSlot
-from mindserve._serving.versions import check_version_number, resolve_version
+from mindserve._serving.versions import check_version_number
 from mindserve._workers.placement import WorkerPlacement
 
 
@@ -82,6 +78,9 @@ class Runtime:
 
     Every method is thread-safe.
     """
+
+    #: Batch every version as ``mindserve.testing.DeterministicRuntime`` does (it sets it).
+    _deterministic = False
 
     def __init__(
         self,
@@ -113,14 +112,24 @@ class Runtime:
         if self._metrics is not None:  # told of versions, warm-ups and drops; counts the rest itself
             self._observer.add(self._metrics)
             self._observer.metrics = self._metrics
-        self._listeners: dict[Callable[[VersionEvent], None], Listener] = {}
-        #: Version events, delivered outside every servable's update lock.
+        #: Version events, delivered outside every servable's update lock; the listeners.
         self._events = VersionEvents(self._observer)
         #: Where the calls' ends are counted and reported.
         self._calls = CallBook(self._hosted, self._lock, self._metrics, self._observer)
         #: Every version this runtime loaded that is still referenced: each counts its
         #: calls in flight, which close() waits for (an updated-away version's included).
         self._versions: weakref.WeakSet[LoadedServable] = weakref.WeakSet()
+        #: How start, load and update change the versions served.
+        self._changes = VersionChanges(
+            self._hosted,
+            self._lock,
+            self._events,
+            self._versions,
+            functools.partial(_placement, self._device),
+            self._observer,
+            self._warm_up,
+            self._deterministic,
+        )
         self._dispatcher = Dispatcher(async_workers)
         #: The parent's pid once this process was forked from the one that made the runtime.
         self._forked_from: int | None = None
@@ -232,32 +241,8 @@ class Runtime:
         if not isinstance(replace, bool):
             raise ArgumentTypeError(f"replace must be True or False; got {replace!r}")
         plan = WorkerPlan.from_arguments(workers, device_ids, self._device[1], worker_output)
-        with self._lock:
-            hosted = self._hosted.get(servable.name) or ServableSlot(servable)
-        difference = None if replace else hosted.other_servable(servable)
-        if difference is not None:
-            raise InvalidArgumentError(
-                f"a different servable named '{servable.name}' is already running ({difference}). "
-                f"Hint: pass replace=True to start() to replace it, or rt.update(servable) to load "
-                f"the new definition as its new default version; or give this one another name."
-            )
-        with self._events.holding(), hosted.update_lock:
-            loaded = self._load(hosted, servable, version, plan)
-            with self._lock:
-                self._check_open_or_discard(loaded)
-                retired: list[LoadedServable] = []
-                current = self._hosted.get(hosted.name)
-                if current is not None and current is not hosted:  # started meanwhile elsewhere
-                    retired += current.versions.values()
-                    current.stop_watching()
-                hosted.servable = servable
-                hosted.plan = plan
-                retired += hosted.replace_all(loaded)
-                hosted.stop_watching()
-                if watch:
-                    self._watch(hosted, servable.directory, poll_interval)  # type: ignore[arg-type]
-                self._hosted[hosted.name] = hosted
-            self._swapped(loaded, retired)
+        watching = functools.partial(self._watch, poll_interval=poll_interval) if watch else None
+        loaded = self._changes.start(servable, version, plan, replace, self._check_open, watching)
         return loaded.info()
 
     def load(self, servable: Servable, *, version: int) -> ServableInfo:
@@ -272,12 +257,7 @@ class Runtime:
             raise ArgumentTypeError(f"load() takes a mindserve.Servable; got {type(servable).__name__}")
         check_version_number(version)
         hosted = self._slot(servable)
-        with self._events.holding(), hosted.update_lock:
-            loaded = self._load(hosted, servable, version, hosted.plan)
-            with self._lock:
-                self._check_still_hosted(hosted, loaded)
-                retired = hosted.add(loaded)
-            self._swapped(loaded, retired)
+        loaded = self._changes.add(hosted, servable, version, self._check_open)
         return loaded.info(is_default=loaded is hosted.default())
 
     def update(self, servable: str | Servable, *, version: int = 0) -> ServableInfo:
@@ -295,13 +275,7 @@ class Runtime:
         hosted = self._slot(servable)
         definition = servable if isinstance(servable, Servable) else hosted.servable
         check_version_number(version)
-        with self._events.holding(), hosted.update_lock:
-            loaded = self._load(hosted, definition, version, hosted.plan)
-            with self._lock:
-                self._check_still_hosted(hosted, loaded)
-                retired = hosted.promote(loaded)
-                hosted.servable = definition
-            self._swapped(loaded, retired)
+        loaded = self._changes.update(hosted, definition, version, self._check_open)
         return loaded.info(is_default=loaded is hosted.default())
 
     def stop(self, servable: str | Servable | None = None, *, version: int | None = None) -> None:
@@ -314,18 +288,7 @@ class Runtime:
             if servable is None:
                 stopped = unhost_all(self._hosted)
             else:
-                hosted = self._slot(servable)
-                if version is None:
-                    stopped = list(hosted.versions.values())
-                    hosted.stop_watching()
-                    del self._hosted[hosted.name]
-                else:
-                    if not version:
-                        raise VersionNotFoundError("stop() takes a version >= 1, or None for all versions")
-                    stopped = hosted.remove(version)
-                    if not hosted.versions:
-                        hosted.stop_watching()
-                        del self._hosted[hosted.name]
+                stopped = unhost(self._hosted, self._slot(servable), version)
         for loaded in stopped:
             loaded.retire()
 
@@ -348,13 +311,7 @@ class Runtime:
         with self._lock:
             stopped = unhost_all(self._hosted)
             self._closed = True
-        versions = list(self._versions)  # the running ones and any still finishing calls
-        for loaded in versions:
-            loaded.retire()
-        deadline = None if grace is None else time.monotonic() + grace
-        for loaded in versions:  # calls still running at the deadline are given up on
-            for request in loaded.wait_idle(deadline):
-                request.abandon(Abandoned.CLOSED)
+        deadline = self._changes.retire_all(grace)
         self._dispatcher.close()
         for loaded in stopped:  # worker processes stop once their queues have drained
             loaded.placement.wait_closed(None if deadline is None else max(deadline - time.monotonic(), 5.0))
@@ -367,16 +324,11 @@ class Runtime:
         """
         if not callable(listener):
             raise ArgumentTypeError(f"a listener must be callable; got {listener!r}")
-        with self._lock:
-            adapter = self._listeners[listener] = Listener(listener)
-        self._observer.add(adapter)
+        self._events.listen(listener)
 
     def remove_listener(self, listener: Callable[[VersionEvent], None]) -> None:
-        with self._lock:
-            adapter = self._listeners.pop(listener, None)
-        if adapter is None:
+        if not self._events.unlisten(listener):
             raise InvalidArgumentError(f"{listener!r} is not a listener of this runtime")
-        self._observer.remove(adapter)
 
     def add_observer(self, observer: Observer) -> None:
         """Report to ``observer`` from now on (see :class:`Observer`); schedulers of versions
@@ -437,53 +389,14 @@ class Runtime:
         steps = log_steps(loaded, model, stage)
         return self._metrics.batch_log(loaded.name, loaded.version, steps)
 
-    # -- loading helpers -------------------------------------------------------------
-
-    def _load(
-        self, hosted: ServableSlot, servable: Servable, version: int, plan: WorkerPlan | None
-    ) -> LoadedServable:
-        """Load a version (outside the runtime lock) in this process, or in worker processes
-        as ``plan`` says; report a failure to listeners."""
-        tried: int | None = version or None  # None: the newest, if even that is unknown
-        try:
-            definition = servable.definition()
-            tried = resolve_version(definition, version)[0]
-            placement = InProcess(self._device) if plan is None else WorkerPlacement(plan, self._device[0])
-            loaded = loading.load(definition, tried, placement, self._observer, self._warm_up)
-        except MindServeError as exc:
-            hosted.failed(tried, exc)
-            self._events.post(EventKind.FAILED, hosted.name, tried, exc)
-            raise
-        loaded.on_shutdown = self._events.unloaded
-        self._versions.add(loaded)
-        self._events.post(EventKind.LOADED, loaded.name, loaded.version)
-        return loaded
+    # -- helpers -------------------------------------------------------------------
 
     def _slot(self, servable: str | Servable) -> ServableSlot:
         """The running servable a verb names (by name or by its Servable)."""
         return find_slot(self._hosted, self._lock, servable_name(servable))
 
-    def _check_open_or_discard(self, loaded: LoadedServable) -> None:
-        if self._closed:
-            loaded.retire()
-            self._check_open()
-
-    def _check_still_hosted(self, hosted: ServableSlot, loaded: LoadedServable) -> None:
-        """The servable may have been stopped (or restarted) while the version loaded."""
-        self._check_open_or_discard(loaded)
-        if self._hosted.get(hosted.name) is not hosted:
-            loaded.retire()
-            raise ServableNotFoundError(
-                f"servable '{hosted.name}' was stopped or restarted while version {loaded.version} loaded; "
-                f"the new version was discarded"
-            )
-
-    def _swapped(self, loaded: LoadedServable, retired: list[LoadedServable]) -> None:
-        self._events.post(EventKind.SWAPPED, loaded.name, loaded.version)
-        for old in retired:
-            old.retire()
-
-    def _watch(self, hosted: ServableSlot, directory: str, poll_interval: float) -> None:
+    def _watch(self, hosted: ServableSlot, poll_interval: float) -> None:
+        """Load each new version directory of ``hosted``'s servable as it settles."""
         runtime = weakref.ref(self)  # the watcher's thread must not keep the runtime reachable
 
         def load(version: int) -> None:
@@ -491,7 +404,7 @@ class Runtime:
             if current is not None and not current._closed:
                 current.update(hosted.name, version=version)
 
-        hosted.watch(directory, poll_interval, load)
+        hosted.watch(hosted.servable.directory, poll_interval, load)  # type: ignore[arg-type]
 
     # -- inference -----------------------------------------------------------------
 
@@ -583,3 +496,9 @@ class Runtime:
         except BaseException as exc:
             return call.finish(None, exc)
         return call.finish(results, None)
+
+
+def _placement(device: tuple[str | None, int], plan: WorkerPlan | None) -> Placement:
+    """Where a version's models run: in this process on ``device``, or in worker processes
+    as ``plan`` says (on ``device``'s target)."""
+    return InProcess(device) if plan is None else WorkerPlacement(plan, device[0])

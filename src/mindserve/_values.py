@@ -16,8 +16,8 @@ from typing import Any, Protocol
 import attrs
 import numpy as np
 
-from mindserve._calls import Failure
 from mindserve._errors import InvalidInputError
+from mindserve._outcomes import Failure
 
 
 class Method(Protocol):

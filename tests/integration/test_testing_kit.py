@@ -17,6 +17,7 @@ import mindserve
 from gated import Gate
 from mindserve.testing import (
     DeterministicRuntime,
+    ServableDouble,
     assert_instance_errors,
     raises_instance_errors,
     replace_models,
@@ -235,9 +236,10 @@ def wait_queued(rt, servable, model, count):
         threading.Event().wait(0.001)
 
 
-def concurrent_batches(runtime):
+def concurrent_batches(runtime, serve=lambda svc: svc):
     """Three callers of 2 instances each queue while a first call holds the model; return
-    the callers found in each batch that followed."""
+    the callers found in each batch that followed (``serve``: what is started for the
+    servable)."""
     gate = Gate()
     seen = []
 
@@ -250,7 +252,7 @@ def concurrent_batches(runtime):
     svc = mindserve.Servable("calls")
     m = svc.model(model, name="model", batching=mindserve.Batching(max_batch_size=8))
     svc.add_method(lambda x: m(x), name="f")
-    runtime.start(svc)
+    runtime.start(serve(svc))
     first = threading.Thread(target=runtime.infer, args=("calls", "f", [{"x": -X}]))
     first.start()
     assert gate.entered.wait(30)
@@ -273,6 +275,13 @@ def test_calls_never_share_a_batch_in_the_deterministic_runtime():
     # The same calls do share batches in a Runtime: the rule is what the mode changes.
     with mindserve.Runtime() as rt:
         assert concurrent_batches(rt) == [[1, 2, 3]]
+
+
+def test_a_double_made_deterministic_batches_each_call_alone_in_a_runtime():
+    """The switch a ServableDouble carries reaches a plain Runtime's loading too."""
+    with mindserve.Runtime() as rt:
+        seen = concurrent_batches(rt, lambda svc: ServableDouble(svc, {}, deterministic=True))
+    assert sorted(seen) == [[1], [2], [3]]
 
 
 def test_a_call_is_split_in_order_by_key_and_max_batch_size(mindserve_runtime):

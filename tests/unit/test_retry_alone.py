@@ -8,9 +8,10 @@ from collections.abc import Sequence
 import pytest
 
 from mindserve._batching.alone import isolating
-from mindserve._calls import Abandoned, Failure, Outcome, Request
+from mindserve._calls import Request
 from mindserve._define.stage import Stage
 from mindserve._errors import ModelError, StageError
+from mindserve._outcomes import Abandoned, Failure, Outcome
 from mindserve._serving.stages import run_stage
 
 

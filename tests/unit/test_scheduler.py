@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from mindserve import DeadlineExceededError, OverloadedError
 from mindserve._batching.scheduler import Scheduler
-from mindserve._calls import CancelledCall, Failure, Request
+from mindserve._calls import CancelledCall, Request
+from mindserve._outcomes import Failure
 from waiting import wait_until
 
 

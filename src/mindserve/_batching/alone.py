@@ -11,7 +11,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar, Union
 
-from mindserve._calls import Failure, Outcome, Request, dropped
+from mindserve._calls import Request, dropped
+from mindserve._outcomes import Failure, Outcome
 
 T = TypeVar("T")
 

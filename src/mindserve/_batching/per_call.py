@@ -20,7 +20,8 @@ from collections.abc import Hashable, Sequence
 from typing import Any
 
 from mindserve._batching.scheduler import Scheduler
-from mindserve._calls import Request, Ticket
+from mindserve._calls import Request
+from mindserve._tickets import Ticket
 
 
 class _Call:

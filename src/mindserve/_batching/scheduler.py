@@ -29,20 +29,14 @@ from collections import deque
 from collections.abc import Hashable, Sequence
 from typing import Any, Callable
 
+from mindserve._batching.accounting import BatchAccounting
 from mindserve._batching.handoff import gathering
 from mindserve._batching.shapes import split
-from mindserve._calls import (
-    Abandoned,
-    Failure,
-    Outcome,
-    Request,
-    Ticket,
-    dropped,
-    in_caller_thread,
-    mark_executor_thread,
-)
+from mindserve._calls import Request, dropped, in_caller_thread, mark_executor_thread
 from mindserve._errors import ModelError, OverloadedError, RuntimeClosedError, counted, describe
-from mindserve._observe.observer import BatchReason, BatchReport, DropReason, DropReport, ObserverHub, Step
+from mindserve._observe.observer import BatchReason, DropReason, ObserverHub, Step
+from mindserve._outcomes import Abandoned, Failure, Outcome
+from mindserve._tickets import Ticket
 
 logger = logging.getLogger("mindserve")
 
@@ -69,8 +63,9 @@ class Item:
         self.queued_at = queued_at
 
 
-class Scheduler:
-    """A queue and ``capacity`` executor threads running ``run_batch`` over batches."""
+class Scheduler(BatchAccounting):
+    """A queue and ``capacity`` executor threads running ``run_batch`` over batches (what
+    it tells of them: :class:`BatchAccounting`)."""
 
     def __init__(
         self,
@@ -91,7 +86,7 @@ class Scheduler:
     ) -> None:
         if capacity < 1:
             raise ValueError(f"a scheduler needs a capacity >= 1; got {capacity}")
-        self.name = name
+        super().__init__(name, observer, step, padded, elements)
         #: How errors handed to callers name this step (they add the servable and version).
         self.what = what or name
         self.max_batch_size = max_batch_size
@@ -99,18 +94,7 @@ class Scheduler:
         self.refill_wait = refill_wait
         self.max_queue = max_queue
         self.capacity = capacity
-        self.batches = 0
-        self.instances = 0
         self._run_batch = run_batch
-        self._observer = observer
-        #: What observers' reports name as the place (servable, version, model or stage).
-        self.step = step
-        #: Where the runtime's metrics count this step's batches, if it gathers metrics.
-        self._stats = None if observer is None or step is None else observer.step_stats(step)
-        self._padded = padded
-        #: For padded variable-length inputs: a batch's (real, padded) elements, counted
-        #: only when metrics or observers want batches (``None``: nothing to count).
-        self._elements = elements
         # Hot paths take the lock itself (a C call); the condition shares it for waits.
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -422,54 +406,6 @@ class Scheduler:
                 [ticket for ticket, count in settled.items() if ticket.settled(count, wake=False)]
             )
 
-    def _count(
-        self,
-        size: int,
-        reason: BatchReason,
-        queued_at: float,
-        started: float,
-        outcomes: Sequence[Outcome],
-        queued: int = 0,
-        requests: Sequence[Request] = (),
-        values: Sequence[Any] = (),
-    ) -> None:
-        self.batches += 1
-        self.instances += size
-        observer = self._observer
-        stats = self._stats
-        report = observer is not None and observer.wants("on_batch")
-        if stats is None and not report:
-            return
-        now = time.monotonic()
-        padded = self._padded(size) if self._padded else size
-        failed = sum(1 for o in outcomes if isinstance(o, Failure))
-        at = time.time()
-        # The calls a batch served: for observers (tracing), not the metrics' batch log.
-        calls = tuple(dict.fromkeys(r.id for r in requests)) if report else ()
-        elements = self._elements(values) if self._elements is not None and values else None
-        if stats is not None:  # the runtime's metrics: counted directly, no record built
-            stats.count(
-                size, padded, reason, started - queued_at, now - started, queued, failed, at, calls, elements
-            )
-        if report:
-            observer.on_batch(  # type: ignore[union-attr]
-                BatchReport(
-                    where=self.name,
-                    size=size,
-                    padded_to=padded,
-                    reason=reason,
-                    queue_wait=started - queued_at,
-                    run_seconds=now - started,
-                    queued=queued,
-                    failed=failed,
-                    step=self.step,
-                    at=at,
-                    calls=calls,
-                    elements=None if elements is None else elements[0],
-                    padded_elements=None if elements is None else elements[1],
-                )
-            )
-
     def _drop(self, dead: list[Item]) -> None:
         """Complete the items of calls that gave up, without running them."""
         if not dead:
@@ -481,10 +417,6 @@ class Scheduler:
             by_reason[reason] = by_reason.get(reason, 0) + 1
         for reason, count in by_reason.items():
             self._report_drop(count, reason)
-
-    def _report_drop(self, count: int, reason: DropReason) -> None:
-        if self._observer is not None and self._observer.wants("on_drop"):
-            self._observer.on_drop(DropReport(self.name, count, reason, self.step))
 
 
 def _interrupted(exc: BaseException) -> Failure:

@@ -13,12 +13,13 @@ from typing import Any
 
 from typing_extensions import TypedDict
 
-from mindserve._calls import Failure, current_step
 from mindserve._config import Batching, Padding
+from mindserve._context import current_step
 from mindserve._define.stage import check_outputs
 from mindserve._define.tracing import active_trace
 from mindserve._errors import DefinitionError, MindServeError, counted
 from mindserve._execution.sources import ModelSource, source_of
+from mindserve._outcomes import Failure
 
 #: Encryption modes MindSpore accepts for MindIR files.
 DEC_MODES = ("AES-GCM", "AES-CBC", "SM4-CBC")
@@ -118,9 +119,6 @@ class Model:
         self.reshape_inputs = False
         #: How many inputs the methods call it with (set by the first traced call).
         self.inputs: int | None = None
-        #: The model this one stands in for in a test (``mindserve.testing.replace_models``),
-        #: so that ``Model.call`` on the original reaches it.
-        self.stands_in_for: Model | None = None
 
     @property
     def kind(self) -> str:

@@ -27,8 +27,6 @@ class ServableDefinition:
     directory: str | None
     models: dict[str, Model]
     methods: dict[str, Method]
-    #: Batches hold one call's instances only, and nothing waits on a clock (mindserve.testing).
-    deterministic: bool = False
 
     @property
     def needs_files(self) -> bool:

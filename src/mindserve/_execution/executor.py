@@ -18,9 +18,10 @@ from typing import Protocol
 import numpy as np
 
 from mindserve._batching import shapes as _batching
-from mindserve._calls import Failure, Outcome, Request
+from mindserve._calls import Request
 from mindserve._errors import LoadError, ModelError, counted, describe
 from mindserve._execution.plan import ModelPlan, WarmUp
+from mindserve._outcomes import Failure, Outcome
 from mindserve._values import TensorSpec
 
 logger = logging.getLogger("mindserve")

@@ -17,11 +17,11 @@ import logging
 import numpy as np
 
 from mindserve._batching.lengths import DEFAULT_MAX_LENGTH, Lengths, length_buckets
-from mindserve._calls import Failure
 from mindserve._execution.executor import Executor, run_batch
 from mindserve._execution.padding import dynamic_axes
 from mindserve._execution.plan import ModelPlan
 from mindserve._observe.visible import warn_definition
+from mindserve._outcomes import Failure
 
 logger = logging.getLogger("mindserve")
 

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from mindserve._batching.handoff import hand_off
-from mindserve._calls import Abandoned, CancelledCall, Request, in_executor_thread
+from mindserve._calls import CancelledCall, Request, in_executor_thread
 from mindserve._define.method import Method
 from mindserve._define.servable import Servable
 from mindserve._errors import (
@@ -35,6 +35,7 @@ from mindserve._errors import (
 )
 from mindserve._observe.metrics import MetricsCollector
 from mindserve._observe.observer import CallReport, ObserverHub, Outcome, outcome_of
+from mindserve._outcomes import Abandoned
 from mindserve._serving.dispatch import Dispatcher
 from mindserve._serving.hosting import find_slot, servable_name
 from mindserve._serving.running import LoadedServable

@@ -1,4 +1,4 @@
-"""A runtime's servables as a whole: version events, unhosting everything, what running
+"""A runtime's servables as a whole: version events, unhosting (stop), what running
 versions report to ``metrics()`` and ``batch_log()``, and the two ways a runtime ends
 without ``close()``: garbage-collected unclosed, or inherited by a child made by fork()."""
 
@@ -17,7 +17,13 @@ from types import FrameType
 from typing import Any, Callable
 
 from mindserve._define.servable import Servable
-from mindserve._errors import ArgumentTypeError, NotFoundError, RuntimeNotClosedWarning, ServableNotFoundError
+from mindserve._errors import (
+    ArgumentTypeError,
+    NotFoundError,
+    RuntimeNotClosedWarning,
+    ServableNotFoundError,
+    VersionNotFoundError,
+)
 from mindserve._observe.observer import EventKind, Observer, ObserverHub, Step, VersionEvent
 from mindserve._observe.status import WorkerInfo
 from mindserve._serving.dispatch import Dispatcher
@@ -52,6 +58,8 @@ class VersionEvents:
         self._waiting: collections.deque[VersionEvent] = collections.deque()
         self._delivering = False
         self._held = threading.local()
+        #: The listener functions, each as the observer that calls it.
+        self._listeners: dict[Callable[[VersionEvent], None], Listener] = {}
 
     def post(
         self, kind: EventKind, servable: str, version: int | None, error: BaseException | None = None
@@ -91,6 +99,20 @@ class VersionEvents:
             with self._lock:
                 self._delivering = False
             raise
+
+    def listen(self, listener: Callable[[VersionEvent], None]) -> None:
+        """Call ``listener(event)`` for every event from now on."""
+        with self._lock:
+            adapter = self._listeners[listener] = Listener(listener)
+        self._observer.add(adapter)
+
+    def unlisten(self, listener: Callable[[VersionEvent], None]) -> bool:
+        """Stop calling ``listener``; False if it was not listening."""
+        with self._lock:
+            adapter = self._listeners.pop(listener, None)
+        if adapter is not None:
+            self._observer.remove(adapter)
+        return adapter is not None
 
     def unloaded(self, loaded: LoadedServable) -> None:
         """A version's last call finished (its ``on_shutdown``)."""
@@ -133,6 +155,21 @@ def unhost_all(hosted: dict[str, ServableSlot]) -> list[LoadedServable]:
     for slot in slots:
         slot.stop_watching()
     return [loaded for slot in slots for loaded in slot.versions.values()]
+
+
+def unhost(hosted: dict[str, ServableSlot], slot: ServableSlot, version: int | None) -> list[LoadedServable]:
+    """Stop one version of ``slot`` (``None``: all; the caller holds the runtime's lock);
+    forget the servable once none runs, and return the versions stopped."""
+    if version is None:
+        stopped = list(slot.versions.values())
+    else:
+        if not version:
+            raise VersionNotFoundError("stop() takes a version >= 1, or None for all versions")
+        stopped = slot.remove(version)
+    if version is None or not slot.versions:
+        slot.stop_watching()
+        del hosted[slot.name]
+    return stopped
 
 
 def close_unreachable(lock: threading.RLock, hosted: dict[str, ServableSlot], dispatcher: Dispatcher) -> None:

@@ -16,6 +16,7 @@ from mindserve._observe.observer import ObserverHub, Step
 from mindserve._serving.model_queue import LoadedModel
 from mindserve._serving.placement import Placement
 from mindserve._serving.running import LoadedServable, scheduler_for
+from mindserve._serving.served import ServedDefinition
 from mindserve._serving.versions import resolve_version
 
 #: The environment variable that turns warm-up off for every runtime that does not say.
@@ -40,9 +41,16 @@ def load(
     placement: Placement,
     observer: ObserverHub | None = None,
     warm_up: bool = True,
+    deterministic: bool = False,
 ) -> LoadedServable:
     """Resolve the version, load and warm up every model where ``placement`` puts it, and
-    queue it here; raise :class:`LoadError` on failure."""
+    queue it here; raise :class:`LoadError` on failure.
+
+    ``deterministic``: batch as ``mindserve.testing.DeterministicRuntime`` does (also when
+    ``definition`` is a :class:`ServedDefinition` that says so: a test double's, or the one a
+    worker process is sent).
+    """
+    definition = ServedDefinition.of(definition, deterministic)
     number, version_dir = resolve_version(definition, version)
     where = f"servable '{definition.name}' version {number}"
     placement.open(definition, number, version_dir, where, warm_up)

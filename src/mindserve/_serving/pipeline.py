@@ -14,11 +14,13 @@ import threading
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
-from mindserve._calls import ALARM, Abandoned, Failure, Outcome, Pending, Request, mailbox_of
+from mindserve._calls import ALARM, Pending, Request
 from mindserve._define.method import Method
 from mindserve._define.stage import Stage
 from mindserve._errors import InstanceError
+from mindserve._outcomes import Abandoned, Failure, Outcome
 from mindserve._serving.running import LoadedServable
+from mindserve._tickets import mailbox_of
 from mindserve._values import read_arrays, read_instance
 
 Steps = Generator[Pending, "list[Outcome]", "list[dict[str, Any] | InstanceError]"]

@@ -14,7 +14,7 @@ from typing import Any, Protocol, TypeVar
 
 import attrs
 
-from mindserve._calls import Outcome, Request
+from mindserve._calls import Request
 from mindserve._define.model import Model
 from mindserve._define.servable import ServableDefinition
 from mindserve._define.stage import Stage
@@ -24,6 +24,7 @@ from mindserve._execution.executor import Executor
 from mindserve._execution.plan import ModelPlan
 from mindserve._observe.observer import WarmUpReport
 from mindserve._observe.status import WorkerInfo
+from mindserve._outcomes import Outcome
 from mindserve._serving.model_queue import LoadedModel, loaded
 from mindserve._serving.ready import plan_model
 

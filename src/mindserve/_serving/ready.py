@@ -21,13 +21,16 @@ import numpy as np
 
 from mindserve._batching import shapes as _batching
 from mindserve._batching.alone import isolating
-from mindserve._calls import Failure, Outcome, Pending, Request, Ticket, in_caller_thread
+from mindserve._calls import Pending, Request, in_caller_thread
 from mindserve._define.model import Model
 from mindserve._errors import InvalidInputError, MindServeError, counted
 from mindserve._execution.executor import Executor, run_batch
 from mindserve._execution.plan import ModelPlan
 from mindserve._execution.probe import probe
 from mindserve._observe.visible import warn_definition
+from mindserve._outcomes import Failure, Outcome
+from mindserve._serving.served import ServedDefinition
+from mindserve._tickets import Ticket
 from mindserve._values import serving_input_error, to_model_input
 
 logger = logging.getLogger("mindserve")
@@ -227,8 +230,11 @@ def plan_model(
 M = TypeVar("M", bound=ReadyModel)
 
 
-def model_of(models: Mapping[str, M], model: Model, where: str, *, copied: bool = False) -> M:
-    """The running version's model that ``model`` is (``where``: the version, to name it).
+def model_of(
+    models: Mapping[str, M], model: Model, where: str, served: ServedDefinition, *, copied: bool = False
+) -> M:
+    """The running version's model that ``model`` is (``where``: the version, to name it;
+    ``served``: its definition as served).
 
     It is the same object, or the model a test replaced by it; with ``copied`` (a worker
     process), also the copy a stage's module made when it was imported there (same name and
@@ -236,12 +242,10 @@ def model_of(models: Mapping[str, M], model: Model, where: str, *, copied: bool 
     """
     running = models.get(model.name)
     if running is not None:
-        declared = running.model.stands_in_for or running.model
-        if (
-            running.model is model
-            or declared is model
-            or (copied and declared.name == model.name and declared.kind == model.kind)
-        ):
+        if running.model is model:
+            return running
+        declared = served.declared(running.model)
+        if declared is model or (copied and declared.name == model.name and declared.kind == model.kind):
             return running
     raise MindServeError(f"model '{model.name}' is not a model of {where}")
 

@@ -11,15 +11,16 @@ from typing import Any
 
 from mindserve._batching.per_call import PerCallScheduler
 from mindserve._batching.scheduler import UNLIMITED, Scheduler
-from mindserve._calls import Outcome, Pending, Request
+from mindserve._calls import Pending, Request
 from mindserve._define.model import Model
-from mindserve._define.servable import ServableDefinition
 from mindserve._define.stage import Stage
 from mindserve._observe.observer import ObserverHub, Step
 from mindserve._observe.status import MethodInfo, ModelInfo, ServableInfo
+from mindserve._outcomes import Outcome
 from mindserve._serving.model_queue import LoadedModel
 from mindserve._serving.placement import InProcess, Placement, StageRunner
 from mindserve._serving.ready import model_of
+from mindserve._serving.served import ServedDefinition
 from mindserve._serving.stages import batched_stages, run_stage_in
 
 
@@ -34,7 +35,7 @@ class LoadedServable:
 
     def __init__(
         self,
-        definition: ServableDefinition,
+        definition: ServedDefinition,
         version: int,
         version_dir: str | None,
         models: dict[str, LoadedModel],
@@ -100,7 +101,9 @@ class LoadedServable:
         inline: bool = True,
     ) -> Pending:
         """Queue instances on one of this version's models."""
-        return model_of(self.models, model, self.where).submit(instances, labels, request, inline)
+        return model_of(self.models, model, self.where, self.definition).submit(
+            instances, labels, request, inline
+        )
 
     def submit_stage(
         self, stage: Stage, instances: Sequence[tuple[Any, ...]], request: Request
@@ -217,6 +220,6 @@ class LoadedServable:
         )
 
 
-def scheduler_for(definition: ServableDefinition) -> type[Scheduler]:
+def scheduler_for(definition: ServedDefinition) -> type[Scheduler]:
     """The scheduler class a version's models and batched stages use."""
     return PerCallScheduler if definition.deterministic else Scheduler

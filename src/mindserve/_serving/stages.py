@@ -18,11 +18,13 @@ from typing import Any
 import attrs
 
 from mindserve._batching.alone import isolating
-from mindserve._calls import Failure, Outcome, Request, RunningVersion, in_caller_thread, running
+from mindserve._calls import Request, in_caller_thread
+from mindserve._context import RunningVersion, running
 from mindserve._define.servable import ServableDefinition
 from mindserve._define.stage import Stage
 from mindserve._errors import InvalidInputError, StageError, counted, describe
 from mindserve._observe.visible import warn_event
+from mindserve._outcomes import Failure, Outcome
 
 logger = logging.getLogger("mindserve")
 

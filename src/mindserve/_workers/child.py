@@ -143,7 +143,7 @@ class Worker:
 
 def _portable_failure(outcome: Any) -> Any:
     """A stage outcome whose failure's cause can cross to the main process."""
-    from mindserve._calls import Failure
+    from mindserve._outcomes import Failure
 
     if isinstance(outcome, Failure) and outcome.cause is not None:
         return Failure(outcome.error, outcome.detail, portable_error(outcome.cause))
@@ -152,8 +152,8 @@ def _portable_failure(outcome: Any) -> Any:
 
 def _sendable(outcome: Any) -> Any:
     """The outcome, or its instance's failure when it cannot be pickled."""
-    from mindserve._calls import Failure
     from mindserve._errors import StageError
+    from mindserve._outcomes import Failure
     from mindserve._workers.transfer import dumps
 
     try:

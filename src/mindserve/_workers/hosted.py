@@ -15,13 +15,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from mindserve._calls import Outcome, Request
+from mindserve._calls import Request
 from mindserve._define.model import Model
 from mindserve._define.servable import ServableDefinition
 from mindserve._execution.executor import Executor
 from mindserve._observe.observer import WarmUpReport
+from mindserve._outcomes import Outcome
 from mindserve._serving.placement import InProcess
 from mindserve._serving.ready import ReadyModel, model_of, ready
+from mindserve._serving.served import ServedDefinition
 from mindserve._serving.stages import batched_stages, run_stage_in
 from mindserve._serving.versions import resolve_version
 from mindserve._workers.protocol import ModelReady, Ready
@@ -41,6 +43,8 @@ class HostedVersion:
         reports: dict[str, WarmUpReport],
     ) -> None:
         self.where = f"servable '{definition.name}' version {version}"
+        #: As the main process serves it (a test kit's stand-ins included).
+        self.definition = ServedDefinition.of(definition)
         self.models = models
         #: Each model's executor, by name: what a model's batch runs on.
         self.executors: dict[str, Executor] = {name: m.backend for name, m in models.items()}
@@ -67,7 +71,9 @@ class HostedVersion:
     ) -> list[Outcome]:
         """``Model.call`` inside a stage run here: this worker's copy of the model (a stage's
         module imported here made its own ``Model`` objects), in this thread."""
-        return model_of(self.models, model, self.where, copied=True).run(instances, None, request)
+        return model_of(self.models, model, self.where, self.definition, copied=True).run(
+            instances, None, request
+        )
 
     def run_stage(self, name: str, instances: list[tuple[Any, ...]], timeout: float | None) -> list[Outcome]:
         """A batch of a batched stage, for calls with ``timeout`` seconds left."""

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from mindserve._batching.alone import isolating
-from mindserve._calls import Failure, Outcome, Request
+from mindserve._calls import Request
 from mindserve._config import WorkerPlan
 from mindserve._define.model import Model
 from mindserve._define.servable import ServableDefinition
@@ -20,6 +20,7 @@ from mindserve._errors import StageError, describe
 from mindserve._execution.plan import ModelPlan, WarmUp
 from mindserve._observe.observer import WarmUpReport
 from mindserve._observe.status import WorkerInfo
+from mindserve._outcomes import Failure, Outcome
 from mindserve._serving.model_queue import LoadedModel, ready_model
 from mindserve._serving.placement import StageBatch, StageRunner
 from mindserve._values import TensorSpec

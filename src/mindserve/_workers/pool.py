@@ -24,9 +24,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from mindserve._calls import Failure, Request
+from mindserve._calls import Request
 from mindserve._crossing import restore_traceback
 from mindserve._errors import WorkerError
+from mindserve._outcomes import Failure
 from mindserve._workers import protocol
 from mindserve._workers.process import Died, WorkerPlace, exit_reason
 from mindserve._workers.protocol import Done, Raised, RunModel, RunStage, WorkerState

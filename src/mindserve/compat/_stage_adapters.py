@@ -9,8 +9,8 @@ from typing import Any, Callable
 
 import attrs
 
-from mindserve._calls import Failure
 from mindserve._errors import StageError
+from mindserve._outcomes import Failure
 from mindserve._serving_wording import StageCallFailed
 from mindserve.compat._tensors import stage_input, stage_outputs
 

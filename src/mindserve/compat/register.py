@@ -23,7 +23,7 @@ import types
 from collections.abc import Iterator, Sequence
 from typing import Any, Callable
 
-from mindserve._calls import current_step
+from mindserve._context import current_step
 from mindserve._define.method import build_method
 from mindserve._define.model import Model as NativeModel
 from mindserve._define.servable import Servable

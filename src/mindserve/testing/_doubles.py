@@ -2,7 +2,9 @@
 
 A double is a :class:`~mindserve.Servable` that stands for another one: its definition is
 the original's, taken when it starts, with the replaced models' steps pointed at Python
-callables and, if asked, the deterministic flag set. The original is never modified.
+callables. It is handed to loading as a served definition that names the models replaced
+(so that ``Model.call`` on one reaches its stand-in) and, if asked, batches
+deterministically. The original is never modified.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from mindserve._errors import (
     refuse_async,
 )
 from mindserve._execution.sources import CallableSource
+from mindserve._serving.served import ServedDefinition
 
 
 class FixedOutput:
@@ -96,7 +99,6 @@ def _stand_in(name: str, model: Model, replacement: Any, padding: Padding | None
     stand_in.origin = CallableSource(function)
     if padding is not None:
         stand_in.padding = padding
-    stand_in.stands_in_for = model.stands_in_for or model
     return stand_in
 
 
@@ -154,7 +156,7 @@ class ServableDouble(Servable):
         return f"<Servable {self.name!r} for a test: {', '.join(what) or 'unchanged'}>"
 
     def definition(self) -> ServableDefinition:
-        base = self.original.definition()
+        base = ServedDefinition.of(self.original.definition(), self.deterministic)
         unknown = [n for n in self.replacements if n not in base.models]
         if unknown:
             raise _unknown(self.name, unknown, list(base.models))
@@ -175,9 +177,9 @@ class ServableDouble(Servable):
             )
             for name, method in base.methods.items()
         }
-        return attrs.evolve(
-            base, models=models, methods=methods, deterministic=base.deterministic or self.deterministic
-        )
+        # A model replaced twice still stands for the model the declarations call.
+        replaced = {**base.replaced, **{name: base.declared(base.models[name]) for name in self.replacements}}
+        return attrs.evolve(base, models=models, methods=methods, replaced=replaced)
 
 
 def replace_models(

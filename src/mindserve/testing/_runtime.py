@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable
 
-from mindserve._config import WorkerOutput
-from mindserve._define.servable import Servable
 from mindserve._observe.observer import Observer
-from mindserve._observe.status import ServableInfo
 from mindserve._runtime import Runtime
-from mindserve.testing._doubles import ServableDouble
-
-
-def _deterministic(servable: Any) -> Any:
-    if isinstance(servable, Servable) and not (
-        isinstance(servable, ServableDouble) and servable.deterministic
-    ):
-        return ServableDouble(servable, {}, deterministic=True)
-    return servable  # a name, or something start() rejects with its own error
 
 
 class DeterministicRuntime(Runtime):
@@ -42,6 +29,8 @@ class DeterministicRuntime(Runtime):
     except ``warm_up``.
     """
 
+    _deterministic = True  # handed to the loading of every version it starts
+
     def __init__(
         self,
         *,
@@ -62,36 +51,3 @@ class DeterministicRuntime(Runtime):
 
     def __repr__(self) -> str:
         return super().__repr__().replace("mindserve.Runtime", "mindserve.testing.DeterministicRuntime", 1)
-
-    def start(
-        self,
-        servable: Servable,
-        *,
-        version: int = 0,
-        watch: bool = False,
-        poll_interval: float = 1.0,
-        workers: int | None = None,
-        device_ids: Sequence[int] | None = None,
-        worker_output: WorkerOutput | None = None,
-        replace: bool = False,
-    ) -> ServableInfo:
-        return super().start(
-            _deterministic(servable),
-            version=version,
-            watch=watch,
-            poll_interval=poll_interval,
-            workers=workers,
-            device_ids=device_ids,
-            worker_output=worker_output,
-            replace=replace,
-        )
-
-    def load(self, servable: Servable, *, version: int) -> ServableInfo:
-        return super().load(_deterministic(servable), version=version)
-
-    def update(self, servable: str | Servable, *, version: int = 0) -> ServableInfo:
-        return super().update(_deterministic(servable), version=version)
-
-    start.__doc__ = Runtime.start.__doc__
-    load.__doc__ = Runtime.load.__doc__
-    update.__doc__ = Runtime.update.__doc__
