@@ -11,6 +11,7 @@ import sys
 import textwrap
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -926,9 +927,16 @@ def test_padded_variable_length_inputs_batch_the_same_in_worker_processes(rt, te
         np.testing.assert_allclose(result["pooled"], pooled[0], rtol=1e-4, atol=1e-5)
 
 
-def test_the_padding_probe_decides_the_same_with_workers(rt, text_models):
-    """No declaration: the load-time probe runs through the workers too, and pads the
-    per-token model (outputs sliced back) but not the mean-pool model (exact answers)."""
+def test_the_padding_probe_runs_in_the_workers_only_and_is_told_once(rt, text_models, caplog, monkeypatch):
+    """No declaration: the load-time probe runs in each worker as it loads, and pads the
+    per-token model (outputs sliced back) but not the mean-pool model (exact answers). Issue 18:
+    the model is planned once, where it runs: the main process sends no probe batch (its queue
+    runs with the workers' plan), and says what the probe found once (not once per worker):
+    with logging not configured, the mean-pool warning is a Python warning at the user's line."""
+    from mindserve._observe import visible
+
+    monkeypatch.setattr(visible, "logging_configured", lambda logger: False)
+    caplog.set_level(logging.INFO, logger="mindserve")
 
     def servable(name):
         svc = mindserve.Servable(name, directory=os.path.join(text_models["root"], name))
@@ -936,9 +944,25 @@ def test_the_padding_probe_decides_the_same_with_workers(rt, text_models):
         svc.add_method(lambda x: model(x), name="run", outputs="y")
         return svc
 
-    for name, padded in (("per_token", True), ("mean_pool", False)):
-        (info,) = rt.start(servable(name), workers=1).models
+    cases = (
+        ("per_token", True, "a load-time probe found it changes no output"),
+        ("mean_pool", False, "padding changed output 0 in a load-time probe"),
+    )
+    for name, padded, said in cases:
+        caplog.clear()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            (info,) = rt.start(servable(name), workers=2).models
         assert (info.lengths is not None) == padded
+        assert [slot.batches for slot in pool_of(rt, name)._slots] == [0, 0], "the main process probed again"
+        assert info.graphs == 2  # the probe's unpadded and padded batches, run in each worker
+        (told,) = [r.getMessage() for r in caplog.records if said in r.getMessage()]
+        # the main process's own words, not a worker's record passed on ("worker 0: ...")
+        assert told.startswith(f"servable '{name}' version 1: model '{name}': ")
+        warned = [
+            (said in str(w.message), w.filename) for w in caught if w.category is mindserve.MindServeWarning
+        ]
+        assert warned == ([] if padded else [(True, __file__)])
         xs = [np.random.default_rng(n).normal(size=(n, 8)).astype(np.float32) for n in (3, 6)]
         for x, result in zip(xs, rt.infer(name, "run", [{"x": x} for x in xs])):
             np.testing.assert_allclose(

@@ -64,12 +64,27 @@ def _send_a_model_command(writer: Channel, reader: Channel) -> None:
         assert np.array_equal(a, b)
 
 
+def _probed_plan():
+    """A model's plan as a worker sends it: padded by the load-time probe (with its words to
+    tell) and warmed up."""
+    from mindserve._execution.local import CallableExecutor
+    from mindserve._execution.plan import ModelPlan
+    from mindserve._execution.probe import probe
+    from mindserve._values import TensorSpec
+
+    executor = CallableExecutor(lambda x: x * 2)
+    executor.input_specs = (TensorSpec((None, None, 4), "float32"),)
+    model = mindserve.Servable("s").model(lambda x: x * 2, name="m")
+    plan = probe(ModelPlan.of(model, executor.input_specs, "here"), executor, declared=False)
+    return plan.warmed(WarmUp(((1, 0.1), (2, 0.2)), plan.batching.buckets, (8,)))
+
+
 def test_every_message_round_trips_and_replies_keep_their_logs():
     record = logging.LogRecord("mindserve", logging.INFO, __file__, 1, "warmed up", None, None)
     stage = RunStage("crop", [(np.ones(3), b"x")], 1.5)
     messages = [
         stage,
-        Ready({"m": ModelReady(None, WarmUp(((1, 0.1), (2, 0.2)), (1, 2)), None)}, "CPU:0", 123, [record]),
+        Ready({"m": ModelReady(_probed_plan(), None)}, "CPU:0", 123, [record]),
         Done((np.zeros(2),), [record], 0.25),
         Raised(portable_error(ValueError("bad")), [], 0.5),
         Stop(),
@@ -78,6 +93,10 @@ def test_every_message_round_trips_and_replies_keep_their_logs():
         data, buffers = transfer.dumps(message)
         back = pickle.loads(data, buffers=[b.raw() for b in buffers])
         assert type(back) is type(message)
+    ready = pickle.loads(pickle.dumps(messages[1], protocol=5))
+    (plan,) = [m.plan for m in ready.models.values()]
+    assert plan == messages[1].models["m"].plan and plan.probed == messages[1].models["m"].plan.probed
+    assert plan.lengths.source == "probe" and plan.warm.compiled == ((1, 0.1), (2, 0.2))
     done = pickle.loads(pickle.dumps(messages[2], protocol=5))
     assert done.seconds == 0.25 and done.logs[0].msg == "warmed up"
 

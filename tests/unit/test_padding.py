@@ -2,6 +2,7 @@
 padding, filled masks and lengths, outputs sliced back (the MindSpore proof is in
 tests/integration/test_lengths_mindspore.py)."""
 
+import logging
 import random
 import threading
 
@@ -262,16 +263,24 @@ class SpecsExecutor(CallableExecutor):
 )
 def test_the_probe_pads_only_what_padding_does_not_change(function, padded, follows, caplog):
     from mindserve._execution.plan import ModelPlan
-    from mindserve._execution.probe import probe
+    from mindserve._execution.probe import probe, tell
     from mindserve._values import TensorSpec
 
+    caplog.set_level(logging.INFO, logger="mindserve")
     model = mindserve.Servable("s").model(function, name="m")
     executor = SpecsExecutor(function, TensorSpec((None, None, 4), "float32"))
     plan = probe(ModelPlan.of(model, executor.input_specs, "here"), executor, declared=False)
     assert (plan.lengths is not None) == padded
+    assert not caplog.records  # the probe only finds; where the model's queue is, tell() says it
+    tell(plan)
+    (record,) = caplog.records
     if padded:
         assert dict(plan.lengths.outputs) == follows and plan.lengths.source == "probe"
+        assert (
+            record.levelno == logging.INFO and "a load-time probe found it changes no output" in caplog.text
+        )
     else:
+        assert record.levelno == logging.WARNING
         assert "padding changed output 0 in a load-time probe" in caplog.text
 
 

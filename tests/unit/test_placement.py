@@ -67,7 +67,8 @@ def test_a_worker_hosts_executors_and_stages_without_any_queue(tmp_path, monkeyp
         outcomes = hosted.run_stage("total", [(np.ones(2),), (np.ones(3),)], 5.0)
         assert outcomes == [(20.0,), (30.0,)]  # the sums of Model.call(y), y * 10
         (ready,) = hosted.ready(123).models.values()
-        assert ready.warm_up is not None and ready.report.model == "m" and ready.shapes is None
+        assert ready.plan.warm is not None and ready.report.model == "m" and ready.shapes is None
+        assert ready.plan == hosted.models["m"].plan  # the plan the worker runs with, as it is
     finally:
         hosted.close()
     assert closed == [hosted.executors["m"]]
@@ -157,3 +158,61 @@ def test_a_model_of_another_servable_is_refused_alike_with_or_without_a_queue(tm
     finally:
         loaded.retire()
         hosted.close()
+
+
+# -- a model planned once, where it runs: the workers' plans must agree (issue 18) ----------
+
+
+def _worker_plan(function, batching=None):
+    """Model 'm''s plan as a worker makes it: probed on an executor with a dynamic length."""
+    from mindserve._execution.plan import ModelPlan
+    from mindserve._execution.probe import probe
+    from mindserve._values import TensorSpec
+
+    executor = CallableExecutor(function)
+    executor.input_specs = (TensorSpec((None, None, 4), "float32"),)
+    model = mindserve.Servable("s").model(function, name="m", batching=batching)
+    return probe(ModelPlan.of(model, executor.input_specs, "here"), executor, declared=False)
+
+
+def _readies(*plans):
+    from mindserve._workers.protocol import ModelReady, Ready
+
+    return [Ready({"m": ModelReady(plan, None)}, None, 100 + i) for i, plan in enumerate(plans)]
+
+
+def test_workers_that_plan_alike_give_the_first_plan_pruned_buckets_aside():
+    from mindserve._execution.plan import WarmUp
+    from mindserve._workers.placement import agreed
+
+    plan = _worker_plan(lambda x: x * 2, mindserve.Batching(max_batch_size=4, prune_buckets=True))
+    first = plan.warmed(WarmUp(((1, 0.1), (2, 0.2), (4, 0.5)), (1, 2, 4), (8,)))
+    other = plan.warmed(WarmUp(((1, 0.3), (2, 0.1), (4, 0.6)), (2, 4), (8,)))  # its timings pruned 1
+    readies = _readies(first, other)
+    assert agreed(readies, "servable 's' version 1") is readies[0]
+
+
+def test_workers_whose_padding_probes_disagree_fail_the_load_and_say_how_to_decide():
+    from mindserve._workers.placement import agreed
+
+    padded, exact = _worker_plan(lambda x: x * 2), _worker_plan(lambda x: x.mean(axis=1))
+    assert padded.lengths is not None and exact.lengths is None
+    with pytest.raises(mindserve.LoadError) as raised:
+        agreed(_readies(padded, padded, exact), "servable 's' version 1")
+    message = str(raised.value)
+    assert message.startswith(
+        "servable 's' version 1: model 'm': the workers' load-time padding probes disagree"
+    )
+    assert "worker 0 pads input(s) [0] to length buckets [8, 12," in message
+    assert "worker 2 pads nothing (exact shapes)" in message and "padding=mindserve.Padding(" in message
+
+
+def test_workers_that_plan_a_model_otherwise_differently_name_what_differs():
+    from mindserve._workers.placement import agreed
+
+    mine = _worker_plan(lambda x: x * 2, mindserve.Batching(max_batch_size=8))
+    theirs = _worker_plan(lambda x: x * 2, mindserve.Batching(max_batch_size=4))
+    with pytest.raises(
+        mindserve.LoadError, match=r"worker 0 and worker 1 planned it differently \(batching\)"
+    ):
+        agreed(_readies(mine, theirs), "here")

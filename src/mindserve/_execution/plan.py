@@ -11,7 +11,7 @@ warm-up (:func:`mindserve._execution.executor.warm_up`) then gives a :class:`War
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 import numpy as np
@@ -70,6 +70,17 @@ class WarmUp:
 
 
 @attrs.frozen
+class Finding:
+    """What the load-time padding probe found, in its words (``level``, ``message`` % ``args``):
+    told once, in the process that keeps the model's queue
+    (:func:`mindserve._execution.probe.tell`), wherever the probe ran."""
+
+    level: int
+    message: str
+    args: tuple[Any, ...]
+
+
+@attrs.frozen
 class ModelPlan:
     """How one model of a version runs; see the module's docstring."""
 
@@ -98,6 +109,9 @@ class ModelPlan:
     warm: WarmUp | None = None
     #: How variable-length inputs are padded (``None``: each shape is its own batch).
     lengths: Lengths | None = None
+    #: What the load-time padding probe found, to tell (``None``: it did not run, or found
+    #: nothing to say). Its words only: two plans that pad alike are equal.
+    probed: Finding | None = attrs.field(default=None, eq=False)
 
     @classmethod
     def of(cls, model: Declaration, specs: Specs | None, where: str) -> ModelPlan:
@@ -150,9 +164,10 @@ class ModelPlan:
             lengths=lengths,
         )
 
-    def with_lengths(self, lengths: Lengths | None) -> ModelPlan:
-        """This plan padding its inputs as ``lengths`` says (the load-time probe's finding)."""
-        return attrs.evolve(self, lengths=lengths)
+    def with_lengths(self, lengths: Lengths | None, probed: Finding | None = None) -> ModelPlan:
+        """This plan padding its inputs as ``lengths`` says (the load-time probe's finding,
+        ``probed`` in its words)."""
+        return attrs.evolve(self, lengths=lengths, probed=probed)
 
     def warmed(self, result: WarmUp) -> ModelPlan:
         """This plan after a warm-up: its buckets kept, the sizes it compiled."""

@@ -19,7 +19,7 @@ import numpy as np
 from mindserve._batching.lengths import DEFAULT_MAX_LENGTH, Lengths, length_buckets
 from mindserve._execution.executor import Executor, run_batch
 from mindserve._execution.padding import dynamic_axes
-from mindserve._execution.plan import ModelPlan
+from mindserve._execution.plan import Finding, ModelPlan
 from mindserve._observe.visible import warn_definition
 from mindserve._outcomes import Failure
 
@@ -40,7 +40,11 @@ _HINT = (
 
 def probe(plan: ModelPlan, executor: Executor, declared: bool) -> ModelPlan:
     """``plan``, padding its dynamic inputs if a probe shows that changes no answer (only for a
-    model that declares no padding, has input specs and dynamic non-batch dimensions)."""
+    model that declares no padding, has input specs and dynamic non-batch dimensions).
+
+    Nothing is logged here: the plan carries what the probe found (:attr:`ModelPlan.probed`),
+    for :func:`tell` to say once where the model's queue is (a worker process probes; its
+    main process tells)."""
     specs = plan.instance_specs
     if (
         declared
@@ -58,37 +62,49 @@ def probe(plan: ModelPlan, executor: Executor, declared: bool) -> ModelPlan:
     what = f"{plan.where}: model '{plan.name}'"
     several = [p for p in axes if specs[p].shape.count(None) > 1]  # type: ignore[union-attr]
     if several:
-        warn_definition(
-            logger,
-            "%s: input(s) %s have several dynamic non-batch dimensions, so each shape runs as its own batch and "
-            "compiles its own graph. %s",
-            what,
-            several,
-            _HINT,
+        return plan.with_lengths(
+            None,
+            Finding(
+                logging.WARNING,
+                "%s: input(s) %s have several dynamic non-batch dimensions, so each shape runs as its own batch "
+                "and compiles its own graph. %s",
+                (what, several, _HINT),
+            ),
         )
-        return plan
     outputs = _padding_is_safe(plan, executor, axes)
     if isinstance(outputs, str):
-        warn_definition(
-            logger,
-            "%s: input(s) %s have a dynamic non-batch dimension, but padding changed %s in a load-time probe, so "
-            "each length runs as its own batch and compiles its own graph. %s",
-            what,
-            sorted(axes),
-            outputs,
-            _HINT,
+        return plan.with_lengths(
+            None,
+            Finding(
+                logging.WARNING,
+                "%s: input(s) %s have a dynamic non-batch dimension, but padding changed %s in a load-time probe, "
+                "so each length runs as its own batch and compiles its own graph. %s",
+                (what, sorted(axes), outputs, _HINT),
+            ),
         )
-        return plan
     lengths = _lengths(plan, axes, outputs, length_buckets(DEFAULT_MAX_LENGTH))
-    logger.info(
-        "%s: padding input(s) %s to length buckets %s (a load-time probe found it changes no output; outputs %s "
-        "follow the length); longer instances are refused. Declare padding=mindserve.Padding(...) to choose.",
-        what,
-        sorted(axes),
-        list(lengths.buckets),
-        sorted(outputs),
+    return plan.with_lengths(
+        lengths,
+        Finding(
+            logging.INFO,
+            "%s: padding input(s) %s to length buckets %s (a load-time probe found it changes no output; outputs "
+            "%s follow the length); longer instances are refused. Declare padding=mindserve.Padding(...) to "
+            "choose.",
+            (what, sorted(axes), list(lengths.buckets), sorted(outputs)),
+        ),
     )
-    return plan.with_lengths(lengths)
+
+
+def tell(plan: ModelPlan) -> None:
+    """Say what the load-time probe found for ``plan`` (a warning when it cannot pad: see
+    :func:`~mindserve._observe.visible.warn_definition`); nothing if it did not run."""
+    found = plan.probed
+    if found is None:
+        return
+    if found.level >= logging.WARNING:
+        warn_definition(logger, found.message, *found.args)
+    else:
+        logger.log(found.level, found.message, *found.args)
 
 
 def _lengths(

@@ -21,7 +21,7 @@ from mindserve._define.model import Model
 from mindserve._execution.executor import Executor
 from mindserve._execution.plan import ModelPlan
 from mindserve._observe.observer import ObserverHub, Step
-from mindserve._serving.ready import PaddedReadyModel, ReadyModel, plan_model
+from mindserve._serving.ready import PaddedReadyModel, ReadyModel
 
 
 class LoadedModel(ReadyModel):
@@ -86,12 +86,3 @@ class PaddedModel(PaddedReadyModel, LoadedModel):
 def loaded(model: Model, plan: ModelPlan, executor: Executor) -> LoadedModel:
     """The queue of a model on ``plan``: padded or not."""
     return (LoadedModel if plan.lengths is None else PaddedModel)(model, plan, executor)
-
-
-def ready_model(
-    model: Model, executor: Executor, where: str, warm_up: bool
-) -> tuple[LoadedModel, tuple[tuple[int, float], ...]]:
-    """A model's queue on its executor, planned and warmed up (if ``warm_up``), and the
-    batch sizes compiled with their seconds."""
-    plan, compiled = plan_model(model, executor, where, warm_up)
-    return loaded(model, plan, executor), compiled

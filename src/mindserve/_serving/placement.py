@@ -82,13 +82,15 @@ class InProcess:
     """Models and batched stages run in this process, on ``device`` (target, id).
 
     A worker process opens its models through it too (:meth:`open_model`), with no queue in
-    front of them: its main process keeps the queues.
+    front of them, and ``tells=False``: its main process keeps the queues, and says what each
+    model's padding probe found (from the plan the worker sends it).
     """
 
     remote = False
 
-    def __init__(self, device: tuple[str | None, int]) -> None:
+    def __init__(self, device: tuple[str | None, int], *, tells: bool = True) -> None:
         self._device = device
+        self._tells = tells
         self._definition: ServableDefinition | None = None
         self._number = 0
         self._version_dir: str | None = None
@@ -112,7 +114,7 @@ class InProcess:
         started = time.perf_counter()
         try:
             executor = model.origin.open(model.name, self._version_dir, self._device, where)
-            plan, compiled = plan_model(model, executor, where, warm_up)
+            plan, compiled = plan_model(model, executor, where, warm_up, tells=self._tells)
             built = build(model, plan, executor)
         except MindServeError:
             raise

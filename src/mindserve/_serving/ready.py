@@ -26,7 +26,7 @@ from mindserve._define.model import Model
 from mindserve._errors import InvalidInputError, MindServeError, counted
 from mindserve._execution.executor import Executor, run_batch
 from mindserve._execution.plan import ModelPlan
-from mindserve._execution.probe import probe
+from mindserve._execution.probe import probe, tell
 from mindserve._observe.visible import warn_definition
 from mindserve._outcomes import Failure, Outcome
 from mindserve._serving.served import ServedDefinition
@@ -214,13 +214,16 @@ def ready(model: Model, plan: ModelPlan, executor: Executor) -> ReadyModel:
 
 
 def plan_model(
-    model: Model, executor: Executor, where: str, warm_up: bool
+    model: Model, executor: Executor, where: str, warm_up: bool, *, tells: bool = True
 ) -> tuple[ModelPlan, tuple[tuple[int, float], ...]]:
     """A model's plan on its executor, probed and warmed up (if ``warm_up``), and the batch
-    sizes compiled with their seconds."""
+    sizes compiled with their seconds. ``tells``: say what the padding probe found (a worker
+    process does not: its plan travels to the main process, which says it once)."""
     plan = probe(
         ModelPlan.of(model, executor.input_specs, where), executor, declared=model.padding is not None
     )
+    if tells:
+        tell(plan)
     if not warm_up:
         return plan, ()
     result = executor.warm_up(plan)

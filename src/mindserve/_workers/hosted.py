@@ -3,8 +3,11 @@ batched stages, as Triton's Python backend hosts a model (initialize, execute, f
 
 :func:`host` opens each model's executor where the worker runs, plans and warms it up as the
 main process would (:class:`~mindserve._serving.placement.InProcess`), and keeps it ready
-(:class:`~mindserve._serving.ready.ReadyModel`). The main process keeps every queue: a worker
-builds no serving version, no scheduler and no model queue. It runs each command as it
+(:class:`~mindserve._serving.ready.ReadyModel`). Each model's plan goes to the main process in
+the worker's :class:`~mindserve._workers.protocol.Ready`: the model's queue there runs with it
+as it is (no second padding probe), and says what the probe found (the worker does not).
+
+The main process keeps every queue: a worker builds no serving version, no scheduler and no model queue. It runs each command as it
 comes: a batch of a model on its executor, a batch of a batched stage as a version run in
 this process runs it (:func:`~mindserve._serving.stages.run_stage_in`); ``Model.call`` inside
 that stage runs this worker's model, in batches of that call's own instances.
@@ -53,12 +56,11 @@ class HostedVersion:
         self._reports = reports
 
     def ready(self, pid: int) -> Ready:
-        """What the main process's queues need of each model: its input specs, what its
-        warm-up compiled and kept, its warm-up report, the shapes its load ran."""
+        """What the main process's queues need of each model: its plan (probed and warmed
+        up), its warm-up report, the shapes its load ran."""
         models = {
             name: ModelReady(
-                input_specs=model.backend.input_specs,
-                warm_up=model.plan.warm,
+                plan=model.plan,
                 report=self._reports.get(name),
                 shapes=_shapes_run(model.backend),
             )
@@ -92,7 +94,7 @@ def host(
     (naming the version and the model) if one fails."""
     number, version_dir = resolve_version(definition, version)
     where = f"servable '{definition.name}' version {number}"
-    placement = InProcess(device)
+    placement = InProcess(device, tells=False)  # the main process tells, once
     placement.open(definition, number, version_dir, where, warm_up)
     models: dict[str, ReadyModel] = {}
     reports: dict[str, WarmUpReport] = {}

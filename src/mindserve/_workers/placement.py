@@ -1,6 +1,11 @@
 """A servable version placed in worker processes: :class:`WorkerPlacement` starts them,
 gives each model's queue (in the main process) the executor it runs its batches on
-(:class:`WorkerBackend`), and sends the batches of batched stages to them."""
+(:class:`WorkerBackend`), and sends the batches of batched stages to them.
+
+Each model is planned once, where it runs: every worker plans it (the padding probe runs
+there) and sends its plan in its :class:`~mindserve._workers.protocol.Ready`; the workers
+must agree (:func:`agreed`), and the model's queue here runs with that plan, probing nothing
+again."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
 import numpy as np
 
 from mindserve._batching.alone import isolating
@@ -16,12 +22,13 @@ from mindserve._config import WorkerPlan
 from mindserve._define.model import Model
 from mindserve._define.servable import ServableDefinition
 from mindserve._define.stage import Stage
-from mindserve._errors import StageError, describe
+from mindserve._errors import LoadError, StageError, describe
 from mindserve._execution.plan import ModelPlan, WarmUp
+from mindserve._execution.probe import tell
 from mindserve._observe.observer import WarmUpReport
 from mindserve._observe.status import WorkerInfo
 from mindserve._outcomes import Failure, Outcome
-from mindserve._serving.model_queue import LoadedModel, ready_model
+from mindserve._serving.model_queue import LoadedModel, loaded
 from mindserve._serving.placement import StageBatch, StageRunner
 from mindserve._values import TensorSpec
 from mindserve._workers.pool import WorkerPool
@@ -45,7 +52,6 @@ class WorkerBackend:
         input_specs: tuple[TensorSpec, ...] | None,
         *,
         lend: bool,
-        warmed: WarmUp | None = None,
         shapes: frozenset[tuple[tuple[int, ...], ...]] | None = None,
     ) -> None:
         self.pool = pool
@@ -53,7 +59,6 @@ class WorkerBackend:
         self.input_specs = input_specs
         self.capacity = pool.size
         self._lend = lend
-        self._warmed = warmed
         #: For a MindSpore model: the input shapes run, the workers' load's and every batch's
         #: sent since (each worker compiles a graph for each shape it runs).
         self._shapes = None if shapes is None else set(shapes)
@@ -66,8 +71,9 @@ class WorkerBackend:
         return None if self._shapes is None else len(self._shapes)
 
     def warm_up(self, plan: ModelPlan) -> WarmUp:
-        """What the workers' warm-up did (each worker warms up as it loads the version)."""
-        return WarmUp((), plan.batching.buckets) if self._warmed is None else self._warmed
+        """What the workers' warm-up did (each worker warms up as it loads the version, and
+        its plan, which the model's queue runs with, says so): nothing runs here."""
+        return WarmUp((), plan.batching.buckets) if plan.warm is None else plan.warm
 
     def run(self, arrays: tuple[np.ndarray, ...], requests: Sequence[Request] = ()) -> tuple[np.ndarray, ...]:
         if self._shapes is not None:
@@ -93,29 +99,33 @@ class WorkerPlacement:
     def open(
         self, definition: ServableDefinition, number: int, version_dir: str | None, where: str, warm_up: bool
     ) -> None:
-        """Start the worker processes, each loading and warming up the version."""
+        """Start the worker processes, each loading, planning and warming up the version;
+        :class:`LoadError` if they do not plan its models alike."""
         self.pool = WorkerPool(definition, number, self.plan, self.device_target, where, warm_up)
-        self._ready = self.pool.start()
+        try:
+            self._ready = agreed(self.pool.start(), where)
+        except BaseException:
+            self.pool.close()
+            raise
 
     def load_model(self, model: Model, where: str, warm_up: bool) -> tuple[LoadedModel, WarmUpReport | None]:
+        """The model's queue, on the plan its workers made (probed and warmed up there):
+        what the padding probe found is said here, once."""
         assert self.pool is not None and self._ready is not None, "WorkerPlacement.open() was not called"
-        loaded_there = self._ready.models[model.name]
+        there = self._ready.models[model.name]
+        plan: ModelPlan = there.plan
+        tell(plan)
         # A MindSpore network keeps nothing of its inputs: it may run on views of
         # shared memory. A Python callable might keep them: it gets copies.
         backend = WorkerBackend(
-            self.pool,
-            model.name,
-            loaded_there.input_specs,
-            lend=not model.origin.keeps_inputs,
-            warmed=loaded_there.warm_up,
-            shapes=loaded_there.shapes,
+            self.pool, model.name, plan.input_specs, lend=not model.origin.keeps_inputs, shapes=there.shapes
         )
         try:
-            loaded, _ = ready_model(model, backend, where, warm_up)
+            queue = loaded(model, plan, backend)
         except BaseException:
             backend.close()
             raise
-        return loaded, loaded_there.report
+        return queue, there.report
 
     def device(self) -> str | None:
         assert self._ready is not None
@@ -142,6 +152,51 @@ class WorkerPlacement:
     def wait_closed(self, timeout: float | None) -> None:
         if self.pool is not None:
             self.pool.wait_closed(timeout)
+
+
+def agreed(readies: Sequence[Ready], where: str) -> Ready:
+    """The first worker's :class:`Ready`, once every other worker planned each model alike;
+    :class:`LoadError` naming the model and the workers otherwise.
+
+    The workers run one definition on one kind of device, so only the padding probe can
+    find differently (a model whose answers vary from process to process, or float rounding
+    at the probe's tolerance). The version does not load then: serving with one worker's
+    verdict would pad batches another found padding changes. The buckets a warm-up pruned
+    by its timings (``Batching(prune_buckets=True)``) may differ: the first worker's are kept.
+    """
+    first = readies[0]
+    for index, ready in enumerate(readies[1:], start=1):
+        for name, ours in first.models.items():
+            mine, theirs = _compared(ours.plan), _compared(ready.models[name].plan)
+            if mine == theirs:
+                continue
+            if mine.lengths != theirs.lengths:
+                raise LoadError(
+                    f"{where}: model '{name}': the workers' load-time padding probes disagree: worker 0 "
+                    f"{_padding(mine)}, worker {index} {_padding(theirs)}. Hint: declare "
+                    f"padding=mindserve.Padding(...), or Padding(enabled=False) to keep exact shapes, so that "
+                    f"no probe decides (see docs/batching.md)."
+                )
+            differ = [
+                f.name for f in attrs.fields(ModelPlan) if getattr(mine, f.name) != getattr(theirs, f.name)
+            ]
+            raise LoadError(
+                f"{where}: model '{name}': worker 0 and worker {index} planned it differently "
+                f"({', '.join(differ)}); every worker must load the same definition"
+            )
+    return first
+
+
+def _compared(plan: ModelPlan) -> ModelPlan:
+    """What must be the same in every worker's plan: all but what its warm-up timed."""
+    return attrs.evolve(plan, warm=None, batching=attrs.evolve(plan.batching, buckets=None))
+
+
+def _padding(plan: ModelPlan) -> str:
+    if plan.lengths is None:
+        return "pads nothing (exact shapes)"
+    axes = sorted(plan.lengths.axes)
+    return f"pads input(s) {axes} to length buckets {list(plan.lengths.buckets)}"
 
 
 def _run_stage_in_worker(

@@ -89,13 +89,14 @@ Command = Union[RunModel, RunStage, Stop]
 
 @attrs.frozen
 class ModelReady:
-    """What a worker reports about one model it loaded: what the model's queue in the
-    main process needs (input specs, what its warm-up compiled and kept) and its warm-up
-    report."""
+    """What a worker reports about one model it loaded: its plan, which the model's queue in
+    the main process runs with as it is (planned once, where the model runs), and its
+    warm-up report."""
 
-    input_specs: Any
-    #: The worker's :class:`~mindserve._execution.plan.WarmUp` (sizes run at load, buckets kept).
-    warm_up: Any
+    #: The worker's :class:`~mindserve._execution.plan.ModelPlan`: its input specs, the
+    #: padding probe's verdict (and words, :attr:`~ModelPlan.probed`), what the warm-up
+    #: compiled and the buckets it kept.
+    plan: Any
     #: The worker's :class:`~mindserve._observe.observer.WarmUpReport`, if it warmed up.
     report: Any
     #: The input shapes its load ran (one graph each) for a MindSpore model; ``None``

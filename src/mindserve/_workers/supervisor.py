@@ -111,12 +111,14 @@ class WorkerProcesses:
 
     # -- starting --------------------------------------------------------------------
 
-    def start(self) -> Ready:
-        """Start every worker and wait until each has loaded (and warmed up) the version.
+    def start(self) -> list[Ready]:
+        """Start every worker and wait until each has loaded (and warmed up) the version;
+        return what each reported, in the workers' order.
 
         Raises :class:`LoadError` (and leaves nothing running) if any fails."""
         sweep_orphans()
         started = time.monotonic()
+        readies: list[Ready] = []
         try:
             logger.info(
                 "%s: starting %d worker process%s (each loads and warms up)",
@@ -139,6 +141,7 @@ class WorkerProcesses:
                     position,
                     len(self._slots),
                 )
+                readies.append(ready)
                 if self.ready is None:
                     self.ready = ready
         except BaseException:
@@ -153,8 +156,7 @@ class WorkerProcesses:
             )
             self._keepers.append(keeper)
             keeper.start()
-        assert self.ready is not None
-        return self.ready
+        return readies
 
     def _spawn(self, slot: WorkerPlace) -> bool:
         """Start a fresh interpreter for ``slot`` and send it the definition; False (and
