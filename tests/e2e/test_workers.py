@@ -970,6 +970,21 @@ def test_the_padding_probe_runs_in_the_workers_only_and_is_told_once(rt, text_mo
             )
 
 
+def test_a_model_that_never_batches_is_warned_of_once_not_by_each_worker(rt, tmp_path, caplog):
+    """A MindIR model exported with a fixed batch size of 1: the main process's queue (which
+    batches) warns once; the worker, whose model has no queue, says nothing of it."""
+    from models import MLP, export, zeros
+
+    export(MLP(seed=1), f"{tmp_path}/one/1/mlp.mindir", zeros(1, 16))
+    caplog.set_level(logging.INFO, logger="mindserve")
+    (model,) = rt.start(mlp_servable(f"{tmp_path}/one"), workers=1).models
+    assert model.fixed_batch_size == 1
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith(
+        "servable 'mlp' version 1: model 'mlp' was exported with a fixed batch size of 1"
+    )
+
+
 # -- shared memory another account holds (issue 20, items 1, 3 and 5) ------------------------
 
 

@@ -31,6 +31,7 @@ class LoadedModel(ReadyModel):
     def __init__(self, model: Model, plan: ModelPlan, backend: Executor) -> None:
         super().__init__(model, plan, backend)
         self.scheduler: Scheduler | None = None
+        self.warn_unbatched()
 
     def start(
         self,

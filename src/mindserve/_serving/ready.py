@@ -65,6 +65,12 @@ class ReadyModel:
         self.lengths = plan.lengths
         #: Held while :meth:`run` runs batches: never more than one at once (a capacity of 1).
         self._running = threading.Lock()
+
+    def warn_unbatched(self) -> None:
+        """Warn that a model exported with a fixed batch size of 1 never batches across
+        callers: said by its queue (:class:`~mindserve._serving.model_queue.LoadedModel`),
+        once, in the process that batches; a worker process's model has no queue and says
+        nothing."""
         if self.fixed_batch_size == 1:
             warn_definition(
                 logger,
