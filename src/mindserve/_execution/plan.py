@@ -7,6 +7,11 @@ effective :class:`~mindserve.Batching` (the 64 default and the power-of-two buck
 warm-up (:func:`mindserve._execution.executor.warm_up`) then gives a :class:`WarmUp`, and
 :meth:`ModelPlan.warmed` the plan a model's queue runs with. ``mindserve check`` and
 ``mindserve info`` use the same plan without loading anything.
+
+The plan is made once, where the model runs: between :meth:`ModelPlan.of` and the warm-up,
+the load-time padding probe (:mod:`mindserve._execution.probe`) may pad it, and keeps what it
+found in its words (:class:`Finding`). A worker process sends its plan to the main process,
+whose model queue runs with it as it is and says what the probe found.
 """
 
 from __future__ import annotations
