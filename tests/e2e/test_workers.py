@@ -645,7 +645,8 @@ def test_a_forked_child_leaves_its_parents_workers_alone(rt):
 def test_a_hung_batch_is_not_run_again_for_calls_that_gave_up(rt, monkeypatch):
     from mindserve._workers import pool
 
-    monkeypatch.setattr(pool, "HUNG_AFTER", 1.0)
+    monkeypatch.setattr(pool, "HUNG_AFTER", 0.5)
+    monkeypatch.setattr(pool, "_HUNG_POLL", 0.05)
     svc = mindserve.Servable("hangs")
     model = svc.model(hangs_on_999)
     svc.add_method(lambda x: model(x), name="run")
@@ -656,8 +657,10 @@ def test_a_hung_batch_is_not_run_again_for_calls_that_gave_up(rt, monkeypatch):
     assert time.monotonic() - started < 5
     assert wait_for(lambda: rt.servable_status("hangs").workers[0].restarts == 1, 30)
     # No instance of the dead batch runs again and hangs the new worker: a batch sent again
-    # would be ahead of this call (or in its batch), and the worker would hang under it.
+    # ahead of this call (or in its batch) would hang it; one sent later would be found hung
+    # and the worker restarted again within HUNG_AFTER + _HUNG_POLL (0.55 s): wait 3 times that.
     assert rt.infer("hangs", "run", [{"x": np.float32(1)}], timeout=30)[0]["output"] == 2
+    time.sleep(3 * (0.5 + 0.05))
     assert rt.servable_status("hangs").workers[0].restarts == 1
 
 
