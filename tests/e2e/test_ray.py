@@ -119,12 +119,19 @@ def local_ray():
         ray.shutdown()
 
 
+#: Ray Serve's defaults made short (the tests are not about them): a killed replica is found
+#: by the next health check (every 10 s by default) and replaced; a replica being stopped looks
+#: for ongoing requests every 2 s by default.
+QUICK_RAY_SERVE = {"health_check_period_s": 1, "graceful_shutdown_wait_loop_s": 0.2}
+
+
 def deploy(exported, name, *, version=1, hold_directory=None, **options):
     app = mindserve.ray.application(
         "ray_servables:mlp",
         factory_kwargs={"directory": os.path.join(exported["root"], "mlp"), "hold_directory": hold_directory},
         version=version,
         ray_actor_options={"num_cpus": 0.25, "resources": {SLOTS: 1}},
+        **QUICK_RAY_SERVE,
         **options,
     )
     return serve.run(app, name=name, route_prefix=f"/{name}")

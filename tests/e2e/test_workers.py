@@ -684,7 +684,8 @@ def test_a_forked_child_leaves_its_parents_workers_alone(rt):
 def test_a_hung_batch_is_not_run_again_for_calls_that_gave_up(rt, monkeypatch):
     from mindserve._workers import pool
 
-    monkeypatch.setattr(pool, "HUNG_AFTER", 1.0)
+    monkeypatch.setattr(pool, "HUNG_AFTER", 0.5)
+    monkeypatch.setattr(pool, "_HUNG_POLL", 0.05)
     svc = mindserve.Servable("hangs")
     model = svc.model(hangs_on_999)
     svc.add_method(lambda x: model(x), name="run")
@@ -694,16 +695,22 @@ def test_a_hung_batch_is_not_run_again_for_calls_that_gave_up(rt, monkeypatch):
         rt.infer("hangs", "run", [{"x": np.float32(999)}] * 4, timeout=1)
     assert time.monotonic() - started < 5
     assert wait_for(lambda: rt.servable_status("hangs").workers[0].restarts == 1, 30)
-    time.sleep(3)  # no instance of the dead batch runs again and hangs the new worker
-    assert rt.servable_status("hangs").workers[0].restarts == 1
+    # No instance of the dead batch runs again and hangs the new worker: a batch sent again
+    # ahead of this call (or in its batch) would hang it; one sent later would be found hung
+    # and the worker restarted again within HUNG_AFTER + _HUNG_POLL (0.55 s): wait 3 times that.
     assert rt.infer("hangs", "run", [{"x": np.float32(1)}], timeout=30)[0]["output"] == 2
+    time.sleep(3 * (0.5 + 0.05))
+    assert rt.servable_status("hangs").workers[0].restarts == 1
 
 
 class SlowToLoadWhenFlagged(DiesAtLoadWhenFlagged):
+    """Loading waits while ``flag`` exists (up to a minute): the test removes it when done."""
+
     def __setstate__(self, state):
         self.__dict__.update(state)
-        if os.path.exists(self.flag):
-            time.sleep(6)
+        deadline = time.monotonic() + 60
+        while os.path.exists(self.flag) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 def test_a_call_waiting_for_a_restarting_worker_keeps_its_timeout(rt, tmp_path):
@@ -719,6 +726,8 @@ def test_a_call_waiting_for_a_restarting_worker_keeps_its_timeout(rt, tmp_path):
     with pytest.raises(mindserve.DeadlineExceededError):
         rt.infer("slow", "run", [{"x": np.float32(1)}], timeout=1)
     assert time.monotonic() - started < 3
+    assert rt.servable_status("slow").workers[0].state != "ready"  # still loading
+    flag.unlink()
     assert wait_for(lambda: rt.servable_status("slow").workers[0].state == "ready", 30)
     assert rt.infer("slow", "run", [{"x": np.float32(1)}])[0]["output"] == 2
 
