@@ -44,12 +44,6 @@ _import_lock = threading.Lock()
 _module: ModuleType | None = None
 _device: tuple[str, int] | None = None
 
-#: Python's thread switch interval while a graph runs, in seconds. A graph run gives up the
-#: GIL several times and needs it back each time; beside a busy Python thread (callers
-#: turning around, a pool running done-callbacks) each return waited for the whole default
-#: interval (5 ms), stretching a 1.3 ms run to 20 ms. Shortened during the run only.
-RUN_SWITCH_INTERVAL = 0.0002
-
 #: Device names as MindSpore spells them, by their lower-case form.
 DEVICE_TARGETS = {"cpu": "CPU", "ascend": "Ascend", "gpu": "GPU"}
 
@@ -304,22 +298,16 @@ def run_network(
 
     MindSpore installs its own SIGINT handler at every graph run: Python's is put back after
     each (see :mod:`.signals`); ``settle`` (a network's first runs, which may start
-    MindSpore's threads) puts it back again over the next seconds. Python's thread switch
-    interval is at most :data:`RUN_SWITCH_INTERVAL` during the run, and put back after it.
+    MindSpore's threads) puts it back again over the next seconds.
     """
     ms = _module or import_mindspore()
     with _LOCK:
-        interval = sys.getswitchinterval()
-        if interval > RUN_SWITCH_INTERVAL:
-            sys.setswitchinterval(RUN_SWITCH_INTERVAL)
         try:
             outputs = network(*(ms.Tensor(a) for a in arrays))
             if not isinstance(outputs, (tuple, list)):
                 outputs = (outputs,)
             return tuple(_to_numpy(o) for o in outputs)
         finally:
-            if interval > RUN_SWITCH_INTERVAL:
-                sys.setswitchinterval(interval)
             signals.keep_python_sigint()
             if settle:
                 signals.settle()
