@@ -102,24 +102,33 @@ class VersionChanges:
         self, hosted: ServableSlot, servable: Servable, version: int, check_open: Callable[[], None]
     ) -> LoadedServable:
         """Serve ``version`` beside the running ones (the default if it is the newest)."""
-        with self.events.holding(), hosted.update_lock:
-            loaded = self._load(hosted, servable, version, hosted.plan)
-            with self.lock:
-                self._accept_hosted(hosted, loaded, check_open)
-                retired = hosted.add(loaded)
-            self._swapped(loaded, retired)
-        return loaded
+        return self._swap_in(hosted, servable, version, check_open, hosted.add)
 
     def update(
         self, hosted: ServableSlot, servable: Servable, version: int, check_open: Callable[[], None]
     ) -> LoadedServable:
         """Serve ``version`` of ``servable`` as the default; the previous default retires."""
+        return self._swap_in(hosted, servable, version, check_open, hosted.promote, adopt=True)
+
+    def _swap_in(
+        self,
+        hosted: ServableSlot,
+        servable: Servable,
+        version: int,
+        check_open: Callable[[], None],
+        rule: Callable[[LoadedServable], list[LoadedServable]],
+        adopt: bool = False,
+    ) -> LoadedServable:
+        """Load ``version`` where the slot's versions run, and swap it in by ``rule`` (one of
+        the slot's rules, returning the versions it retired); ``adopt``: later updates load
+        from ``servable``."""
         with self.events.holding(), hosted.update_lock:
             loaded = self._load(hosted, servable, version, hosted.plan)
             with self.lock:
                 self._accept_hosted(hosted, loaded, check_open)
-                retired = hosted.promote(loaded)
-                hosted.servable = servable
+                retired = rule(loaded)
+                if adopt:
+                    hosted.servable = servable
             self._swapped(loaded, retired)
         return loaded
 
