@@ -6,10 +6,17 @@ from __future__ import annotations
 
 import socket
 import ssl
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from mindserve.compat.server import SSLConfig
+
+class SSLConfig(Protocol):
+    """What these checks read of an ``SSLConfig`` (:class:`mindserve.compat.server.SSLConfig`,
+    which imports this module)."""
+
+    certificate: Any
+    private_key: Any
+    custom_ca: Any
+    verify_client: bool
 
 
 def grpc_credentials(config: SSLConfig, address: str) -> None:
