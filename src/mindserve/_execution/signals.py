@@ -30,9 +30,8 @@ from typing import Any
 #: Bytes enough for any C library's ``struct sigaction`` (glibc and musl: 152 on x86-64).
 _ACTION_SIZE = 512
 #: For how many seconds after a run that may have started MindSpore threads, and how often,
-#: Python's handling is put back again (long enough for threads that start late on a loaded
-#: machine: a check every 10 ms costs a few microseconds).
-_SETTLE_FOR = 10.0
+#: Python's handling is put back again.
+_SETTLE_FOR = 3.0
 _SETTLE_EVERY = 0.01
 
 _SIGINT = int(signal.SIGINT)
