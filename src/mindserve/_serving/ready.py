@@ -21,7 +21,7 @@ import numpy as np
 
 from mindserve._batching import shapes as _batching
 from mindserve._batching.alone import isolating
-from mindserve._calls import Pending, Request, in_caller_thread
+from mindserve._calls import Request, in_caller_thread
 from mindserve._define.model import Model
 from mindserve._errors import InvalidInputError, MindServeError, counted
 from mindserve._execution.executor import Executor, run_batch
@@ -30,7 +30,6 @@ from mindserve._execution.probe import probe, tell
 from mindserve._observe.visible import warn_definition
 from mindserve._outcomes import Failure, Outcome
 from mindserve._serving.served import ServedDefinition
-from mindserve._tickets import Ticket
 from mindserve._values import serving_input_error, to_model_input
 
 logger = logging.getLogger("mindserve")
@@ -91,18 +90,17 @@ class ReadyModel:
         """Check and run instances in this thread, in batches of these instances alone (as
         a lone caller's run on a scheduler), one call's batches at a time."""
         values, keys, finish = self.checked(instances, labels)
-        ticket = Ticket(len(values))
+        outcomes: list[Outcome] = [None] * len(values)  # type: ignore[list-item]  # all set below
         if values:
             request.check(self._what)
             limit = self.batching.max_batch_size or 1
             batches = [[0]] if len(values) == 1 else _batching.split(keys, len(values), limit)
             with self._running:
                 for indices in batches:
-                    outcomes = self._run_isolating([values[i] for i in indices], [request] * len(indices))
-                    for i, outcome in zip(indices, outcomes):
-                        ticket.outcomes[i] = outcome
-            ticket.settled(len(values))
-        return request.finish(Pending(ticket, self._what, finish))
+                    ran = self._run_isolating([values[i] for i in indices], [request] * len(indices))
+                    for i, outcome in zip(indices, ran):
+                        outcomes[i] = outcome
+        return outcomes if finish is None else finish(outcomes)
 
     def checked(self, instances: Sequence[tuple[Any, ...]], labels: Sequence[str] | None) -> Checked:
         """Check and convert instances; see :data:`Checked`."""
